@@ -1,0 +1,114 @@
+"""The `memvault` command line. Each subcommand is a thin call into `Vault` (or the server)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from memvault.config import Settings
+from memvault.errors import MemvaultError
+from memvault.model import to_jsonable
+from memvault.vault import Vault
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _open(args: argparse.Namespace) -> Vault:
+    return Vault.open(args.data)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Write a short conversation, close the vault, open it again and recall it."""
+    user, session = "demo-user", "demo-session"
+    with _open(args) as vault:
+        vault.clear(user)
+        vault.add_turn(user, session, "user", "Hi! My favourite colour is blue.", speaker="Sam")
+        vault.add_turn(user, session, "assistant", "Noted: blue is your favourite colour.")
+        vault.add_memory(user, "Sam's favourite colour is blue", category="preference")
+        print(f"wrote 2 turns and 1 memory for {user!r} in {args.data}")
+    print("closed the vault; opening it again ...")
+    with _open(args) as vault:
+        for turn in vault.recent_turns(user, session_id=session):
+            print(f"  [{turn.seq}] {turn.role.value:>9}: {turn.content}")
+        for memory in vault.list_memories(user, kinds=["fact"]):
+            print(f"  fact ({memory.category}): {memory.text}")
+        stats = vault.stats(user)
+        print(f"  {stats['turns']} turns in {stats['sessions']} session(s)")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _open(args) as vault:
+        print(json.dumps(to_jsonable(vault.stats(args.user)), indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with _open(args) as vault:
+        document = vault.export_user(args.user)
+    text = json.dumps(document, ensure_ascii=False, indent=2)
+    if args.output == "-":
+        print(text)
+    else:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    source = sys.stdin.read() if args.input == "-" else Path(args.input).read_text("utf-8")
+    with _open(args) as vault:
+        user = vault.import_user(json.loads(source), user_id=args.user)
+    print(f"imported into user {user.id!r}")
+    return 0
+
+
+def cmd_rotate_master_key(args: argparse.Namespace) -> int:
+    with _open(args) as vault:
+        key = vault.rotate_master_key()
+    if Settings().master_key:
+        print("the data keys are now wrapped by this master key; put it in MEMVAULT_MASTER_KEY:")
+        print(key)
+    else:
+        print("master key rotated; the key file in the data folder holds the new key")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memvault", description=__doc__)
+    parser.add_argument(
+        "--data", type=Path, default=Settings().data, help="data folder (MEMVAULT_DATA)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("demo", help="write, restart, recall").set_defaults(run=cmd_demo)
+    stats = commands.add_parser("stats", help="a user's statistics")
+    stats.add_argument("user")
+    stats.set_defaults(run=cmd_stats)
+    export = commands.add_parser("export", help="export a user as JSON")
+    export.add_argument("user")
+    export.add_argument("-o", "--output", default="-")
+    export.set_defaults(run=cmd_export)
+    imp = commands.add_parser("import", help="import a user from an export")
+    imp.add_argument("input", help="file, or - for standard input")
+    imp.add_argument("--user", default=None, help="import under this user id instead")
+    imp.set_defaults(run=cmd_import)
+    rotate = commands.add_parser("rotate-master-key", help="re-wrap data keys under a new key")
+    rotate.set_defaults(run=cmd_rotate_master_key)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Command = args.run
+    try:
+        return run(args)
+    except MemvaultError as exc:
+        print(f"memvault: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

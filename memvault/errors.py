@@ -1,0 +1,61 @@
+"""One tree of errors for every face of memvault.
+
+The API maps each class to one HTTP status and one JSON envelope, so callers of the library and
+of the server see the same distinctions. Messages name the field or the object kind, never user
+content or key material: errors end up in logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MemvaultError(Exception):
+    """Base of every error memvault raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class Invalid(MemvaultError):
+    """The caller's input is malformed; `field` names what is wrong. Nothing was written."""
+
+    code = "invalid"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}", details={"field": field})
+        self.field = field
+
+
+class NotFound(MemvaultError):
+    """The object does not exist, or not within the caller's scope (the two look the same)."""
+
+    code = "not_found"
+
+
+class Forbidden(MemvaultError):
+    """The caller is known but may not do this."""
+
+    code = "forbidden"
+
+
+class Conflict(MemvaultError):
+    """The write clashes with what is stored (a duplicate id, an import over existing rows)."""
+
+    code = "conflict"
+
+
+class IntegrityError(MemvaultError):
+    """A ciphertext failed to open: tampered, truncated, moved to another row, or its key gone."""
+
+    code = "integrity"
+
+
+class WrongMasterKey(MemvaultError):
+    """The master key given does not open this keyring."""
+
+    code = "wrong_master_key"

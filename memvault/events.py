@@ -1,0 +1,54 @@
+"""Change events published by `Vault` after each committed write.
+
+Events carry ids, never content: a subscriber that needs the text loads it through `Vault`, in the
+right user scope. The WebSocket hub subscribes here; the PostgreSQL backend relays the same events
+between processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str  # turn.added, memory.added|updated|deleted, session.updated|deleted, user.deleted
+    user_id: str
+    ids: dict[str, Any] = field(default_factory=dict)
+
+
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    """In-process fan-out. A failing listener is logged and skipped: it never fails a write."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def publish(self, event: Event) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed for %s", event.type)

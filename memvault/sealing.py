@@ -1,0 +1,68 @@
+"""Which columns of which table hold user content, and how they are sealed and opened.
+
+The single list of encrypted columns: the store keeps whatever it is given, `Vault` passes every
+row through here on its way in and out.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from memvault.crypto import Keyring
+from memvault.store.database import Row
+
+Encoding = Literal["text", "json"]
+
+SEALED_COLUMNS: dict[str, dict[str, Encoding]] = {
+    "users": {"profile": "json"},
+    "agents": {"name": "text", "description": "text"},
+    "sessions": {
+        "title": "text", "summary": "text", "intent": "text", "entities": "json",
+        "metadata": "json",
+    },
+    "turns": {
+        "speaker": "text", "content": "text", "audio_ref": "text", "tool_calls": "json",
+        "tool_result": "json", "intent": "text", "entities": "json", "metadata": "json",
+    },
+    "memories": {
+        "text": "text", "category": "text", "tags": "json", "source_turn_ids": "json",
+        "metadata": "json",
+    },
+}  # fmt: skip
+
+
+def _encode(value: Any, encoding: Encoding) -> bytes:
+    if encoding == "text":
+        return str(value).encode("utf-8")
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _decode(data: bytes, encoding: Encoding) -> Any:
+    text = data.decode("utf-8")
+    return text if encoding == "text" else json.loads(text)
+
+
+class Sealer:
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+
+    def seal(self, table: str, user_id: str, row_id: str, row: Row) -> Row:
+        """A copy of `row` with its content columns sealed; None stays None (nothing to hide)."""
+        sealed = dict(row)
+        for column, encoding in SEALED_COLUMNS[table].items():
+            value = row.get(column)
+            if value is not None:
+                sealed[column] = self.keyring.seal(
+                    user_id, table, row_id, column, _encode(value, encoding)
+                )
+        return sealed
+
+    def open(self, table: str, user_id: str, row_id: str, row: Row) -> Row:
+        opened = dict(row)
+        for column, encoding in SEALED_COLUMNS[table].items():
+            value = row.get(column)
+            if value is not None:
+                plain = self.keyring.open_field(user_id, table, row_id, column, bytes(value))
+                opened[column] = _decode(plain, encoding)
+        return opened

@@ -1,0 +1,523 @@
+"""The store: portable SQL over sealed rows, for any `Database` (SQLite, PostgreSQL).
+
+The store never sees plaintext: `Vault` seals user fields before they arrive and opens them after
+they leave. Every method takes the user scope first and every statement filters on it. Each write
+bumps the user's revision inside its own transaction and stamps the rows it touches with it
+(`rev`), so a per-user cache can ask for exactly what changed since it last looked.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from memvault.errors import NotFound
+from memvault.store.database import Database, Row, Transaction
+from memvault.store.migrations import migrate
+
+USER_COLUMNS = ("id", "profile", "revision", "created_at", "updated_at")
+AGENT_COLUMNS = ("user_id", "id", "name", "description", "created_at")
+SESSION_COLUMNS = (
+    "user_id", "id", "kind", "agent_id", "title", "summary", "intent", "confidence", "entities",
+    "metadata", "turn_count", "last_seq", "last_turn_at", "created_at", "updated_at",
+)  # fmt: skip
+TURN_COLUMNS = (
+    "user_id", "id", "session_id", "seq", "role", "channel", "modality", "speaker", "content",
+    "audio_ref", "audio_duration", "tool_calls", "tool_result", "intent", "confidence",
+    "entities", "metadata", "agent_id", "created_at", "rev",
+)  # fmt: skip
+MEMORY_COLUMNS = (
+    "user_id", "id", "kind", "tier", "text", "category", "importance", "valence", "tags",
+    "source_turn_ids", "valid_from", "valid_to", "superseded_by", "pinned", "access_count",
+    "last_accessed_at", "expires_at", "agent_id", "metadata", "created_at", "updated_at", "rev",
+)  # fmt: skip
+SESSION_FIELDS = frozenset(
+    {"kind", "title", "summary", "intent", "confidence", "entities", "metadata", "agent_id"}
+)
+MEMORY_FIELDS = frozenset(MEMORY_COLUMNS) - {"user_id", "id", "created_at", "rev"}
+
+
+def _insert_sql(table: str, columns: Sequence[str]) -> str:
+    marks = ", ".join("?" for _ in columns)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+
+
+def _values(row: Row, columns: Sequence[str]) -> tuple[Any, ...]:
+    return tuple(row.get(c) for c in columns)
+
+
+def _in(values: Sequence[Any]) -> str:
+    return "(" + ", ".join("?" for _ in values) + ")"
+
+
+class SqlStore:
+    """Implements the `Store` protocol in portable SQL with `?` placeholders."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        migrate(db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def ping(self) -> None:
+        self.db.ping()
+
+    # -- users ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _touch_user(tx: Transaction, user_id: str, now: str) -> int:
+        """Create the user if new, bump its revision, and return the new revision."""
+        tx.execute(
+            "INSERT INTO users (id, revision, created_at, updated_at) VALUES (?, 0, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",
+            (user_id, now, now),
+        )
+        return SqlStore._bump(tx, user_id, now)
+
+    @staticmethod
+    def _bump(tx: Transaction, user_id: str, now: str) -> int:
+        row = tx.one(
+            "UPDATE users SET revision = revision + 1, updated_at = ? WHERE id = ? "
+            "RETURNING revision",
+            (now, user_id),
+        )
+        if row is None:
+            raise NotFound("no such user")
+        return int(row["revision"])
+
+    @staticmethod
+    def _exists(tx: Transaction, table: str, user_id: str, row_id: str) -> bool:
+        sql = f"SELECT id FROM {table} WHERE user_id = ? AND id = ?"
+        return tx.one(sql, (user_id, row_id)) is not None
+
+    def revision(self, user_id: str) -> int:
+        with self.db.read() as tx:
+            row = tx.one("SELECT revision FROM users WHERE id = ?", (user_id,))
+        return 0 if row is None else int(row["revision"])
+
+    def get_user(self, user_id: str) -> Row | None:
+        with self.db.read() as tx:
+            return tx.one("SELECT * FROM users WHERE id = ?", (user_id,))
+
+    def put_user(self, user_id: str, profile: bytes | None, now: str) -> Row:
+        with self.db.write() as tx:
+            self._touch_user(tx, user_id, now)
+            tx.execute("UPDATE users SET profile = ? WHERE id = ?", (profile, user_id))
+            row = tx.one("SELECT * FROM users WHERE id = ?", (user_id,))
+        assert row is not None
+        return row
+
+    def list_user_ids(self) -> list[str]:
+        with self.db.read() as tx:
+            return [r["id"] for r in tx.all("SELECT id FROM users ORDER BY id")]
+
+    def delete_user(self, user_id: str) -> bool:
+        with self.db.write() as tx:
+            for table in (
+                "turns",
+                "sessions",
+                "memories",
+                "agents",
+                "tombstones",
+                "daily_activity",
+            ):
+                tx.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
+            return tx.execute("DELETE FROM users WHERE id = ?", (user_id,)) > 0
+
+    # -- agents --------------------------------------------------------------------------------
+
+    def insert_agent(self, row: Row, now: str) -> None:
+        with self.db.write() as tx:
+            self._touch_user(tx, row["user_id"], now)
+            tx.execute(_insert_sql("agents", AGENT_COLUMNS), _values(row, AGENT_COLUMNS))
+
+    def list_agents(self, user_id: str) -> list[Row]:
+        with self.db.read() as tx:
+            return tx.all(
+                "SELECT * FROM agents WHERE user_id = ? ORDER BY created_at, id", (user_id,)
+            )
+
+    # -- sessions and turns --------------------------------------------------------------------
+
+    def append_turns(
+        self, user_id: str, session_id: str, new_session: Row, turns: Sequence[Row], now: str
+    ) -> list[int]:
+        """Append turns to a session (created from `new_session` if absent) in one transaction.
+
+        Returns the sequence numbers given to the turns, in order. Sequence numbers come from the
+        session row, which the transaction holds locked, so concurrent writers never share one.
+        """
+        with self.db.write() as tx:
+            rev = self._touch_user(tx, user_id, now)
+            session = {
+                "turn_count": 0,
+                "last_seq": 0,
+                **new_session,
+                "user_id": user_id,
+                "id": session_id,
+            }
+            tx.execute(
+                _insert_sql("sessions", SESSION_COLUMNS) + " ON CONFLICT (user_id, id) DO NOTHING",
+                _values(session, SESSION_COLUMNS),
+            )
+            latest = max(t["created_at"] for t in turns)
+            row = tx.one(
+                "UPDATE sessions SET last_seq = last_seq + ?, turn_count = turn_count + ?, "
+                "updated_at = ?, last_turn_at = CASE WHEN last_turn_at IS NULL "
+                "OR last_turn_at < ? THEN ? ELSE last_turn_at END "
+                "WHERE user_id = ? AND id = ? RETURNING last_seq",
+                (len(turns), len(turns), now, latest, latest, user_id, session_id),
+            )
+            assert row is not None
+            first = int(row["last_seq"]) - len(turns) + 1
+            seqs = list(range(first, first + len(turns)))
+            tx.executemany(
+                _insert_sql("turns", TURN_COLUMNS),
+                [
+                    _values(
+                        {**t, "user_id": user_id, "session_id": session_id, "seq": s, "rev": rev},
+                        TURN_COLUMNS,
+                    )
+                    for t, s in zip(turns, seqs, strict=True)
+                ],
+            )  # fmt: skip
+            self._count_activity(tx, user_id, Counter(t["created_at"][:10] for t in turns), "turns")
+        return seqs
+
+    @staticmethod
+    def _count_activity(tx: Transaction, user_id: str, days: Counter[str], column: str) -> None:
+        tx.executemany(
+            f"INSERT INTO daily_activity (user_id, day, {column}) VALUES (?, ?, ?) "
+            f"ON CONFLICT (user_id, day) DO UPDATE "
+            f"SET {column} = daily_activity.{column} + excluded.{column}",
+            [(user_id, day, n) for day, n in sorted(days.items())],
+        )
+
+    def get_session(self, user_id: str, session_id: str) -> Row | None:
+        with self.db.read() as tx:
+            return tx.one(
+                "SELECT * FROM sessions WHERE user_id = ? AND id = ?", (user_id, session_id)
+            )
+
+    def get_session_with_turns(self, user_id: str, session_id: str) -> tuple[Row, list[Row]] | None:
+        with self.db.read() as tx:
+            session = tx.one(
+                "SELECT * FROM sessions WHERE user_id = ? AND id = ?", (user_id, session_id)
+            )
+            if session is None:
+                return None
+            turns = tx.all(
+                "SELECT * FROM turns WHERE user_id = ? AND session_id = ? ORDER BY seq",
+                (user_id, session_id),
+            )
+        return session, turns
+
+    def session_turns(
+        self, user_id: str, session_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[Row]:
+        with self.db.read() as tx:
+            return tx.all(
+                "SELECT * FROM turns WHERE user_id = ? AND session_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (user_id, session_id, after_seq, limit),
+            )
+
+    def list_sessions(self, user_id: str, *, limit: int, before: str | None) -> list[Row]:
+        sql = "SELECT * FROM sessions WHERE user_id = ?"
+        params: list[Any] = [user_id]
+        if before is not None:
+            sql += " AND updated_at < ?"
+            params.append(before)
+        sql += " ORDER BY updated_at DESC, id DESC LIMIT ?"
+        params.append(limit)
+        with self.db.read() as tx:
+            return tx.all(sql, params)
+
+    def update_session(self, user_id: str, session_id: str, fields: Row, now: str) -> Row | None:
+        unknown = set(fields) - SESSION_FIELDS
+        assert not unknown, unknown
+        with self.db.write() as tx:
+            assignments = ", ".join(f"{name} = ?" for name in fields)
+            changed = tx.execute(
+                f"UPDATE sessions SET {assignments}, updated_at = ? WHERE user_id = ? AND id = ?",
+                (*fields.values(), now, user_id, session_id),
+            )
+            if not changed:
+                return None
+            self._bump(tx, user_id, now)
+            return tx.one(
+                "SELECT * FROM sessions WHERE user_id = ? AND id = ?", (user_id, session_id)
+            )
+
+    def delete_session(self, user_id: str, session_id: str, now: str) -> bool:
+        with self.db.write() as tx:
+            if not self._exists(tx, "sessions", user_id, session_id):
+                return False
+            rev = self._bump(tx, user_id, now)
+            self._bury_turns(tx, user_id, rev, "session_id = ?", (session_id,))
+            tx.execute(
+                "DELETE FROM turns WHERE user_id = ? AND session_id = ?", (user_id, session_id)
+            )
+            tx.execute("DELETE FROM sessions WHERE user_id = ? AND id = ?", (user_id, session_id))
+        return True
+
+    @staticmethod
+    def _bury_turns(
+        tx: Transaction, user_id: str, rev: int, where: str, params: Sequence[Any]
+    ) -> None:
+        """Record tombstones for the turns about to be deleted, so caches can drop them."""
+        tx.execute(
+            "INSERT INTO tombstones (user_id, item_type, item_id, rev) "
+            f"SELECT user_id, 'turn', id, ? FROM turns WHERE user_id = ? AND {where} "
+            "ON CONFLICT (user_id, item_type, item_id) DO UPDATE SET rev = excluded.rev",
+            (rev, user_id, *params),
+        )
+
+    def recent_turns(
+        self, user_id: str, *, session_id: str | None, channel: str | None, limit: int
+    ) -> list[Row]:
+        """The newest `limit` turns, newest first."""
+        sql = "SELECT * FROM turns WHERE user_id = ?"
+        params: list[Any] = [user_id]
+        if session_id is not None:
+            sql += " AND session_id = ?"
+            params.append(session_id)
+        if channel is not None:
+            sql += " AND channel = ?"
+            params.append(channel)
+        order = "seq DESC" if session_id is not None else "created_at DESC, id DESC"
+        sql += f" ORDER BY {order} LIMIT ?"
+        params.append(limit)
+        with self.db.read() as tx:
+            return tx.all(sql, params)
+
+    def clear_turns(self, user_id: str, channel: str | None, now: str) -> int:
+        """Delete the user's turns (of one channel, or all) and the sessions left empty."""
+        where, params = ("channel = ?", (channel,)) if channel else ("1 = 1", ())
+        with self.db.write() as tx:
+            if tx.one("SELECT id FROM users WHERE id = ?", (user_id,)) is None:
+                return 0
+            rev = self._bump(tx, user_id, now)
+            self._bury_turns(tx, user_id, rev, where, params)
+            deleted = tx.execute(
+                f"DELETE FROM turns WHERE user_id = ? AND {where}", (user_id, *params)
+            )
+            tx.execute(
+                "UPDATE sessions SET turn_count = (SELECT COUNT(*) FROM turns t "
+                "WHERE t.user_id = sessions.user_id AND t.session_id = sessions.id) "
+                "WHERE user_id = ?",
+                (user_id,),
+            )
+            tx.execute("DELETE FROM sessions WHERE user_id = ? AND turn_count = 0", (user_id,))
+        return deleted
+
+    # -- memories ------------------------------------------------------------------------------
+
+    def insert_memory(self, row: Row, now: str) -> int:
+        with self.db.write() as tx:
+            rev = self._touch_user(tx, row["user_id"], now)
+            tx.execute(
+                _insert_sql("memories", MEMORY_COLUMNS),
+                _values({**row, "rev": rev}, MEMORY_COLUMNS),
+            )
+            self._count_activity(tx, row["user_id"], Counter([row["created_at"][:10]]), "memories")
+        return rev
+
+    def get_memory(self, user_id: str, memory_id: str) -> Row | None:
+        with self.db.read() as tx:
+            return tx.one(
+                "SELECT * FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id)
+            )
+
+    def update_memory(self, user_id: str, memory_id: str, fields: Row, now: str) -> Row | None:
+        unknown = set(fields) - MEMORY_FIELDS
+        assert not unknown, unknown
+        with self.db.write() as tx:
+            if not self._exists(tx, "memories", user_id, memory_id):
+                return None
+            rev = self._bump(tx, user_id, now)
+            assignments = "".join(f"{name} = ?, " for name in fields)
+            tx.execute(
+                f"UPDATE memories SET {assignments}updated_at = ?, rev = ? "
+                "WHERE user_id = ? AND id = ?",
+                (*fields.values(), now, rev, user_id, memory_id),
+            )
+            return tx.one(
+                "SELECT * FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id)
+            )
+
+    def delete_memory(self, user_id: str, memory_id: str, now: str) -> bool:
+        with self.db.write() as tx:
+            if not self._exists(tx, "memories", user_id, memory_id):
+                return False
+            rev = self._bump(tx, user_id, now)
+            tx.execute(
+                "INSERT INTO tombstones (user_id, item_type, item_id, rev) "
+                "VALUES (?, 'memory', ?, ?) "
+                "ON CONFLICT (user_id, item_type, item_id) DO UPDATE SET rev = excluded.rev",
+                (user_id, memory_id, rev),
+            )
+            tx.execute("DELETE FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id))
+        return True
+
+    def list_memories(
+        self,
+        user_id: str,
+        *,
+        kinds: Sequence[str] | None = None,
+        tiers: Sequence[str] | None = None,
+        agent_id: str | None = None,
+        pinned: bool | None = None,
+        current_only: bool = False,
+        live_at: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Row]:
+        """Memories newest first. `current_only` drops superseded ones; `live_at` expired ones."""
+        sql = "SELECT * FROM memories WHERE user_id = ?"
+        params: list[Any] = [user_id]
+        for column, wanted in (("kind", kinds), ("tier", tiers)):
+            if wanted:
+                sql += f" AND {column} IN {_in(wanted)}"
+                params.extend(wanted)
+        if agent_id is not None:
+            sql += " AND agent_id = ?"
+            params.append(agent_id)
+        if pinned is not None:
+            sql += " AND pinned = ?"
+            params.append(int(pinned))
+        if current_only:
+            sql += " AND superseded_by IS NULL"
+        if live_at is not None:
+            sql += " AND (expires_at IS NULL OR expires_at > ?)"
+            params.append(live_at)
+        sql += " ORDER BY created_at DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params.extend((limit, offset))
+        with self.db.read() as tx:
+            return tx.all(sql, params)
+
+    def record_access(self, user_id: str, memory_ids: Sequence[str], now: str) -> None:
+        """Count a recall. Not a content change: the revision stays, so caches stay warm."""
+        if not memory_ids:
+            return
+        with self.db.write() as tx:
+            tx.execute(
+                "UPDATE memories SET access_count = access_count + 1, last_accessed_at = ? "
+                f"WHERE user_id = ? AND id IN {_in(memory_ids)}",
+                (now, user_id, *memory_ids),
+            )
+
+    # -- change feed for caches ----------------------------------------------------------------
+
+    def changes_since(self, user_id: str, rev: int) -> tuple[int, list[Row], list[Row], list[Row]]:
+        """(current revision, turns and memories written after `rev`, tombstones after `rev`)."""
+        with self.db.read() as tx:
+            head = tx.one("SELECT revision FROM users WHERE id = ?", (user_id,))
+            turns = tx.all(
+                "SELECT * FROM turns WHERE user_id = ? AND rev > ? ORDER BY created_at, id",
+                (user_id, rev),
+            )
+            memories = tx.all(
+                "SELECT * FROM memories WHERE user_id = ? AND rev > ? ORDER BY created_at, id",
+                (user_id, rev),
+            )
+            tombstones = tx.all(
+                "SELECT item_type, item_id, rev FROM tombstones WHERE user_id = ? AND rev > ?",
+                (user_id, rev),
+            )
+        return (0 if head is None else int(head["revision"])), turns, memories, tombstones
+
+    # -- global context ------------------------------------------------------------------------
+
+    def set_global(self, key: str, text: str, now: str) -> None:
+        with self.db.write() as tx:
+            tx.execute(
+                "INSERT INTO global_context (key, text, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE "
+                "SET text = excluded.text, updated_at = excluded.updated_at",
+                (key, text, now),
+            )
+
+    def list_global(self) -> list[Row]:
+        with self.db.read() as tx:
+            return tx.all("SELECT * FROM global_context ORDER BY key")
+
+    def delete_global(self, key: str) -> bool:
+        with self.db.write() as tx:
+            return tx.execute("DELETE FROM global_context WHERE key = ?", (key,)) > 0
+
+    # -- statistics and whole-user copies ------------------------------------------------------
+
+    def counts(self, user_id: str) -> Row:
+        with self.db.read() as tx:
+            sessions = tx.one("SELECT COUNT(*) AS n FROM sessions WHERE user_id = ?", (user_id,))
+            memories = tx.one("SELECT COUNT(*) AS n FROM memories WHERE user_id = ?", (user_id,))
+            turns = tx.one(
+                "SELECT COUNT(*) AS n, MIN(created_at) AS first_at, MAX(created_at) AS last_at "
+                "FROM turns WHERE user_id = ?",
+                (user_id,),
+            )
+            channels = tx.all(
+                "SELECT channel, COUNT(*) AS n FROM turns WHERE user_id = ? GROUP BY channel",
+                (user_id,),
+            )
+            days = tx.all(
+                "SELECT day, turns, memories FROM daily_activity WHERE user_id = ? ORDER BY day",
+                (user_id,),
+            )
+        assert sessions is not None and memories is not None and turns is not None
+        return {
+            "sessions": int(sessions["n"]),
+            "memories": int(memories["n"]),
+            "turns": int(turns["n"]),
+            "first_at": turns["first_at"],
+            "last_at": turns["last_at"],
+            "by_channel": {r["channel"]: int(r["n"]) for r in channels},
+            "daily_activity": days,
+        }
+
+    def dump_user(self, user_id: str) -> Row | None:
+        """Every row of one user, sealed, in one snapshot (for export and backend migration)."""
+        with self.db.read() as tx:
+            user = tx.one("SELECT * FROM users WHERE id = ?", (user_id,))
+            if user is None:
+                return None
+            orders = {
+                "agents": "id", "sessions": "created_at, id", "turns": "session_id, seq",
+                "memories": "created_at, id", "daily_activity": "day",
+            }  # fmt: skip
+            dump = {
+                table: tx.all(
+                    f"SELECT * FROM {table} WHERE user_id = ? ORDER BY {order}", (user_id,)
+                )
+                for table, order in orders.items()
+            }
+        return {"user": user, **dump}
+
+    def load_user(self, dump: Row, now: str) -> None:
+        """Insert a whole user's rows in one transaction; any clash writes nothing (Conflict)."""
+        user_id = dump["user"]["id"]
+        with self.db.write() as tx:
+            rev = self._touch_user(tx, user_id, now)
+            user = dump["user"]
+            tx.execute(
+                "UPDATE users SET profile = COALESCE(?, profile), "
+                "created_at = CASE WHEN created_at > ? THEN ? ELSE created_at END, "
+                "updated_at = ? WHERE id = ?",
+                (user.get("profile"), user["created_at"], user["created_at"], user["updated_at"],
+                 user_id),
+            )  # fmt: skip
+            tables: Iterable[tuple[str, Sequence[str]]] = (
+                ("agents", AGENT_COLUMNS), ("sessions", SESSION_COLUMNS),
+                ("turns", TURN_COLUMNS), ("memories", MEMORY_COLUMNS),
+            )  # fmt: skip
+            for table, columns in tables:
+                rows = [{**r, "user_id": user_id, "rev": rev} for r in dump[table]]
+                tx.executemany(_insert_sql(table, columns), [_values(r, columns) for r in rows])
+            for column in ("turns", "memories"):
+                days = Counter({r["day"]: int(r[column]) for r in dump["daily_activity"]})
+                self._count_activity(tx, user_id, +days, column)

@@ -1,0 +1,843 @@
+"""The `Vault` facade: every memvault use case, in one place.
+
+The server, the CLI and the MCP server call only this. A call validates its input completely
+before it writes anything, seals user content under the user's own key, lets the store commit it
+in one transaction, then publishes an event. Every method takes the user scope first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from memvault import validate as v
+from memvault.config import Settings
+from memvault.crypto import Keyring, decode_key, encode_key, generate_key, open_sqlite_keyring
+from memvault.errors import Invalid, NotFound
+from memvault.events import Event, EventBus
+from memvault.model import (
+    Agent,
+    Channel,
+    DailyActivity,
+    GlobalContextEntry,
+    Memory,
+    MemoryKind,
+    Modality,
+    Role,
+    Session,
+    SessionKind,
+    Tier,
+    Turn,
+    User,
+    format_ts,
+    new_id,
+    parse_ts,
+    utcnow,
+)
+from memvault.sealing import Sealer
+from memvault.store import Store, open_sqlite_store
+from memvault.store.database import Row
+
+EXPORT_FORMAT = "memvault-export"
+EXPORT_VERSION = 1
+MAX_LIST = 1000
+
+TURN_FIELDS = (
+    "role", "content", "speaker", "channel", "modality", "created_at", "metadata", "tool_calls",
+    "tool_result", "intent", "confidence", "entities", "agent_id", "audio_ref", "audio_duration",
+)  # fmt: skip
+MEMORY_INPUT_FIELDS = (
+    "category", "importance", "valence", "tags", "source_turn_ids", "valid_from", "valid_to",
+    "superseded_by", "pinned", "expires_at", "agent_id", "metadata", "created_at",
+)  # fmt: skip
+SESSION_INPUT_FIELDS = ("title", "summary", "kind", "intent", "confidence", "entities", "metadata")
+
+
+def _ts(moment: datetime | None) -> str | None:
+    return None if moment is None else format_ts(moment)
+
+
+def _dt(text: str | None) -> datetime | None:
+    return None if text is None else parse_ts(text)
+
+
+class Vault:
+    """Encrypted, per-user conversation memory. Thread-safe; use one per data folder."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        settings: Settings | None = None,
+        master_key: str | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        if path is not None:
+            self.settings = self.settings.model_copy(update={"data": Path(path)})
+        if master_key is not None:
+            self.settings = self.settings.model_copy(update={"master_key": master_key})
+        data = Path(self.settings.data)
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.data_dir = data
+        self.keyring: Keyring = open_sqlite_keyring(data, self.settings.master_key)
+        try:
+            self.store: Store = open_sqlite_store(data)
+        except BaseException:
+            self.keyring.close()
+            raise
+        self.sealer = Sealer(self.keyring)
+        self.events = EventBus()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Vault:
+        return cls(path, **kwargs)
+
+    def close(self) -> None:
+        self.store.close()
+        self.keyring.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def ping(self) -> None:
+        """Raise if the database or the keyring cannot be reached (readiness checks)."""
+        self.store.ping()
+        self.keyring.has_user_key("-")
+
+    # -- users -----------------------------------------------------------------------------
+
+    def put_user(self, user_id: str, profile: Mapping[str, Any] | None = None) -> User:
+        """Create the user, or replace their profile attributes."""
+        v.check_id("user_id", user_id)
+        profile = v.check_json(
+            "profile", dict(profile or {}), max_bytes=self.settings.max_json_bytes, object_only=True
+        )
+        now = format_ts(utcnow())
+        sealed = self.sealer.seal("users", user_id, user_id, {"profile": profile or None})
+        row = self.store.put_user(user_id, sealed["profile"], now)
+        self._publish("user.updated", user_id)
+        return self._user(row)
+
+    def get_user(self, user_id: str) -> User:
+        v.check_id("user_id", user_id)
+        row = self.store.get_user(user_id)
+        if row is None:
+            raise NotFound("no such user")
+        return self._user(row)
+
+    def _user(self, row: Row) -> User:
+        opened = self.sealer.open("users", row["id"], row["id"], row)
+        return User(
+            id=row["id"],
+            created_at=parse_ts(row["created_at"]),
+            updated_at=parse_ts(row["updated_at"]),
+            profile=opened["profile"] or {},
+        )
+
+    def delete_user(self, user_id: str) -> None:
+        """Crypto-shred: destroy the user's data key first, then delete their rows.
+
+        With the key gone, no copy of their rows (a backup, a stolen file) can be opened, even if
+        the row deletion were interrupted.
+        """
+        v.check_id("user_id", user_id)
+        shredded = self.keyring.shred(user_id)
+        deleted = self.store.delete_user(user_id)
+        if not (shredded or deleted):
+            raise NotFound("no such user")
+        self._publish("user.deleted", user_id)
+
+    # -- agents ----------------------------------------------------------------------------
+
+    def register_agent(self, user_id: str, name: str, description: str | None = None) -> Agent:
+        """The multi-AI handshake: find the user's agent by name, or create it with a new UUID."""
+        v.check_id("user_id", user_id)
+        v.check_text("name", name, max_bytes=256)
+        description = v.check_optional_text("description", description)
+        for agent in self.list_agents(user_id):
+            if agent.name == name:
+                return agent
+        agent_id = new_id()
+        now = utcnow()
+        row = {"user_id": user_id, "id": agent_id, "name": name, "description": description,
+               "created_at": format_ts(now)}  # fmt: skip
+        self.store.insert_agent(self.sealer.seal("agents", user_id, agent_id, row), format_ts(now))
+        return Agent(agent_id, user_id, name, description, now)
+
+    def list_agents(self, user_id: str) -> list[Agent]:
+        v.check_id("user_id", user_id)
+        agents = []
+        for row in self.store.list_agents(user_id):
+            opened = self.sealer.open("agents", user_id, row["id"], row)
+            agents.append(
+                Agent(row["id"], user_id, opened["name"], opened["description"],
+                      parse_ts(row["created_at"]))
+            )  # fmt: skip
+        return agents
+
+    # -- turns and sessions ------------------------------------------------------------------
+
+    def add_turn(
+        self,
+        user_id: str,
+        session_id: str,
+        role: str,
+        content: str,
+        *,
+        speaker: str | None = None,
+        channel: str = "ai",
+        modality: str = "text",
+        created_at: datetime | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tool_calls: Any = None,
+        tool_result: Any = None,
+        intent: str | None = None,
+        confidence: float | None = None,
+        entities: Any = None,
+        agent_id: str | None = None,
+        audio_ref: str | None = None,
+        audio_duration: float | None = None,
+    ) -> Turn:
+        """Append one turn; it is on disk when this returns."""
+        fields = {
+            "role": role, "content": content, "speaker": speaker, "channel": channel,
+            "modality": modality, "created_at": created_at, "metadata": metadata,
+            "tool_calls": tool_calls, "tool_result": tool_result, "intent": intent,
+            "confidence": confidence, "entities": entities, "agent_id": agent_id,
+            "audio_ref": audio_ref, "audio_duration": audio_duration,
+        }  # fmt: skip
+        return self.add_turns(user_id, session_id, [fields])[0]
+
+    def add_turns(
+        self, user_id: str, session_id: str, turns: Iterable[Mapping[str, Any]]
+    ) -> list[Turn]:
+        """Append several turns in one transaction: all of them are stored, or none."""
+        v.check_id("user_id", user_id)
+        v.check_id("session_id", session_id)
+        now = utcnow()
+        built = [
+            self._build_turn(user_id, session_id, dict(t), f"turns[{i}]", now)
+            for i, t in enumerate(turns)
+        ]
+        if not built:
+            raise Invalid("turns", "must not be empty")
+        first = built[0]
+        kind = (
+            SessionKind.GROUP
+            if first.channel is Channel.GENERAL
+            else SessionKind.VOICE
+            if first.modality is Modality.AUDIO
+            else SessionKind.CHAT
+        )
+        new_session = {"kind": kind.value, "agent_id": first.agent_id,
+                       "created_at": format_ts(now), "updated_at": format_ts(now)}  # fmt: skip
+        rows = [self.sealer.seal("turns", user_id, t.id, self._turn_row(t)) for t in built]
+        seqs = self.store.append_turns(user_id, session_id, new_session, rows, format_ts(now))
+        stored = [_with_seq(t, s) for t, s in zip(built, seqs, strict=True)]
+        for turn in stored:
+            self._publish("turn.added", user_id, session_id=session_id, turn_id=turn.id)
+        return stored
+
+    def _build_turn(
+        self, user_id: str, session_id: str, data: dict[str, Any], where: str, now: datetime
+    ) -> Turn:
+        v.check_keys(where, data, (*TURN_FIELDS, "id", "seq", "user_id", "session_id"))
+        if "role" not in data:
+            raise Invalid(f"{where}.role", "is required")
+        limit = self.settings.max_json_bytes
+        modality = v.check_enum(f"{where}.modality", data.get("modality", "text"), Modality)
+        tool_calls = v.check_json(f"{where}.tool_calls", data.get("tool_calls"), max_bytes=limit)
+        tool_result = v.check_json(f"{where}.tool_result", data.get("tool_result"), max_bytes=limit)
+        audio_ref = v.check_optional_text(f"{where}.audio_ref", data.get("audio_ref"))
+        has_payload = tool_calls is not None or tool_result is not None or audio_ref is not None
+        content = v.check_text(
+            f"{where}.content", data.get("content", ""),
+            max_bytes=self.settings.max_content_bytes, allow_empty=has_payload,
+        )  # fmt: skip
+        created = data.get("created_at")
+        return Turn(
+            id=v.check_id(f"{where}.id", data["id"]) if "id" in data else new_id(),
+            user_id=user_id,
+            session_id=session_id,
+            seq=int(data.get("seq", 0)),
+            role=v.check_enum(f"{where}.role", data["role"], Role),
+            content=content,
+            created_at=now if created is None else v.check_time(f"{where}.created_at", created),
+            speaker=v.check_optional_text(f"{where}.speaker", data.get("speaker")),
+            channel=v.check_enum(f"{where}.channel", data.get("channel", "ai"), Channel),
+            modality=modality,
+            audio_ref=audio_ref,
+            audio_duration=v.check_optional_number(
+                f"{where}.audio_duration", data.get("audio_duration"), 0, 86_400
+            ),
+            tool_calls=tool_calls,
+            tool_result=tool_result,
+            intent=v.check_optional_text(f"{where}.intent", data.get("intent")),
+            confidence=v.check_optional_number(f"{where}.confidence", data.get("confidence"), 0, 1),
+            entities=v.check_json(f"{where}.entities", data.get("entities"), max_bytes=limit),
+            metadata=v.check_json(
+                f"{where}.metadata", data.get("metadata") or {}, max_bytes=limit, object_only=True
+            ),
+            agent_id=v.check_optional_id(f"{where}.agent_id", data.get("agent_id")),
+        )
+
+    @staticmethod
+    def _turn_row(turn: Turn) -> Row:
+        return {
+            "id": turn.id, "seq": turn.seq, "role": turn.role.value, "channel": turn.channel.value,
+            "modality": turn.modality.value, "speaker": turn.speaker, "content": turn.content,
+            "audio_ref": turn.audio_ref, "audio_duration": turn.audio_duration,
+            "tool_calls": turn.tool_calls, "tool_result": turn.tool_result, "intent": turn.intent,
+            "confidence": turn.confidence, "entities": turn.entities,
+            "metadata": turn.metadata or None, "agent_id": turn.agent_id,
+            "created_at": format_ts(turn.created_at),
+        }  # fmt: skip
+
+    def _turn(self, row: Row) -> Turn:
+        o = self.sealer.open("turns", row["user_id"], row["id"], row)
+        return Turn(
+            id=o["id"], user_id=o["user_id"], session_id=o["session_id"], seq=int(o["seq"]),
+            role=Role(o["role"]), content=o["content"], created_at=parse_ts(o["created_at"]),
+            speaker=o["speaker"], channel=Channel(o["channel"]), modality=Modality(o["modality"]),
+            audio_ref=o["audio_ref"], audio_duration=o["audio_duration"],
+            tool_calls=o["tool_calls"], tool_result=o["tool_result"], intent=o["intent"],
+            confidence=o["confidence"], entities=o["entities"], metadata=o["metadata"] or {},
+            agent_id=o["agent_id"],
+        )  # fmt: skip
+
+    def _session(self, row: Row, turns: Iterable[Turn] | None = None) -> Session:
+        o = self.sealer.open("sessions", row["user_id"], row["id"], row)
+        return Session(
+            id=o["id"], user_id=o["user_id"], kind=SessionKind(o["kind"]),
+            created_at=parse_ts(o["created_at"]), updated_at=parse_ts(o["updated_at"]),
+            turn_count=int(o["turn_count"]), last_turn_at=_dt(o["last_turn_at"]),
+            title=o["title"], summary=o["summary"], intent=o["intent"],
+            confidence=o["confidence"], entities=o["entities"], metadata=o["metadata"] or {},
+            agent_id=o["agent_id"], turns=None if turns is None else tuple(turns),
+        )  # fmt: skip
+
+    def get_session(self, user_id: str, session_id: str) -> Session:
+        """The session with all its turns, in order."""
+        v.check_id("user_id", user_id)
+        v.check_id("session_id", session_id)
+        found = self.store.get_session_with_turns(user_id, session_id)
+        if found is None:
+            raise NotFound("no such session")
+        row, turns = found
+        return self._session(row, (self._turn(t) for t in turns))
+
+    def session_turns(
+        self, user_id: str, session_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[Turn]:
+        """One page of a session's turns after `after_seq`, in order (for long sessions)."""
+        v.check_id("user_id", user_id)
+        v.check_id("session_id", session_id)
+        v.check_limit("limit", limit, MAX_LIST)
+        if self.store.get_session(user_id, session_id) is None:
+            raise NotFound("no such session")
+        rows = self.store.session_turns(user_id, session_id, after_seq=after_seq, limit=limit)
+        return [self._turn(r) for r in rows]
+
+    def list_sessions(
+        self, user_id: str, *, limit: int = 50, before: datetime | str | None = None
+    ) -> list[Session]:
+        """Sessions by last activity, newest first; `before` pages on to older ones."""
+        v.check_id("user_id", user_id)
+        v.check_limit("limit", limit, MAX_LIST)
+        cursor = None if before is None else format_ts(v.check_time("before", before))
+        rows = self.store.list_sessions(user_id, limit=limit, before=cursor)
+        return [self._session(r) for r in rows]
+
+    def update_session(
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        title: str | None = None,
+        intent: str | None = None,
+        confidence: float | None = None,
+        entities: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+        summary: str | None = None,
+        kind: str | None = None,
+    ) -> Session:
+        """Set the given fields; fields left as None keep their value."""
+        v.check_id("user_id", user_id)
+        v.check_id("session_id", session_id)
+        limit = self.settings.max_json_bytes
+        fields: Row = {}
+        if title is not None:
+            fields["title"] = v.check_text("title", title, max_bytes=1024)
+        if summary is not None:
+            fields["summary"] = v.check_text(
+                "summary", summary, max_bytes=self.settings.max_content_bytes
+            )
+        if kind is not None:
+            fields["kind"] = v.check_enum("kind", kind, SessionKind).value
+        if intent is not None:
+            fields["intent"] = v.check_text("intent", intent, max_bytes=1024)
+        if confidence is not None:
+            fields["confidence"] = v.check_number("confidence", confidence, 0, 1)
+        if entities is not None:
+            fields["entities"] = v.check_json("entities", entities, max_bytes=limit)
+        if metadata is not None:
+            fields["metadata"] = v.check_json(
+                "metadata", metadata, max_bytes=limit, object_only=True
+            )
+        if not fields:
+            return self._session(self._session_row(user_id, session_id))
+        sealed = self.sealer.seal("sessions", user_id, session_id, fields)
+        row = self.store.update_session(user_id, session_id, sealed, format_ts(utcnow()))
+        if row is None:
+            raise NotFound("no such session")
+        self._publish("session.updated", user_id, session_id=session_id)
+        return self._session(row)
+
+    def _session_row(self, user_id: str, session_id: str) -> Row:
+        row = self.store.get_session(user_id, session_id)
+        if row is None:
+            raise NotFound("no such session")
+        return row
+
+    def recent_turns(
+        self,
+        user_id: str,
+        *,
+        session_id: str | None = None,
+        channel: str | None = None,
+        limit: int = 20,
+    ) -> list[Turn]:
+        """The newest `limit` turns, oldest first: ready to replay into a prompt."""
+        v.check_id("user_id", user_id)
+        v.check_optional_id("session_id", session_id)
+        chan = None if channel is None else v.check_enum("channel", channel, Channel).value
+        v.check_limit("limit", limit, MAX_LIST)
+        rows = self.store.recent_turns(user_id, session_id=session_id, channel=chan, limit=limit)
+        return [self._turn(r) for r in reversed(rows)]
+
+    def delete_session(self, user_id: str, session_id: str) -> None:
+        v.check_id("user_id", user_id)
+        v.check_id("session_id", session_id)
+        if not self.store.delete_session(user_id, session_id, format_ts(utcnow())):
+            raise NotFound("no such session")
+        self._publish("session.deleted", user_id, session_id=session_id)
+
+    def clear(self, user_id: str, *, channel: str | None = None) -> int:
+        """Forget the user's conversation history (one channel, or all); memories stay.
+
+        Returns how many turns were deleted. Sessions left without turns go too.
+        """
+        v.check_id("user_id", user_id)
+        chan = None if channel is None else v.check_enum("channel", channel, Channel).value
+        deleted = self.store.clear_turns(user_id, chan, format_ts(utcnow()))
+        if deleted:
+            self._publish("user.cleared", user_id, channel=chan)
+        return deleted
+
+    # -- memories --------------------------------------------------------------------------
+
+    def add_memory(
+        self, user_id: str, text: str, *, kind: str = "fact", tier: str = "long_term",
+        **fields: Any,
+    ) -> Memory:  # fmt: skip
+        v.check_id("user_id", user_id)
+        v.check_keys("memory", fields, MEMORY_INPUT_FIELDS)
+        now = utcnow()
+        memory_id = new_id()
+        values = self._memory_fields({"text": text, "kind": kind, "tier": tier, **fields})
+        created = values.pop("created_at", None) or format_ts(now)
+        row = {
+            "user_id": user_id, "id": memory_id, "importance": 0.5, "valence": 0.0, "pinned": 0,
+            "access_count": 0, "created_at": created, "updated_at": format_ts(now), **values,
+        }  # fmt: skip
+        self.store.insert_memory(
+            self.sealer.seal("memories", user_id, memory_id, row), format_ts(now)
+        )
+        self._publish("memory.added", user_id, memory_id=memory_id)
+        return self.get_memory(user_id, memory_id)
+
+    def _memory_fields(self, data: Mapping[str, Any]) -> Row:
+        """Validate memory fields given by a caller into storable column values."""
+        checks: dict[str, Callable[[Any], Any]] = {
+            "text": lambda x: v.check_text("text", x, max_bytes=self.settings.max_content_bytes),
+            "kind": lambda x: v.check_enum("kind", x, MemoryKind).value,
+            "tier": lambda x: v.check_enum("tier", x, Tier).value,
+            "category": lambda x: v.check_optional_text("category", x, max_bytes=256),
+            "importance": lambda x: v.check_number("importance", x, 0, 1),
+            "valence": lambda x: v.check_number("valence", x, -1, 1),
+            "tags": lambda x: list(v.check_strings("tags", x)) or None,
+            "source_turn_ids": lambda x: (
+                list(v.check_strings("source_turn_ids", x, ids=True)) or None
+            ),
+            "valid_from": lambda x: _ts(v.check_optional_time("valid_from", x)),
+            "valid_to": lambda x: _ts(v.check_optional_time("valid_to", x)),
+            "superseded_by": lambda x: v.check_optional_id("superseded_by", x),
+            "pinned": lambda x: int(v.check_bool("pinned", x)),
+            "expires_at": lambda x: _ts(v.check_optional_time("expires_at", x)),
+            "agent_id": lambda x: v.check_optional_id("agent_id", x),
+            "metadata": lambda x: (
+                v.check_json(
+                    "metadata", x, max_bytes=self.settings.max_json_bytes, object_only=True
+                )
+                or None
+            ),
+            "created_at": lambda x: _ts(v.check_optional_time("created_at", x)),
+        }
+        v.check_keys("memory", data, checks)
+        return {name: checks[name](value) for name, value in data.items()}
+
+    def _memory(self, row: Row) -> Memory:
+        o = self.sealer.open("memories", row["user_id"], row["id"], row)
+        return Memory(
+            id=o["id"], user_id=o["user_id"], kind=MemoryKind(o["kind"]), tier=Tier(o["tier"]),
+            text=o["text"], created_at=parse_ts(o["created_at"]),
+            updated_at=parse_ts(o["updated_at"]), category=o["category"],
+            importance=float(o["importance"]), valence=float(o["valence"]),
+            tags=tuple(o["tags"] or ()), source_turn_ids=tuple(o["source_turn_ids"] or ()),
+            valid_from=_dt(o["valid_from"]), valid_to=_dt(o["valid_to"]),
+            superseded_by=o["superseded_by"], pinned=bool(o["pinned"]),
+            access_count=int(o["access_count"]), last_accessed_at=_dt(o["last_accessed_at"]),
+            expires_at=_dt(o["expires_at"]), agent_id=o["agent_id"], metadata=o["metadata"] or {},
+        )  # fmt: skip
+
+    def get_memory(self, user_id: str, memory_id: str) -> Memory:
+        v.check_id("user_id", user_id)
+        v.check_id("memory_id", memory_id)
+        row = self.store.get_memory(user_id, memory_id)
+        if row is None:
+            raise NotFound("no such memory")
+        return self._memory(row)
+
+    def update_memory(self, user_id: str, memory_id: str, **fields: Any) -> Memory:
+        """Change the given fields (text, importance, tier, ...); the rest stay as they are."""
+        v.check_id("user_id", user_id)
+        v.check_id("memory_id", memory_id)
+        if "created_at" in fields:
+            raise Invalid("created_at", "cannot be changed")
+        values = self._memory_fields(fields)
+        if not values:
+            return self.get_memory(user_id, memory_id)
+        sealed = self.sealer.seal("memories", user_id, memory_id, values)
+        row = self.store.update_memory(user_id, memory_id, sealed, format_ts(utcnow()))
+        if row is None:
+            raise NotFound("no such memory")
+        self._publish("memory.updated", user_id, memory_id=memory_id)
+        return self._memory(row)
+
+    def move_memory(
+        self, user_id: str, memory_id: str, *, tier: str | None = None, kind: str | None = None
+    ) -> Memory:
+        """Move a memory to another tier of its life, or reclassify its kind."""
+        if tier is None and kind is None:
+            raise Invalid("tier", "give a tier or a kind to move the memory to")
+        fields = {k: val for k, val in (("tier", tier), ("kind", kind)) if val is not None}
+        return self.update_memory(user_id, memory_id, **fields)
+
+    def delete_memory(self, user_id: str, memory_id: str) -> None:
+        v.check_id("user_id", user_id)
+        v.check_id("memory_id", memory_id)
+        if not self.store.delete_memory(user_id, memory_id, format_ts(utcnow())):
+            raise NotFound("no such memory")
+        self._publish("memory.deleted", user_id, memory_id=memory_id)
+
+    def list_memories(
+        self,
+        user_id: str,
+        *,
+        kinds: Iterable[str] | None = None,
+        tiers: Iterable[str] | None = None,
+        agent_id: str | None = None,
+        category: str | None = None,
+        tags: Iterable[str] | None = None,
+        pinned: bool | None = None,
+        include_superseded: bool = True,
+        include_expired: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+        now: datetime | None = None,
+    ) -> list[Memory]:
+        """Memories newest first, filtered. Category and tags are sealed, so they filter after
+        decryption; the other filters run in the database."""
+        v.check_id("user_id", user_id)
+        v.check_limit("limit", limit, MAX_LIST)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise Invalid("offset", "must be a non-negative integer")
+        kind_values = [v.check_enum("kinds", k, MemoryKind).value for k in kinds or ()]
+        tier_values = [v.check_enum("tiers", t, Tier).value for t in tiers or ()]
+        wanted_tags = set(v.check_strings("tags", tags))
+        sealed_filter = category is not None or bool(wanted_tags)
+        rows = self.store.list_memories(
+            user_id,
+            kinds=kind_values or None,
+            tiers=tier_values or None,
+            agent_id=v.check_optional_id("agent_id", agent_id),
+            pinned=None if pinned is None else v.check_bool("pinned", pinned),
+            current_only=not include_superseded,
+            live_at=None if include_expired else format_ts(now or utcnow()),
+            limit=None if sealed_filter else limit,
+            offset=0 if sealed_filter else offset,
+        )
+        memories = [self._memory(r) for r in rows]
+        if not sealed_filter:
+            return memories
+        matching = [
+            m
+            for m in memories
+            if (category is None or m.category == category) and wanted_tags <= set(m.tags)
+        ]
+        return matching[offset : offset + limit]
+
+    # -- global context --------------------------------------------------------------------
+
+    def set_global_context(self, key: str, text: str) -> GlobalContextEntry:
+        """Deployment-wide context for every user. Not user content: stored unencrypted."""
+        v.check_id("key", key)
+        v.check_text("text", text, max_bytes=self.settings.max_content_bytes)
+        now = utcnow()
+        self.store.set_global(key, text, format_ts(now))
+        return GlobalContextEntry(key, text, now)
+
+    def list_global_context(self) -> list[GlobalContextEntry]:
+        return [
+            GlobalContextEntry(r["key"], r["text"], parse_ts(r["updated_at"]))
+            for r in self.store.list_global()
+        ]
+
+    def delete_global_context(self, key: str) -> None:
+        v.check_id("key", key)
+        if not self.store.delete_global(key):
+            raise NotFound("no such global context entry")
+
+    # -- statistics ------------------------------------------------------------------------
+
+    def stats(self, user_id: str, *, now: datetime | None = None) -> dict[str, Any]:
+        """Counts, time span, per-channel totals, daily activity and streaks (UTC days)."""
+        v.check_id("user_id", user_id)
+        if self.store.get_user(user_id) is None:
+            raise NotFound("no such user")
+        counts = self.store.counts(user_id)
+        days = [
+            DailyActivity(date.fromisoformat(r["day"]), int(r["turns"]), int(r["memories"]))
+            for r in counts["daily_activity"]
+        ]
+        current, longest = streaks([d.day for d in days], (now or utcnow()).astimezone(UTC).date())
+        return {
+            "sessions": counts["sessions"],
+            "turns": counts["turns"],
+            "memories": counts["memories"],
+            "first_at": _dt(counts["first_at"]),
+            "last_at": _dt(counts["last_at"]),
+            "by_channel": counts["by_channel"],
+            "daily_activity": days,
+            "current_streak": current,
+            "longest_streak": longest,
+        }
+
+    # -- export, import --------------------------------------------------------------------
+
+    def export_user(self, user_id: str) -> dict[str, Any]:
+        """Everything of one user as plain JSON-ready data, versioned for `import_user`."""
+        v.check_id("user_id", user_id)
+        dump = self.store.dump_user(user_id)
+        if dump is None:
+            raise NotFound("no such user")
+        turns_by_session: dict[str, list[dict[str, Any]]] = {}
+        for row in dump["turns"]:
+            turn = self._turn(row).to_dict()
+            for private in ("user_id", "session_id"):
+                turn.pop(private)
+            turns_by_session.setdefault(row["session_id"], []).append(turn)
+        sessions = []
+        for row in dump["sessions"]:
+            session = self._session(row).to_dict()
+            session.pop("user_id")
+            session["turns"] = turns_by_session.get(row["id"], [])
+            sessions.append(session)
+        memories = [self._memory(r).to_dict() for r in dump["memories"]]
+        for memory in memories:
+            memory.pop("user_id")
+        user = self._user(dump["user"]).to_dict()
+        return {
+            "format": EXPORT_FORMAT,
+            "version": EXPORT_VERSION,
+            "exported_at": utcnow().isoformat(),
+            "user": user,
+            "agents": [
+                {k: val for k, val in a.to_dict().items() if k != "user_id"}
+                for a in self.list_agents(user_id)
+            ],
+            "sessions": sessions,
+            "memories": memories,
+            "daily_activity": [
+                {"day": r["day"], "turns": r["turns"], "memories": r["memories"]}
+                for r in dump["daily_activity"]
+            ],
+        }
+
+    def import_user(self, data: Mapping[str, Any], *, user_id: str | None = None) -> User:
+        """Load an export (into the same or another user id) in one transaction.
+
+        Ids, sequence numbers and timestamps are kept. Anything that clashes with what the
+        target user already has raises `Conflict`, and nothing is written.
+        """
+        dump = self._parse_export(data, user_id)
+        target = dump["user"]["id"]
+        self.store.load_user(dump, format_ts(utcnow()))
+        self._publish("user.imported", target)
+        return self.get_user(target)
+
+    def _parse_export(self, data: Mapping[str, Any], user_id: str | None) -> Row:
+        """Validate an export completely and seal it for `target`, before anything is written."""
+        if not isinstance(data, Mapping) or data.get("format") != EXPORT_FORMAT:
+            raise Invalid("format", f"not a {EXPORT_FORMAT} document")
+        if data.get("version") != EXPORT_VERSION:
+            raise Invalid("version", f"unsupported export version; expected {EXPORT_VERSION}")
+        for part in ("sessions", "memories", "agents", "daily_activity"):
+            if not isinstance(data.get(part, []), list):
+                raise Invalid(part, "must be a list")
+        user = data.get("user")
+        if not isinstance(user, Mapping):
+            raise Invalid("user", "must be an object")
+        target = v.check_id("user_id", user_id if user_id is not None else user.get("id"))
+        profile = v.check_json(
+            "user.profile", user.get("profile") or {}, max_bytes=self.settings.max_json_bytes,
+            object_only=True,
+        )  # fmt: skip
+        seal = self.sealer.seal
+        now = utcnow()
+        sessions, turns = [], []
+        for i, s in enumerate(data.get("sessions", [])):
+            where = f"sessions[{i}]"
+            if not isinstance(s, Mapping):
+                raise Invalid(where, "must be an object")
+            session_id = v.check_id(f"{where}.id", s.get("id"))
+            session_turns = [
+                self._build_turn(target, session_id, dict(t), f"{where}.turns[{j}]", now)
+                for j, t in enumerate(s.get("turns") or [])
+            ]
+            row = {
+                "id": session_id,
+                "kind": v.check_enum(f"{where}.kind", s.get("kind", "chat"), SessionKind).value,
+                "agent_id": v.check_optional_id(f"{where}.agent_id", s.get("agent_id")),
+                "title": v.check_optional_text(f"{where}.title", s.get("title")),
+                "summary": v.check_optional_text(
+                    f"{where}.summary", s.get("summary"), max_bytes=self.settings.max_content_bytes
+                ),
+                "intent": v.check_optional_text(f"{where}.intent", s.get("intent")),
+                "confidence": v.check_optional_number(
+                    f"{where}.confidence", s.get("confidence"), 0, 1
+                ),
+                "entities": v.check_json(
+                    f"{where}.entities", s.get("entities"), max_bytes=self.settings.max_json_bytes
+                ),
+                "metadata": v.check_json(
+                    f"{where}.metadata", s.get("metadata") or {},
+                    max_bytes=self.settings.max_json_bytes, object_only=True,
+                ) or None,
+                "turn_count": len(session_turns),
+                "last_seq": max((t.seq for t in session_turns), default=0),
+                "last_turn_at": _ts(max((t.created_at for t in session_turns), default=None)),
+                "created_at": format_ts(v.check_time(f"{where}.created_at", s.get("created_at"))),
+                "updated_at": format_ts(v.check_time(f"{where}.updated_at", s.get("updated_at"))),
+            }  # fmt: skip
+            sessions.append(seal("sessions", target, session_id, row))
+            for turn in session_turns:
+                turn_row = {**self._turn_row(turn), "session_id": session_id}
+                turns.append(seal("turns", target, turn.id, turn_row))
+        memories = []
+        for i, m in enumerate(data.get("memories", [])):
+            where = f"memories[{i}]"
+            if not isinstance(m, Mapping):
+                raise Invalid(where, "must be an object")
+            memory_id = v.check_id(f"{where}.id", m.get("id"))
+            counters = {
+                "access_count": int(v.check_number(f"{where}.access_count",
+                                                   m.get("access_count", 0), 0, 2**62)),
+                "last_accessed_at": _ts(v.check_optional_time(f"{where}.last_accessed_at",
+                                                              m.get("last_accessed_at"))),
+                "updated_at": format_ts(v.check_time(f"{where}.updated_at", m.get("updated_at"))),
+            }  # fmt: skip
+            fields = {k: val for k, val in m.items() if k not in {"id", "user_id", *counters}}
+            values = self._memory_fields(fields)
+            row = {"id": memory_id, **values, **counters}
+            memories.append(seal("memories", target, memory_id, row))
+        agents = []
+        for i, a in enumerate(data.get("agents", [])):
+            where = f"agents[{i}]"
+            agent_id = v.check_id(f"{where}.id", a.get("id"))
+            row = {
+                "id": agent_id,
+                "name": v.check_text(f"{where}.name", a.get("name"), max_bytes=256),
+                "description": v.check_optional_text(f"{where}.description", a.get("description")),
+                "created_at": format_ts(v.check_time(f"{where}.created_at", a.get("created_at"))),
+            }
+            agents.append(seal("agents", target, agent_id, row))
+        activity = [
+            {"day": date.fromisoformat(str(d["day"])).isoformat(),
+             "turns": int(v.check_number("daily_activity.turns", d.get("turns", 0), 0, 2**62)),
+             "memories": int(v.check_number("daily_activity.memories", d.get("memories", 0), 0,
+                                            2**62))}
+            for d in data.get("daily_activity", [])
+        ]  # fmt: skip
+        sealed_profile = seal("users", target, target, {"profile": profile or None})
+        return {
+            "user": {
+                "id": target, "profile": sealed_profile["profile"],
+                "created_at": format_ts(v.check_time("user.created_at", user.get("created_at"))),
+                "updated_at": format_ts(v.check_time("user.updated_at", user.get("updated_at"))),
+            },
+            "agents": agents, "sessions": sessions, "turns": turns, "memories": memories,
+            "daily_activity": activity,
+        }  # fmt: skip
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def rotate_master_key(self, new_key: str | bytes | None = None) -> str:
+        """Re-wrap every data key under a new master key; returns it as base64.
+
+        With a key file, the file is replaced. With `MEMVAULT_MASTER_KEY`, the caller must put
+        the returned key there before the next start.
+        """
+        if new_key is None:
+            key = generate_key()
+        elif isinstance(new_key, bytes):
+            key = decode_key(encode_key(new_key), source="new_key")
+        else:
+            key = decode_key(new_key, source="new_key")
+        self.keyring.rotate(key)
+        return encode_key(key)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _publish(self, kind: str, user_id: str, **ids: Any) -> None:
+        self.events.publish(Event(kind, user_id, ids))
+
+
+def _with_seq(turn: Turn, seq: int) -> Turn:
+    return dataclasses.replace(turn, seq=seq)
+
+
+def streaks(days: Iterable[date], today: date) -> tuple[int, int]:
+    """(current, longest) runs of consecutive active days; the current run may end yesterday."""
+    ordered = sorted(set(days))
+    longest = run = 0
+    previous: date | None = None
+    for day in ordered:
+        run = run + 1 if previous is not None and day - previous == timedelta(days=1) else 1
+        longest = max(longest, run)
+        previous = day
+    current = run if previous is not None and (today - previous).days <= 1 else 0
+    return current, longest
