@@ -8,6 +8,7 @@ database that already has data is about to change. Never edit a shipped migratio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from memvault.model import utcnow
@@ -140,11 +141,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
-def pending(applied: set[int]) -> list[Migration]:
-    return [m for m in MIGRATIONS if m.version not in applied]
-
-
-def migrate(db: Database) -> list[int]:
+def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
     """Apply every pending migration; back the database up first if it already holds a schema.
 
     Returns the versions applied. Each migration and its record commit together, so a crash
@@ -156,7 +153,7 @@ def migrate(db: Database) -> list[int]:
             "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
         )
         applied = {int(r["version"]) for r in tx.all("SELECT version FROM schema_migrations")}
-    todo = pending(applied)
+    todo = sorted((m for m in migrations if m.version not in applied), key=lambda m: m.version)
     if not todo:
         return []
     if applied:
