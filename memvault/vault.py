@@ -397,8 +397,9 @@ class Vault:
             fields["metadata"] = v.check_json(
                 "metadata", metadata, max_bytes=limit, object_only=True
             )
+        current = self._session_row(user_id, session_id)  # before sealing makes a user key
         if not fields:
-            return self._session(self._session_row(user_id, session_id))
+            return self._session(current)
         sealed = self.sealer.seal("sessions", user_id, session_id, fields)
         row = self.store.update_session(user_id, session_id, sealed, format_ts(utcnow()))
         if row is None:
@@ -469,35 +470,34 @@ class Vault:
         self._publish("memory.added", user_id, memory_id=memory_id)
         return self.get_memory(user_id, memory_id)
 
-    def _memory_fields(self, data: Mapping[str, Any]) -> Row:
-        """Validate memory fields given by a caller into storable column values."""
-        checks: dict[str, Callable[[Any], Any]] = {
-            "text": lambda x: v.check_text("text", x, max_bytes=self.settings.max_content_bytes),
-            "kind": lambda x: v.check_enum("kind", x, MemoryKind).value,
-            "tier": lambda x: v.check_enum("tier", x, Tier).value,
-            "category": lambda x: v.check_optional_text("category", x, max_bytes=256),
-            "importance": lambda x: v.check_number("importance", x, 0, 1),
-            "valence": lambda x: v.check_number("valence", x, -1, 1),
-            "tags": lambda x: list(v.check_strings("tags", x)) or None,
-            "source_turn_ids": lambda x: (
-                list(v.check_strings("source_turn_ids", x, ids=True)) or None
+    def _memory_fields(self, data: Mapping[str, Any], where: str = "") -> Row:
+        """Validate memory fields given by a caller into storable column values.
+
+        `where` prefixes field names in errors (`memories[3].`) when checking an import.
+        """
+        max_text, max_json = self.settings.max_content_bytes, self.settings.max_json_bytes
+        checks: dict[str, Callable[[str, Any], Any]] = {
+            "text": lambda f, x: v.check_text(f, x, max_bytes=max_text),
+            "kind": lambda f, x: v.check_enum(f, x, MemoryKind).value,
+            "tier": lambda f, x: v.check_enum(f, x, Tier).value,
+            "category": lambda f, x: v.check_optional_text(f, x, max_bytes=256),
+            "importance": lambda f, x: v.check_number(f, x, 0, 1),
+            "valence": lambda f, x: v.check_number(f, x, -1, 1),
+            "tags": lambda f, x: list(v.check_strings(f, x)) or None,
+            "source_turn_ids": lambda f, x: list(v.check_strings(f, x, ids=True)) or None,
+            "valid_from": lambda f, x: _ts(v.check_optional_time(f, x)),
+            "valid_to": lambda f, x: _ts(v.check_optional_time(f, x)),
+            "superseded_by": v.check_optional_id,
+            "pinned": lambda f, x: int(v.check_bool(f, x)),
+            "expires_at": lambda f, x: _ts(v.check_optional_time(f, x)),
+            "agent_id": v.check_optional_id,
+            "metadata": lambda f, x: (
+                v.check_json(f, x, max_bytes=max_json, object_only=True) or None
             ),
-            "valid_from": lambda x: _ts(v.check_optional_time("valid_from", x)),
-            "valid_to": lambda x: _ts(v.check_optional_time("valid_to", x)),
-            "superseded_by": lambda x: v.check_optional_id("superseded_by", x),
-            "pinned": lambda x: int(v.check_bool("pinned", x)),
-            "expires_at": lambda x: _ts(v.check_optional_time("expires_at", x)),
-            "agent_id": lambda x: v.check_optional_id("agent_id", x),
-            "metadata": lambda x: (
-                v.check_json(
-                    "metadata", x, max_bytes=self.settings.max_json_bytes, object_only=True
-                )
-                or None
-            ),
-            "created_at": lambda x: _ts(v.check_optional_time("created_at", x)),
+            "created_at": lambda f, x: _ts(v.check_optional_time(f, x)),
         }
-        v.check_keys("memory", data, checks)
-        return {name: checks[name](value) for name, value in data.items()}
+        v.check_keys(where.rstrip(".") or "memory", data, checks)
+        return {name: checks[name](where + name, value) for name, value in data.items()}
 
     def _memory(self, row: Row) -> Memory:
         o = self.sealer.open("memories", row["user_id"], row["id"], row)
@@ -528,8 +528,9 @@ class Vault:
         if "created_at" in fields:
             raise Invalid("created_at", "cannot be changed")
         values = self._memory_fields(fields)
+        current = self.get_memory(user_id, memory_id)  # before sealing makes a user key
         if not values:
-            return self.get_memory(user_id, memory_id)
+            return current
         sealed = self.sealer.seal("memories", user_id, memory_id, values)
         row = self.store.update_memory(user_id, memory_id, sealed, format_ts(utcnow()))
         if row is None:
@@ -771,7 +772,7 @@ class Vault:
                 "updated_at": format_ts(v.check_time(f"{where}.updated_at", m.get("updated_at"))),
             }  # fmt: skip
             fields = {k: val for k, val in m.items() if k not in {"id", "user_id", *counters}}
-            values = self._memory_fields(fields)
+            values = self._memory_fields(fields, f"{where}.")
             row = {"id": memory_id, **values, **counters}
             memories.append(seal("memories", target, memory_id, row))
         agents = []
@@ -832,12 +833,12 @@ def _with_seq(turn: Turn, seq: int) -> Turn:
 
 def streaks(days: Iterable[date], today: date) -> tuple[int, int]:
     """(current, longest) runs of consecutive active days; the current run may end yesterday."""
-    ordered = sorted(set(days))
-    longest = run = 0
+    longest = run = current = 0
     previous: date | None = None
-    for day in ordered:
+    for day in sorted(set(days)):
         run = run + 1 if previous is not None and day - previous == timedelta(days=1) else 1
         longest = max(longest, run)
+        if day <= today:
+            current = run if (today - day).days <= 1 else 0
         previous = day
-    current = run if previous is not None and (today - previous).days <= 1 else 0
     return current, longest

@@ -1,0 +1,224 @@
+"""Encryption at rest: nothing readable on disk, ciphertexts bound to their row, keys shreddable."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from conftest import MakeVault
+from memvault import IntegrityError, Vault, WrongMasterKey
+from memvault.crypto import encode_key, generate_key
+
+CANARY = "canary-7f3a91-zebra-quartz"
+
+
+def _sqlite_only(backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("inspects the SQLite files directly")
+
+
+def _write_canary_everywhere(vault: Vault) -> None:
+    vault.put_user("u", {"nickname": CANARY})
+    vault.add_turn(
+        "u", "s", "user", f"my secret is {CANARY}", speaker=CANARY, metadata={"note": CANARY},
+        entities=[CANARY], tool_calls=[{"name": CANARY}], tool_result=CANARY, intent=CANARY,
+        audio_ref=CANARY,
+    )  # fmt: skip
+    vault.update_session("u", "s", title=CANARY, summary=CANARY, metadata={"x": CANARY})
+    vault.add_memory("u", CANARY, category=CANARY, tags=[CANARY], metadata={"m": CANARY})
+    vault.register_agent("u", CANARY, CANARY)
+
+
+def _files_containing(folder: Path, needle: bytes) -> list[str]:
+    hits = []
+    for path in folder.rglob("*"):
+        if path.is_file() and needle in path.read_bytes():
+            hits.append(path.name)
+    return hits
+
+
+def test_canary_is_absent_from_every_file(
+    backend: str, make_vault: MakeVault, tmp_path: Path
+) -> None:
+    _sqlite_only(backend)
+    data = tmp_path / "data"
+    vault = make_vault(data)
+    _write_canary_everywhere(vault)
+    names = {p.name for p in data.iterdir()}
+    assert {"memvault.db", "memvault.db-wal", "keyring.db", "master.key"} <= names
+    for needle in (CANARY.encode(), CANARY.encode("utf-16-le")):
+        assert _files_containing(data, needle) == []  # while open: the WAL holds the writes
+    vault.close()
+    assert _files_containing(data, CANARY.encode()) == []  # after the checkpoint
+    assert make_vault(data).get_session("u", "s").title == CANARY
+
+
+def test_key_file_is_private(backend: str, vault: Vault) -> None:
+    _sqlite_only(backend)
+    mode = stat.S_IMODE(os.stat(vault.data_dir / "master.key").st_mode)
+    assert mode == 0o600
+    assert stat.S_IMODE(os.stat(vault.data_dir / "keyring.db").st_mode) == 0o600
+
+
+def _copy_database(vault: Vault, target: Path) -> Path:
+    with sqlite3.connect(vault.data_dir / "memvault.db") as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+    return target
+
+
+def test_deleting_a_user_shreds_every_copy(backend: str, vault: Vault, tmp_path: Path) -> None:
+    _sqlite_only(backend)
+    vault.add_turn("alice", "s", "user", "alice's secret")
+    vault.add_turn("bob", "s", "user", "bob's words")
+    copy = _copy_database(vault, tmp_path / "stolen.db")
+    wrapped = vault.keyring._keys.get_wrapped("alice")
+    assert wrapped is not None
+    vault.delete_user("alice")
+    with sqlite3.connect(copy) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = {r["user_id"]: dict(r) for r in conn.execute("SELECT * FROM turns")}
+    conn.close()
+    with pytest.raises(IntegrityError):
+        vault.sealer.open("turns", "alice", rows["alice"]["id"], rows["alice"])
+    assert (
+        vault.sealer.open("turns", "bob", rows["bob"]["id"], rows["bob"])["content"]
+        == "bob's words"
+    )
+    assert wrapped not in (vault.data_dir / "keyring.db").read_bytes()  # secure_delete
+    assert vault.list_sessions("alice") == []
+
+
+def _swap(db: Path, sql_a: str, sql_b: str) -> None:
+    with sqlite3.connect(db) as conn:
+        a = conn.execute(sql_a).fetchone()
+        b = conn.execute(sql_b).fetchone()
+        conn.execute("UPDATE turns SET content = ? WHERE id = ?", (b[1], a[0]))
+        conn.execute("UPDATE turns SET content = ? WHERE id = ?", (a[1], b[0]))
+    conn.close()
+
+
+def test_ciphertext_moved_to_another_row_fails(
+    backend: str, make_vault: MakeVault, tmp_path: Path
+) -> None:
+    _sqlite_only(backend)
+    data = tmp_path / "data"
+    vault = make_vault(data)
+    vault.add_turn("u", "s", "user", "first")
+    vault.add_turn("u", "s", "user", "second")
+    vault.close()
+    _swap(data / "memvault.db",
+          "SELECT id, content FROM turns WHERE seq = 1", "SELECT id, content FROM turns WHERE seq = 2")  # fmt: skip
+    with pytest.raises(IntegrityError) as err:
+        make_vault(data).get_session("u", "s")
+    assert "turns.content" in str(err.value) and "first" not in str(err.value)
+
+
+def test_ciphertext_moved_to_another_user_fails(
+    backend: str, make_vault: MakeVault, tmp_path: Path
+) -> None:
+    _sqlite_only(backend)
+    data = tmp_path / "data"
+    vault = make_vault(data)
+    vault.add_turn("a", "s", "user", "from a")
+    vault.add_turn("b", "s", "user", "from b")
+    vault.close()
+    _swap(data / "memvault.db",
+          "SELECT id, content FROM turns WHERE user_id = 'a'",
+          "SELECT id, content FROM turns WHERE user_id = 'b'")  # fmt: skip
+    reopened = make_vault(data)
+    for user in ("a", "b"):
+        with pytest.raises(IntegrityError):
+            reopened.recent_turns(user)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "version"])
+def test_tampered_ciphertext_is_an_integrity_error(
+    backend: str, make_vault: MakeVault, tmp_path: Path, damage: str
+) -> None:
+    _sqlite_only(backend)
+    data = tmp_path / "data"
+    vault = make_vault(data)
+    memory = vault.add_memory("u", "a private fact")
+    vault.close()
+    with sqlite3.connect(data / "memvault.db") as conn:
+        blob = bytearray(conn.execute("SELECT text FROM memories").fetchone()[0])
+        if damage == "flip":
+            blob[-3] ^= 0x01
+        elif damage == "truncate":
+            blob = blob[:10]
+        else:
+            blob[0] = 9
+        conn.execute("UPDATE memories SET text = ?", (bytes(blob),))
+    conn.close()
+    with pytest.raises(IntegrityError):
+        make_vault(data).get_memory("u", memory.id)
+
+
+def test_wrong_master_key_fails_at_open(make_vault: MakeVault, tmp_path: Path) -> None:
+    key = encode_key(generate_key())
+    make_vault(tmp_path / "d", master_key=key).add_turn("u", "s", "user", "hello")
+    with pytest.raises(WrongMasterKey):
+        make_vault(tmp_path / "d", master_key=encode_key(generate_key()))
+    assert make_vault(tmp_path / "d", master_key=key).recent_turns("u")[0].content == "hello"
+
+
+def test_missing_key_file_is_an_error_not_a_new_key(
+    backend: str, make_vault: MakeVault, tmp_path: Path
+) -> None:
+    _sqlite_only(backend)
+    data = tmp_path / "data"
+    make_vault(data).add_turn("u", "s", "user", "hello")
+    (data / "master.key").unlink()
+    with pytest.raises(WrongMasterKey, match="no master key"):
+        make_vault(data)
+    assert not (data / "master.key").exists()
+
+
+def test_bad_master_key_value_names_the_variable(make_vault: MakeVault, tmp_path: Path) -> None:
+    from memvault import Invalid
+
+    with pytest.raises(Invalid) as err:
+        make_vault(tmp_path / "d", master_key="not base64!")
+    assert err.value.field == "MEMVAULT_MASTER_KEY"
+
+
+def test_rotation_rewraps_keys_and_keeps_content(
+    backend: str, make_vault: MakeVault, tmp_path: Path
+) -> None:
+    _sqlite_only(backend)
+    data = tmp_path / "data"
+    vault = make_vault(data)
+    vault.add_turn("u", "s", "user", "before rotation")
+    old_key = (data / "master.key").read_text().strip()
+    new_key = vault.rotate_master_key()
+    assert (data / "master.key").read_text().strip() == new_key != old_key
+    vault.add_turn("u", "s", "user", "after rotation")
+    vault.close()
+    with pytest.raises(WrongMasterKey):
+        make_vault(data, master_key=old_key)
+    contents = [t.content for t in make_vault(data).recent_turns("u")]
+    assert contents == ["before rotation", "after rotation"]
+
+
+def test_rotation_interrupted_before_rename_recovers(
+    backend: str, make_vault: MakeVault, tmp_path: Path
+) -> None:
+    """A crash after the keyring took the new key but before the key file was replaced."""
+    _sqlite_only(backend)
+    data = tmp_path / "data"
+    vault = make_vault(data)
+    vault.add_turn("u", "s", "user", "survives")
+    old_file = (data / "master.key").read_bytes()
+    vault.rotate_master_key()
+    vault.close()
+    shutil.copy(data / "master.key", data / "master.key.new")
+    (data / "master.key").write_bytes(old_file)
+    assert make_vault(data).recent_turns("u")[0].content == "survives"
+    assert not (data / "master.key.new").exists()

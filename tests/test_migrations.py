@@ -1,0 +1,59 @@
+"""Schema migrations: recorded, applied once, and a backup taken before changing a used file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import MakeVault
+from memvault.store.migrations import MIGRATIONS, Migration, migrate
+from memvault.store.sqlite import SqliteDatabase
+
+EXTRA = Migration(9999, "test: add a column", ("ALTER TABLE users ADD COLUMN nickname TEXT",))
+
+
+def test_migrations_are_recorded_once(backend: str, make_vault: MakeVault, tmp_path: Path) -> None:
+    if backend != "sqlite":
+        pytest.skip("opens the SQLite file directly")
+    make_vault(tmp_path / "d").close()
+    db = SqliteDatabase(tmp_path / "d" / "memvault.db")
+    try:
+        assert migrate(db) == []
+        with db.read() as tx:
+            versions = [r["version"] for r in tx.all("SELECT version FROM schema_migrations")]
+        assert versions == sorted(m.version for m in MIGRATIONS)
+    finally:
+        db.close()
+
+
+def test_backup_before_migrating_a_used_file(
+    backend: str, make_vault: MakeVault, tmp_path: Path
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("backs up the SQLite file")
+    data = tmp_path / "d"
+    make_vault(data).add_turn("u", "s", "user", "kept in the backup")
+    db = SqliteDatabase(data / "memvault.db")
+    try:
+        assert migrate(db, (*MIGRATIONS, EXTRA)) == [9999]
+        assert migrate(db, (*MIGRATIONS, EXTRA)) == []
+    finally:
+        db.close()
+    (backup,) = data.glob("memvault.db.before-migration-9999.*.bak")
+    with sqlite3.connect(backup) as conn:
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(users)")]
+        turns = conn.execute("SELECT COUNT(*) FROM turns").fetchone()[0]
+    conn.close()
+    assert "nickname" not in columns and turns == 1
+    assert make_vault(data).recent_turns("u")[0].content == "kept in the backup"
+
+
+def test_a_fresh_database_needs_no_backup(
+    backend: str, make_vault: MakeVault, tmp_path: Path
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("looks for SQLite backup files")
+    make_vault(tmp_path / "d")
+    assert list((tmp_path / "d").glob("*.bak")) == []

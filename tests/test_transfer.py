@@ -1,0 +1,87 @@
+"""Export and import: a user moves between vaults unchanged, or not at all."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import MakeVault
+from memvault import Conflict, Invalid, Vault
+
+
+def _fill(vault: Vault) -> None:
+    vault.put_user("alice", {"name": "Alice"})
+    agent = vault.register_agent("alice", "planner", "plans")
+    vault.add_turn("alice", "s1", "user", "hello", speaker="Alice", metadata={"m": 1},
+                   created_at=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC))  # fmt: skip
+    vault.add_turn("alice", "s1", "tool", "", tool_result={"ok": True}, agent_id=agent.id)
+    vault.add_turn("alice", "room", "user", "hi all", channel="general", modality="audio",
+                   audio_ref="clip.ogg", audio_duration=2.0)  # fmt: skip
+    vault.update_session("alice", "s1", title="First chat", summary="Greetings")
+    first = vault.add_memory("alice", "likes tea", category="preference", tags=["drink"])
+    second = vault.add_memory("alice", "likes coffee", category="preference", importance=0.9)
+    vault.update_memory("alice", first.id, superseded_by=second.id)
+
+
+def _comparable(export: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in export.items() if k != "exported_at"}
+
+
+def test_export_then_import_gives_identical_data(make_vault: MakeVault, tmp_path: Path) -> None:
+    source = make_vault(tmp_path / "a")
+    _fill(source)
+    exported = source.export_user("alice")
+    json.dumps(exported)  # JSON-serialisable as it is
+    target = make_vault(tmp_path / "b")
+    target.import_user(json.loads(json.dumps(exported)))
+    assert _comparable(target.export_user("alice")) == _comparable(exported)
+    assert target.stats("alice")["turns"] == 3
+
+
+def test_import_under_another_user_id(make_vault: MakeVault, tmp_path: Path) -> None:
+    vault = make_vault(tmp_path / "a")
+    _fill(vault)
+    vault.import_user(vault.export_user("alice"), user_id="alice-copy")
+    copy = vault.export_user("alice-copy")
+    assert copy["user"]["id"] == "alice-copy"
+    assert copy["sessions"] == vault.export_user("alice")["sessions"]
+
+
+def test_import_clash_writes_nothing(vault: Vault) -> None:
+    _fill(vault)
+    exported = vault.export_user("alice")
+    vault.import_user(exported, user_id="bob")
+    before = _comparable(vault.export_user("bob"))
+    with pytest.raises(Conflict):
+        vault.import_user(exported, user_id="bob")
+    assert _comparable(vault.export_user("bob"))["sessions"] == before["sessions"]
+    assert len(vault.list_memories("bob")) == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "change"),
+    [
+        ("format", lambda d: d.update(format="something-else")),
+        ("version", lambda d: d.update(version=99)),
+        ("sessions", lambda d: d.update(sessions={})),
+        ("sessions[0].turns[0].role", lambda d: d["sessions"][0]["turns"][0].update(role="x")),
+        ("memories[0].importance", lambda d: d["memories"][0].update(importance=5)),
+        ("user_id", lambda d: d["user"].update(id="a/b")),
+    ],
+)
+def test_bad_export_is_invalid_and_writes_nothing(
+    make_vault: MakeVault, tmp_path: Path, field: str, change: Any
+) -> None:
+    source = make_vault(tmp_path / "a")
+    _fill(source)
+    document = source.export_user("alice")
+    change(document)
+    target = make_vault(tmp_path / "b")
+    with pytest.raises(Invalid) as err:
+        target.import_user(document)
+    assert err.value.field == field
+    assert target.store.list_user_ids() == []
