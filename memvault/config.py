@@ -28,3 +28,28 @@ class Settings(BaseSettings):
     max_json_bytes: int = Field(
         65536, ge=1, description="Largest metadata, entities or tool payload, serialised."
     )
+    host: str = Field("127.0.0.1", description="Address `memvault serve` listens on.")
+    port: int = Field(8765, ge=0, le=65535, description="Port `memvault serve` listens on.")
+    admin_key: str | None = Field(
+        None,
+        min_length=16,
+        description="An admin API key for deployments and scripts. Unset: `memvault serve` "
+        "creates one on first start and prints it once.",
+    )
+    jwt_secret: str | None = Field(
+        None,
+        min_length=32,
+        description="HS256 secret; when set, the API also accepts JWTs whose `sub` is a user id.",
+    )
+    max_body_bytes: int = Field(
+        4_194_304, ge=1, description="Largest HTTP request body accepted (413 beyond), in bytes."
+    )
+    rate_limit_per_minute: int = Field(
+        6000, ge=0, description="Requests per minute allowed for one API key (429 beyond); 0: off."
+    )
+    ws_idle_timeout: float = Field(
+        60.0, gt=0, description="Seconds a WebSocket may stay silent (no ping) before it is closed."
+    )
+    ws_history_turns: int = Field(
+        20, ge=0, le=1000, description="Recent turns sent to a WebSocket joining a session room."
+    )

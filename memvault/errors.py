@@ -59,3 +59,21 @@ class WrongMasterKey(MemvaultError):
     """The master key given does not open this keyring."""
 
     code = "wrong_master_key"
+
+
+class Unauthorized(MemvaultError):
+    """No credentials, or credentials the server does not accept (the API's 401)."""
+
+    code = "unauthorized"
+
+
+class TooLarge(MemvaultError):
+    """The request body is over the server's size limit (the API's 413)."""
+
+    code = "too_large"
+
+
+class RateLimited(MemvaultError):
+    """The caller's key has used up its requests for now (the API's 429)."""
+
+    code = "rate_limited"

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from conftest import MakeVault
+
 from memvault import Vault
 
 PER_WRITER = 60

@@ -9,8 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from conftest import MakeVault
+
 from memvault import IntegrityError, Vault, WrongMasterKey
 from memvault.crypto import encode_key, generate_key
 
@@ -113,8 +113,8 @@ def test_ciphertext_moved_to_another_row_fails(
     vault.add_turn("u", "s", "user", "first")
     vault.add_turn("u", "s", "user", "second")
     vault.close()
-    _swap(data / "memvault.db",
-          "SELECT id, content FROM turns WHERE seq = 1", "SELECT id, content FROM turns WHERE seq = 2")  # fmt: skip
+    first, second = ("SELECT id, content FROM turns WHERE seq = ?".replace("?", n) for n in "12")
+    _swap(data / "memvault.db", first, second)
     with pytest.raises(IntegrityError) as err:
         make_vault(data).get_session("u", "s")
     assert "turns.content" in str(err.value) and "first" not in str(err.value)

@@ -6,8 +6,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from conftest import MakeVault
+
 from memvault.store.migrations import MIGRATIONS, Migration, migrate
 from memvault.store.sqlite import SqliteDatabase
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import MakeVault
+
 from memvault import Conflict, Invalid, Vault
 
 

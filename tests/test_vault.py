@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import MakeVault
+
 from memvault import Invalid, NotFound, Vault
 from memvault.events import Event
 from memvault.model import Channel, MemoryKind, Modality, Role, SessionKind, Tier

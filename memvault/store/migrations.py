@@ -138,6 +138,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "api keys",
+        (
+            # Only a SHA-256 of each key is kept; `prefix` lets an operator recognise a key.
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                secret_hash TEXT NOT NULL UNIQUE,
+                prefix TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                user_id TEXT,
+                agent_id TEXT,
+                name TEXT,
+                created_at TEXT NOT NULL,
+                revoked_at TEXT
+            )""",
+        ),
+    ),
 )
 
 

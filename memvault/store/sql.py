@@ -32,6 +32,10 @@ MEMORY_COLUMNS = (
     "source_turn_ids", "valid_from", "valid_to", "superseded_by", "pinned", "access_count",
     "last_accessed_at", "expires_at", "agent_id", "metadata", "created_at", "updated_at", "rev",
 )  # fmt: skip
+API_KEY_COLUMNS = (
+    "id", "secret_hash", "prefix", "scope", "user_id", "agent_id", "name", "created_at",
+    "revoked_at",
+)  # fmt: skip
 SESSION_FIELDS = frozenset(
     {"kind", "title", "summary", "intent", "confidence", "entities", "metadata", "agent_id"}
 )
@@ -449,6 +453,34 @@ class SqlStore:
     def delete_global(self, key: str) -> bool:
         with self.db.write() as tx:
             return tx.execute("DELETE FROM global_context WHERE key = ?", (key,)) > 0
+
+    # -- API keys (deployment-wide: a key names its user, it is not inside one) ---------------
+
+    def insert_api_key(self, row: Row) -> None:
+        with self.db.write() as tx:
+            tx.execute(_insert_sql("api_keys", API_KEY_COLUMNS), _values(row, API_KEY_COLUMNS))
+
+    def find_api_key(self, secret_hash: str) -> Row | None:
+        """The live (not revoked) key with this hash."""
+        with self.db.read() as tx:
+            return tx.one(
+                "SELECT * FROM api_keys WHERE secret_hash = ? AND revoked_at IS NULL",
+                (secret_hash,),
+            )
+
+    def list_api_keys(self) -> list[Row]:
+        with self.db.read() as tx:
+            return tx.all("SELECT * FROM api_keys ORDER BY created_at, id")
+
+    def revoke_api_key(self, key_id: str, now: str) -> bool:
+        with self.db.write() as tx:
+            return (
+                tx.execute(
+                    "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    (now, key_id),
+                )
+                > 0
+            )
 
     # -- statistics and whole-user copies ------------------------------------------------------
 
