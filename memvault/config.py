@@ -6,6 +6,7 @@ Every setting is listed, with its variable, in docs/configuration.md; a test kee
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,11 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         None, description="postgresql://... to use PostgreSQL; unset: SQLite in the data folder."
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL",
+        description="SQLite fsync policy. FULL: a turn survives power loss once the call returns. "
+        "NORMAL: survives a crash of memvault, may lose the last commits on power loss; faster.",
     )
     max_content_bytes: int = Field(
         65536, ge=1, description="Largest turn content or memory text accepted, in bytes."

@@ -20,6 +20,7 @@ from memvault.config import Settings
 from memvault.crypto import Keyring, decode_key, encode_key, generate_key, open_sqlite_keyring
 from memvault.errors import Invalid, NotFound
 from memvault.events import Event, EventBus
+from memvault.keys import ApiKeys
 from memvault.model import (
     Agent,
     Channel,
@@ -86,12 +87,15 @@ class Vault:
         self.data_dir = data
         self.keyring: Keyring = open_sqlite_keyring(data, self.settings.master_key)
         try:
-            self.store: Store = open_sqlite_store(data)
+            self.store: Store = open_sqlite_store(
+                data, synchronous=self.settings.sqlite_synchronous
+            )
         except BaseException:
             self.keyring.close()
             raise
         self.sealer = Sealer(self.keyring)
         self.events = EventBus()
+        self.keys = ApiKeys(self.store)  # the server's API keys
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Vault:
@@ -828,7 +832,13 @@ class Vault:
 
 
 def _with_seq(turn: Turn, seq: int) -> Turn:
-    return dataclasses.replace(turn, seq=seq)
+    """The turn as stored. Cheaper than dataclasses.replace, which re-inspects the fields."""
+    fields = {name: getattr(turn, name) for name in TURN_SLOTS}
+    fields["seq"] = seq
+    return Turn(**fields)
+
+
+TURN_SLOTS = tuple(f.name for f in dataclasses.fields(Turn))
 
 
 def streaks(days: Iterable[date], today: date) -> tuple[int, int]:

@@ -11,8 +11,8 @@ from memvault.store.sqlite import SqliteDatabase
 DATABASE_FILE = "memvault.db"
 
 
-def open_sqlite_store(data_dir: Path) -> SqlStore:
-    return SqlStore(SqliteDatabase(data_dir / DATABASE_FILE))
+def open_sqlite_store(data_dir: Path, *, synchronous: str = "FULL") -> SqlStore:
+    return SqlStore(SqliteDatabase(data_dir / DATABASE_FILE, synchronous=synchronous))
 
 
 __all__ = ["DATABASE_FILE", "SqlStore", "Store", "open_sqlite_store"]

@@ -58,8 +58,11 @@ def _conflict(exc: sqlite3.IntegrityError) -> Conflict:
 class SqliteDatabase:
     dialect = SQLITE
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        if synchronous not in {"FULL", "NORMAL"}:
+            raise ValueError("synchronous must be FULL or NORMAL")
         self.path = path
+        self._synchronous = synchronous
         self._writer = self._connect()
         self._write_lock = threading.Lock()
         self._local = threading.local()
@@ -74,7 +77,7 @@ class SqliteDatabase:
         conn.row_factory = _dict_row
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 

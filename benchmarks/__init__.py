@@ -1,0 +1,1 @@
+"""memvault benchmarks: `make bench` (or `python -m benchmarks [NAME ...]`) runs them."""
