@@ -1,0 +1,106 @@
+"""Per-user indexes in memory, bounded in bytes, brought up to date by revision.
+
+Each search asks the store for the user's revision. If the cached index is at that revision it
+is used as is; if it is behind, only the rows written since are decrypted and added (and
+tombstoned rows dropped), so a write is visible to the very next search without a rebuild.
+The least recently used indexes are evicted when the byte budget is exceeded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from memvault.retrieval.embed import Embedder
+from memvault.retrieval.index import UserIndex
+from memvault.retrieval.items import TURN, Item
+
+DEFAULT_MAX_BYTES = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed for a user after a revision: new or rewritten items, and removed keys."""
+
+    revision: int
+    items: list[Item] = field(default_factory=list)
+    removed: list[tuple[str, str]] = field(default_factory=list)
+
+
+Loader = Callable[[str, int], Changes]
+
+
+class IndexCache:
+    """Thread-safe LRU of `UserIndex` by user id. One lock per user serialises its top-ups."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        loader: Loader,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        ann_threshold: int | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self._loader = loader
+        self.max_bytes = max_bytes
+        self._ann = {} if ann_threshold is None else {"ann_threshold": ann_threshold}
+        self._indexes: OrderedDict[str, UserIndex] = OrderedDict()
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def _user_lock(self, user_id: str) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(user_id, threading.Lock())
+
+    def get(self, user_id: str, revision: int) -> UserIndex:
+        """The user's index at `revision` or later, built or topped up as needed."""
+        with self._user_lock(user_id):
+            with self._lock:
+                index = self._indexes.get(user_id)
+            if index is not None and index.revision > revision:
+                index = None  # the user was deleted and made anew: start again
+            if index is None:
+                index = UserIndex(self.embedder, **self._ann)
+            if index.revision < revision:
+                index = self._top_up(user_id, index)
+            with self._lock:
+                self._indexes[user_id] = index
+                self._indexes.move_to_end(user_id)
+                self._evict(keep=user_id)
+            return index
+
+    def _top_up(self, user_id: str, index: UserIndex) -> UserIndex:
+        changes = self._loader(user_id, index.revision)
+        index.remove(changes.removed)
+        turns = sorted(
+            (i for i in changes.items if i.type == TURN),
+            key=lambda i: (i.session_id or "", i.seq),
+        )
+        others = [i for i in changes.items if i.type != TURN]
+        if turns or others:
+            index.add(turns + others)
+        index.revision = changes.revision
+        if index.dead > max(64, len(index) // 4):
+            index = index.compacted()
+        return index
+
+    def _evict(self, keep: str) -> None:
+        total = sum(i.nbytes() for i in self._indexes.values())
+        for user_id in list(self._indexes):
+            if total <= self.max_bytes:
+                break
+            if user_id != keep:
+                total -= self._indexes.pop(user_id).nbytes()
+
+    def forget(self, user_id: str) -> None:
+        """Drop a user's index (deleted user, or a change the revision cannot show)."""
+        with self._lock:
+            self._indexes.pop(user_id, None)
+            self._locks.pop(user_id, None)
+
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(i.nbytes() for i in self._indexes.values())

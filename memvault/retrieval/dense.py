@@ -1,0 +1,92 @@
+"""Nearest-neighbour search over one user's vectors: exact below a size, HNSW above it.
+
+Exact search is a single matrix-vector product and needs no tuning; it costs about 4 ms at
+100k x 384 on two cores, so past `ann_threshold` rows an HNSW graph (usearch) answers the
+candidate query instead. Scores of chosen candidates are always recomputed exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Vectors = npt.NDArray[np.float32]
+Slots = npt.NDArray[np.int64]
+
+DEFAULT_ANN_THRESHOLD = 20_000
+
+
+class DenseIndex:
+    """Unit vectors in slots that match the lexical index's, growing by doubling."""
+
+    def __init__(self, dim: int, *, ann_threshold: int = DEFAULT_ANN_THRESHOLD) -> None:
+        self.dim = dim
+        self.ann_threshold = ann_threshold
+        self._matrix = np.zeros((0, dim), dtype=np.float32)
+        self._alive = np.zeros(0, dtype=bool)
+        self._size = 0
+        self._ann: Any = None
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, first_slot: int, vectors: Vectors) -> None:
+        """Store `vectors` at consecutive slots from `first_slot`, the next free position."""
+        if first_slot != self._size:
+            raise ValueError("slots are appended in order")
+        count = len(vectors)
+        needed = self._size + count
+        if needed > len(self._matrix):
+            capacity = max(needed, 2 * len(self._matrix), 1024)
+            matrix = np.zeros((capacity, self.dim), dtype=np.float32)
+            matrix[: self._size] = self._matrix[: self._size]
+            alive = np.zeros(capacity, dtype=bool)
+            alive[: self._size] = self._alive[: self._size]
+            self._matrix, self._alive = matrix, alive
+        self._matrix[self._size : needed] = vectors
+        self._alive[self._size : needed] = True
+        if self._ann is not None:
+            self._ann.add(np.arange(self._size, needed, dtype=np.uint64), vectors)
+        self._size = needed
+        if self._ann is None and self._size >= self.ann_threshold:
+            self._build_ann()
+
+    def _build_ann(self) -> None:
+        from usearch.index import Index
+
+        self._ann = Index(ndim=self.dim, metric="ip", dtype="f32", connectivity=16)
+        live = np.flatnonzero(self._alive[: self._size])
+        self._ann.add(live.astype(np.uint64), self._matrix[live])
+
+    def remove(self, slot: int) -> None:
+        if 0 <= slot < self._size and self._alive[slot]:
+            self._alive[slot] = False
+            if self._ann is not None:
+                self._ann.remove(slot)
+
+    def similarity(self, query: Vectors, slots: Slots | None = None) -> Vectors:
+        """Exact cosine of the query with the given slots (all slots when None)."""
+        rows = self._matrix[: self._size] if slots is None else self._matrix[slots]
+        return rows @ query
+
+    def vectors(self, slots: Slots) -> Vectors:
+        return self._matrix[slots]
+
+    def nearest(self, query: Vectors, k: int) -> Slots:
+        """Up to `k` live slots, best first: approximate when the HNSW graph exists."""
+        if self._size == 0 or k <= 0:
+            return np.zeros(0, dtype=np.int64)
+        if self._ann is not None:
+            matches = self._ann.search(query, k)
+            return np.asarray(matches.keys, dtype=np.int64)
+        scores = self.similarity(query)
+        scores[~self._alive[: self._size]] = -np.inf
+        k = min(k, int(self._alive[: self._size].sum()))
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        return top[np.argsort(-scores[top])].astype(np.int64)
+
+    def nbytes(self) -> int:
+        graph = self._size * (self.dim * 4 + 16 * 2 * 8) if self._ann is not None else 0
+        return int(self._matrix.nbytes + self._alive.nbytes + graph)

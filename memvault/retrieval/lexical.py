@@ -1,0 +1,107 @@
+"""BM25 over one user's items, in NumPy, growing in place as items arrive.
+
+A user's index is small enough (thousands to a few hundred thousand items) that an inverted index
+of Python lists with per-term NumPy arrays built on demand answers a query in well under a
+millisecond per term, with no external engine and nothing written to disk in plaintext.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+Scores = npt.NDArray[np.float32]
+
+
+class BM25Index:
+    """Okapi BM25 with document slots addressed by integer position.
+
+    Slots are appended and never reused; removing an item zeroes its postings' effect through the
+    `alive` mask, so positions stay stable for the dense index and the metadata arrays beside it.
+    """
+
+    def __init__(self, *, k1: float = 1.2, b: float = 0.75) -> None:
+        self.k1 = k1
+        self.b = b
+        self._vocab: dict[str, int] = {}
+        self._postings: list[tuple[list[int], list[int]]] = []
+        self._arrays: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
+        self._df: list[int] = []
+        self._lengths = np.zeros(0, dtype=np.float32)
+        self._alive = np.zeros(0, dtype=bool)
+        self._size = 0
+        self._live = 0
+        self._total_length = 0.0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, slot: int, terms: Iterable[str]) -> None:
+        """Index `terms` at `slot`, which must be the next free position."""
+        if slot != self._size:
+            raise ValueError("slots are appended in order")
+        if slot >= len(self._lengths):
+            grow = max(1024, len(self._lengths))
+            self._lengths = np.concatenate([self._lengths, np.zeros(grow, dtype=np.float32)])
+            self._alive = np.concatenate([self._alive, np.zeros(grow, dtype=bool)])
+        counts = Counter(terms)
+        for term, tf in counts.items():
+            tid = self._vocab.get(term)
+            if tid is None:
+                tid = self._vocab[term] = len(self._postings)
+                self._postings.append(([], []))
+                self._df.append(0)
+            docs, tfs = self._postings[tid]
+            docs.append(slot)
+            tfs.append(tf)
+            self._df[tid] += 1
+            self._arrays.pop(tid, None)
+        length = float(sum(counts.values()))
+        self._lengths[slot] = length
+        self._alive[slot] = True
+        self._size += 1
+        self._live += 1
+        self._total_length += length
+
+    def remove(self, slot: int) -> None:
+        """Forget a slot's document. Document frequencies keep counting it until the next
+        rebuild, a small IDF drift that is cheaper than rewriting postings on every delete."""
+        if 0 <= slot < self._size and self._alive[slot]:
+            self._alive[slot] = False
+            self._live -= 1
+            self._total_length -= float(self._lengths[slot])
+
+    def _term_arrays(self, tid: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        arrays = self._arrays.get(tid)
+        if arrays is None:
+            docs, tfs = self._postings[tid]
+            arrays = (np.asarray(docs, dtype=np.int64), np.asarray(tfs, dtype=np.float32))
+            self._arrays[tid] = arrays
+        return arrays
+
+    def scores(self, query_terms: Iterable[str]) -> Scores:
+        """BM25 score of every slot (zero where no query term occurs or the slot is removed)."""
+        out = np.zeros(self._size, dtype=np.float32)
+        if self._live == 0:
+            return out
+        avg_length = max(self._total_length / self._live, 1.0)
+        norm = self.k1 * (1 - self.b + self.b * self._lengths[: self._size] / avg_length)
+        for term, weight in Counter(query_terms).items():
+            tid = self._vocab.get(term)
+            if tid is None:
+                continue
+            docs, tfs = self._term_arrays(tid)
+            df = self._df[tid]
+            idf = math.log(1 + (self._live - df + 0.5) / (df + 0.5))
+            out[docs] += weight * idf * tfs * (self.k1 + 1) / (tfs + norm[docs])
+        out[~self._alive[: self._size]] = 0.0
+        return out
+
+    def nbytes(self) -> int:
+        """Approximate memory held, for the cache's byte budget."""
+        postings = sum(len(d) for d, _ in self._postings) * 2 * 28
+        return postings + len(self._vocab) * 80 + self._lengths.nbytes + self._alive.nbytes

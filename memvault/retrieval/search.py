@@ -1,0 +1,191 @@
+"""Hybrid search inside one user's index: candidates, signals, fusion, hits.
+
+Candidates are the union of the best BM25 and the nearest dense slots that pass the filters;
+every signal is then computed exactly for those candidates only, so the cost of a query grows
+with the candidate count, not with the user's history (beyond the BM25 postings walk and the
+approximate nearest-neighbour lookup).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from memvault.errors import Invalid
+from memvault.retrieval.fusion import Signal, Weights, fuse, scale_to_max
+from memvault.retrieval.index import Filters, UserIndex
+from memvault.retrieval.items import Item
+from memvault.retrieval.text import terms
+from memvault.retrieval.timeexpr import TimeWindow, resolve_time
+
+MAX_QUERY_CHARS = 4096
+MAX_LIMIT = 200
+CANDIDATES = 100
+_DAY = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result. `signals` (with `explain=True`) gives each signal's scaled value."""
+
+    type: str
+    id: str
+    score: float
+    text: str
+    session_id: str | None
+    role: str | None
+    speaker: str | None
+    created_at: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+    signals: dict[str, float] | None = None
+    item: Item | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A validated search request."""
+
+    text: str
+    limit: int
+    filters: Filters
+    now: datetime
+    min_score: float | None = None
+    explain: bool = False
+
+
+def check_query(text: object) -> str:
+    if not isinstance(text, str):
+        raise Invalid("query", f"must be a string, not {type(text).__name__}")
+    if not text.strip():
+        raise Invalid("query", "must not be empty")
+    if len(text) > MAX_QUERY_CHARS:
+        raise Invalid("query", f"longer than {MAX_QUERY_CHARS} characters")
+    return text
+
+
+def check_search_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise Invalid("limit", f"must be an integer between 1 and {MAX_LIMIT}")
+    return limit
+
+
+def search_index(index: UserIndex, query: Query, weights: Weights) -> list[Hit]:
+    """Rank the user's items for the query; best first, at most `query.limit`."""
+    if len(index) == 0:
+        return []
+    mask = index.allowed(query.filters)
+    if mask is not None and not mask.any():
+        return []
+    window = resolve_time(query.text, query.now)
+    lexical_text = query.text.replace(window.phrase, " ") if window else query.text
+    query_terms = terms(lexical_text)
+    pool = max(CANDIDATES, 2 * query.limit)
+
+    bm25_all = index.bm25(query_terms) if weights.bm25 > 0 else None
+    if bm25_all is not None and mask is not None:
+        bm25_all[~mask] = 0.0
+    parts = []
+    if bm25_all is not None and len(bm25_all):
+        k = min(pool, len(bm25_all))
+        best = np.argpartition(-bm25_all, k - 1)[:k]
+        parts.append(best[bm25_all[best] > 0])
+    vector = index.embedder.embed([query.text])[0] if weights.dense > 0 else None
+    if vector is not None:
+        parts.append(index.nearest(vector, pool, mask))
+    if not parts:
+        return []
+    slots = np.unique(np.concatenate(parts)).astype(np.int64)
+    if len(slots) == 0:
+        return []
+
+    signals: dict[str, Signal] = {}
+    if bm25_all is not None:
+        top = float(bm25_all.max())
+        signals["bm25"] = (
+            bm25_all[slots] / top if top > 0 else np.zeros(len(slots), dtype=np.float32)
+        )
+    if vector is not None:
+        signals["dense"] = scale_to_max(index.cosine(vector, slots))
+    signals.update(
+        _context_signals(
+            index, slots=slots, query=query, weights=weights, query_terms=query_terms, window=window
+        )
+    )
+    scores = fuse(signals, weights)
+    order = np.argsort(-scores, kind="stable")
+    hits = []
+    for position in order:
+        score = float(scores[position])
+        if query.min_score is not None and score < query.min_score:
+            break
+        if score <= 0:
+            break
+        item = index.item(int(slots[position]))
+        explained = (
+            {name: round(float(v[position]), 4) for name, v in signals.items()}
+            if query.explain
+            else None
+        )
+        hits.append(_hit(item, score, explained))
+        if len(hits) == query.limit:
+            break
+    return hits
+
+
+def _context_signals(
+    index: UserIndex,
+    *,
+    slots: np.ndarray[Any, np.dtype[np.int64]],
+    query: Query,
+    weights: Weights,
+    query_terms: list[str],
+    window: TimeWindow | None,
+) -> dict[str, Signal]:
+    """Signals beyond the text match: session topic, speaker, time, recency, use."""
+    signals: dict[str, Signal] = {}
+    items = [index.item(int(s)) for s in slots]
+    if weights.session > 0:
+        by_session = index.session_scores(query_terms)
+        top = max(by_session.values(), default=0.0)
+        if top > 0:
+            raw = [by_session.get(i.session_id or "", 0.0) / top for i in items]
+            signals["session"] = np.asarray(raw, dtype=np.float32)
+    if weights.speaker > 0:
+        signals["speaker"] = index.speakers_named(query.text, slots)
+    created = index.created(slots)
+    if weights.time > 0 and window is not None:
+        start, end = window.start.timestamp(), window.end.timestamp()
+        width = max(end - start, _DAY)
+        distance = np.maximum(start - created, 0) + np.maximum(created - end, 0)
+        signals["time"] = np.exp(-distance / width).astype(np.float32)
+    if weights.recency > 0:
+        age_days = np.maximum(query.now.timestamp() - created, 0) / _DAY
+        half_life = weights.recency_half_life_days
+        signals["recency"] = np.power(0.5, age_days / half_life).astype(np.float32)
+    if weights.importance > 0:
+        signals["importance"] = np.asarray([i.importance for i in items], dtype=np.float32)
+    if weights.access > 0:
+        scale = math.log1p(100)
+        uses = [min(math.log1p(i.access_count) / scale, 1.0) for i in items]
+        signals["access"] = np.asarray(uses, dtype=np.float32)
+    return signals
+
+
+def _hit(item: Item, score: float, signals: dict[str, float] | None) -> Hit:
+    return Hit(
+        type=item.type,
+        id=item.id,
+        score=round(score, 6),
+        text=item.text,
+        session_id=item.session_id,
+        role=item.role,
+        speaker=item.speaker,
+        created_at=item.created_at,
+        metadata=item.metadata,
+        signals=signals,
+        item=item,
+    )
