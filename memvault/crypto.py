@@ -35,6 +35,7 @@ MASTER_KEY_FILE = "master.key"
 _CHECK_PLAINTEXT = b"memvault keyring check v1"
 _CHECK_AAD = b"memvault:keyring-check"
 _CACHE_USERS = 4096
+_VERSION_BYTE = bytes((SEAL_VERSION,))
 
 
 def generate_key() -> bytes:
@@ -319,10 +320,20 @@ class Keyring:
     # -- fields ----------------------------------------------------------------------------
 
     def seal(self, user_id: str, table: str, row_id: str, column: str, plaintext: bytes) -> bytes:
+        return self.seal_columns(user_id, table, row_id, {column: plaintext})[column]
+
+    def seal_columns(
+        self, user_id: str, table: str, row_id: str, plaintexts: dict[str, bytes]
+    ) -> dict[str, bytes]:
+        """Seal several columns of one row, looking the user's key up once."""
         cipher = self._user_cipher(user_id, create=True)
-        nonce = os.urandom(NONCE_BYTES)
-        aad = field_aad(user_id, table, row_id, column)
-        return bytes((SEAL_VERSION,)) + nonce + cipher.encrypt(nonce, plaintext, aad)
+        nonces = os.urandom(NONCE_BYTES * len(plaintexts))
+        sealed = {}
+        for i, (column, plaintext) in enumerate(plaintexts.items()):
+            nonce = nonces[i * NONCE_BYTES : (i + 1) * NONCE_BYTES]
+            aad = field_aad(user_id, table, row_id, column)
+            sealed[column] = _VERSION_BYTE + nonce + cipher.encrypt(nonce, plaintext, aad)
+        return sealed
 
     def open_field(
         self, user_id: str, table: str, row_id: str, column: str, sealed: bytes

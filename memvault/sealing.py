@@ -49,14 +49,14 @@ class Sealer:
 
     def seal(self, table: str, user_id: str, row_id: str, row: Row) -> Row:
         """A copy of `row` with its content columns sealed; None stays None (nothing to hide)."""
-        sealed = dict(row)
-        for column, encoding in SEALED_COLUMNS[table].items():
-            value = row.get(column)
-            if value is not None:
-                sealed[column] = self.keyring.seal(
-                    user_id, table, row_id, column, _encode(value, encoding)
-                )
-        return sealed
+        plaintexts = {
+            column: _encode(row[column], encoding)
+            for column, encoding in SEALED_COLUMNS[table].items()
+            if row.get(column) is not None
+        }
+        if not plaintexts:
+            return dict(row)
+        return {**row, **self.keyring.seal_columns(user_id, table, row_id, plaintexts)}
 
     def open(self, table: str, user_id: str, row_id: str, row: Row) -> Row:
         opened = dict(row)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import json
 import math
-import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -32,7 +31,7 @@ def check_id(field: str, value: object) -> str:
         raise Invalid(field, f"longer than {MAX_ID_LENGTH} characters")
     if value != value.strip():
         raise Invalid(field, "has leading or trailing white space")
-    if any(unicodedata.category(ch).startswith("C") for ch in value):
+    if not value.isprintable():  # control, format, separator (but plain space) characters
         raise Invalid(field, "contains control characters")
     if "/" in value or "\\" in value or value in {".", ".."}:
         raise Invalid(field, "contains a path separator")
@@ -56,13 +55,14 @@ def check_text(field: str, value: object, *, max_bytes: int, allow_empty: bool =
         raise Invalid(field, f"must be a string, not {type(value).__name__}")
     if not allow_empty and not value.strip():
         raise Invalid(field, "must not be empty")
-    size = len(value.encode("utf-8", errors="surrogatepass"))
-    if size > max_bytes:
-        raise Invalid(field, f"is {size} bytes, over the limit of {max_bytes}")
+    if len(value) > max_bytes:  # at least one byte a character: too long whatever it holds
+        raise Invalid(field, f"is over the limit of {max_bytes} bytes")
     try:
-        value.encode("utf-8")
+        size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
         raise Invalid(field, "is not valid Unicode text (lone surrogate)") from None
+    if size > max_bytes:
+        raise Invalid(field, f"is {size} bytes, over the limit of {max_bytes}")
     return value
 
 
