@@ -17,10 +17,11 @@ from typing import Any
 
 from memvault import validate as v
 from memvault.config import Settings
-from memvault.crypto import Keyring, decode_key, encode_key, generate_key, open_sqlite_keyring
-from memvault.errors import Invalid, NotFound
+from memvault.crypto import Keyring, decode_key, encode_key, generate_key
+from memvault.errors import Conflict, Invalid, NotFound
 from memvault.events import Event, EventBus
 from memvault.keys import ApiKeys
+from memvault.mind.context import Context, Sources, build_context, check_channel_limits
 from memvault.model import (
     Agent,
     Channel,
@@ -40,8 +41,13 @@ from memvault.model import (
     parse_ts,
     utcnow,
 )
+from memvault.retrieval.cache import Changes
+from memvault.retrieval.embed import Embedder, default_embedder
+from memvault.retrieval.items import item_from_memory, item_from_turn
+from memvault.retrieval.recall import Recall
+from memvault.retrieval.search import Hit
 from memvault.sealing import Sealer
-from memvault.store import Store, open_sqlite_store
+from memvault.store import Store, open_keyring, open_store
 from memvault.store.database import Row
 
 EXPORT_FORMAT = "memvault-export"
@@ -76,6 +82,7 @@ class Vault:
         *,
         settings: Settings | None = None,
         master_key: str | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         self.settings = settings or Settings()
         if path is not None:
@@ -85,23 +92,33 @@ class Vault:
         data = Path(self.settings.data)
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.data_dir = data
-        self.keyring: Keyring = open_sqlite_keyring(data, self.settings.master_key)
+        self.keyring: Keyring = open_keyring(self.settings, data)
         try:
-            self.store: Store = open_sqlite_store(
-                data, synchronous=self.settings.sqlite_synchronous
-            )
+            self.store: Store = open_store(self.settings, data)
         except BaseException:
             self.keyring.close()
             raise
         self.sealer = Sealer(self.keyring)
         self.events = EventBus()
         self.keys = ApiKeys(self.store)  # the server's API keys
+        self.recall = Recall(
+            embedder or default_embedder(),
+            revision=self.store.revision,
+            loader=self._index_changes,
+            record_access=lambda user_id, ids, now: self.store.record_access(
+                user_id, ids, format_ts(now)
+            ),
+        )
+        self.events.subscribe(
+            lambda e: self.recall.forget(e.user_id) if e.type == "user.deleted" else None
+        )
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Vault:
         return cls(path, **kwargs)
 
     def close(self) -> None:
+        self.recall.close()
         self.store.close()
         self.keyring.close()
 
@@ -456,8 +473,10 @@ class Vault:
 
     def add_memory(
         self, user_id: str, text: str, *, kind: str = "fact", tier: str = "long_term",
-        **fields: Any,
+        supersedes: str | None = None, **fields: Any,
     ) -> Memory:  # fmt: skip
+        """Store a memory. `supersedes` names a current memory this one replaces (see
+        `supersede_memory`); both change in one commit."""
         v.check_id("user_id", user_id)
         v.check_keys("memory", fields, MEMORY_INPUT_FIELDS)
         now = utcnow()
@@ -468,11 +487,32 @@ class Vault:
             "user_id": user_id, "id": memory_id, "importance": 0.5, "valence": 0.0, "pinned": 0,
             "access_count": 0, "created_at": created, "updated_at": format_ts(now), **values,
         }  # fmt: skip
+        v.check_optional_id("supersedes", supersedes)
         self.store.insert_memory(
-            self.sealer.seal("memories", user_id, memory_id, row), format_ts(now)
-        )
+            self.sealer.seal("memories", user_id, memory_id, row), format_ts(now),
+            supersedes=supersedes,
+        )  # fmt: skip
         self._publish("memory.added", user_id, memory_id=memory_id)
+        if supersedes is not None:
+            self._publish("memory.updated", user_id, memory_id=supersedes)
         return self.get_memory(user_id, memory_id)
+
+    def supersede_memory(self, user_id: str, memory_id: str, text: str, **fields: Any) -> Memory:
+        """Replace a fact that no longer holds: the new memory is valid from now, the old one's
+        validity closes and it points to its successor. History is kept, not overwritten.
+
+        The new memory takes the old one's kind, tier, category, tags and agent unless given.
+        """
+        v.check_id("user_id", user_id)
+        v.check_id("memory_id", memory_id)
+        old = self.get_memory(user_id, memory_id)
+        if old.superseded_by is not None:
+            raise Conflict("that memory is already superseded")
+        inherited = {"kind": old.kind.value, "tier": old.tier.value, "category": old.category,
+                     "tags": list(old.tags), "agent_id": old.agent_id}  # fmt: skip
+        fields = {**inherited, **fields}
+        fields.setdefault("valid_from", utcnow())
+        return self.add_memory(user_id, text, supersedes=memory_id, **fields)
 
     def _memory_fields(self, data: Mapping[str, Any], where: str = "") -> Row:
         """Validate memory fields given by a caller into storable column values.
@@ -625,6 +665,55 @@ class Vault:
         v.check_id("key", key)
         if not self.store.delete_global(key):
             raise NotFound("no such global context entry")
+
+    # -- recall ----------------------------------------------------------------------------
+
+    def search(self, user_id: str, query: str, **options: Any) -> list[Hit]:
+        """Hybrid search of the user's turns and memories; see `Recall.search` for options
+        (limit, types, kinds, tiers, session_id, agent_id, channel, since, until, tags, now,
+        min_score, explain)."""
+        return self.recall.search(user_id, query, **options)
+
+    def context(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        session_id: str | None = None,
+        token_budget: int = 2000,
+        channel_limits: Mapping[str, int] | None = None,
+        now: datetime | None = None,
+        min_score: float = 0.2,
+    ) -> Context:
+        """What an LLM should know for this query, inside `token_budget` tokens."""
+        limits = check_channel_limits(channel_limits)
+        hits = self.search(user_id, query, limit=50, now=now, min_score=min_score)
+        recent: list[Turn] = []
+        if session_id is not None:
+            for channel, limit in limits.items():
+                if limit:
+                    recent += self.recent_turns(
+                        user_id, session_id=session_id, channel=channel, limit=limit
+                    )
+            recent.sort(key=lambda t: t.seq)
+        sources = Sources(
+            global_entries=self.list_global_context(),
+            pinned=self.list_memories(user_id, pinned=True, include_superseded=False, now=now),
+            facts=self.list_memories(
+                user_id, kinds=["fact"], pinned=False, include_superseded=False, now=now
+            ),
+            hits=hits,
+            recent=recent,
+        )
+        return build_context(sources, token_budget=token_budget)
+
+    def _index_changes(self, user_id: str, revision: int) -> Changes:
+        """Decrypted rows written after `revision`, for topping up the user's search index."""
+        head, turns, memories, tombstones = self.store.changes_since(user_id, revision)
+        items = [item_from_turn(self._turn(r)) for r in turns]
+        items += [item_from_memory(self._memory(r)) for r in memories]
+        removed = [(t["item_type"], t["item_id"]) for t in tombstones]
+        return Changes(revision=head, items=items, removed=removed)
 
     # -- statistics ------------------------------------------------------------------------
 

@@ -116,6 +116,11 @@ def search_index(index: UserIndex, query: Query, weights: Weights) -> list[Hit]:
         )
     )
     scores = fuse(signals, weights)
+    textual = np.zeros(len(slots), dtype=bool)
+    for name in ("bm25", "dense"):
+        if name in signals:
+            textual |= signals[name] > 0
+    scores[~textual] = 0.0  # recency or importance alone never makes an item relevant
     order = np.argsort(-scores, kind="stable")
     hits = []
     for position in order:

@@ -1,0 +1,159 @@
+"""Context assembly: what an LLM should know about the user for this turn, inside a budget.
+
+Sections go in a fixed order, each filled until the token budget runs out: pinned memories and
+deployment-wide context, the user's standing facts, memories and past turns relevant to the
+query, then the current session's recent turns (per-channel limits). Relevant items must clear a
+score threshold: when nothing is relevant, nothing is padded in. Items already shown in an
+earlier section are not repeated. Whatever does not fit is reported in `dropped`, so a caller
+can see what the budget cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from memvault.errors import Invalid
+from memvault.model import GlobalContextEntry, Memory, Turn
+from memvault.retrieval.search import Hit
+from memvault.retrieval.tokens import count_tokens_batch
+
+DEFAULT_CHANNEL_LIMITS: Mapping[str, int] = {"ai": 20, "general": 10}
+MAX_TOKEN_BUDGET = 200_000
+SECTIONS = (
+    ("background", "Background"),
+    ("facts", "What you know about the user"),
+    ("relevant", "Relevant memories and past conversation"),
+    ("recent", "Current conversation (oldest first)"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextItem:
+    """One line of the context and where it came from."""
+
+    source: str  # global, pinned, fact, memory, turn, recent
+    type: str  # global, memory, turn
+    id: str
+    text: str
+    tokens: int
+    score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    text: str
+    items: list[ContextItem] = field(default_factory=list)
+    dropped: list[ContextItem] = field(default_factory=list)
+    tokens: int = 0
+    token_budget: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """Everything a context may draw on, gathered by `Vault.context`."""
+
+    global_entries: Sequence[GlobalContextEntry] = ()
+    pinned: Sequence[Memory] = ()
+    facts: Sequence[Memory] = ()
+    hits: Sequence[Hit] = ()
+    recent: Sequence[Turn] = ()
+
+
+def check_budget(token_budget: object) -> int:
+    if isinstance(token_budget, bool) or not isinstance(token_budget, int):
+        raise Invalid("token_budget", "must be an integer")
+    if not 1 <= token_budget <= MAX_TOKEN_BUDGET:
+        raise Invalid("token_budget", f"must be between 1 and {MAX_TOKEN_BUDGET}")
+    return token_budget
+
+
+def check_channel_limits(limits: Mapping[str, int] | None) -> dict[str, int]:
+    """Per-channel caps on recent turns; unknown channels and negative caps are errors."""
+    merged = dict(DEFAULT_CHANNEL_LIMITS)
+    for channel, limit in (limits or {}).items():
+        if channel not in DEFAULT_CHANNEL_LIMITS:
+            raise Invalid("channel_limits", "unknown channel; expected ai or general")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 1000:
+            raise Invalid("channel_limits", "each limit must be an integer from 0 to 1000")
+        merged[channel] = limit
+    return merged
+
+
+def _speaker(turn_speaker: str | None, role: str | None) -> str:
+    return turn_speaker or role or "someone"
+
+
+def _candidates(sources: Sources) -> dict[str, list[ContextItem]]:
+    """Every possible line, per section, best first, before the budget is applied."""
+    seen: set[tuple[str, str]] = set()
+
+    def fresh(kind: str, item_id: str) -> bool:
+        if (kind, item_id) in seen:
+            return False
+        seen.add((kind, item_id))
+        return True
+
+    lines: dict[str, list[tuple[str, str, str, str, float | None]]] = {s: [] for s, _ in SECTIONS}
+    for entry in sources.global_entries:
+        lines["background"].append(("global", "global", entry.key, entry.text, None))
+    for memory in sources.pinned:
+        if fresh("memory", memory.id):
+            lines["background"].append(("pinned", "memory", memory.id, memory.text, None))
+    for memory in sources.facts:
+        if fresh("memory", memory.id):
+            label = f"{memory.category}: {memory.text}" if memory.category else memory.text
+            lines["facts"].append(("fact", "memory", memory.id, label, None))
+    recent_ids = {t.id for t in sources.recent}
+    for hit in sources.hits:
+        if hit.id in recent_ids or not fresh(hit.type, hit.id):
+            continue
+        when = hit.created_at.date().isoformat()
+        if hit.type == "turn":
+            text = f"[{when}] {_speaker(hit.speaker, hit.role)}: {hit.text}"
+        else:
+            text = f"[{when}] {hit.text}"
+        lines["relevant"].append((hit.type, hit.type, hit.id, text, hit.score))
+    for turn in reversed(sources.recent):  # newest first, so the budget keeps the latest
+        text = f"{_speaker(turn.speaker, turn.role.value)}: {turn.content}"
+        lines["recent"].append(("recent", "turn", turn.id, text, None))
+    flat = [line for section in lines.values() for line in section]
+    counts = count_tokens_batch([line[3] for line in flat]) if flat else []
+    tokens = iter(counts)
+    return {
+        section: [
+            ContextItem(source, kind, item_id, text, next(tokens), score)
+            for source, kind, item_id, text, score in section_lines
+        ]
+        for section, section_lines in lines.items()
+    }
+
+
+def build_context(sources: Sources, *, token_budget: int) -> Context:
+    """Fill the sections in order until the budget is spent; report what was left out."""
+    budget = check_budget(token_budget)
+    candidates = _candidates(sources)
+    used = 0
+    chosen: dict[str, list[ContextItem]] = {}
+    dropped: list[ContextItem] = []
+    for section, title in SECTIONS:
+        header = count_tokens_batch([f"## {title}"])[0] + 1
+        for item in candidates[section]:
+            cost = item.tokens + 2 + (0 if section in chosen else header)
+            if used + cost <= budget:
+                chosen.setdefault(section, []).append(item)
+                used += cost
+            else:
+                dropped.append(item)
+    blocks = []
+    for section, title in SECTIONS:
+        picked = chosen.get(section, [])
+        if section == "recent":
+            picked = list(reversed(picked))  # chosen newest first, shown in order
+        if picked:
+            bullet = "" if section == "recent" else "- "
+            blocks.append(f"## {title}\n" + "\n".join(bullet + i.text for i in picked))
+    items = [item for section, _ in SECTIONS for item in chosen.get(section, [])]
+    return Context(
+        text="\n\n".join(blocks), items=items, dropped=dropped, tokens=used, token_budget=budget
+    )
