@@ -23,6 +23,14 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="postgresql://... to use PostgreSQL; unset: SQLite in the data folder."
     )
+    keyring_url: str | None = Field(
+        None,
+        description="postgresql://... for the wrapped data keys, ideally another database than "
+        "the content; unset: beside the content (SQLite file, or the database_url database).",
+    )
+    database_pool_size: int = Field(
+        8, ge=2, le=256, description="PostgreSQL connections each process keeps at most."
+    )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL",
         description="SQLite fsync policy. FULL: a turn survives power loss once the call returns. "

@@ -1,18 +1,92 @@
-"""Storage backends behind one `Store` protocol. SQLite by default."""
+"""Storage backends behind one `Store` protocol. SQLite by default, PostgreSQL by URL.
+
+The choice of backend is made here and nowhere else: `MEMVAULT_DATABASE_URL=postgresql://...`
+selects PostgreSQL for the content and (unless `MEMVAULT_KEYRING_URL` says otherwise) for the
+keyring; unset, both live as SQLite files in the data folder.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from memvault.config import Settings
+from memvault.crypto import Keyring, KeyStore, SqliteKeyStore
+from memvault.errors import Conflict, Invalid
+from memvault.store.database import Database
+from memvault.store.pgkeys import PostgresKeyStore
+from memvault.store.postgres import PostgresDatabase, is_postgres_url
 from memvault.store.protocol import Store
 from memvault.store.sql import SqlStore
 from memvault.store.sqlite import SqliteDatabase
 
 DATABASE_FILE = "memvault.db"
+KEYRING_FILE = "keyring.db"
 
 
 def open_sqlite_store(data_dir: Path, *, synchronous: str = "FULL") -> SqlStore:
     return SqlStore(SqliteDatabase(data_dir / DATABASE_FILE, synchronous=synchronous))
 
 
-__all__ = ["DATABASE_FILE", "SqlStore", "Store", "open_sqlite_store"]
+def open_database(settings: Settings, data_dir: Path) -> Database:
+    """The configured database, unmigrated (`open_store` migrates it)."""
+    url = settings.database_url
+    if url is None:
+        return SqliteDatabase(data_dir / DATABASE_FILE, synchronous=settings.sqlite_synchronous)
+    if not is_postgres_url(url):
+        raise Invalid("database_url", "must start with postgresql:// (or be unset for SQLite)")
+    return PostgresDatabase(url, pool_size=settings.database_pool_size)
+
+
+def open_store(settings: Settings, data_dir: Path) -> SqlStore:
+    """The configured store, migrated to the current schema.
+
+    On PostgreSQL the migration runs under a database-wide lock, so several servers starting
+    at once apply each migration exactly once.
+    """
+    db = open_database(settings, data_dir)
+    try:
+        if isinstance(db, PostgresDatabase):
+            with db.exclusive():
+                return SqlStore(db)
+        return SqlStore(db)
+    except BaseException:
+        db.close()
+        raise
+
+
+def open_key_store(settings: Settings, data_dir: Path) -> KeyStore:
+    url = settings.keyring_url or settings.database_url
+    if url is None:
+        return SqliteKeyStore(data_dir / KEYRING_FILE)
+    if not is_postgres_url(url):
+        raise Invalid("keyring_url", "must start with postgresql:// (or be unset)")
+    return PostgresKeyStore(url)
+
+
+def open_keyring(settings: Settings, data_dir: Path) -> Keyring:
+    """The keyring, with the master key from `MEMVAULT_MASTER_KEY` or the data folder's key file.
+
+    When two processes create a shared (PostgreSQL) keyring at the same moment, the one that
+    loses opens it again, now as an existing keyring that its master key must open.
+    """
+    keys = open_key_store(settings, data_dir)
+    try:
+        try:
+            return Keyring.open(keys, data_dir, settings.master_key)
+        except Conflict:
+            return Keyring.open(keys, data_dir, settings.master_key)
+    except BaseException:
+        keys.close()
+        raise
+
+
+__all__ = [
+    "DATABASE_FILE",
+    "KEYRING_FILE",
+    "SqlStore",
+    "Store",
+    "open_database",
+    "open_keyring",
+    "open_sqlite_store",
+    "open_store",
+]

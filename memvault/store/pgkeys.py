@@ -1,0 +1,93 @@
+"""Wrapped data keys in PostgreSQL, for deployments where several servers share one keyring.
+
+The tables live wherever `MEMVAULT_KEYRING_URL` points (ideally another database, or at least
+another schema and role, than the content); unset, beside the content. docs/encryption.md weighs
+the two. Each key is one row; a shredded key's row is deleted and the table vacuumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from memvault.errors import Conflict
+from memvault.store.postgres import PostgresDatabase
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS keyring_meta (name TEXT PRIMARY KEY, value BYTEA NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS user_keys (user_id TEXT PRIMARY KEY, wrapped_key BYTEA NOT NULL)",
+)
+
+
+class PostgresKeyStore:
+    """The `KeyStore` protocol on PostgreSQL."""
+
+    def __init__(self, url: str) -> None:
+        self._db = PostgresDatabase(url, pool_size=4)
+        try:
+            with self._db.exclusive(), self._db.write() as tx:
+                for statement in _SCHEMA:
+                    tx.execute(statement)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _value(self, sql: str, params: tuple[object, ...]) -> bytes | None:
+        with self._db.read() as tx:
+            row = tx.one(sql, params)
+        return None if row is None else bytes(next(iter(row.values())))
+
+    def get_check(self) -> bytes | None:
+        return self._value("SELECT value FROM keyring_meta WHERE name = 'check'", ())
+
+    def set_check(self, value: bytes) -> None:
+        """Record the first check only: a second process racing to create the keyring loses."""
+        with self._db.write() as tx:
+            added = tx.execute(
+                "INSERT INTO keyring_meta (name, value) VALUES ('check', ?) "
+                "ON CONFLICT (name) DO NOTHING",
+                (value,),
+            )
+        if not added:
+            raise Conflict("another process created this keyring at the same moment; open again")
+
+    def get_wrapped(self, user_id: str) -> bytes | None:
+        return self._value("SELECT wrapped_key FROM user_keys WHERE user_id = ?", (user_id,))
+
+    def add_wrapped(self, user_id: str, wrapped: bytes) -> bytes:
+        with self._db.write() as tx:
+            tx.execute(
+                "INSERT INTO user_keys (user_id, wrapped_key) VALUES (?, ?) "
+                "ON CONFLICT (user_id) DO NOTHING",
+                (user_id, wrapped),
+            )
+            row = tx.one("SELECT wrapped_key FROM user_keys WHERE user_id = ?", (user_id,))
+        assert row is not None
+        return bytes(row["wrapped_key"])
+
+    def delete_wrapped(self, user_id: str) -> bool:
+        with self._db.write() as tx:
+            deleted = tx.execute("DELETE FROM user_keys WHERE user_id = ?", (user_id,)) > 0
+        if deleted:
+            # Reclaim the dead row version now rather than whenever autovacuum comes by.
+            with self._db.connection() as conn:
+                conn.execute("VACUUM user_keys")
+        return deleted
+
+    def all_wrapped(self) -> list[tuple[str, bytes]]:
+        with self._db.read() as tx:
+            rows = tx.all("SELECT user_id, wrapped_key FROM user_keys ORDER BY user_id")
+        return [(r["user_id"], bytes(r["wrapped_key"])) for r in rows]
+
+    def replace_all(self, wrapped: Iterable[tuple[str, bytes]], check: bytes) -> None:
+        with self._db.write() as tx:
+            tx.executemany(
+                "UPDATE user_keys SET wrapped_key = ? WHERE user_id = ?",
+                [(w, u) for u, w in wrapped],
+            )
+            tx.execute("UPDATE keyring_meta SET value = ? WHERE name = 'check'", (check,))
+
+    def ping(self) -> None:
+        self._db.ping()
+
+    def close(self) -> None:
+        self._db.close()
