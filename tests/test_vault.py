@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import MakeVault
 
-from memvault import Invalid, NotFound, Vault
+from memvault import Conflict, Invalid, NotFound, Vault
 from memvault.events import Event
 from memvault.model import Channel, MemoryKind, Modality, Role, SessionKind, Tier
 from memvault.vault import streaks
@@ -257,3 +257,19 @@ def test_events_are_published_after_writes(vault: Vault) -> None:
     assert seen[0].ids == {"session_id": "s", "turn_id": turn.id}
     assert seen[1].ids == {"memory_id": memory.id}
     assert "secret" not in repr(seen)
+
+
+def test_superseding_a_fact_keeps_the_old_one(vault: Vault) -> None:
+    old = vault.add_memory("u", "Works at Acme", category="work", tags=["job"], importance=0.7)
+    new = vault.supersede_memory("u", old.id, "Works at Initech", importance=0.8)
+    closed = vault.get_memory("u", old.id)
+    assert closed.text == "Works at Acme" and closed.superseded_by == new.id
+    assert closed.valid_to is not None and new.valid_from is not None
+    assert (new.category, new.tags, new.importance) == ("work", ("job",), 0.8)
+    current = vault.list_memories("u", include_superseded=False)
+    assert [m.text for m in current] == ["Works at Initech"]
+    with pytest.raises(Conflict):
+        vault.supersede_memory("u", old.id, "Works at Globex")
+    with pytest.raises(NotFound):
+        vault.add_memory("u", "orphan", supersedes="no-such-memory")
+    assert [m.text for m in vault.list_memories("u")] == ["Works at Initech", "Works at Acme"]

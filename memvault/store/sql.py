@@ -319,9 +319,21 @@ class SqlStore:
 
     # -- memories ------------------------------------------------------------------------------
 
-    def insert_memory(self, row: Row, now: str) -> int:
+    def insert_memory(self, row: Row, now: str, *, supersedes: str | None = None) -> int:
+        """Insert a memory; with `supersedes`, close that memory's validity in the same commit.
+
+        The old memory keeps its text: it is superseded (valid_to, superseded_by), not lost.
+        """
         with self.db.write() as tx:
             rev = self._touch_user(tx, row["user_id"], now)
+            if supersedes is not None:
+                closed = tx.execute(
+                    "UPDATE memories SET valid_to = ?, superseded_by = ?, updated_at = ?, rev = ? "
+                    "WHERE user_id = ? AND id = ? AND superseded_by IS NULL",
+                    (now, row["id"], now, rev, row["user_id"], supersedes),
+                )
+                if not closed:
+                    raise NotFound("no such current memory to supersede")
             tx.execute(
                 _insert_sql("memories", MEMORY_COLUMNS),
                 _values({**row, "rev": rev}, MEMORY_COLUMNS),
