@@ -1,0 +1,141 @@
+"""Replay evaluation cases into a fresh vault and measure what search and context bring back.
+
+Each case becomes one user: its sessions are appended in order, every turn dated with its
+session's date and carrying its source turn id in metadata. Each question is then asked with
+`now` set to its date (or the last session's date when it has none), in three modes (hybrid,
+BM25 only, dense only) and through context assembly at two token budgets. No LLM is called.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tqdm import tqdm
+
+from memvault.evals.dataset import Case, Question
+from memvault.evals.metrics import Tally, percentiles_ms
+from memvault.retrieval.embed import Embedder
+from memvault.retrieval.fusion import MODES, Weights
+from memvault.vault import Vault
+
+SOURCE_ID = "source_turn_id"
+CONTEXT_BUDGETS = (1000, 2000)
+SEARCH_LIMIT = 20
+
+
+@dataclass
+class Run:
+    """Accumulates one evaluation run across cases."""
+
+    tallies: dict[str, Tally] = field(default_factory=lambda: {m: Tally() for m in MODES})
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MODES})
+    context_latencies: list[float] = field(default_factory=list)
+    build_seconds: list[float] = field(default_factory=list)
+    turns: int = 0
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "modes": {mode: tally.summary() for mode, tally in self.tallies.items()},
+            "latency_ms": {mode: percentiles_ms(v) for mode, v in self.latencies.items()},
+            "context_latency_ms": percentiles_ms(self.context_latencies),
+            "index_build_seconds": round(sum(self.build_seconds), 2),
+            "turns": self.turns,
+        }
+
+
+def replay(vault: Vault, user_id: str, case: Case) -> dict[str, str]:
+    """Append the case's sessions to `user_id`; return vault turn id -> source turn id."""
+    source_of = {}
+    for session in case.sessions:
+        rows = [
+            {
+                "role": "user",
+                "content": turn.text,
+                "speaker": turn.speaker,
+                "channel": "general",
+                "created_at": session.date,
+                "metadata": {SOURCE_ID: turn.turn_id}
+                | ({"image_caption": turn.image_caption} if turn.image_caption else {}),
+            }
+            for turn in session.turns
+        ]
+        for stored in vault.add_turns(user_id, session.session_id, rows):
+            source_of[stored.id] = turn_source(stored.metadata)
+    return source_of
+
+
+def turn_source(metadata: dict[str, Any]) -> str:
+    return str(metadata.get(SOURCE_ID, ""))
+
+
+def evaluate_case(vault: Vault, case: Case, run: Run) -> None:
+    """Replay one case into its own user and score every recall question against it."""
+    user_id = f"eval-{case.case_id}"
+    source_of = replay(vault, user_id, case)
+    run.turns += len(source_of)
+    started = time.perf_counter()
+    vault.recall.cache.get(user_id, vault.store.revision(user_id))
+    run.build_seconds.append(time.perf_counter() - started)
+    for question in case.questions:
+        if not question.scored:
+            continue
+        now = question.date or case.last_date
+        for mode in MODES:
+            started = time.perf_counter()
+            hits = vault.search(
+                user_id, question.question, limit=SEARCH_LIMIT, now=now,
+                weights=Weights.for_mode(mode), record_access=False,
+            )  # fmt: skip
+            run.latencies[mode].append(time.perf_counter() - started)
+            ranked = [source_of.get(h.id, "") for h in hits if h.type == "turn"]
+            extra = None
+            if mode == "hybrid":
+                extra = _context_recall(
+                    vault, user_id, question, now=now, source_of=source_of, run=run
+                )
+            run.tallies[mode].add(question.category, ranked, question.evidence, extra)
+
+
+def _context_recall(
+    vault: Vault,
+    user_id: str,
+    question: Question,
+    *,
+    now: datetime,
+    source_of: dict[str, str],
+    run: Run,
+) -> dict[str, float]:
+    """Share of the evidence that reaches the assembled context at each token budget."""
+    scores = {}
+    for budget in CONTEXT_BUDGETS:
+        started = time.perf_counter()
+        context = vault.context(user_id, question.question, token_budget=budget, now=now)
+        run.context_latencies.append(time.perf_counter() - started)
+        included = {source_of.get(i.id, "") for i in context.items if i.type == "turn"}
+        evidence = set(question.evidence)
+        scores[f"context_recall@{budget}"] = len(evidence & included) / len(evidence)
+    return scores
+
+
+def evaluate(
+    cases: Iterable[Case], *, embedder: Embedder | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Run the whole evaluation in a temporary vault and return the report."""
+    run = Run()
+    case_list = list(cases)
+    with tempfile.TemporaryDirectory(prefix="memvault-eval-") as folder:
+        vault = Vault(folder, embedder=embedder)
+        try:
+            for case in tqdm(case_list, desc="cases", unit="case", disable=not progress):
+                evaluate_case(vault, case, run)
+        finally:
+            vault.close()
+    report = run.report()
+    report["cases"] = len(case_list)
+    report["embedder"] = vault.recall.cache.embedder.name
+    return report
