@@ -3,16 +3,25 @@ over the storage backends, so one contract suite covers them all."""
 
 from __future__ import annotations
 
+import functools
+import os
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from memvault import Vault
 from memvault.config import Settings
 
-BACKENDS = ("sqlite",)
+BACKENDS = ("sqlite", "postgres")
+POSTGRES_URL = os.environ.get(
+    "MEMVAULT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 MakeVault = Callable[..., Vault]
 
@@ -22,19 +31,94 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def backend_settings(backend: str) -> dict[str, Any]:
-    """Settings a backend needs beyond the data folder (a database URL, for instance)."""
-    return {}
+@functools.cache
+def _postgres_unreachable() -> str | None:
+    """Why the test server cannot be used, or None when it answers (asked once per run)."""
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+def require_postgres() -> None:
+    """Skip without a server, unless MEMVAULT_REQUIRE_POSTGRES=1 (CI), which makes it a failure."""
+    reason = _postgres_unreachable()
+    if reason is None:
+        return
+    message = f"PostgreSQL does not answer at {POSTGRES_URL.split('@')[-1]}: {reason}"
+    if os.environ.get("MEMVAULT_REQUIRE_POSTGRES") == "1":
+        pytest.fail(message + " (MEMVAULT_REQUIRE_POSTGRES=1)", pytrace=False)
+    pytest.skip(message + " (set MEMVAULT_REQUIRE_POSTGRES=1 to fail instead)")
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A fresh schema for one test (unique, so parallel workers never meet), dropped after.
+
+    Yields a URL whose connections use only that schema.
+    """
+    require_postgres()
+    name = f"t_{uuid.uuid4().hex}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    joiner = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{joiner}options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
 
 
 @pytest.fixture
-def make_vault(tmp_path: Path, backend_settings: dict[str, Any]) -> Iterator[MakeVault]:
+def postgres_url() -> Iterator[str]:
+    with postgres_schema() as url:
+        yield url
+
+
+FolderSettings = Callable[[Path], dict[str, Any]]
+
+
+@pytest.fixture
+def folder_settings(backend: str) -> Iterator[FolderSettings]:
+    """Settings that give each data folder its own database, as the SQLite files do."""
+    with ExitStack() as schemas:
+        urls: dict[Path, str] = {}
+
+        def settings_for(folder: Path) -> dict[str, Any]:
+            if backend != "postgres":
+                return {}
+            if folder not in urls:
+                urls[folder] = schemas.enter_context(postgres_schema())
+            return {"database_url": urls[folder]}
+
+        yield settings_for
+
+
+@pytest.fixture
+def backend_settings(
+    folder_settings: FolderSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """Settings a backend needs beyond the default data folder (a database URL, for instance).
+
+    A database URL also goes into the environment, so processes a test starts use it too.
+    """
+    settings = folder_settings(tmp_path / "data")
+    if "database_url" in settings:
+        monkeypatch.setenv("MEMVAULT_DATABASE_URL", settings["database_url"])
+    return settings
+
+
+@pytest.fixture
+def make_vault(
+    tmp_path: Path, backend_settings: dict[str, Any], folder_settings: FolderSettings
+) -> Iterator[MakeVault]:
     """Open vaults on real files; all of them are closed at the end of the test."""
     opened: list[Vault] = []
 
     def make(data: Path | None = None, **overrides: Any) -> Vault:
-        fields = {"data": data or tmp_path / "data", **backend_settings, **overrides}
+        folder = data or tmp_path / "data"
+        fields = {"data": folder, **backend_settings, **folder_settings(folder), **overrides}
         vault = Vault(settings=Settings(**fields))
         opened.append(vault)
         return vault
