@@ -1,0 +1,96 @@
+"""What only the PostgreSQL backend has: placeholders, errors, a shared keyring, servers racing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import postgres_schema
+
+from memvault import Conflict, Vault
+from memvault.config import Settings
+from memvault.crypto import encode_key, generate_key
+from memvault.store.migrations import MIGRATIONS, migrate
+from memvault.store.postgres import PostgresDatabase
+
+
+@pytest.fixture
+def db(postgres_url: str) -> Iterator[PostgresDatabase]:
+    database = PostgresDatabase(postgres_url)
+    migrate(database)
+    yield database
+    database.close()
+
+
+def test_percent_signs_and_placeholders_survive_translation(db: PostgresDatabase) -> None:
+    with db.read() as tx:
+        row = tx.one("SELECT '100%' AS literal, ? AS param", ("50% ?",))
+    assert row == {"literal": "100%", "param": "50% ?"}
+
+
+def test_duplicate_keys_become_conflict_without_values(db: PostgresDatabase) -> None:
+    insert = "INSERT INTO global_context (key, text, updated_at) VALUES (?, ?, ?)"
+    with db.write() as tx:
+        tx.execute(insert, ("motto", "secret text", "t"))
+    with pytest.raises(Conflict) as caught, db.write() as tx:
+        tx.execute(insert, ("motto", "secret text", "t"))
+    assert "secret" not in str(caught.value.details) and "motto" not in str(caught.value.details)
+    with db.read() as tx:  # the failed transaction was rolled back; the pool still works
+        assert tx.all("SELECT key FROM global_context") == [{"key": "motto"}]
+
+
+def test_migrations_are_recorded_once_and_backup_is_left_to_postgres(
+    db: PostgresDatabase,
+) -> None:
+    assert migrate(db) == []
+    assert db.backup("label") is None
+    with db.read() as tx:
+        versions = [r["version"] for r in tx.all("SELECT version FROM schema_migrations")]
+    assert sorted(versions) == sorted(m.version for m in MIGRATIONS)
+
+
+def test_keyring_in_its_own_schema(postgres_url: str, tmp_path: Path) -> None:
+    with postgres_schema() as keyring_url:
+        settings = Settings(data=tmp_path, database_url=postgres_url, keyring_url=keyring_url)
+        with Vault(settings=settings) as vault:
+            vault.add_turn("alice", "s", "user", "kept apart from its key")
+            vault.delete_user("alice")
+        with psycopg.connect(keyring_url) as conn:
+            assert conn.execute("SELECT count(*) FROM user_keys").fetchone() == (0,)
+        with psycopg.connect(postgres_url) as conn:
+            tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE "
+                                                  "schemaname = current_schema()")}  # fmt: skip
+        assert "users" in tables and "user_keys" not in tables
+
+
+def test_servers_starting_together_share_one_schema_and_keyring(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Four processes open an empty database at once: one migration each, one keyring."""
+    key = encode_key(generate_key())
+    script = textwrap.dedent("""
+        import sys
+        from memvault import Vault
+        with Vault(sys.argv[1]) as vault:
+            vault.add_turn("u", sys.argv[2], "user", "written by " + sys.argv[2])
+    """)
+    env = {"MEMVAULT_DATABASE_URL": postgres_url, "MEMVAULT_MASTER_KEY": key}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path / f"d{i}"), f"s{i}"],
+            env={**os.environ, **env},
+        )
+        for i in range(4)
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
+    settings = Settings(data=tmp_path / "reader", database_url=postgres_url, master_key=key)
+    with Vault(settings=settings) as vault:
+        assert sorted(t.content for t in vault.recent_turns("u")) == [
+            f"written by s{i}" for i in range(4)
+        ]
