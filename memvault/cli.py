@@ -76,6 +76,33 @@ def cmd_rotate_master_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP and WebSocket server until interrupted."""
+    from memvault.api.serve import serve  # the server's dependencies load only when serving
+
+    given = {"host": args.host, "port": args.port, "data": args.serve_data or args.data}
+    serve(Settings(**{k: val for k, val in given.items() if val is not None}))
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Manage API keys in the data folder (a running server sees the change at once)."""
+    with _open(args) as vault:
+        if args.keys_command == "create":
+            key, secret = vault.keys.create(args.scope, args.user, args.agent, args.name)
+            print(json.dumps({**key.to_dict(), "key": secret}, indent=2))
+            print("the key is shown only this once", file=sys.stderr)
+        elif args.keys_command == "list":
+            for key in vault.keys.list(include_revoked=args.all):
+                state = "revoked" if key.revoked_at else "live"
+                print(f"{key.id}  {key.prefix}...  {key.scope.value:<5}  {key.user_id or '-'}  "
+                      f"{key.agent_id or '-'}  {state}  {key.name or ''}")  # fmt: skip
+        else:
+            vault.keys.revoke(args.key_id)
+            print(f"revoked {args.key_id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memvault", description=__doc__)
     parser.add_argument(
@@ -97,6 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(run=cmd_import)
     rotate = commands.add_parser("rotate-master-key", help="re-wrap data keys under a new key")
     rotate.set_defaults(run=cmd_rotate_master_key)
+    serve = commands.add_parser("serve", help="run the HTTP and WebSocket server")
+    serve.add_argument("--host", default=None, help="listen address (MEMVAULT_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (MEMVAULT_PORT)")
+    serve.add_argument("--data", dest="serve_data", type=Path, default=None, help="data folder")
+    serve.set_defaults(run=cmd_serve)
+    keys = commands.add_parser("keys", help="create, list or revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="a new key, shown once")
+    create.add_argument("--scope", choices=["admin", "user", "agent"], required=True)
+    create.add_argument("--user", default=None, help="the user a user or agent key is bound to")
+    create.add_argument("--agent", default=None, help="the agent an agent key is bound to")
+    create.add_argument("--name", default=None, help="a label to recognise the key by")
+    key_commands.add_parser("list", help="keys, without secrets").add_argument(
+        "--all", action="store_true", help="include revoked keys"
+    )
+    key_commands.add_parser("revoke", help="revoke a key by id").add_argument("key_id")
+    keys.set_defaults(run=cmd_keys)
     return parser
 
 

@@ -1,0 +1,68 @@
+"""The application factory: one FastAPI app around one `Vault`.
+
+`create_app` wires the pieces (routes, auth, limits, logs, the WebSocket hub) and nothing else;
+the caller owns the vault and closes it after the app stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from memvault import __version__
+from memvault.api.deps import Authenticator
+from memvault.api.errors import install_error_handlers
+from memvault.api.middleware import AccessLog, BodyLimit
+from memvault.api.ratelimit import RateLimiter
+from memvault.api.routes import (
+    agents,
+    global_context,
+    health,
+    keys,
+    memories,
+    recall,
+    sessions,
+    users,
+)
+from memvault.api.ws import Hub
+from memvault.api.ws import router as ws_router
+from memvault.config import Settings
+from memvault.vault import Vault
+
+ROUTERS = (
+    health.router, users.router, sessions.router, memories.router, recall.router, agents.router,
+    global_context.router, keys.router, ws_router,
+)  # fmt: skip
+
+
+def create_app(vault: Vault, settings: Settings | None = None) -> FastAPI:
+    settings = settings or vault.settings
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub = Hub(vault, asyncio.get_running_loop())
+        app.state.hub = hub
+        try:
+            yield
+        finally:
+            hub.close()
+
+    app = FastAPI(
+        title="memvault",
+        version=__version__,
+        description="Long-term, encrypted, per-user memory for AI assistants and agents.",
+        lifespan=lifespan,
+    )
+    app.state.vault = vault
+    app.state.settings = settings
+    app.state.auth = Authenticator(vault, settings)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog)  # added last: outermost, so it sees every answer
+    return app

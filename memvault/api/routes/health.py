@@ -1,0 +1,27 @@
+"""Liveness and readiness probes; no authentication, no details beyond up or down."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from memvault.api.deps import VaultDep
+from memvault.api.errors import envelope
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(vault: VaultDep) -> JSONResponse:
+    """The database and the keyring answer."""
+    try:
+        vault.ping()
+    except Exception:  # whatever the driver raises, the answer is the same: not ready
+        return envelope(503, "unavailable", "database or keyring unreachable")
+    return JSONResponse({"status": "ready"})

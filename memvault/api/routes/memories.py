@@ -1,0 +1,83 @@
+"""Memories: add, list with filters, read, edit or move (tier/kind), delete.
+
+An agent key works only with its own agent's memories: others answer 404, like missing ones.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from memvault.api.deps import Principal, PrincipalDep, UserId, VaultDep
+from memvault.api.pages import page
+from memvault.api.schemas import MemoryIn, MemoryPatch, MemoryQuery
+from memvault.errors import Invalid, NotFound
+from memvault.keys import Scope
+from memvault.model import Memory
+from memvault.vault import Vault
+
+router = APIRouter(prefix="/v1/users/{user_id}/memories", tags=["memories"])
+
+
+@router.post("", status_code=201)
+def add_memory(
+    user_id: UserId, body: MemoryIn, vault: VaultDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return vault.add_memory(user_id, **principal.stamp_agent(body.fields())).to_dict()
+
+
+@router.get("")
+def list_memories(
+    user_id: UserId,
+    query: Annotated[MemoryQuery, Query()],
+    vault: VaultDep,
+    principal: PrincipalDep,
+) -> dict[str, Any]:
+    """Newest first. `kind`, `tier` and `tag` repeat; every filter narrows the list."""
+    agent_id = query.agent_id
+    if principal.scope is Scope.AGENT:
+        if agent_id not in (None, principal.agent_id):
+            return page([], query.limit, None)
+        agent_id = principal.agent_id
+    if query.cursor is not None and not query.cursor.isdigit():
+        raise Invalid("cursor", "is not a cursor from this list")
+    offset = int(query.cursor or 0)
+    memories = vault.list_memories(
+        user_id, kinds=query.kind, tiers=query.tier, agent_id=agent_id, category=query.category,
+        tags=query.tag, pinned=query.pinned, include_superseded=query.include_superseded,
+        include_expired=query.include_expired, limit=query.limit, offset=offset,
+    )  # fmt: skip
+    return page(memories, query.limit, str(offset + len(memories)))
+
+
+def visible_memory(vault: Vault, principal: Principal, user_id: str, memory_id: str) -> Memory:
+    memory = vault.get_memory(user_id, memory_id)
+    if not principal.sees_agent(memory.agent_id):
+        raise NotFound("no such memory")
+    return memory
+
+
+@router.get("/{memory_id}")
+def get_memory(
+    user_id: UserId, memory_id: str, vault: VaultDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return visible_memory(vault, principal, user_id, memory_id).to_dict()
+
+
+@router.patch("/{memory_id}")
+def update_memory(
+    user_id: UserId, memory_id: str, body: MemoryPatch, vault: VaultDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Edit text and fields, or move the memory to another `tier` or `kind`."""
+    visible_memory(vault, principal, user_id, memory_id)
+    return vault.update_memory(user_id, memory_id, **principal.stamp_agent(body.fields())).to_dict()
+
+
+@router.delete("/{memory_id}", status_code=204)
+def delete_memory(
+    user_id: UserId, memory_id: str, vault: VaultDep, principal: PrincipalDep
+) -> Response:
+    visible_memory(vault, principal, user_id, memory_id)
+    vault.delete_memory(user_id, memory_id)
+    return Response(status_code=204)

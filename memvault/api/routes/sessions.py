@@ -1,0 +1,83 @@
+"""Sessions and their turns."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from memvault.api.deps import PrincipalDep, UserId, VaultDep
+from memvault.api.pages import page
+from memvault.api.schemas import SessionPatch, TurnsIn
+from memvault.errors import Invalid
+from memvault.model import format_ts
+
+router = APIRouter(prefix="/v1/users/{user_id}/sessions", tags=["sessions"])
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.get("")
+def list_sessions(
+    user_id: UserId, vault: VaultDep, _: PrincipalDep, limit: Limit = 50, cursor: str | None = None
+) -> dict[str, Any]:
+    """Sessions by last activity, newest first; pass `next` back as `cursor` for older ones."""
+    sessions = vault.list_sessions(user_id, limit=limit, before=cursor)
+    last = format_ts(sessions[-1].updated_at) if sessions else None
+    return page(sessions, limit, last)
+
+
+@router.get("/{session_id}")
+def get_session(
+    user_id: UserId, session_id: str, vault: VaultDep, _: PrincipalDep
+) -> dict[str, Any]:
+    """The session with all its turns, in order."""
+    return vault.get_session(user_id, session_id).to_dict()
+
+
+@router.patch("/{session_id}")
+def update_session(
+    user_id: UserId, session_id: str, body: SessionPatch, vault: VaultDep, _: PrincipalDep
+) -> dict[str, Any]:
+    return vault.update_session(user_id, session_id, **body.fields()).to_dict()
+
+
+@router.delete("/{session_id}", status_code=204)
+def delete_session(user_id: UserId, session_id: str, vault: VaultDep, _: PrincipalDep) -> Response:
+    vault.delete_session(user_id, session_id)
+    return Response(status_code=204)
+
+
+@router.post("/{session_id}/turns", status_code=201)
+def add_turns(
+    user_id: UserId,
+    session_id: str,
+    body: TurnsIn,
+    vault: VaultDep,
+    principal: PrincipalDep,
+) -> dict[str, Any]:
+    """Append one turn (answers the turn) or a list (answers `items`), durably, in one
+    transaction."""
+    turns = body if isinstance(body, list) else [body]
+    stored = vault.add_turns(
+        user_id, session_id, [principal.stamp_agent(t.fields()) for t in turns]
+    )
+    if isinstance(body, list):
+        return page(stored, None, None)
+    return stored[0].to_dict()
+
+
+@router.get("/{session_id}/turns")
+def session_turns(
+    user_id: UserId,
+    session_id: str,
+    vault: VaultDep,
+    _: PrincipalDep,
+    limit: Limit = 100,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Turns in order, a page at a time; pass `next` back as `cursor` for the following page."""
+    if cursor is not None and not cursor.isdigit():
+        raise Invalid("cursor", "is not a cursor from this list")
+    after = int(cursor or 0)
+    turns = vault.session_turns(user_id, session_id, after_seq=after, limit=limit)
+    return page(turns, limit, str(turns[-1].seq) if turns else None)

@@ -1,0 +1,75 @@
+"""Users: profile, delete (crypto-shred), statistics, export, import, clear."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+from memvault.api.deps import OwnerDep, PrincipalDep, UserId, VaultDep
+from memvault.api.exports import jsonl_lines, markdown
+from memvault.api.schemas import ClearIn, UserIn
+from memvault.model import to_jsonable
+
+router = APIRouter(prefix="/v1/users/{user_id}", tags=["users"])
+
+
+class ExportFormat(StrEnum):
+    JSON = "json"
+    JSONL = "jsonl"
+    MARKDOWN = "markdown"
+
+
+@router.put("")
+def put_user(user_id: UserId, body: UserIn, vault: VaultDep, _: OwnerDep) -> dict[str, Any]:
+    """Create the user, or replace their profile attributes."""
+    return vault.put_user(user_id, body.profile).to_dict()
+
+
+@router.get("")
+def get_user(user_id: UserId, vault: VaultDep, _: PrincipalDep) -> dict[str, Any]:
+    return vault.get_user(user_id).to_dict()
+
+
+@router.delete("", status_code=204)
+def delete_user(user_id: UserId, vault: VaultDep, _: OwnerDep) -> Response:
+    """Crypto-shred: the user's data key is destroyed, then their rows."""
+    vault.delete_user(user_id)
+    return Response(status_code=204)
+
+
+@router.get("/stats")
+def stats(user_id: UserId, vault: VaultDep, _: PrincipalDep) -> Any:
+    return to_jsonable(vault.stats(user_id))
+
+
+@router.get("/export")
+def export_user(
+    user_id: UserId, vault: VaultDep, _: OwnerDep, format: ExportFormat = ExportFormat.JSON
+) -> Response:
+    """Everything of the user: `json` (importable), `jsonl` or `markdown`."""
+    document = vault.export_user(user_id)
+    if format is ExportFormat.JSONL:
+        return StreamingResponse(jsonl_lines(document), media_type="application/x-ndjson")
+    if format is ExportFormat.MARKDOWN:
+        return PlainTextResponse(markdown(document), media_type="text/markdown")
+    return JSONResponse(document)
+
+
+@router.post("/import", status_code=201)
+def import_user(
+    user_id: UserId, document: Annotated[dict[str, Any], Body()], vault: VaultDep, _: OwnerDep
+) -> dict[str, Any]:
+    """Load a JSON export into this user; any clash with existing data is a 409, nothing lands."""
+    return vault.import_user(document, user_id=user_id).to_dict()
+
+
+@router.post("/clear")
+def clear(
+    user_id: UserId, vault: VaultDep, _: OwnerDep, body: ClearIn | None = None
+) -> dict[str, int]:
+    """Forget conversation history (one channel, or all); memories stay."""
+    channel = None if body is None else body.channel
+    return {"deleted": vault.clear(user_id, channel=channel)}

@@ -1,0 +1,253 @@
+"""WebSocket `/v1/ws`: live events from the Vault's write path, and turn appends.
+
+Protocol (JSON text frames):
+
+- client first sends `{"type": "auth", "token": KEY}`; a bad or missing token closes with 4401.
+  The server answers `{"type": "ready", "scope", "user_id"}`.
+- `{"type": "join", "room": "user:ID" | "session:ID", "user_id"?}` subscribes (`user_id` only
+  for admin keys). Joining a session room first sends `{"type": "history", "turns": [...]}`.
+  Rooms of other users answer an error `not_found`, as if they did not exist.
+- `{"type": "leave", "room"}`; `{"type": "ping"}` answers `{"type": "pong"}`.
+- `{"type": "append", "session_id", "turns": [...]}` appends turns durably and answers
+  `{"type": "appended", "turns": [...]}`; an optional `ref` is echoed in answers and errors.
+- events: `{"type": "turn.added" | "memory.added" | ..., "user_id", ids...}` (ids, no content).
+- a connection silent for `ws_idle_timeout` seconds is closed with 4408.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
+
+from memvault.api.deps import Authenticator, Principal
+from memvault.api.ratelimit import RateLimiter
+from memvault.config import Settings
+from memvault.errors import Invalid, MemvaultError, NotFound, Unauthorized
+from memvault.events import Event
+from memvault.vault import Vault
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_IDLE = 4408
+CLOSE_TOO_SLOW = 4429
+QUEUE_LIMIT = 1000  # a client this far behind is dropped rather than buffered without bound
+
+Room = tuple[str, str]  # (user id, "user:ID" | "session:ID")
+
+
+@dataclass(eq=False)
+class Connection:
+    principal: Principal
+    outbox: asyncio.Queue[dict[str, Any] | None] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_LIMIT)
+    )
+    rooms: set[Room] = field(default_factory=set)
+
+    def push(self, message: dict[str, Any]) -> None:
+        try:
+            self.outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            self.outbox = asyncio.Queue(1)
+            self.outbox.put_nowait(None)  # the sender reads this as "close, too slow"
+
+
+class Hub:
+    """Routes Vault events to the connections in the matching rooms.
+
+    The EventBus calls back on whatever thread committed the write; the hub hops onto the
+    event loop before touching any connection.
+    """
+
+    def __init__(self, vault: Vault, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.rooms: dict[Room, set[Connection]] = {}
+        self._unsubscribe = vault.events.subscribe(self._on_event)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def _on_event(self, event: Event) -> None:
+        self.loop.call_soon_threadsafe(self._dispatch, event)
+
+    def _dispatch(self, event: Event) -> None:
+        rooms = [(event.user_id, f"user:{event.user_id}")]
+        if "session_id" in event.ids:
+            rooms.append((event.user_id, f"session:{event.ids['session_id']}"))
+        targets = {conn for room in rooms for conn in self.rooms.get(room, ())}
+        message = {"type": event.type, "user_id": event.user_id, **event.ids}
+        for conn in targets:
+            conn.push(message)
+
+    def join(self, conn: Connection, room: Room) -> None:
+        self.rooms.setdefault(room, set()).add(conn)
+        conn.rooms.add(room)
+
+    def leave(self, conn: Connection, room: Room) -> None:
+        members = self.rooms.get(room)
+        if members is not None:
+            members.discard(conn)
+            if not members:
+                del self.rooms[room]
+        conn.rooms.discard(room)
+
+    def drop(self, conn: Connection) -> None:
+        for room in list(conn.rooms):
+            self.leave(conn, room)
+
+
+@router.websocket("/v1/ws")
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    state = websocket.app.state
+    settings: Settings = state.settings
+    await websocket.accept()
+    try:
+        principal = await _authenticate(websocket, state.auth, settings.ws_idle_timeout)
+    except (Unauthorized, Invalid, TimeoutError, ValueError):
+        await websocket.close(CLOSE_UNAUTHORIZED, "unauthorized")
+        return
+    except WebSocketDisconnect:
+        return
+    session = _Session(websocket, principal, state.vault, state.hub, state.rate_limiter)
+    await session.run(settings)
+
+
+async def _authenticate(websocket: WebSocket, auth: Authenticator, timeout: float) -> Principal:
+    message = json.loads(await asyncio.wait_for(websocket.receive_text(), timeout))
+    token = message.get("token") if isinstance(message, dict) else None
+    if message.get("type") != "auth" or not isinstance(token, str):
+        raise Unauthorized("the first message must be {type: auth, token}")
+    return await run_in_threadpool(auth.principal, token)
+
+
+class _Session:
+    """One authenticated connection: a reader loop here, a writer task draining the outbox."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        principal: Principal,
+        vault: Vault,
+        hub: Hub,
+        limiter: RateLimiter,
+    ) -> None:
+        self.websocket = websocket
+        self.vault = vault
+        self.hub = hub
+        self.limiter = limiter
+        self.conn = Connection(principal)
+
+    async def run(self, settings: Settings) -> None:
+        principal = self.conn.principal
+        self.conn.push({"type": "ready", "scope": principal.scope.value,
+                        "user_id": principal.user_id, "agent_id": principal.agent_id})  # fmt: skip
+        writer = asyncio.create_task(self._write())
+        try:
+            while not writer.done():
+                try:
+                    text = await asyncio.wait_for(
+                        self.websocket.receive_text(), settings.ws_idle_timeout
+                    )
+                except TimeoutError:
+                    await self.websocket.close(CLOSE_IDLE, "idle timeout")
+                    return
+                await self._handle(text, settings)
+        except WebSocketDisconnect:
+            return
+        finally:
+            self.hub.drop(self.conn)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _write(self) -> None:
+        while True:
+            message = await self.conn.outbox.get()
+            if message is None:
+                await self.websocket.close(CLOSE_TOO_SLOW, "too slow to read events")
+                return
+            await self.websocket.send_text(json.dumps(message, ensure_ascii=False))
+
+    async def _handle(self, text: str, settings: Settings) -> None:
+        ref = None
+        try:
+            message = json.loads(text)
+            if not isinstance(message, dict):
+                raise Invalid("message", "must be a JSON object")
+            ref = message.get("ref")
+            reply = await self._answer(message, settings)
+        except MemvaultError as exc:
+            reply = _error(exc.code, exc.message, exc.details)
+        except ValueError:
+            reply = _error("invalid", "not JSON", {})
+        for item in reply if isinstance(reply, list) else [reply]:
+            self.conn.push(item if ref is None else {**item, "ref": ref})
+
+    async def _answer(
+        self, message: dict[str, Any], settings: Settings
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        kind = message.get("type")
+        if kind == "ping":
+            return {"type": "pong"}
+        if kind in ("join", "leave"):
+            room = self._room(message)
+            if kind == "leave":
+                self.hub.leave(self.conn, room)
+                return {"type": "left", "room": room[1]}
+            return await self._join(room, settings.ws_history_turns)
+        if kind == "append":
+            return await self._append(message)
+        raise Invalid("type", "unknown message type")
+
+    def _room(self, message: dict[str, Any]) -> Room:
+        principal = self.conn.principal
+        name = message.get("room")
+        if not isinstance(name, str) or not name.startswith(("user:", "session:")):
+            raise Invalid("room", "must be user:ID or session:ID")
+        kind, _, ident = name.partition(":")
+        user_id = message.get("user_id") or (ident if kind == "user" else principal.user_id)
+        if not isinstance(user_id, str) or not principal.may_access(user_id):
+            raise NotFound("no such room")
+        if kind == "user" and ident != user_id:
+            raise NotFound("no such room")
+        return (user_id, name)
+
+    async def _join(self, room: Room, history: int) -> list[dict[str, Any]]:
+        user_id, name = room
+        replies: list[dict[str, Any]] = []
+        if name.startswith("session:") and history:
+            session_id = name.partition(":")[2]
+            turns = await run_in_threadpool(
+                self.vault.recent_turns, user_id, session_id=session_id, limit=history
+            )
+            replies.append({"type": "history", "room": name,
+                            "turns": [t.to_dict() for t in turns]})  # fmt: skip
+        self.hub.join(self.conn, room)
+        return [{"type": "joined", "room": name}, *replies]
+
+    async def _append(self, message: dict[str, Any]) -> dict[str, Any]:
+        principal = self.conn.principal
+        self.limiter.check(principal.key_id)
+        user_id = message.get("user_id") or principal.user_id
+        if not isinstance(user_id, str) or not principal.may_access(user_id):
+            raise NotFound("no such user")
+        session_id, turns = message.get("session_id"), message.get("turns")
+        if not isinstance(session_id, str):
+            raise Invalid("session_id", "must be a string")
+        if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+            raise Invalid("turns", "must be a list of turn objects")
+        fields = [principal.stamp_agent(t) for t in turns]
+        stored = await run_in_threadpool(self.vault.add_turns, user_id, session_id, fields)
+        return {"type": "appended", "turns": [t.to_dict() for t in stored]}
+
+
+def _error(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "error", "error": {"code": code, "message": message, "details": details}}

@@ -1,0 +1,202 @@
+"""Every HTTP route, in process, against a real vault on disk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from api_support import ADMIN, Api, open_api
+from conftest import MakeVault
+
+
+@pytest.fixture
+def api(make_vault: MakeVault) -> Iterator[Api]:
+    with open_api(make_vault) as opened:
+        yield opened
+
+
+@pytest.fixture
+def alice(api: Api) -> dict[str, str]:
+    return api.user_headers("alice")
+
+
+def test_health_and_readiness_need_no_key(api: Api) -> None:
+    assert api.client.get("/healthz").json() == {"status": "ok"}
+    assert api.client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_readiness_fails_when_the_keyring_is_gone(api: Api) -> None:
+    api.vault.keyring.close()
+    response = api.client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"
+
+
+def test_user_profile_stats_and_delete(api: Api, alice: dict[str, str]) -> None:
+    c = api.client
+    put = c.put("/v1/users/alice", json={"profile": {"name": "Alice"}}, headers=alice)
+    assert put.status_code == 200 and put.json()["profile"] == {"name": "Alice"}
+    assert c.get("/v1/users/alice", headers=alice).json()["id"] == "alice"
+    c.post("/v1/users/alice/sessions/s1/turns", json={"role": "user", "content": "hi"},
+           headers=alice)  # fmt: skip
+    stats = c.get("/v1/users/alice/stats", headers=alice).json()
+    assert stats["turns"] == 1 and stats["sessions"] == 1
+    assert c.delete("/v1/users/alice", headers=alice).status_code == 204
+    assert c.get("/v1/users/alice", headers=alice).status_code == 404
+
+
+def test_turns_one_or_many_and_pages(api: Api, alice: dict[str, str]) -> None:
+    c = api.client
+    path = "/v1/users/alice/sessions/s1/turns"
+    one = c.post(path, json={"role": "user", "content": "first"}, headers=alice)
+    assert one.status_code == 201 and one.json()["seq"] == 1
+    many = c.post(path, json=[{"role": "assistant", "content": f"r{i}"} for i in range(4)],
+                  headers=alice)  # fmt: skip
+    assert many.status_code == 201
+    assert [t["seq"] for t in many.json()["items"]] == [2, 3, 4, 5]
+    first = c.get(path, params={"limit": 3}, headers=alice).json()
+    assert [t["seq"] for t in first["items"]] == [1, 2, 3] and first["next"] == "3"
+    rest = c.get(path, params={"limit": 3, "cursor": first["next"]}, headers=alice).json()
+    assert [t["seq"] for t in rest["items"]] == [4, 5] and rest["next"] is None
+
+
+def test_sessions_read_patch_list_delete(api: Api, alice: dict[str, str]) -> None:
+    c = api.client
+    for session in ("s1", "s2", "s3"):
+        c.post(f"/v1/users/alice/sessions/{session}/turns", json={"role": "user", "content": "x"},
+               headers=alice)  # fmt: skip
+    patched = c.patch("/v1/users/alice/sessions/s1",
+                      json={"title": "Trip", "confidence": 0.5, "metadata": {"k": 1}},
+                      headers=alice)  # fmt: skip
+    assert patched.json()["title"] == "Trip"
+    session = c.get("/v1/users/alice/sessions/s1", headers=alice).json()
+    assert session["title"] == "Trip" and len(session["turns"]) == 1
+    page = c.get("/v1/users/alice/sessions", params={"limit": 2}, headers=alice).json()
+    assert len(page["items"]) == 2 and page["next"] is not None
+    more = c.get("/v1/users/alice/sessions", params={"limit": 2, "cursor": page["next"]},
+                 headers=alice).json()  # fmt: skip
+    seen = {s["id"] for s in page["items"] + more["items"]}
+    assert seen == {"s1", "s2", "s3"}
+    assert c.delete("/v1/users/alice/sessions/s2", headers=alice).status_code == 204
+    assert c.get("/v1/users/alice/sessions/s2", headers=alice).status_code == 404
+
+
+def test_memories_add_filter_edit_move_delete(api: Api, alice: dict[str, str]) -> None:
+    c = api.client
+    base = "/v1/users/alice/memories"
+    fact = c.post(base, json={"text": "likes tea", "category": "preference", "tags": ["drink"]},
+                  headers=alice)  # fmt: skip
+    assert fact.status_code == 201
+    c.post(base, json={"text": "met Bo", "kind": "episodic", "tier": "working"}, headers=alice)
+    memory_id = fact.json()["id"]
+    facts = c.get(base, params={"kind": "fact"}, headers=alice).json()["items"]
+    assert [m["id"] for m in facts] == [memory_id]
+    tagged = c.get(base, params={"tag": "drink", "category": "preference"}, headers=alice).json()
+    assert [m["id"] for m in tagged["items"]] == [memory_id]
+    edited = c.patch(f"{base}/{memory_id}", json={"text": "loves tea", "importance": 0.9},
+                     headers=alice).json()  # fmt: skip
+    assert edited["text"] == "loves tea" and edited["importance"] == 0.9
+    moved = c.patch(f"{base}/{memory_id}", json={"tier": "archive"}, headers=alice).json()
+    assert moved["tier"] == "archive"
+    assert c.get(f"{base}/{memory_id}", headers=alice).json()["tier"] == "archive"
+    paged = c.get(base, params={"limit": 1}, headers=alice).json()
+    assert len(paged["items"]) == 1 and paged["next"] == "1"
+    assert c.delete(f"{base}/{memory_id}", headers=alice).status_code == 204
+    assert c.get(f"{base}/{memory_id}", headers=alice).status_code == 404
+
+
+def test_export_formats_and_import_into_another_user(api: Api, alice: dict[str, str]) -> None:
+    c = api.client
+    c.post("/v1/users/alice/sessions/s1/turns", json={"role": "user", "content": "hello there"},
+           headers=alice)  # fmt: skip
+    c.post("/v1/users/alice/memories", json={"text": "likes tea"}, headers=alice)
+    document = c.get("/v1/users/alice/export", headers=alice).json()
+    assert document["format"] == "memvault-export"
+    lines = c.get("/v1/users/alice/export", params={"format": "jsonl"}, headers=alice).text
+    types = [json.loads(line)["type"] for line in lines.splitlines()]
+    assert types[0] == "user" and "turn" in types and "memory" in types
+    text = c.get("/v1/users/alice/export", params={"format": "markdown"}, headers=alice).text
+    assert "hello there" in text and "likes tea" in text
+    imported = c.post("/v1/users/carol/import", json=document, headers=ADMIN)
+    assert imported.status_code == 201 and imported.json()["id"] == "carol"
+    again = c.post("/v1/users/carol/import", json=document, headers=ADMIN)
+    assert again.status_code == 409
+    turns = c.get("/v1/users/carol/sessions/s1/turns", headers=ADMIN).json()["items"]
+    assert [t["content"] for t in turns] == ["hello there"]
+
+
+def test_clear_forgets_turns_of_one_channel(api: Api, alice: dict[str, str]) -> None:
+    c = api.client
+    c.post("/v1/users/alice/sessions/s1/turns", json={"role": "user", "content": "a"},
+           headers=alice)  # fmt: skip
+    c.post("/v1/users/alice/sessions/g1/turns",
+           json={"role": "user", "content": "b", "channel": "general"}, headers=alice)  # fmt: skip
+    cleared = c.post("/v1/users/alice/clear", json={"channel": "general"}, headers=alice)
+    assert cleared.json() == {"deleted": 1}
+    assert c.post("/v1/users/alice/clear", headers=alice).json() == {"deleted": 1}
+
+
+def test_handshake_registers_once_and_issues_agent_keys(api: Api, alice: dict[str, str]) -> None:
+    c = api.client
+    first = c.post("/v1/handshake", json={"name": "planner"}, headers=alice).json()
+    second = c.post("/v1/handshake", json={"name": "planner", "description": "d"},
+                    headers=alice).json()  # fmt: skip
+    assert first["agent_id"] == second["agent_id"] and first["key"] != second["key"]
+    agent = {"Authorization": f"Bearer {first['key']}"}
+    turn = c.post("/v1/users/alice/sessions/s1/turns", json={"role": "assistant", "content": "x"},
+                  headers=agent).json()  # fmt: skip
+    assert turn["agent_id"] == first["agent_id"]
+    agents = c.get("/v1/users/alice/agents", headers=alice).json()["items"]
+    assert [a["name"] for a in agents] == ["planner"]
+    by_admin = c.post("/v1/handshake", json={"name": "helper", "user_id": "alice"}, headers=ADMIN)
+    assert by_admin.status_code == 200
+    no_user = c.post("/v1/handshake", json={"name": "helper"}, headers=ADMIN)
+    assert no_user.status_code == 422
+
+
+def test_global_context_read_by_all_written_by_admin(api: Api, alice: dict[str, str]) -> None:
+    c = api.client
+    put = c.put("/v1/global-context/house-rules", json={"text": "Be kind."}, headers=ADMIN)
+    assert put.status_code == 200
+    assert c.get("/v1/global-context/house-rules", headers=alice).json()["text"] == "Be kind."
+    assert [e["key"] for e in c.get("/v1/global-context", headers=alice).json()["items"]] == [
+        "house-rules"
+    ]
+    denied = c.put("/v1/global-context/x", json={"text": "no"}, headers=alice)
+    assert denied.status_code == 403
+    assert c.delete("/v1/global-context/house-rules", headers=alice).status_code == 403
+    assert c.delete("/v1/global-context/house-rules", headers=ADMIN).status_code == 204
+    assert c.get("/v1/global-context/house-rules", headers=alice).status_code == 404
+
+
+def test_keys_created_listed_revoked_by_admin(api: Api) -> None:
+    c = api.client
+    created = c.post("/v1/keys", json={"scope": "user", "user_id": "dan", "name": "phone"},
+                     headers=ADMIN)  # fmt: skip
+    assert created.status_code == 201
+    body = created.json()
+    assert body["key"].startswith("mvk_") and body["user_id"] == "dan"
+    dan = {"Authorization": f"Bearer {body['key']}"}
+    assert c.get("/v1/users/dan/sessions", headers=dan).status_code == 200
+    listed = c.get("/v1/keys", headers=ADMIN).json()["items"]
+    assert body["id"] in {k["id"] for k in listed}
+    assert all("key" not in k and "secret_hash" not in k for k in listed)
+    assert c.get("/v1/keys", headers=dan).status_code == 403
+    assert c.delete(f"/v1/keys/{body['id']}", headers=ADMIN).status_code == 204
+    assert c.get("/v1/users/dan/sessions", headers=dan).status_code == 401
+    revoked = c.get("/v1/keys", params={"include_revoked": "true"}, headers=ADMIN).json()
+    assert any(k["id"] == body["id"] and k["revoked_at"] for k in revoked["items"])
+    assert c.delete(f"/v1/keys/{body['id']}", headers=ADMIN).status_code == 404
+
+
+def test_key_records_hold_only_a_hash(api: Api) -> None:
+    secret = api.key("user", "erin")
+    rows = api.vault.store.list_api_keys()
+    assert rows and all(secret not in json.dumps(row) for row in rows)
+
+
+def test_openapi_document_lists_the_routes(api: Api) -> None:
+    paths = api.client.get("/openapi.json").json()["paths"]
+    assert "/v1/users/{user_id}/sessions/{session_id}/turns" in paths
+    assert "/v1/handshake" in paths and "/v1/keys" in paths
