@@ -131,3 +131,14 @@ def make_vault(
 @pytest.fixture
 def vault(make_vault: MakeVault) -> Vault:
     return make_vault()
+
+
+@pytest.fixture
+def recall_vault(tmp_path: Path, backend_settings: dict[str, Any]) -> Iterator[Vault]:
+    """A vault whose search uses the hashing embedder: retrieval tests without loading a model."""
+    from memvault.retrieval.embed import HashingEmbedder
+
+    settings = Settings(data=tmp_path / "recall", **backend_settings)
+    vault = Vault(settings=settings, embedder=HashingEmbedder())
+    yield vault
+    vault.close()

@@ -1,0 +1,87 @@
+"""Context assembly: section order, the token budget, relevance, per-channel limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from memvault import Vault
+from memvault.errors import Invalid
+from memvault.retrieval.tokens import count_tokens
+
+
+def _fill(vault: Vault) -> None:
+    vault.set_global_context("house-rules", "Answer in British English.")
+    vault.add_memory("u", "Always greet Ann by name", pinned=True, kind="procedural")
+    vault.add_memory("u", "Ann is vegetarian", category="diet")
+    vault.add_turn("u", "old", "user", "We booked a cabin in Norway for the summer", speaker="Ann")
+    for i in range(30):
+        vault.add_turn("u", "now", "user", f"chat message {i}", speaker="Ann")
+    for i in range(15):
+        vault.add_turn("u", "now", "user", f"group remark {i}", channel="general", speaker="Bo")
+
+
+def test_sections_come_in_order_and_each_item_once(recall_vault: Vault) -> None:
+    _fill(recall_vault)
+    context = recall_vault.context("u", "cabin in Norway", session_id="now", token_budget=4000)
+    text = context.text
+    order = [
+        text.index("Answer in British English."),
+        text.index("Always greet Ann by name"),
+        text.index("diet: Ann is vegetarian"),
+        text.index("cabin in Norway"),
+        text.index("chat message 29"),
+    ]
+    assert order == sorted(order)
+    sources = [item.source for item in context.items]
+    assert sources[:3] == ["global", "pinned", "fact"]
+    keys = [(item.type, item.id) for item in context.items]
+    assert len(keys) == len(set(keys))
+
+
+def test_recent_turns_follow_channel_limits_oldest_first(recall_vault: Vault) -> None:
+    _fill(recall_vault)
+    context = recall_vault.context(
+        "u", "cabin", session_id="now", token_budget=4000, channel_limits={"general": 3}
+    )
+    recent = [item.text for item in context.items if item.source == "recent"]
+    assert sum("group remark" in line for line in recent) == 3
+    assert sum("chat message" in line for line in recent) == 20
+    assert "chat message 9" not in " ".join(recent)  # only the newest 20 of 30
+    assert context.text.index("chat message 10") < context.text.index("chat message 29")
+
+
+def test_the_budget_holds_and_what_does_not_fit_is_reported(recall_vault: Vault) -> None:
+    _fill(recall_vault)
+    context = recall_vault.context("u", "cabin in Norway", session_id="now", token_budget=80)
+    assert context.tokens <= 80
+    assert count_tokens(context.text) <= 80
+    assert context.dropped
+    assert context.items[0].source == "global"  # the first sections win a tight budget
+    kept = {(i.type, i.id) for i in context.items}
+    assert not kept & {(i.type, i.id) for i in context.dropped}
+
+
+def test_nothing_irrelevant_is_padded_in(recall_vault: Vault) -> None:
+    recall_vault.add_turn("u", "s", "user", "The dentist appointment is on Friday")
+    context = recall_vault.context("u", "quantum chromodynamics lecture")
+    assert context.items == [] and context.text == ""
+    relevant = recall_vault.context("u", "when is the dentist appointment")
+    assert [i.source for i in relevant.items] == ["turn"]
+    assert relevant.items[0].score is not None
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"token_budget": 0}, "token_budget"),
+        ({"token_budget": "lots"}, "token_budget"),
+        ({"channel_limits": {"sms": 3}}, "channel_limits"),
+        ({"channel_limits": {"ai": -1}}, "channel_limits"),
+    ],
+)
+def test_bad_input_names_the_field(
+    recall_vault: Vault, options: dict[str, object], field: str
+) -> None:
+    with pytest.raises(Invalid) as error:
+        recall_vault.context("u", "anything", **options)  # type: ignore[arg-type]
+    assert error.value.field == field

@@ -1,0 +1,118 @@
+"""The evaluation harness: the JSONL reader on a file made here, and a small LoCoMo slice when
+the shared datasets folder is present (it is licensed for evaluation and never copied here)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from memvault.errors import Invalid
+from memvault.evals.dataset import datasets_dir, read_cases
+from memvault.evals.harness import evaluate
+from memvault.evals.metrics import hit_at, recall_at, reciprocal_rank
+from memvault.evals.report import format_table
+from memvault.retrieval.embed import HashingEmbedder
+
+CASE = {
+    "case_id": "mini",
+    "dataset": "test",
+    "metadata": {"speakers": ["Ann", "Bo"]},
+    "sessions": [
+        {
+            "session_id": "session_1",
+            "date": "2023-05-08T13:56",
+            "turns": [
+                {"turn_id": "D1:1", "speaker": "Ann", "text": "I started pottery classes."},
+                {"turn_id": "D1:2", "speaker": "Bo", "text": "Nice! I went fishing.",
+                 "image_caption": "a photo of a lake"},
+            ],
+        },
+        {
+            "session_id": "session_2",
+            "date": "2023-06-01T09:00",
+            "turns": [{"turn_id": "D2:1", "speaker": "Ann", "text": "My pottery bowl cracked."}],
+        },
+    ],
+    "questions": [
+        {"question_id": "q1", "question": "What class did Ann start?", "answer": "pottery",
+         "category": "4", "evidence_turn_ids": ["D1:1"], "abstention": False},
+        {"question_id": "q2", "question": "What did Bo photograph at the lake?", "answer": "lake",
+         "category": "1", "evidence_turn_ids": ["D1:2", "D9:9"], "abstention": False},
+        {"question_id": "q3", "question": "What is Ann's cat called?", "answer": "none",
+         "category": "5", "evidence_turn_ids": [], "abstention": True},
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture
+def mini_dataset(tmp_path: Path) -> Path:
+    path = tmp_path / "mini.jsonl"
+    path.write_text(json.dumps(CASE) + "\n\n", encoding="utf-8")
+    return path
+
+
+def test_reader_keeps_dates_resolvable_evidence_and_scoring_rules(mini_dataset: Path) -> None:
+    (case,) = read_cases(mini_dataset)
+    assert [s.date.isoformat() for s in case.sessions] == [
+        "2023-05-08T13:56:00+00:00", "2023-06-01T09:00:00+00:00",
+    ]  # fmt: skip
+    assert case.sessions[0].turns[1].image_caption == "a photo of a lake"
+    q1, q2, q3 = case.questions
+    assert q2.evidence == ("D1:2",)  # the unresolvable id is dropped
+    assert q1.scored and q2.scored and not q3.scored
+    assert case.last_date == case.sessions[1].date
+
+
+def test_reader_rejects_a_missing_or_malformed_file(tmp_path: Path) -> None:
+    with pytest.raises(Invalid):
+        list(read_cases(tmp_path / "absent.jsonl"))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"case_id": "x"}\n', encoding="utf-8")
+    with pytest.raises(Invalid) as error:
+        list(read_cases(broken))
+    assert "line 1" in str(error.value)
+
+
+def test_metrics() -> None:
+    ranked = ["a", "b", "c", "d"]
+    assert recall_at(ranked, ["b", "z"], 2) == 0.5
+    assert hit_at(ranked, ["d"], 3) == 0.0 and hit_at(ranked, ["d"], 4) == 1.0
+    assert reciprocal_rank(ranked, ["c", "d"]) == pytest.approx(1 / 3)
+    assert reciprocal_rank(ranked, ["z"]) == 0.0
+
+
+def test_harness_replays_and_scores_a_made_up_case(mini_dataset: Path) -> None:
+    report = evaluate(read_cases(mini_dataset), embedder=HashingEmbedder(), progress=False)
+    overall = report["modes"]["hybrid"]["all"]
+    assert overall["questions"] == 2  # the adversarial question is not scored
+    assert overall["recall@5"] == 1.0  # three turns: everything is in the top 5
+    assert overall["context_recall@2000"] == 1.0
+    assert set(report["modes"]) == {"hybrid", "bm25", "dense"}
+    assert report["turns"] == 3 and report["cases"] == 1
+    table = format_table(report)
+    assert "hybrid" in table and "p99" in table
+
+
+LOCOMO = datasets_dir() / "locomo.jsonl"
+
+
+@pytest.mark.skipif(not LOCOMO.is_file(), reason="LoCoMo not found: set MEMVAULT_DATASETS")
+def test_locomo_slice_recalls_most_single_hop_evidence() -> None:
+    """First conversation cut to its first 5 sessions, BM25 + hashing vectors: a smoke test of
+    the real data path, with a floor far below the benchmark's numbers."""
+    (case,) = read_cases(LOCOMO, limit=1)
+    sessions = case.sessions[:5]
+    known = {t.turn_id for s in sessions for t in s.turns}
+    questions = tuple(q for q in case.questions if q.evidence and set(q.evidence) <= known)
+    small = replace(case, sessions=sessions, questions=questions)
+    report = evaluate([small], embedder=HashingEmbedder(), progress=False)
+    single_hop = report["modes"]["hybrid"]["4"]
+    assert single_hop["questions"] >= 10
+    assert single_hop["recall@10"] >= 0.6
+    assert (
+        report["modes"]["hybrid"]["all"]["recall@10"]
+        >= report["modes"]["dense"]["all"]["recall@10"]
+    )

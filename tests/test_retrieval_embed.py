@@ -1,0 +1,134 @@
+"""Embedders: the real MiniLM model (a few tests, it takes a moment to load), the hashing
+embedder, and the OpenAI-compatible client against a real local HTTP server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from memvault.errors import Invalid, MemvaultError
+from memvault.retrieval.embed import HashingEmbedder, MiniLMEmbedder, RemoteEmbedder
+from memvault.retrieval.tokens import count_tokens, count_tokens_batch
+
+
+@pytest.fixture(scope="module")
+def minilm() -> MiniLMEmbedder:
+    return MiniLMEmbedder()
+
+
+def test_minilm_ranks_meaning_not_words(minilm: MiniLMEmbedder) -> None:
+    vectors = minilm.embed(
+        ["I adopted a puppy last week", "We got a new dog", "Interest rates rose again"]
+    )
+    assert vectors.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    similar, unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
+    assert similar > unrelated + 0.3
+
+
+def test_minilm_batch_order_and_padding_do_not_change_vectors(minilm: MiniLMEmbedder) -> None:
+    short, long = "hello there", "a much longer sentence about hiking in the mountains " * 5
+    alone = minilm.embed([short])[0]
+    batched = minilm.embed([long, short, long])
+    assert np.allclose(batched[1], alone, atol=1e-4)
+    assert np.allclose(batched[0], batched[2], atol=1e-5)
+
+
+def test_minilm_truncates_long_input_and_zeroes_empty_text(minilm: MiniLMEmbedder) -> None:
+    vectors = minilm.embed(["word " * 2000, "", "   "])
+    assert np.isfinite(vectors).all()
+    assert np.linalg.norm(vectors[0]) == pytest.approx(1.0, abs=1e-5)
+    assert not vectors[1].any() and not vectors[2].any()
+
+
+def test_hashing_embedder_is_deterministic_and_relates_shared_words() -> None:
+    embedder = HashingEmbedder(128)
+    first = embedder.embed(["my dog likes the park", "my dog likes the beach", "tax forms"])
+    again = HashingEmbedder(128).embed(["my dog likes the park"])
+    assert np.array_equal(first[0], again[0])
+    assert first[0] @ first[1] > first[0] @ first[2]
+    assert embedder.name == "hashing-128"
+
+
+def test_hashing_embedder_rejects_tiny_dimension() -> None:
+    with pytest.raises(Invalid) as error:
+        HashingEmbedder(2)
+    assert error.value.field == "dim"
+
+
+def test_token_counts_follow_the_wordpiece_vocabulary() -> None:
+    assert count_tokens("hello world") == 2
+    assert count_tokens("unbelievably") > 1  # split into word pieces
+    assert count_tokens_batch(["hello world", "", "a b c"]) == [2, 0, 3]
+
+
+class _Embeddings(BaseHTTPRequestHandler):
+    """A stand-in OpenAI-compatible server: vector = [len(text), 1, 0] per input."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.headers.get("Authorization") != "Bearer sk-test":
+            self.send_response(401)
+            self.end_headers()
+            return
+        data = [
+            {"index": i, "embedding": [float(len(text)), 1.0, 0.0]}
+            for i, text in enumerate(body["input"])
+        ]
+        payload = json.dumps({"data": list(reversed(data)), "model": body["model"]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep test output quiet."""
+
+
+@pytest.fixture
+def endpoint() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Embeddings)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_remote_embedder_keeps_input_order_and_normalises(endpoint: str) -> None:
+    embedder = RemoteEmbedder(endpoint, "test-model", api_key="sk-test")
+    try:
+        vectors = embedder.embed(["abc", "a"])
+        assert embedder.dim == 3
+        assert embedder.name == "remote:test-model"
+    finally:
+        embedder.close()
+    expected = np.array([[3, 1, 0], [1, 1, 0]], dtype=np.float32)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(vectors, expected)
+
+
+def test_remote_embedder_reports_http_errors_without_content(endpoint: str) -> None:
+    embedder = RemoteEmbedder(endpoint, "test-model", api_key="wrong")
+    try:
+        with pytest.raises(MemvaultError) as error:
+            embedder.embed(["a secret sentence"])
+    finally:
+        embedder.close()
+    assert "401" in str(error.value)
+    assert "secret" not in str(error.value)
+
+
+def test_remote_embedder_validates_its_configuration() -> None:
+    with pytest.raises(Invalid) as error:
+        RemoteEmbedder("ftp://example", "m")
+    assert error.value.field == "base_url"
+    with pytest.raises(Invalid) as error:
+        RemoteEmbedder("http://127.0.0.1:9", "")
+    assert error.value.field == "model"

@@ -1,0 +1,151 @@
+"""The building blocks of per-user search: text analysis, BM25, the dense index, the user index,
+time expressions and fusion, with the hashing embedder (no model)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from memvault.errors import Invalid
+from memvault.retrieval.dense import DenseIndex
+from memvault.retrieval.embed import HashingEmbedder, normalise
+from memvault.retrieval.fusion import Weights, fuse, scale_to_max
+from memvault.retrieval.index import Filters, UserIndex
+from memvault.retrieval.items import Item
+from memvault.retrieval.lexical import BM25Index
+from memvault.retrieval.text import stem, terms
+from memvault.retrieval.timeexpr import resolve_time
+
+NOW = datetime(2023, 6, 14, 15, 0, tzinfo=UTC)  # a Wednesday
+
+
+def test_terms_drop_stop_words_and_stem_common_suffixes() -> None:
+    assert terms("When did Caroline go painting with her dogs?") == [
+        "caroline", "go", "paint", "dog",
+    ]  # fmt: skip
+    assert stem("classes") == "class" and stem("class") == "class"
+    assert terms("She\u2019s running") == ["run"]
+
+
+def test_bm25_prefers_rare_terms_and_forgets_removed_slots() -> None:
+    index = BM25Index()
+    docs = [["dog", "park"], ["dog", "walk"], ["violin", "lesson"], ["dog", "violin"]]
+    for slot, doc in enumerate(docs):
+        index.add(slot, doc)
+    scores = index.scores(["violin"])
+    assert scores[0] == scores[1] == 0
+    assert scores[2] > 0 and scores[3] > 0
+    index.remove(2)
+    after = index.scores(["violin"])
+    assert after[2] == 0 and after[3] > 0
+    with pytest.raises(ValueError, match="in order"):
+        index.add(9, ["late"])
+
+
+def test_dense_index_exact_and_ann_agree_on_the_nearest() -> None:
+    rng = np.random.default_rng(7)
+    vectors = normalise(rng.normal(size=(600, 32)).astype(np.float32))
+    exact, ann = DenseIndex(32, ann_threshold=10_000), DenseIndex(32, ann_threshold=100)
+    exact.add(0, vectors[:300])
+    exact.add(300, vectors[300:])
+    ann.add(0, vectors[:300])
+    ann.add(300, vectors[300:])
+    query = vectors[123] + 0.01
+    assert exact.nearest(query, 5)[0] == 123
+    assert ann.nearest(query, 5)[0] == 123
+    exact.remove(123)
+    ann.remove(123)
+    assert 123 not in exact.nearest(query, 5)
+    assert 123 not in ann.nearest(query, 5)
+
+
+def _turn(i: int, text: str, session: str = "s1", speaker: str = "Ann", days: int = 0) -> Item:
+    return Item(
+        type="turn", id=f"t{i}", text=text, created_at=NOW - timedelta(days=days),
+        session_id=session, seq=i, role="user", speaker=speaker, channel="ai",
+    )  # fmt: skip
+
+
+def test_user_index_filters_by_session_time_and_type() -> None:
+    index = UserIndex(HashingEmbedder())
+    index.add([_turn(1, "hello", "a", days=10), _turn(2, "bye", "b", days=1)])
+    index.add([Item(type="memory", id="m1", text="likes tea", created_at=NOW, kind="fact")])
+    assert len(index) == 3
+    by_session = index.allowed(Filters(session_id="b"))
+    assert by_session is not None and by_session.tolist() == [False, True, False]
+    recent = index.allowed(Filters(since=NOW - timedelta(days=2)))
+    assert recent is not None and recent.tolist() == [False, True, True]
+    memories = index.allowed(Filters(types=frozenset({"memory"}), kinds=frozenset({"fact"})))
+    assert memories is not None and memories.tolist() == [False, False, True]
+    assert index.allowed(Filters()) is None
+
+
+def test_user_index_context_window_matches_the_question_a_turn_answers() -> None:
+    index = UserIndex(HashingEmbedder())
+    index.add(
+        [
+            _turn(1, "Which instrument are you learning?", speaker="Bob"),
+            _turn(2, "The cello, since March."),
+            _turn(3, "Nice weather today.", session="s2"),
+        ]
+    )
+    scores = index.bm25(terms("instrument learning"))
+    assert scores[1] > 0  # the answer carries the question it replies to
+    assert scores[2] == 0
+
+
+def test_compaction_keeps_live_items_and_their_vectors() -> None:
+    index = UserIndex(HashingEmbedder())
+    index.add([_turn(i, f"note number {i} about topic{i}") for i in range(1, 6)])
+    before = index.cosine(index.embedder.embed(["topic4"])[0], np.array([3]))
+    index.remove([("turn", "t2"), ("turn", "t3")])
+    compacted = index.compacted()
+    assert len(compacted) == 3 and compacted.dead == 0
+    slot = [compacted.item(s).id for s in range(3)].index("t4")
+    after = compacted.cosine(index.embedder.embed(["topic4"])[0], np.array([slot]))
+    assert np.allclose(before, after)
+
+
+@pytest.mark.parametrize(
+    ("query", "start", "end"),
+    [
+        ("what did I cook yesterday", datetime(2023, 6, 13), datetime(2023, 6, 14)),
+        ("plans from last week", datetime(2023, 6, 5), datetime(2023, 6, 12)),
+        ("the trip in May", datetime(2023, 5, 1), datetime(2023, 6, 1)),
+        ("the trip in May 2022", datetime(2022, 5, 1), datetime(2022, 6, 1)),
+        ("in December", datetime(2022, 12, 1), datetime(2023, 1, 1)),
+        ("last month", datetime(2023, 5, 1), datetime(2023, 6, 1)),
+        ("on Monday", datetime(2023, 6, 12), datetime(2023, 6, 13)),
+        ("what happened in 2021", datetime(2021, 1, 1), datetime(2022, 1, 1)),
+    ],
+)
+def test_time_expressions_resolve_against_now(query: str, start: datetime, end: datetime) -> None:
+    window = resolve_time(query, NOW)
+    assert window is not None
+    assert (window.start, window.end) == (start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
+
+
+def test_relative_ago_is_a_window_around_the_day() -> None:
+    window = resolve_time("we met 3 days ago", NOW)
+    assert window is not None
+    assert window.start <= datetime(2023, 6, 11, tzinfo=UTC) < window.end
+
+
+@pytest.mark.parametrize("query", ["May I ask you something?", "what is my name", "mar"])
+def test_text_without_a_time_expression_resolves_to_nothing(query: str) -> None:
+    assert resolve_time(query, NOW) is None
+
+
+def test_fusion_is_a_weighted_mean_and_modes_isolate_one_signal() -> None:
+    weights = Weights(bm25=1.0, dense=3.0)
+    fused = fuse({"bm25": np.array([1.0, 0.0]), "dense": np.array([0.0, 1.0])}, weights)
+    assert fused.tolist() == pytest.approx([0.25, 0.75])
+    only = Weights.for_mode("bm25")
+    assert only.bm25 == 1 and only.dense == 0 and only.session == 0
+    assert scale_to_max(np.array([2.0, 1.0], dtype=np.float32)).tolist() == [1.0, 0.5]
+    with pytest.raises(Invalid):
+        Weights.for_mode("sparse")
+    with pytest.raises(Invalid):
+        Weights(bm25=0, dense=0)

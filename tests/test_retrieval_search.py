@@ -1,0 +1,147 @@
+"""`Vault.search` end to end on real stores (SQLite and PostgreSQL), hashing embedder."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from memvault import Vault
+from memvault.errors import Invalid
+from memvault.retrieval.search import Hit
+
+NOW = datetime(2024, 3, 20, 12, 0, tzinfo=UTC)
+
+
+def _texts(hits: list[Hit]) -> list[str]:
+    return [h.text for h in hits]
+
+
+def test_a_write_is_visible_to_the_next_search_without_a_rebuild(recall_vault: Vault) -> None:
+    vault = recall_vault
+    vault.add_turn("u", "s1", "user", "I planted tomatoes in the garden", speaker="Ann")
+    assert _texts(vault.search("u", "tomatoes")) == ["I planted tomatoes in the garden"]
+    index = vault.recall.cache.get("u", vault.store.revision("u"))
+    vault.add_turn("u", "s1", "user", "The tomatoes are ripe now", speaker="Ann")
+    hits = vault.search("u", "ripe tomatoes")
+    assert hits[0].text == "The tomatoes are ripe now"
+    assert vault.recall.cache.get("u", vault.store.revision("u")) is index  # topped up in place
+
+
+def test_hits_carry_the_turn_fields_and_explain_gives_signals(recall_vault: Vault) -> None:
+    vault = recall_vault
+    turn = vault.add_turn(
+        "u", "s1", "user", "My sister lives in Lisbon", speaker="Ann",
+        created_at=NOW - timedelta(days=2), metadata={"source": "chat"},
+    )  # fmt: skip
+    (hit,) = vault.search("u", "where does my sister live", now=NOW, explain=True, limit=1)
+    assert (hit.type, hit.id, hit.session_id, hit.role, hit.speaker) == (
+        "turn", turn.id, "s1", "user", "Ann",
+    )  # fmt: skip
+    assert hit.created_at == turn.created_at and hit.metadata == {"source": "chat"}
+    assert hit.signals is not None and hit.signals["bm25"] == 1.0
+    assert 0 < hit.score <= 1
+    assert vault.search("u", "where does my sister live", now=NOW)[0].signals is None
+
+
+def test_deleted_sessions_and_memories_leave_the_index(recall_vault: Vault) -> None:
+    vault = recall_vault
+    vault.add_turn("u", "s1", "user", "the wifi password is on the fridge")
+    memory = vault.add_memory("u", "the spare key is under the wifi router")
+    assert len(vault.search("u", "wifi")) == 2
+    vault.delete_session("u", "s1")
+    assert _texts(vault.search("u", "wifi")) == ["the spare key is under the wifi router"]
+    vault.delete_memory("u", memory.id)
+    assert vault.search("u", "wifi") == []
+
+
+def test_an_updated_memory_is_found_by_its_new_text_only(recall_vault: Vault) -> None:
+    vault = recall_vault
+    memory = vault.add_memory("u", "favourite drink is coffee")
+    vault.update_memory("u", memory.id, text="favourite drink is green tea")
+    assert vault.search("u", "coffee", types=["memory"]) == []
+    assert vault.search("u", "green tea")[0].id == memory.id
+
+
+def test_users_never_see_each_other(recall_vault: Vault) -> None:
+    vault = recall_vault
+    vault.add_turn("alice", "s", "user", "my locker code is 4711")
+    vault.add_turn("bob", "s", "user", "my bike is blue")
+    assert "my locker code is 4711" not in _texts(vault.search("bob", "locker code 4711 bike"))
+    assert _texts(vault.search("bob", "locker code 4711 bike")) == ["my bike is blue"]
+    assert vault.search("nobody", "anything") == []
+
+
+def test_filters_narrow_the_results(recall_vault: Vault) -> None:
+    vault = recall_vault
+    vault.add_turn("u", "s1", "user", "trip to Rome", created_at=NOW - timedelta(days=40))
+    vault.add_turn("u", "s2", "user", "trip to Oslo", channel="general", created_at=NOW)
+    vault.add_memory("u", "trip to Kyoto is planned", kind="episodic", tags=["travel"])
+    vault.add_memory("u", "trip budget is 2000", kind="fact", tier="working")
+
+    def texts(**filters: object) -> set[str]:
+        return {h.text for h in vault.search("u", "trip", now=NOW, **filters)}
+
+    assert texts(session_id="s1") == {"trip to Rome"}
+    assert texts(channel="general") == {"trip to Oslo"}
+    assert texts(types=["memory"], kinds=["episodic"]) == {"trip to Kyoto is planned"}
+    assert texts(tiers=["working"]) == {"trip budget is 2000"}
+    assert texts(tags=["travel"]) == {"trip to Kyoto is planned"}
+    assert texts(types=["turn"], until=NOW - timedelta(days=1)) == {"trip to Rome"}
+    assert texts(types=["turn"], since=NOW - timedelta(days=1)) == {"trip to Oslo"}
+
+
+def test_a_time_expression_in_the_query_favours_that_period(recall_vault: Vault) -> None:
+    vault = recall_vault
+    vault.add_turn("u", "old", "user", "dinner with Sam", created_at=NOW - timedelta(days=60))
+    vault.add_turn("u", "new", "user", "dinner with Sam", created_at=NOW - timedelta(days=1))
+    assert vault.search("u", "dinner with Sam yesterday", now=NOW)[0].session_id == "new"
+    two_months = (NOW - timedelta(days=60)).strftime("%B %Y")
+    assert vault.search("u", f"dinner with Sam in {two_months}", now=NOW)[0].session_id == "old"
+
+
+def test_search_records_memory_access_in_the_background(recall_vault: Vault) -> None:
+    vault = recall_vault
+    memory = vault.add_memory("u", "allergic to penicillin")
+    vault.search("u", "penicillin allergy")
+    vault.search("u", "penicillin")
+    vault.recall.close()  # waits for the background writes
+    assert vault.get_memory("u", memory.id).access_count == 2
+
+
+def test_min_score_drops_weak_matches(recall_vault: Vault) -> None:
+    vault = recall_vault
+    vault.add_turn("u", "s", "user", "the red car is parked outside")
+    vault.add_turn("u", "s", "user", "a red apple")
+    everything = vault.search("u", "red car parked")
+    strict = vault.search("u", "red car parked", min_score=everything[0].score)
+    assert len(everything) == 2 and _texts(strict) == ["the red car is parked outside"]
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"query": ""}, "query"),
+        ({"query": "x" * 5000}, "query"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 1000}, "limit"),
+        ({"types": ["turns"]}, "types"),
+        ({"types": []}, "types"),
+        ({"kinds": ["gossip"]}, "kinds"),
+        ({"tiers": ["hot"]}, "tiers"),
+        ({"channel": "sms"}, "channel"),
+        ({"since": NOW, "until": NOW - timedelta(days=1)}, "since"),
+        ({"since": "not a date"}, "since"),
+        ({"min_score": 2}, "min_score"),
+        ({"session_id": "a/b"}, "session_id"),
+    ],
+)
+def test_bad_input_names_the_field(
+    recall_vault: Vault, options: dict[str, object], field: str
+) -> None:
+    recall_vault.add_turn("u", "s", "user", "something")
+    options = dict(options)  # the parameter is shared by both backends' runs
+    query = options.pop("query", "something")
+    with pytest.raises(Invalid) as error:
+        recall_vault.search("u", query, **options)
+    assert error.value.field == field
