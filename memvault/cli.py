@@ -103,6 +103,25 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Replay a conversation dataset into a temporary vault and measure recall (no LLM calls)."""
+    from memvault.evals.dataset import datasets_dir, read_cases
+    from memvault.evals.harness import evaluate
+    from memvault.evals.report import format_table
+    from memvault.retrieval.embed import HashingEmbedder
+
+    path = args.dataset or datasets_dir() / "locomo.jsonl"
+    embedder = HashingEmbedder() if args.embedder == "hashing" else None
+    report = evaluate(read_cases(path, limit=args.cases), embedder=embedder)
+    report["dataset"] = path.name
+    print(format_table(report))
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"report written to {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memvault", description=__doc__)
     parser.add_argument(
@@ -141,6 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     key_commands.add_parser("revoke", help="revoke a key by id").add_argument("key_id")
     keys.set_defaults(run=cmd_keys)
+    evaluation = commands.add_parser("eval", help="measure recall on LoCoMo-format data")
+    evaluation.add_argument(
+        "--dataset", type=Path, default=None,
+        help="JSONL file (default: locomo.jsonl in MEMVAULT_DATASETS or ../shared/datasets)",
+    )  # fmt: skip
+    evaluation.add_argument("--cases", type=int, default=None, help="only the first N cases")
+    evaluation.add_argument("-o", "--output", type=Path, default=None, help="write JSON here")
+    evaluation.add_argument(
+        "--embedder", choices=["minilm", "hashing"], default="minilm",
+        help="hashing: no model, for a quick check of the harness",
+    )  # fmt: skip
+    evaluation.set_defaults(run=cmd_eval)
     return parser
 
 

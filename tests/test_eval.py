@@ -116,3 +116,17 @@ def test_locomo_slice_recalls_most_single_hop_evidence() -> None:
         report["modes"]["hybrid"]["all"]["recall@10"]
         >= report["modes"]["dense"]["all"]["recall@10"]
     )
+
+
+def test_eval_command_prints_the_table_and_writes_json(
+    mini_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from memvault.cli import main
+
+    out = tmp_path / "results" / "report.json"
+    code = main(["eval", "--dataset", str(mini_dataset), "--embedder", "hashing", "-o", str(out)])
+    assert code == 0
+    assert "recall@10" in capsys.readouterr().out
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["dataset"] == "mini.jsonl"
+    assert report["modes"]["hybrid"]["all"]["questions"] == 2
