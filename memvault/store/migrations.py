@@ -156,6 +156,30 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "job queue",
+        (
+            # `payload` is JSON of ids only; content is loaded by the worker in the user's scope.
+            """CREATE TABLE jobs (
+                id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                state TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                max_attempts INTEGER NOT NULL,
+                run_after TEXT NOT NULL,
+                lease_owner TEXT,
+                lease_expires_at TEXT,
+                last_error TEXT,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX jobs_due ON jobs (state, run_after)",
+            "CREATE INDEX jobs_leases ON jobs (state, lease_expires_at)",
+        ),
+    ),
 )
 
 
