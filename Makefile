@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 run: install
-	$(BIN)/memvault demo
+	$(BIN)/memvault serve
 
 lint: install
 	$(BIN)/ruff check memvault tests benchmarks

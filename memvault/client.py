@@ -22,7 +22,9 @@ import httpx
 
 from memvault import errors
 from memvault.keys import ApiKey
+from memvault.mind.context import Context
 from memvault.model import Agent, GlobalContextEntry, Memory, Session, Turn, User
+from memvault.retrieval.search import Hit
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -73,8 +75,8 @@ def _convert(kind: Any, value: Any) -> Any:
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         return _convert(next(a for a in typing.get_args(kind) if a is not type(None)), value)
-    if origin is tuple:
-        return tuple(_convert(typing.get_args(kind)[0], item) for item in value)
+    if origin in (tuple, list):
+        return origin(_convert(typing.get_args(kind)[0], item) for item in value)
     if kind is datetime:
         return datetime.fromisoformat(value)
     if kind is date:
@@ -286,6 +288,18 @@ def _list_memories(
     return Call("GET", f"{_user(user_id)}/memories", _items(Memory), params=params)
 
 
+def _search(user_id: str, query: str, **options: Any) -> Call[list[Hit]]:
+    """Options as `Vault.search`: limit, types, kinds, tiers, session_id, channel, since, ..."""
+    body = {"query": query, **{k: _jsonable(v) for k, v in options.items()}}
+    return Call("POST", f"{_user(user_id)}/search", _items(Hit), json=body)
+
+
+def _context(user_id: str, query: str, **options: Any) -> Call[Context]:
+    """Options as `Vault.context`: session_id, token_budget, channel_limits, now, min_score."""
+    body = {"query": query, **{k: _jsonable(v) for k, v in options.items()}}
+    return Call("POST", f"{_user(user_id)}/context", _one(Context), json=body)
+
+
 def _set_global_context(key: str, text: str) -> Call[GlobalContextEntry]:
     path = f"/v1/global-context/{_q(key)}"
     return Call("PUT", path, _one(GlobalContextEntry), json={"text": text})
@@ -378,6 +392,8 @@ class _Client:
     move_memory = endpoint(_move_memory)
     delete_memory = endpoint(_delete_memory)
     list_memories = endpoint(_list_memories)
+    search = endpoint(_search)
+    context = endpoint(_context)
     set_global_context = endpoint(_set_global_context)
     list_global_context = endpoint(_list_global_context)
     delete_global_context = endpoint(_delete_global_context)

@@ -200,3 +200,27 @@ def test_openapi_document_lists_the_routes(api: Api) -> None:
     paths = api.client.get("/openapi.json").json()["paths"]
     assert "/v1/users/{user_id}/sessions/{session_id}/turns" in paths
     assert "/v1/handshake" in paths and "/v1/keys" in paths
+
+
+def test_search_and_context(api: Api, alice: dict[str, str]) -> None:
+    c = api.client
+    c.post("/v1/users/alice/sessions/s1/turns",
+           json=[{"role": "user", "content": "My dog Rex loves the beach"},
+                 {"role": "assistant", "content": "Rex sounds fun"}], headers=alice)  # fmt: skip
+    c.post("/v1/users/alice/memories", json={"text": "Alice's dog is called Rex"}, headers=alice)
+    found = c.post("/v1/users/alice/search", json={"query": "dog Rex", "limit": 5, "explain": True},
+                   headers=alice)  # fmt: skip
+    assert found.status_code == 200
+    hits = found.json()["items"]
+    assert hits and {"id", "type", "score", "text", "signals"} <= set(hits[0])
+    assert "item" not in hits[0]
+    only = c.post("/v1/users/alice/search", json={"query": "dog", "types": ["memory"]},
+                  headers=alice).json()["items"]  # fmt: skip
+    assert {h["type"] for h in only} == {"memory"}
+    context = c.post("/v1/users/alice/context",
+                     json={"query": "what is my dog called?", "session_id": "s1",
+                           "token_budget": 500}, headers=alice)  # fmt: skip
+    assert context.status_code == 200
+    assert "Rex" in context.json()["text"] and context.json()["tokens"] <= 500
+    bad = c.post("/v1/users/alice/search", json={"query": "x", "limit": 0}, headers=alice)
+    assert bad.status_code == 422

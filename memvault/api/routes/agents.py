@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1", tags=["agents"])
 def handshake(body: HandshakeIn, vault: VaultDep, principal: OwnerDep) -> dict[str, Any]:
     """Register an agent for a user by name (or find the one with that name) and issue it a
     key of its own. The key is in this answer only."""
-    user_id = body.user_id if principal.scope is Scope.ADMIN else principal.user_id
+    user_id = body.user_id or principal.user_id
     if user_id is None:
         raise Invalid("user_id", "is required with an admin key")
     if not principal.may_access(user_id):

@@ -1,0 +1,127 @@
+"""Cross-tenant matrix: every user route, called with user A's key (and A's agent's key) on
+user B's resources, answers 404 exactly as for a user that does not exist, and changes nothing.
+An agent key cannot reach another agent's memories either."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from api_support import Api, open_api
+from conftest import MakeVault
+
+SESSION, MEMORY = "s1", "m-placeholder"
+
+
+@pytest.fixture
+def api(make_vault: MakeVault) -> Iterator[Api]:
+    with open_api(make_vault) as opened:
+        yield opened
+
+
+def seed(api: Api, user_id: str) -> dict[str, str]:
+    api.vault.add_turn(user_id, SESSION, "user", f"{user_id}'s secret")
+    memory = api.vault.add_memory(user_id, f"{user_id}'s private fact")
+    return {"session_id": SESSION, "memory_id": memory.id}
+
+
+def requests_for(
+    user_id: str, ids: dict[str, str], export: dict[str, Any]
+) -> list[tuple[str, str, Any]]:
+    u = f"/v1/users/{user_id}"
+    s = f"{u}/sessions/{ids['session_id']}"
+    m = f"{u}/memories/{ids['memory_id']}"
+    return [
+        ("PUT", u, {"profile": {"x": 1}}),
+        ("GET", u, None),
+        ("DELETE", u, None),
+        ("GET", f"{u}/stats", None),
+        ("GET", f"{u}/export", None),
+        ("POST", f"{u}/import", export),
+        ("POST", f"{u}/clear", {}),
+        ("GET", f"{u}/sessions", None),
+        ("GET", s, None),
+        ("PATCH", s, {"title": "mine now"}),
+        ("DELETE", s, None),
+        ("POST", f"{s}/turns", {"role": "user", "content": "injected"}),
+        ("GET", f"{s}/turns", None),
+        ("POST", f"{u}/memories", {"text": "injected"}),
+        ("GET", f"{u}/memories", None),
+        ("GET", m, None),
+        ("PATCH", m, {"text": "changed"}),
+        ("DELETE", m, None),
+        ("POST", f"{u}/search", {"query": "secret"}),
+        ("POST", f"{u}/context", {"query": "secret"}),
+        ("GET", f"{u}/agents", None),
+    ]
+
+
+def test_the_matrix_covers_every_user_route(api: Api) -> None:
+    paths = api.client.get("/openapi.json").json()["paths"]
+    served = {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if path.startswith("/v1/users/")
+        for method in operations
+    }
+    ids = {"session_id": "{session_id}", "memory_id": "{memory_id}"}
+    covered = {(m, p) for m, p, _ in requests_for("{user_id}", ids, {})}
+    assert served == covered
+
+
+@pytest.mark.parametrize("caller", ["user", "agent"])
+def test_another_users_resources_look_like_nothing(api: Api, caller: str) -> None:
+    seed(api, "alice")
+    bob_ids = seed(api, "bob")
+    export = api.vault.export_user("alice")
+    if caller == "user":
+        headers = api.user_headers("alice")
+    else:
+        headers = api.agent_headers("alice", "helper")[1]
+    before = api.vault.export_user("bob")
+    for (method, path, body), (_, ghost_path, _) in zip(
+        requests_for("bob", bob_ids, export),
+        requests_for("nobody", bob_ids, export),
+        strict=True,
+    ):
+        real = api.client.request(method, path, json=body, headers=headers)
+        ghost = api.client.request(method, ghost_path, json=body, headers=headers)
+        assert real.status_code in (403, 404), (method, path, real.status_code)
+        assert (real.status_code, real.json()) == (ghost.status_code, ghost.json()), path
+        assert "bob" not in real.text
+    after = api.vault.export_user("bob")
+    for volatile in ("exported_at",):
+        before.pop(volatile), after.pop(volatile)
+    assert before == after
+
+
+def test_handshake_for_another_user_is_404(api: Api) -> None:
+    alice = api.user_headers("alice")
+    response = api.client.post("/v1/handshake", json={"name": "x", "user_id": "bob"},
+                               headers=alice)  # fmt: skip
+    assert response.status_code == 404
+    assert api.vault.list_agents("bob") == []
+
+
+def test_an_agent_cannot_reach_another_agents_memories(api: Api) -> None:
+    planner_id, planner = api.agent_headers("alice", "planner")
+    _, critic = api.agent_headers("alice", "critic")
+    base = "/v1/users/alice/memories"
+    own = api.client.post(base, json={"text": "plan: ship friday"}, headers=planner).json()
+    assert own["agent_id"] == planner_id
+    path = f"{base}/{own['id']}"
+    assert api.client.get(path, headers=planner).status_code == 200
+    for method, body in (("GET", None), ("PATCH", {"text": "x"}), ("DELETE", None)):
+        denied = api.client.request(method, path, json=body, headers=critic)
+        assert denied.status_code == 404 and denied.json()["error"]["message"] == "no such memory"
+    assert api.client.get(base, headers=critic).json()["items"] == []
+    asked = api.client.get(base, params={"agent_id": planner_id}, headers=critic).json()
+    assert asked["items"] == []
+    hits = api.client.post("/v1/users/alice/search", json={"query": "plan ship friday"},
+                           headers=critic).json()["items"]  # fmt: skip
+    assert own["id"] not in {h["id"] for h in hits}
+    spoof = api.client.post(base, json={"text": "x", "agent_id": planner_id}, headers=critic)
+    assert spoof.status_code == 403
+    assert api.vault.get_memory("alice", own["id"]).text == "plan: ship friday"
+    assert [m["id"] for m in api.client.get(base, headers=planner).json()["items"]] == [own["id"]]

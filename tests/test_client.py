@@ -1,0 +1,128 @@
+"""The Python client against a real `memvault serve` process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from api_support import ADMIN_KEY, Server, start_server
+from websockets.sync.client import connect
+
+from memvault import Conflict, Forbidden, Invalid, NotFound, Turn
+from memvault.client import AsyncMemvaultClient, MemvaultClient
+from memvault.errors import Unauthorized
+from memvault.model import Memory, Role, Tier
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data: Path = tmp_path_factory.mktemp("client") / "data"
+    running = start_server(data, MEMVAULT_ADMIN_KEY=ADMIN_KEY)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(server: Server) -> Iterator[MemvaultClient]:
+    with MemvaultClient(server.url, ADMIN_KEY) as client:
+        yield client
+
+
+def user_client(server: Server, admin: MemvaultClient, user_id: str) -> MemvaultClient:
+    _, secret = admin.create_key("user", user_id)
+    return MemvaultClient(server.url, secret)
+
+
+def test_sync_client_round_trip(server: Server, admin: MemvaultClient) -> None:
+    with user_client(server, admin, "alice") as mv:
+        user = mv.put_user("alice", {"name": "Alice"})
+        assert user.profile == {"name": "Alice"} and mv.get_user("alice").id == "alice"
+        turn = mv.add_turn("alice", "s1", "user", "I like green tea", speaker="Alice")
+        assert isinstance(turn, Turn) and turn.role is Role.USER and turn.seq == 1
+        more = mv.add_turns("alice", "s1", [{"role": "assistant", "content": "Noted."}])
+        assert [t.seq for t in more] == [2]
+        session = mv.get_session("alice", "s1")
+        assert session.turns is not None and [t.content for t in session.turns][-1] == "Noted."
+        assert [s.id for s in mv.list_sessions("alice")] == ["s1"]
+        assert [t.seq for t in mv.session_turns("alice", "s1", after_seq=1)] == [2]
+        assert mv.update_session("alice", "s1", title="Tea").title == "Tea"
+        memory = mv.add_memory("alice", "Alice likes green tea", category="preference")
+        assert isinstance(memory, Memory) and memory.category == "preference"
+        assert mv.move_memory("alice", memory.id, tier="archive").tier is Tier.ARCHIVE
+        assert mv.update_memory("alice", memory.id, importance=0.9).importance == 0.9
+        assert [m.id for m in mv.list_memories("alice", tiers=["archive"])] == [memory.id]
+        assert mv.list_memories("alice", kinds=["episodic"]) == []
+        assert mv.stats("alice")["turns"] == 2
+        hits = mv.search("alice", "green tea", limit=3)
+        assert hits and hits[0].text and hits[0].created_at.tzinfo is not None
+        context = mv.context("alice", "what does Alice drink?", session_id="s1")
+        assert "green tea" in context.text and context.items
+        document = mv.export_user("alice")
+        assert document["format"] == "memvault-export"
+        shake = mv.handshake("planner")
+        assert shake.agent.name == "planner" and [a.id for a in mv.list_agents("alice")] == [
+            shake.agent.id
+        ]
+        assert mv.clear("alice") == 2
+        mv.delete_memory("alice", memory.id)
+        with pytest.raises(NotFound):
+            mv.get_memory("alice", memory.id)
+        mv.ping()
+
+
+def test_server_errors_come_back_as_memvault_errors(server: Server, admin: MemvaultClient) -> None:
+    with user_client(server, admin, "bob") as mv:
+        with pytest.raises(Invalid) as invalid:
+            mv.add_turn("bob", "s1", "robot", "hello")
+        assert invalid.value.field == "turns[0].role"
+        with pytest.raises(NotFound):
+            mv.get_session("alice", "s1")
+        with pytest.raises(Forbidden):
+            mv.list_keys()
+        mv.add_turn("bob", "s1", "user", "hello")
+        with pytest.raises(Conflict):
+            mv.import_user(mv.export_user("bob"), user_id="bob")
+    with MemvaultClient(server.url, "mvk_wrong") as stranger, pytest.raises(Unauthorized):
+        stranger.get_user("bob")
+
+
+def test_admin_manages_keys_and_global_context(admin: MemvaultClient) -> None:
+    key, secret = admin.create_key("user", "carol", name="tablet")
+    assert key.user_id == "carol" and secret.startswith("mvk_")
+    assert key.id in {k.id for k in admin.list_keys()}
+    admin.revoke_key(key.id)
+    assert key.id not in {k.id for k in admin.list_keys()}
+    entry = admin.set_global_context("house", "Be brief.")
+    assert entry.text == "Be brief." and "house" in {e.key for e in admin.list_global_context()}
+    admin.delete_global_context("house")
+
+
+def test_async_client_uses_the_same_calls(server: Server, admin: MemvaultClient) -> None:
+    _, secret = admin.create_key("user", "dora")
+
+    async def run() -> list[Turn]:
+        async with AsyncMemvaultClient(server.url, secret) as mv:
+            await asyncio.gather(*(mv.add_turn("dora", "s1", "user", f"t{i}") for i in range(10)))
+            with pytest.raises(NotFound):
+                await mv.get_user("alice")
+            return await mv.session_turns("dora", "s1")
+
+    turns = asyncio.run(run())
+    assert sorted(t.content for t in turns) == sorted(f"t{i}" for i in range(10))
+    assert [t.seq for t in turns] == list(range(1, 11))
+
+
+def test_websocket_over_a_real_socket(server: Server, admin: MemvaultClient) -> None:
+    _, secret = admin.create_key("user", "erin")
+    ws_url = server.url.replace("http://", "ws://") + "/v1/ws"
+    with connect(ws_url) as listener, user_client(server, admin, "erin") as mv:
+        listener.send(json.dumps({"type": "auth", "token": secret}))
+        assert json.loads(listener.recv(timeout=5))["type"] == "ready"
+        listener.send(json.dumps({"type": "join", "room": "user:erin"}))
+        assert json.loads(listener.recv(timeout=5))["type"] == "joined"
+        turn = mv.add_turn("erin", "s9", "user", "ping from http")
+        event = json.loads(listener.recv(timeout=5))
+        assert event["type"] == "turn.added" and event["turn_id"] == turn.id

@@ -1,0 +1,128 @@
+"""WebSocket /v1/ws: authentication, rooms, history, live events, appends, heartbeat."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from api_support import ADMIN_KEY, Api, open_api
+from conftest import MakeVault
+from starlette.testclient import WebSocketTestSession
+from starlette.websockets import WebSocketDisconnect
+
+from memvault.api.ws import CLOSE_IDLE, CLOSE_UNAUTHORIZED
+
+
+@pytest.fixture
+def api(make_vault: MakeVault) -> Iterator[Api]:
+    with open_api(make_vault, ws_idle_timeout=0.5, ws_history_turns=2) as opened:
+        yield opened
+
+
+def connect(ws: WebSocketTestSession, token: str) -> dict[str, Any]:
+    ws.send_json({"type": "auth", "token": token})
+    ready: dict[str, Any] = ws.receive_json()
+    assert ready["type"] == "ready"
+    return ready
+
+
+def join(ws: WebSocketTestSession, room: str, **extra: Any) -> list[dict[str, Any]]:
+    ws.send_json({"type": "join", "room": room, **extra})
+    replies = [ws.receive_json()]
+    if room.startswith("session:") and replies[0]["type"] == "joined":
+        replies.append(ws.receive_json())
+    return replies
+
+
+def test_one_client_writes_and_the_other_receives(api: Api) -> None:
+    key = api.key("user", "alice")
+    with (
+        api.client.websocket_connect("/v1/ws") as listener,
+        api.client.websocket_connect("/v1/ws") as writer,
+    ):
+        assert connect(listener, key)["user_id"] == "alice"
+        assert join(listener, "session:s1")[0] == {"type": "joined", "room": "session:s1"}
+        connect(writer, key)
+        writer.send_json({"type": "append", "session_id": "s1", "ref": 7,
+                          "turns": [{"role": "user", "content": "hello"}]})  # fmt: skip
+        appended = writer.receive_json()
+        assert appended["type"] == "appended" and appended["ref"] == 7
+        turn_id = appended["turns"][0]["id"]
+        event = listener.receive_json()
+        assert event == {"type": "turn.added", "user_id": "alice", "session_id": "s1",
+                         "turn_id": turn_id}  # fmt: skip
+        api.client.post("/v1/users/alice/memories", json={"text": "likes tea"},
+                        headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        join(listener, "user:alice")
+        api.client.patch("/v1/users/alice/sessions/s1", json={"title": "t"},
+                         headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        assert listener.receive_json()["type"] == "session.updated"
+
+
+def test_joining_a_session_room_sends_recent_history(api: Api) -> None:
+    for text in ("one", "two", "three"):
+        api.vault.add_turn("alice", "s1", "user", text)
+    with api.client.websocket_connect("/v1/ws") as ws:
+        connect(ws, api.key("user", "alice"))
+        _joined, history = join(ws, "session:s1")
+        assert history["type"] == "history"
+        assert [t["content"] for t in history["turns"]] == ["two", "three"]
+
+
+def test_other_users_rooms_do_not_exist(api: Api) -> None:
+    api.vault.add_turn("bob", "s-bob", "user", "private")
+    with api.client.websocket_connect("/v1/ws") as ws:
+        connect(ws, api.key("user", "alice"))
+        for message in (
+            {"type": "join", "room": "user:bob"},
+            {"type": "join", "room": "session:s-bob", "user_id": "bob"},
+            {"type": "append", "user_id": "bob", "session_id": "s", "turns": []},
+        ):
+            ws.send_json(message)
+            reply = ws.receive_json()
+            assert reply["type"] == "error" and reply["error"]["code"] == "not_found"
+    with api.client.websocket_connect("/v1/ws") as ws:
+        connect(ws, ADMIN_KEY)
+        _joined, history = join(ws, "session:s-bob", user_id="bob")
+        assert [t["content"] for t in history["turns"]] == ["private"]
+
+
+def test_bad_messages_answer_errors_and_keep_the_connection(api: Api) -> None:
+    with api.client.websocket_connect("/v1/ws") as ws:
+        connect(ws, api.key("user", "alice"))
+        ws.send_text("{not json")
+        assert ws.receive_json()["error"]["code"] == "invalid"
+        ws.send_json({"type": "dance"})
+        assert ws.receive_json()["error"]["details"] == {"field": "type"}
+        ws.send_json(
+            {"type": "append", "session_id": "s1", "turns": [{"role": "nope", "content": "x"}]}
+        )
+        assert ws.receive_json()["error"]["details"] == {"field": "turns[0].role"}
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong"}
+
+
+@pytest.mark.parametrize(
+    "first", [{"type": "auth", "token": "mvk_wrong"}, {"type": "hello"}, "not json"]
+)
+def test_failed_authentication_closes_with_4401(api: Api, first: Any) -> None:
+    with api.client.websocket_connect("/v1/ws") as ws:
+        if isinstance(first, str):
+            ws.send_text(first)
+        else:
+            ws.send_json(first)
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == CLOSE_UNAUTHORIZED
+
+
+def test_a_silent_client_is_closed_after_the_idle_timeout(api: Api) -> None:
+    with api.client.websocket_connect("/v1/ws") as ws:
+        connect(ws, api.key("user", "alice"))
+        for _ in range(3):  # pings keep it open past the timeout
+            ws.send_json({"type": "ping"})
+            assert ws.receive_json() == {"type": "pong"}
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == CLOSE_IDLE
