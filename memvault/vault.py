@@ -20,6 +20,7 @@ from memvault.config import Settings
 from memvault.crypto import Keyring, decode_key, encode_key, generate_key
 from memvault.errors import Conflict, Invalid, NotFound
 from memvault.events import Event, EventBus
+from memvault.jobs import JobQueue
 from memvault.keys import ApiKeys
 from memvault.mind.context import Context, Sources, build_context, check_channel_limits
 from memvault.model import (
@@ -41,6 +42,7 @@ from memvault.model import (
     parse_ts,
     utcnow,
 )
+from memvault.relay import open_relay
 from memvault.retrieval.cache import Changes
 from memvault.retrieval.embed import Embedder, default_embedder
 from memvault.retrieval.items import item_from_memory, item_from_turn
@@ -94,12 +96,15 @@ class Vault:
         self.data_dir = data
         self.keyring: Keyring = open_keyring(self.settings, data)
         try:
-            self.store: Store = open_store(self.settings, data)
+            store = open_store(self.settings, data)
         except BaseException:
             self.keyring.close()
             raise
+        self.store: Store = store
+        self.jobs = JobQueue(store.db)  # background work, shared by every process on the database
         self.sealer = Sealer(self.keyring)
         self.events = EventBus()
+        self.relay = open_relay(store.db, self.events)  # events to and from other processes
         self.keys = ApiKeys(self.store)  # the server's API keys
         self.recall = Recall(
             embedder or default_embedder(),
@@ -118,6 +123,8 @@ class Vault:
         return cls(path, **kwargs)
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
         self.recall.close()
         self.store.close()
         self.keyring.close()

@@ -1,0 +1,113 @@
+"""Vault events across processes: PostgreSQL NOTIFY out, LISTEN in, the local EventBus on both ends.
+
+Every process sharing a PostgreSQL database runs one relay per `Vault`. Local events (published
+after their write committed) go out with NOTIFY; events from other processes come in on a
+listening connection and are republished on the local bus, so the WebSocket hub and every other
+subscriber see all writes without knowing where they happened. Payloads carry the event's ids,
+never content: a receiver loads what it needs through `Vault`, in the user's scope. Each relay
+stamps its events with a random origin and drops its own when they come back; a remote event
+being republished is never sent out again.
+
+NOTIFY is fire-and-forget: events sent while a listener is reconnecting are missed. That is
+fine for live updates; anything that must not be missed (search caches) checks the user's
+revision in the database instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from memvault.events import Event, EventBus
+from memvault.store.database import Database
+from memvault.store.postgres import PostgresDatabase
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD = 7900  # PostgreSQL refuses NOTIFY payloads of 8000 bytes and more
+_POLL_SECONDS = 0.25
+_RECONNECT_SECONDS = 1.0
+
+
+class PostgresRelay:
+    """Bridges one `EventBus` to the events channel of its database and schema."""
+
+    def __init__(self, db: PostgresDatabase, bus: EventBus) -> None:
+        self._db = db
+        self._bus = bus
+        self.origin = uuid.uuid4().hex
+        with db.connection() as conn:
+            row = conn.execute("SELECT current_schema() AS s").fetchone()
+        schema = str(row["s"] if row else "public")
+        # One channel per schema: deployments sharing a database in separate schemas stay apart.
+        self.channel = "memvault_events_" + hashlib.sha256(schema.encode()).hexdigest()[:16]
+        self._republishing = threading.local()
+        self._stop = threading.Event()
+        self._listener: psycopg.Connection[Any] | None = self._listen_connection()
+        self._thread = threading.Thread(target=self._run, name="memvault-relay", daemon=True)
+        self._thread.start()
+        self._unsubscribe = bus.subscribe(self._send)
+
+    def _listen_connection(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self._db.url, autocommit=True)
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        return conn
+
+    def _send(self, event: Event) -> None:
+        if getattr(self._republishing, "active", False):
+            return
+        message = {"origin": self.origin, "type": event.type, "user_id": event.user_id,
+                   "ids": event.ids}  # fmt: skip
+        payload = json.dumps(message, separators=(",", ":"), default=str)
+        if len(payload.encode()) > MAX_PAYLOAD:
+            message["ids"] = {"truncated": True}
+            payload = json.dumps(message, separators=(",", ":"))
+        with self._db.connection() as conn:
+            conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+
+    def _receive(self, payload: str) -> None:
+        message = json.loads(payload)
+        if message.get("origin") == self.origin:
+            return
+        self._republishing.active = True
+        try:
+            self._bus.publish(Event(message["type"], message["user_id"], message["ids"]))
+        finally:
+            self._republishing.active = False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._listener is None:
+                    self._listener = self._listen_connection()
+                for note in self._listener.notifies(timeout=_POLL_SECONDS):
+                    self._receive(note.payload)
+            except psycopg.Error as exc:
+                log.warning(
+                    "event relay lost its connection (%s); reconnecting", type(exc).__name__
+                )
+                self._drop_listener()
+                self._stop.wait(_RECONNECT_SECONDS)
+
+    def _drop_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def close(self) -> None:
+        self._unsubscribe()
+        self._stop.set()
+        self._thread.join()
+        self._drop_listener()
+
+
+def open_relay(db: Database, bus: EventBus) -> PostgresRelay | None:
+    """A relay when the database is shared (PostgreSQL); None for SQLite, which is one process."""
+    return PostgresRelay(db, bus) if isinstance(db, PostgresDatabase) else None

@@ -1,0 +1,96 @@
+"""Events and caches across processes sharing one PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from memvault import Vault
+from memvault.config import Settings
+from memvault.crypto import encode_key, generate_key
+from memvault.events import Event
+from memvault.retrieval.embed import HashingEmbedder
+
+OpenVault = Callable[[str], Vault]
+
+
+@pytest.fixture
+def master_key() -> str:
+    return encode_key(generate_key())
+
+
+@pytest.fixture
+def open_vault(postgres_url: str, master_key: str, tmp_path: Path) -> Iterator[OpenVault]:
+    """Vaults that stand for separate servers: own data folders, one database, one master key."""
+    opened: list[Vault] = []
+
+    def make(name: str) -> Vault:
+        settings = Settings(data=tmp_path / name, database_url=postgres_url, master_key=master_key)
+        opened.append(Vault(settings=settings, embedder=HashingEmbedder()))
+        return opened[-1]
+
+    yield make
+    for vault in opened:
+        vault.close()
+
+
+def _collect(vault: Vault) -> queue.Queue[Event]:
+    events: queue.Queue[Event] = queue.Queue()
+    vault.events.subscribe(events.put)
+    return events
+
+
+def test_an_event_reaches_the_other_vault_once_and_never_echoes(open_vault: OpenVault) -> None:
+    one, two = open_vault("one"), open_vault("two")
+    heard_by_one, heard_by_two = _collect(one), _collect(two)
+    turn = one.add_turn("alice", "s", "user", "private words")
+    remote = heard_by_two.get(timeout=5)
+    assert remote == Event("turn.added", "alice", {"session_id": "s", "turn_id": turn.id})
+    assert "private words" not in repr(remote)
+    assert heard_by_one.get(timeout=1) == remote  # the local event, delivered locally
+    with pytest.raises(queue.Empty):  # neither the echo nor a relayed copy comes back
+        heard_by_one.get(timeout=0.5)
+    assert heard_by_two.empty()
+
+
+def test_an_event_from_another_process_names_a_turn_this_one_can_load(
+    open_vault: OpenVault, postgres_url: str, master_key: str, tmp_path: Path
+) -> None:
+    here = open_vault("here")
+    heard = _collect(here)
+    script = textwrap.dedent("""
+        import sys
+        from memvault import Vault
+        with Vault(sys.argv[1]) as vault:
+            vault.add_turn("bob", "chat", "user", "from the other process")
+    """)
+    env = {"MEMVAULT_DATABASE_URL": postgres_url, "MEMVAULT_MASTER_KEY": master_key}
+    writer = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "there")],
+        env={**os.environ, **env},
+        timeout=60,
+        check=False,
+    )
+    assert writer.returncode == 0
+    event = heard.get(timeout=5)
+    assert (event.type, event.user_id) == ("turn.added", "bob")
+    (turn,) = here.recent_turns("bob", session_id=event.ids["session_id"])
+    assert (turn.id, turn.content) == (event.ids["turn_id"], "from the other process")
+
+
+def test_a_warm_search_cache_sees_another_servers_write_at_once(open_vault: OpenVault) -> None:
+    one, two = open_vault("one"), open_vault("two")
+    one.add_turn("alice", "s", "user", "we planted tomatoes in the garden")
+    assert [h.text for h in two.search("alice", "tomatoes garden")]  # cache now warm
+    one.add_turn("alice", "s", "user", "the violin lesson moved to friday")
+    hits = two.search("alice", "violin lesson")
+    assert hits and "violin" in hits[0].text
+    one.delete_user("alice")
+    assert two.search("alice", "violin lesson") == []
