@@ -15,11 +15,8 @@ from memvault import IntegrityError, Vault, WrongMasterKey
 from memvault.crypto import encode_key, generate_key
 
 CANARY = "canary-7f3a91-zebra-quartz"
-
-
-def _sqlite_only(backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("inspects the SQLite files directly")
+# These read or damage the SQLite files themselves; the rest run on every backend.
+SQLITE_FILES = pytest.mark.parametrize("backend", ["sqlite"])
 
 
 def _write_canary_everywhere(vault: Vault) -> None:
@@ -42,10 +39,10 @@ def _files_containing(folder: Path, needle: bytes) -> list[str]:
     return hits
 
 
+@SQLITE_FILES
 def test_canary_is_absent_from_every_file(
     backend: str, make_vault: MakeVault, tmp_path: Path
 ) -> None:
-    _sqlite_only(backend)
     data = tmp_path / "data"
     vault = make_vault(data)
     _write_canary_everywhere(vault)
@@ -58,8 +55,8 @@ def test_canary_is_absent_from_every_file(
     assert make_vault(data).get_session("u", "s").title == CANARY
 
 
+@SQLITE_FILES
 def test_key_file_is_private(backend: str, vault: Vault) -> None:
-    _sqlite_only(backend)
     mode = stat.S_IMODE(os.stat(vault.data_dir / "master.key").st_mode)
     assert mode == 0o600
     assert stat.S_IMODE(os.stat(vault.data_dir / "keyring.db").st_mode) == 0o600
@@ -73,8 +70,8 @@ def _copy_database(vault: Vault, target: Path) -> Path:
     return target
 
 
+@SQLITE_FILES
 def test_deleting_a_user_shreds_every_copy(backend: str, vault: Vault, tmp_path: Path) -> None:
-    _sqlite_only(backend)
     vault.add_turn("alice", "s", "user", "alice's secret")
     vault.add_turn("bob", "s", "user", "bob's words")
     copy = _copy_database(vault, tmp_path / "stolen.db")
@@ -104,10 +101,10 @@ def _swap(db: Path, sql_a: str, sql_b: str) -> None:
     conn.close()
 
 
+@SQLITE_FILES
 def test_ciphertext_moved_to_another_row_fails(
     backend: str, make_vault: MakeVault, tmp_path: Path
 ) -> None:
-    _sqlite_only(backend)
     data = tmp_path / "data"
     vault = make_vault(data)
     vault.add_turn("u", "s", "user", "first")
@@ -120,10 +117,10 @@ def test_ciphertext_moved_to_another_row_fails(
     assert "turns.content" in str(err.value) and "first" not in str(err.value)
 
 
+@SQLITE_FILES
 def test_ciphertext_moved_to_another_user_fails(
     backend: str, make_vault: MakeVault, tmp_path: Path
 ) -> None:
-    _sqlite_only(backend)
     data = tmp_path / "data"
     vault = make_vault(data)
     vault.add_turn("a", "s", "user", "from a")
@@ -139,10 +136,10 @@ def test_ciphertext_moved_to_another_user_fails(
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "version"])
+@SQLITE_FILES
 def test_tampered_ciphertext_is_an_integrity_error(
     backend: str, make_vault: MakeVault, tmp_path: Path, damage: str
 ) -> None:
-    _sqlite_only(backend)
     data = tmp_path / "data"
     vault = make_vault(data)
     memory = vault.add_memory("u", "a private fact")
@@ -169,10 +166,10 @@ def test_wrong_master_key_fails_at_open(make_vault: MakeVault, tmp_path: Path) -
     assert make_vault(tmp_path / "d", master_key=key).recent_turns("u")[0].content == "hello"
 
 
+@SQLITE_FILES
 def test_missing_key_file_is_an_error_not_a_new_key(
     backend: str, make_vault: MakeVault, tmp_path: Path
 ) -> None:
-    _sqlite_only(backend)
     data = tmp_path / "data"
     make_vault(data).add_turn("u", "s", "user", "hello")
     (data / "master.key").unlink()
@@ -189,10 +186,10 @@ def test_bad_master_key_value_names_the_variable(make_vault: MakeVault, tmp_path
     assert err.value.field == "MEMVAULT_MASTER_KEY"
 
 
+@SQLITE_FILES
 def test_rotation_rewraps_keys_and_keeps_content(
     backend: str, make_vault: MakeVault, tmp_path: Path
 ) -> None:
-    _sqlite_only(backend)
     data = tmp_path / "data"
     vault = make_vault(data)
     vault.add_turn("u", "s", "user", "before rotation")
@@ -207,11 +204,11 @@ def test_rotation_rewraps_keys_and_keeps_content(
     assert contents == ["before rotation", "after rotation"]
 
 
+@SQLITE_FILES
 def test_rotation_interrupted_before_rename_recovers(
     backend: str, make_vault: MakeVault, tmp_path: Path
 ) -> None:
     """A crash after the keyring took the new key but before the key file was replaced."""
-    _sqlite_only(backend)
     data = tmp_path / "data"
     vault = make_vault(data)
     vault.add_turn("u", "s", "user", "survives")

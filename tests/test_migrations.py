@@ -11,12 +11,13 @@ from conftest import MakeVault
 from memvault.store.migrations import MIGRATIONS, Migration, migrate
 from memvault.store.sqlite import SqliteDatabase
 
+# These open and back up the SQLite file itself.
+SQLITE_FILES = pytest.mark.parametrize("backend", ["sqlite"])
 EXTRA = Migration(9999, "test: add a column", ("ALTER TABLE users ADD COLUMN nickname TEXT",))
 
 
+@SQLITE_FILES
 def test_migrations_are_recorded_once(backend: str, make_vault: MakeVault, tmp_path: Path) -> None:
-    if backend != "sqlite":
-        pytest.skip("opens the SQLite file directly")
     make_vault(tmp_path / "d").close()
     db = SqliteDatabase(tmp_path / "d" / "memvault.db")
     try:
@@ -28,11 +29,10 @@ def test_migrations_are_recorded_once(backend: str, make_vault: MakeVault, tmp_p
         db.close()
 
 
+@SQLITE_FILES
 def test_backup_before_migrating_a_used_file(
     backend: str, make_vault: MakeVault, tmp_path: Path
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("backs up the SQLite file")
     data = tmp_path / "d"
     make_vault(data).add_turn("u", "s", "user", "kept in the backup")
     db = SqliteDatabase(data / "memvault.db")
@@ -50,10 +50,9 @@ def test_backup_before_migrating_a_used_file(
     assert make_vault(data).recent_turns("u")[0].content == "kept in the backup"
 
 
+@SQLITE_FILES
 def test_a_fresh_database_needs_no_backup(
     backend: str, make_vault: MakeVault, tmp_path: Path
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("looks for SQLite backup files")
     make_vault(tmp_path / "d")
     assert list((tmp_path / "d").glob("*.bak")) == []
