@@ -10,6 +10,7 @@ from pathlib import Path
 
 from memvault.config import Settings
 from memvault.errors import MemvaultError
+from memvault.migrate import migrate_to_postgres
 from memvault.model import to_jsonable
 from memvault.vault import Vault
 
@@ -122,6 +123,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Copy a SQLite data folder into PostgreSQL as stored, then verify every table."""
+    report = migrate_to_postgres(
+        args.source, args.target, keyring_url=args.keyring_to, dry_run=args.dry_run,
+        progress=lambda line: print(line, file=sys.stderr),
+    )  # fmt: skip
+    print(json.dumps(report.to_dict(), indent=2))
+    return 0 if report.ok or args.dry_run else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memvault", description=__doc__)
     parser.add_argument(
@@ -172,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="hashing: no model, for a quick check of the harness",
     )  # fmt: skip
     evaluation.set_defaults(run=cmd_eval)
+    move = commands.add_parser("migrate", help="copy a SQLite deployment into PostgreSQL")
+    move.add_argument("--from", dest="source", required=True, help="sqlite:///path/to/data-folder")
+    move.add_argument("--to", dest="target", required=True, help="postgresql://...")
+    move.add_argument(
+        "--keyring-to", default=None, help="postgresql://... for the keys (default: --to)"
+    )
+    move.add_argument("--dry-run", action="store_true", help="report what would be copied")
+    move.set_defaults(run=cmd_migrate)
     return parser
 
 

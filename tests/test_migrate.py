@@ -1,0 +1,96 @@
+"""`memvault migrate`: a SQLite folder into PostgreSQL, as stored, resumable, verified."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from memvault import Conflict, Vault
+from memvault.cli import main
+from memvault.config import Settings
+from memvault.jobs import JobKind
+from memvault.migrate import migrate_to_postgres
+from memvault.retrieval.embed import HashingEmbedder
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    """A SQLite deployment with every kind of row, two users and a deleted one."""
+    folder = tmp_path / "sqlite"
+    with Vault(settings=Settings(data=folder), embedder=HashingEmbedder()) as vault:
+        for user in ("alice", "bob", "carol"):
+            vault.put_user(user, {"name": user.title()})
+            vault.register_agent(user, "planner")
+            vault.add_turn(user, "s1", "user", f"{user} keeps bees on the roof")
+            vault.add_turn(user, "s1", "assistant", "noted", channel="general")
+            kept = vault.add_memory(user, f"{user} likes honey", category="preference")
+            gone = vault.add_memory(user, "to be forgotten")
+            vault.delete_memory(user, gone.id)
+            vault.jobs.enqueue(JobKind.EMBEDDING, user, {"memory_id": kept.id})
+        vault.delete_user("carol")
+        vault.set_global_context("motto", "be kind")
+        vault.keys.create("admin", name="ops")
+    return folder
+
+
+def _exports(vault: Vault) -> dict[str, Any]:
+    return {
+        user: {k: v for k, v in vault.export_user(user).items() if k != "exported_at"}
+        for user in ("alice", "bob")
+    }
+
+
+def test_round_trip_keeps_every_row_and_opens_with_the_same_key(
+    source: Path, postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["migrate", "--from", f"sqlite://{source}", "--to", postgres_url]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["users_copied"] == 2
+    tables = report["tables"]
+    assert {t: tables[t]["target_rows"] for t in ("users", "turns", "memories", "tombstones")} == {
+        "users": 2, "turns": 4, "memories": 2, "tombstones": 2,
+    }  # fmt: skip
+    assert all(t["source_checksum"] == t["target_checksum"] for t in tables.values())
+    assert tables["api_keys"]["target_rows"] == 1 and tables["jobs"]["target_rows"] == 3
+
+    key = (source / "master.key").read_text()
+    with Vault(settings=Settings(data=source), embedder=HashingEmbedder()) as before:
+        expected = _exports(before)
+    settings = Settings(data=tmp_path / "pg", database_url=postgres_url, master_key=key)
+    with Vault(settings=settings, embedder=HashingEmbedder()) as after:
+        assert _exports(after) == expected
+        assert after.search("alice", "bees roof")[0].text == "alice keeps bees on the roof"
+        assert [g.text for g in after.list_global_context()] == ["be kind"]
+
+
+def test_dry_run_writes_nothing(source: Path, postgres_url: str) -> None:
+    report = migrate_to_postgres(f"sqlite://{source}", postgres_url, dry_run=True)
+    assert report.copied == ["alice", "bob"] and report.tables["turns"].source.rows == 4
+    with psycopg.connect(postgres_url) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
+        assert tables.fetchone() == (0,)
+
+
+def test_a_second_run_resumes_and_refuses_to_overwrite(source: Path, postgres_url: str) -> None:
+    url = f"sqlite://{source}"
+    migrate_to_postgres(url, postgres_url)
+    with psycopg.connect(postgres_url) as conn:  # as if the first run had stopped before bob
+        conn.execute("DELETE FROM users WHERE id = 'bob'")
+    again = migrate_to_postgres(url, postgres_url)
+    assert (again.copied, again.skipped, again.ok) == (["bob"], ["alice"], True)
+
+    with psycopg.connect(postgres_url) as conn:  # the target moved on: it must not be replaced
+        conn.execute("UPDATE turns SET seq = seq + 10 WHERE user_id = 'alice'")
+    with pytest.raises(Conflict):
+        migrate_to_postgres(url, postgres_url)
+
+
+def test_a_target_keyring_of_another_deployment_is_refused(
+    source: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    Vault(settings=Settings(data=tmp_path / "other", database_url=postgres_url)).close()
+    assert main(["migrate", "--from", f"sqlite://{source}", "--to", postgres_url]) == 2
