@@ -22,7 +22,7 @@ class PostgresKeyStore:
     """The `KeyStore` protocol on PostgreSQL."""
 
     def __init__(self, url: str) -> None:
-        self._db = PostgresDatabase(url, pool_size=4)
+        self._db = PostgresDatabase(url, pool_size=2)
         try:
             with self._db.exclusive(), self._db.write() as tx:
                 for statement in _SCHEMA:
