@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
 import threading
 import uuid
 from typing import Any
@@ -50,17 +51,23 @@ class PostgresRelay:
         self.channel = "memvault_events_" + hashlib.sha256(schema.encode()).hexdigest()[:16]
         self._republishing = threading.local()
         self._stop = threading.Event()
+        self._outbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._listener: psycopg.Connection[Any] | None = self._listen_connection()
-        self._thread = threading.Thread(target=self._run, name="memvault-relay", daemon=True)
-        self._thread.start()
-        self._unsubscribe = bus.subscribe(self._send)
+        self._threads = [
+            threading.Thread(target=self._listen, name="memvault-relay-in", daemon=True),
+            threading.Thread(target=self._send_queued, name="memvault-relay-out", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        self._unsubscribe = bus.subscribe(self._queue)
 
     def _listen_connection(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._db.url, autocommit=True)
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         return conn
 
-    def _send(self, event: Event) -> None:
+    def _queue(self, event: Event) -> None:
+        """Hand the event to the sender thread: a write never waits for NOTIFY."""
         if getattr(self._republishing, "active", False):
             return
         message = {"origin": self.origin, "type": event.type, "user_id": event.user_id,
@@ -69,8 +76,30 @@ class PostgresRelay:
         if len(payload.encode()) > MAX_PAYLOAD:
             message["ids"] = {"truncated": True}
             payload = json.dumps(message, separators=(",", ":"))
-        with self._db.connection() as conn:
-            conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+        self._outbox.put(payload)
+
+    def _send_queued(self) -> None:
+        """Send queued events in order, all that have piled up in one transaction.
+
+        `None` (queued by `close`, after which nothing else is queued) ends the loop.
+        """
+        while (first := self._outbox.get()) is not None:
+            batch, stopping = [first], False
+            while not stopping and not self._outbox.empty():
+                item = self._outbox.get()
+                stopping = item is None
+                if item is not None:
+                    batch.append(item)
+            self._notify(batch)
+            if stopping:
+                return
+
+    def _notify(self, batch: list[str]) -> None:
+        try:
+            with self._db.write() as tx:
+                tx.executemany("SELECT pg_notify(?, ?)", [(self.channel, p) for p in batch])
+        except psycopg.Error as exc:
+            log.warning("event relay dropped %d event(s): %s", len(batch), type(exc).__name__)
 
     def _receive(self, payload: str) -> None:
         message = json.loads(payload)
@@ -82,7 +111,7 @@ class PostgresRelay:
         finally:
             self._republishing.active = False
 
-    def _run(self) -> None:
+    def _listen(self) -> None:
         while not self._stop.is_set():
             try:
                 if self._listener is None:
@@ -102,9 +131,12 @@ class PostgresRelay:
             self._listener = None
 
     def close(self) -> None:
+        """Stop listening; events already queued are still sent."""
         self._unsubscribe()
         self._stop.set()
-        self._thread.join()
+        self._outbox.put(None)
+        for thread in self._threads:
+            thread.join()
         self._drop_listener()
 
 
