@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -94,3 +95,31 @@ def test_servers_starting_together_share_one_schema_and_keyring(
         assert sorted(t.content for t in vault.recent_turns("u")) == [
             f"written by s{i}" for i in range(4)
         ]
+
+
+def test_writers_that_lock_in_different_orders_never_deadlock(vault: Vault) -> None:
+    """Appends lock the user, then the session; every other write must take them in that order."""
+    vault.add_turn("u", "s", "user", "first")
+    errors: list[str] = []
+
+    def run(work: Callable[[int], object]) -> None:
+        for i in range(40):
+            try:
+                work(i)
+            except Exception as exc:  # collected, so the test reports what went wrong
+                errors.append(type(exc).__name__)
+
+    workers = [
+        lambda i: vault.add_turn("u", "s", "user", f"turn {i}"),
+        lambda i: vault.add_turn("u", "s", "user", f"turn {i}"),
+        lambda i: vault.update_session("u", "s", title=f"title {i}"),
+        lambda i: vault.update_session("u", "s", title=f"other {i}"),
+        lambda i: vault.clear("u", channel="general"),
+    ]
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert vault.get_session("u", "s").turn_count == 81

@@ -119,6 +119,8 @@ class SqlStore:
 
     def delete_user(self, user_id: str) -> bool:
         with self.db.write() as tx:
+            # Lock the user's row first, as every write does, so concurrent writers queue here.
+            tx.execute("UPDATE users SET revision = revision + 1 WHERE id = ?", (user_id,))
             for table in (
                 "turns",
                 "sessions",
@@ -243,14 +245,14 @@ class SqlStore:
         unknown = set(fields) - SESSION_FIELDS
         assert not unknown, unknown
         with self.db.write() as tx:
+            if not self._exists(tx, "sessions", user_id, session_id):
+                return None
+            self._bump(tx, user_id, now)  # the user's row first, as in every write: no deadlock
             assignments = ", ".join(f"{name} = ?" for name in fields)
-            changed = tx.execute(
+            tx.execute(
                 f"UPDATE sessions SET {assignments}, updated_at = ? WHERE user_id = ? AND id = ?",
                 (*fields.values(), now, user_id, session_id),
             )
-            if not changed:
-                return None
-            self._bump(tx, user_id, now)
             return tx.one(
                 "SELECT * FROM sessions WHERE user_id = ? AND id = ?", (user_id, session_id)
             )
