@@ -2,7 +2,9 @@
 
 Exact search is a single matrix-vector product and needs no tuning; it costs about 4 ms at
 100k x 384 on two cores, so past `ann_threshold` rows an HNSW graph (usearch) answers the
-candidate query instead. Scores of chosen candidates are always recomputed exactly.
+candidate query instead. The graph stores int8-quantised vectors: ten times faster to build than
+float32 (21 s against 212 s for 100k x 384 here) and about 0.4 ms a query. Quantisation only
+picks candidates; their scores are always recomputed exactly from the float32 matrix.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class DenseIndex:
     def _build_ann(self) -> None:
         from usearch.index import Index
 
-        self._ann = Index(ndim=self.dim, metric="ip", dtype="f32", connectivity=16)
+        self._ann = Index(ndim=self.dim, metric="ip", dtype="i8", connectivity=16)
         live = np.flatnonzero(self._alive[: self._size])
         self._ann.add(live.astype(np.uint64), self._matrix[live])
 

@@ -60,14 +60,17 @@ class _SessionDocs:
         self._bm25 = BM25Index()
         self._dead = 0
 
-    def extend(self, session_id: str, new_terms: Iterable[str]) -> None:
-        self._terms.setdefault(session_id, []).extend(new_terms)
-        if session_id in self._slot:
-            self._bm25.remove(self._slot[session_id])
-            self._dead += 1
-        if self._dead > len(self._slot) + 16:
+    def extend(self, new_terms: dict[str, list[str]]) -> None:
+        """Add terms to sessions (one batch of turns), re-indexing each grown session once."""
+        for session_id, more in new_terms.items():
+            self._terms.setdefault(session_id, []).extend(more)
+            if session_id in self._slot:
+                self._bm25.remove(self._slot.pop(session_id))
+                self._dead += 1
+        if self._dead > len(self._terms) + 16:
             self._rebuild()
-        else:
+            return
+        for session_id in new_terms:
             self._add(session_id)
 
     def drop(self, session_id: str) -> None:
@@ -89,9 +92,16 @@ class _SessionDocs:
         for session_id in self._terms:
             self._add(session_id)
 
-    def scores(self, query_terms: Sequence[str]) -> dict[str, float]:
+    def scores(self, query_terms: Sequence[str], session_ids: Sequence[str | None]) -> Scores:
+        """Each given session's BM25 score, scaled so the best session overall scores 1."""
         raw = self._bm25.scores(query_terms)
-        return {sid: float(raw[slot]) for sid, slot in self._slot.items() if raw[slot] > 0}
+        top = float(raw.max()) if len(raw) else 0.0
+        if top <= 0:
+            return np.zeros(len(session_ids), dtype=np.float32)
+        slots = [self._slot.get(sid, -1) if sid is not None else -1 for sid in session_ids]
+        picked = np.where(np.asarray(slots) >= 0, raw[slots], 0.0)
+        scaled: Scores = (picked / top).astype(np.float32)
+        return scaled
 
     def nbytes(self) -> int:
         return self._bm25.nbytes() + sum(len(t) for t in self._terms.values()) * 60
@@ -160,8 +170,10 @@ class UserIndex:
             vectors = self.embedder.embed([item.key for item in items])
         first = len(self._items)
         self._grow(first + len(items))
+        session_terms: dict[str, list[str]] = {}
         for offset, item in enumerate(items):
-            self._add_one(first + offset, item)
+            self._add_one(first + offset, item, session_terms)
+        self._sessions.extend(session_terms)
         self._dense.add(first, vectors)
 
     def _grow(self, size: int) -> None:
@@ -175,7 +187,7 @@ class UserIndex:
         alive[: len(self._alive)] = self._alive
         self._alive = alive
 
-    def _add_one(self, slot: int, item: Item) -> None:
+    def _add_one(self, slot: int, item: Item, session_terms: dict[str, list[str]]) -> None:
         own = terms(item.key)
         document = own * OWN_WEIGHT
         if item.type == TURN and item.session_id is not None:
@@ -184,7 +196,7 @@ class UserIndex:
                 document.extend(previous)
             tail.append(own)
             del tail[:-CONTEXT_TURNS]
-            self._sessions.extend(item.session_id, own)
+            session_terms.setdefault(item.session_id, []).extend(own)
         self._bm25.add(slot, document)
         self._items.append(item)
         self._slot[(item.type, item.id)] = slot
@@ -285,8 +297,10 @@ class UserIndex:
     def bm25(self, query_terms: Sequence[str]) -> Scores:
         return self._bm25.scores(query_terms)
 
-    def session_scores(self, query_terms: Sequence[str]) -> dict[str, float]:
-        return self._sessions.scores(query_terms)
+    def session_scores(self, query_terms: Sequence[str], slots: Slots) -> Scores:
+        """How well each slot's whole session matches the query (0 for memories)."""
+        session_ids = [self.item(int(s)).session_id for s in slots]
+        return self._sessions.scores(query_terms, session_ids)
 
     def nearest(self, query: Vectors, k: int, mask: npt.NDArray[np.bool_] | None) -> Slots:
         """Best `k` slots by cosine among those the mask allows."""

@@ -154,11 +154,7 @@ def _context_signals(
     signals: dict[str, Signal] = {}
     items = [index.item(int(s)) for s in slots]
     if weights.session > 0:
-        by_session = index.session_scores(query_terms)
-        top = max(by_session.values(), default=0.0)
-        if top > 0:
-            raw = [by_session.get(i.session_id or "", 0.0) / top for i in items]
-            signals["session"] = np.asarray(raw, dtype=np.float32)
+        signals["session"] = index.session_scores(query_terms, slots)
     if weights.speaker > 0:
         signals["speaker"] = index.speakers_named(query.text, slots)
     created = index.created(slots)
