@@ -8,6 +8,7 @@ suffixes and never rewrites short words.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 
@@ -50,6 +51,7 @@ _SUFFIXES = (
 )
 
 
+@lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """Strip one common suffix, keeping at least a three-letter stem; undouble a final pair."""
     if len(word) <= 3 or not word.isalpha():
