@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +18,7 @@ from typing import Any
 from memvault import validate as v
 from memvault.config import Settings
 from memvault.crypto import Keyring, decode_key, encode_key, generate_key
-from memvault.errors import Conflict, Invalid, NotFound
+from memvault.errors import Conflict, Invalid, MemvaultError, NotFound
 from memvault.events import Event, EventBus
 from memvault.jobs import JobQueue
 from memvault.keys import ApiKeys
@@ -50,7 +50,7 @@ from memvault.retrieval.recall import Recall
 from memvault.retrieval.search import Hit
 from memvault.sealing import Sealer
 from memvault.store import Store, open_keyring, open_store
-from memvault.store.database import Row
+from memvault.store.database import Row, TurnGroup
 
 EXPORT_FORMAT = "memvault-export"
 EXPORT_VERSION = 1
@@ -253,6 +253,47 @@ class Vault:
         self, user_id: str, session_id: str, turns: Iterable[Mapping[str, Any]]
     ) -> list[Turn]:
         """Append several turns in one transaction: all of them are stored, or none."""
+        built, group = self._prepare_turns(user_id, session_id, turns)
+        return self._appended(built, group, self.store.append_turns(*group))
+
+    def add_turn_groups(
+        self, groups: Sequence[tuple[str, str, Iterable[Mapping[str, Any]]]]
+    ) -> list[list[Turn] | MemvaultError]:
+        """Group commit: `add_turns` for several (user, session, turns) in one transaction.
+
+        Concurrent appends (the server gathers them) share one commit instead of paying for one
+        each. Each group gets its own answer: its turns, or the error that refused it. A group
+        that fails its checks does not stop the others; if the shared write clashes, the groups
+        are written one by one so that only the clashing one fails. Every stored turn is on disk
+        when this returns.
+        """
+        results: list[list[Turn] | MemvaultError] = []
+        ready: list[tuple[int, list[Turn], TurnGroup]] = []
+        for user_id, session_id, turns in groups:
+            try:
+                built, group = self._prepare_turns(user_id, session_id, turns)
+            except MemvaultError as exc:
+                results.append(exc)
+                continue
+            ready.append((len(results), built, group))
+            results.append([])
+        try:
+            written = self.store.append_turn_groups([group for _, _, group in ready])
+        except MemvaultError:
+            for index, built, group in ready:
+                try:
+                    results[index] = self._appended(built, group, self.store.append_turns(*group))
+                except MemvaultError as exc:
+                    results[index] = exc
+            return results
+        for (index, built, group), seqs in zip(ready, written, strict=True):
+            results[index] = self._appended(built, group, seqs)
+        return results
+
+    def _prepare_turns(
+        self, user_id: str, session_id: str, turns: Iterable[Mapping[str, Any]]
+    ) -> tuple[list[Turn], TurnGroup]:
+        """Check and seal turns for one session; nothing is written yet."""
         v.check_id("user_id", user_id)
         v.check_id("session_id", session_id)
         now = utcnow()
@@ -273,7 +314,11 @@ class Vault:
         new_session = {"kind": kind.value, "agent_id": first.agent_id,
                        "created_at": format_ts(now), "updated_at": format_ts(now)}  # fmt: skip
         rows = [self.sealer.seal("turns", user_id, t.id, self._turn_row(t)) for t in built]
-        seqs = self.store.append_turns(user_id, session_id, new_session, rows, format_ts(now))
+        return built, (user_id, session_id, new_session, rows, format_ts(now))
+
+    def _appended(self, built: list[Turn], group: TurnGroup, seqs: list[int]) -> list[Turn]:
+        """The stored turns, announced: called once their transaction has committed."""
+        user_id, session_id = group[0], group[1]
         stored = [_with_seq(t, s) for t, s in zip(built, seqs, strict=True)]
         for turn in stored:
             self._publish("turn.added", user_id, session_id=session_id, turn_id=turn.id)

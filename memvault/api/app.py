@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from memvault import __version__
+from memvault.api.appends import AppendBatcher
 from memvault.api.deps import Authenticator
 from memvault.api.errors import install_error_handlers
 from memvault.api.middleware import AccessLog, BodyLimit
@@ -32,8 +33,8 @@ from memvault.api.ws import router as ws_router
 from memvault.config import Settings
 from memvault.vault import Vault
 
-ROUTERS = (
-    health.router, users.router, sessions.router, memories.router, recall.router, agents.router,
+ROUTERS = (  # the hot path (appends) first: routes are matched in order
+    sessions.router, health.router, users.router, memories.router, recall.router, agents.router,
     global_context.router, keys.router, ws_router,
 )  # fmt: skip
 
@@ -48,6 +49,7 @@ def create_app(vault: Vault, settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.appends.drain()
             hub.close()
 
     app = FastAPI(
@@ -60,6 +62,7 @@ def create_app(vault: Vault, settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.auth = Authenticator(vault, settings)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.appends = AppendBatcher(vault)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -8,21 +8,25 @@ answers 404 exactly as a user that does not exist would.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from memvault.api.middleware import KEY_ID
 from memvault.api.ratelimit import RateLimiter
 from memvault.config import Settings
 from memvault.errors import Forbidden, NotFound, Unauthorized
-from memvault.keys import KEY_PREFIX, Scope, same_secret
+from memvault.keys import KEY_PREFIX, Scope, hash_secret, same_secret
 from memvault.vault import Vault
 
 ENV_ADMIN_KEY_ID = "env-admin"
+KEY_CACHE_SECONDS = 5.0
+KEY_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +65,42 @@ class Authenticator:
         self.vault = vault
         self.admin_key = settings.admin_key
         self.jwt_secret = settings.jwt_secret
+        self._cache: dict[str, tuple[Principal, float]] = {}  # key hash -> (principal, expiry)
 
     def principal(self, token: str) -> Principal:
+        """Check a token (reads the database for API keys: call it off the event loop)."""
         if self.admin_key is not None and same_secret(token, self.admin_key):
             return Principal(Scope.ADMIN, None, None, ENV_ADMIN_KEY_ID)
         if token.startswith(KEY_PREFIX):
             key = self.vault.keys.authenticate(token)
             if key is not None:
-                return Principal(key.scope, key.user_id, key.agent_id, key.id)
+                principal = Principal(key.scope, key.user_id, key.agent_id, key.id)
+                self._remember(token, principal)
+                return principal
         elif self.jwt_secret is not None:
             return self._from_jwt(token, self.jwt_secret)
         raise Unauthorized("invalid or revoked credentials")
+
+    def cached(self, token: str) -> Principal | None:
+        """The principal of an API key checked in the last few seconds, without the database.
+
+        A key revoked through this process is forgotten at once; revoked elsewhere (the CLI,
+        another server), it keeps working here for at most `KEY_CACHE_SECONDS`.
+        """
+        entry = self._cache.get(hash_secret(token))
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def _remember(self, token: str, principal: Principal) -> None:
+        if len(self._cache) >= KEY_CACHE_SIZE:
+            self._cache.clear()
+        self._cache[hash_secret(token)] = (principal, time.monotonic() + KEY_CACHE_SECONDS)
+
+    def forget(self, key_id: str) -> None:
+        for digest, (principal, _) in list(self._cache.items()):
+            if principal.key_id == key_id:
+                self._cache.pop(digest, None)
 
     @staticmethod
     def _from_jwt(token: str, secret: str) -> Principal:
@@ -92,19 +121,22 @@ class Authenticator:
 bearer = HTTPBearer(auto_error=False, description="An API key (mvk_...) or, if enabled, a JWT.")
 
 
-def get_vault(request: Request) -> Vault:
+async def get_vault(request: Request) -> Vault:
     vault: Vault = request.app.state.vault
     return vault
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     if credentials is None:
         raise Unauthorized("missing bearer credentials")
     auth: Authenticator = request.app.state.auth
-    principal = auth.principal(credentials.credentials)
+    token = credentials.credentials
+    principal = auth.cached(token)
+    if principal is None:
+        principal = await run_in_threadpool(auth.principal, token)
     request.scope[KEY_ID] = principal.key_id
     limiter: RateLimiter = request.app.state.rate_limiter
     limiter.check(principal.key_id)
@@ -115,7 +147,7 @@ VaultDep = Annotated[Vault, Depends(get_vault)]
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 
 
-def user_in_scope(
+async def user_in_scope(
     user_id: Annotated[str, Path(description="The user (tenant) id.")], principal: PrincipalDep
 ) -> str:
     if not principal.may_access(user_id):
@@ -123,12 +155,12 @@ def user_in_scope(
     return user_id
 
 
-def admin_only(principal: PrincipalDep) -> Principal:
+async def admin_only(principal: PrincipalDep) -> Principal:
     principal.require(Scope.ADMIN)
     return principal
 
 
-def not_agent(principal: PrincipalDep) -> Principal:
+async def not_agent(principal: PrincipalDep) -> Principal:
     """Whole-user operations (profile, delete, import, export, clear) are not for agent keys."""
     principal.require(Scope.ADMIN, Scope.USER)
     return principal

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import uvicorn
@@ -30,8 +31,10 @@ def serve(settings: Settings) -> None:
             print(f"  {secret}")
         print(f"memvault listening on http://{settings.host}:{settings.port} "
               f"(data: {settings.data})", flush=True)  # fmt: skip
+        app = create_app(vault, settings)
+        gc.freeze()  # what startup built lives on: keep it out of every collection (tail latency)
         uvicorn.run(
-            create_app(vault, settings),
+            app,
             host=settings.host,
             port=settings.port,
             log_config=None,

@@ -25,7 +25,9 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 
+from memvault.api.appends import AppendBatcher
 from memvault.api.deps import Authenticator, Principal
 from memvault.api.ratelimit import RateLimiter
 from memvault.config import Settings
@@ -116,7 +118,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
     except WebSocketDisconnect:
         return
-    session = _Session(websocket, principal, state.vault, state.hub, state.rate_limiter)
+    session = _Session(websocket, principal, state)
     await session.run(settings)
 
 
@@ -131,18 +133,12 @@ async def _authenticate(websocket: WebSocket, auth: Authenticator, timeout: floa
 class _Session:
     """One authenticated connection: a reader loop here, a writer task draining the outbox."""
 
-    def __init__(
-        self,
-        websocket: WebSocket,
-        principal: Principal,
-        vault: Vault,
-        hub: Hub,
-        limiter: RateLimiter,
-    ) -> None:
+    def __init__(self, websocket: WebSocket, principal: Principal, state: State) -> None:
         self.websocket = websocket
-        self.vault = vault
-        self.hub = hub
-        self.limiter = limiter
+        self.vault: Vault = state.vault
+        self.hub: Hub = state.hub
+        self.limiter: RateLimiter = state.rate_limiter
+        self.appends: AppendBatcher = state.appends
         self.conn = Connection(principal)
 
     async def run(self, settings: Settings) -> None:
@@ -245,7 +241,7 @@ class _Session:
         if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
             raise Invalid("turns", "must be a list of turn objects")
         fields = [principal.stamp_agent(t) for t in turns]
-        stored = await run_in_threadpool(self.vault.add_turns, user_id, session_id, fields)
+        stored = await self.appends.add_turns(user_id, session_id, fields)
         return {"type": "appended", "turns": [t.to_dict() for t in stored]}
 
 

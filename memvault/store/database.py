@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 Row = dict[str, Any]
+# One `append_turns` call: (user_id, session_id, new_session, turn rows, now).
+TurnGroup = tuple[str, str, Row, Sequence[Row], str]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from memvault.store.database import Row
+from memvault.store.database import Row, TurnGroup
 
 
 class Store(Protocol):
@@ -29,6 +29,7 @@ class Store(Protocol):
     def append_turns(
         self, user_id: str, session_id: str, new_session: Row, turns: Sequence[Row], now: str
     ) -> list[int]: ...
+    def append_turn_groups(self, groups: Sequence[TurnGroup]) -> list[list[int]]: ...
     def get_session(self, user_id: str, session_id: str) -> Row | None: ...
     def get_session_with_turns(
         self, user_id: str, session_id: str

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from memvault.errors import NotFound
-from memvault.store.database import Database, Row, Transaction
+from memvault.store.database import Database, Row, Transaction, TurnGroup
 from memvault.store.migrations import migrate
 
 USER_COLUMNS = ("id", "profile", "revision", "created_at", "updated_at")

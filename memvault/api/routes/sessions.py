@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 
+from memvault.api.appends import AppendBatcher
 from memvault.api.deps import PrincipalDep, UserId, VaultDep
 from memvault.api.pages import page
 from memvault.api.schemas import SessionPatch, TurnsIn
@@ -48,22 +50,21 @@ def delete_session(user_id: UserId, session_id: str, vault: VaultDep, _: Princip
 
 
 @router.post("/{session_id}/turns", status_code=201)
-def add_turns(
+async def add_turns(
     user_id: UserId,
     session_id: str,
     body: TurnsIn,
-    vault: VaultDep,
+    request: Request,
     principal: PrincipalDep,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Append one turn (answers the turn) or a list (answers `items`), durably, in one
-    transaction."""
+    transaction; concurrent appends share a commit (see `memvault.api.appends`)."""
     turns = body if isinstance(body, list) else [body]
-    stored = vault.add_turns(
-        user_id, session_id, [principal.stamp_agent(t.fields()) for t in turns]
-    )
-    if isinstance(body, list):
-        return page(stored, None, None)
-    return stored[0].to_dict()
+    fields = [principal.stamp_agent(t.fields()) for t in turns]
+    batcher: AppendBatcher = request.app.state.appends
+    stored = await batcher.add_turns(user_id, session_id, fields)
+    answer = page(stored, None, None) if isinstance(body, list) else stored[0].to_dict()
+    return JSONResponse(answer, status_code=201)
 
 
 @router.get("/{session_id}/turns")
