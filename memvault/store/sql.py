@@ -156,40 +156,53 @@ class SqlStore:
         session row, which the transaction holds locked, so concurrent writers never share one.
         """
         with self.db.write() as tx:
-            rev = self._touch_user(tx, user_id, now)
-            session = {
-                "turn_count": 0,
-                "last_seq": 0,
-                **new_session,
-                "user_id": user_id,
-                "id": session_id,
-            }
-            tx.execute(
-                _insert_sql("sessions", SESSION_COLUMNS) + " ON CONFLICT (user_id, id) DO NOTHING",
-                _values(session, SESSION_COLUMNS),
-            )
-            latest = max(t["created_at"] for t in turns)
-            row = tx.one(
-                "UPDATE sessions SET last_seq = last_seq + ?, turn_count = turn_count + ?, "
-                "updated_at = ?, last_turn_at = CASE WHEN last_turn_at IS NULL "
-                "OR last_turn_at < ? THEN ? ELSE last_turn_at END "
-                "WHERE user_id = ? AND id = ? RETURNING last_seq",
-                (len(turns), len(turns), now, latest, latest, user_id, session_id),
-            )
-            assert row is not None
-            first = int(row["last_seq"]) - len(turns) + 1
-            seqs = list(range(first, first + len(turns)))
-            tx.executemany(
-                _insert_sql("turns", TURN_COLUMNS),
-                [
-                    _values(
-                        {**t, "user_id": user_id, "session_id": session_id, "seq": s, "rev": rev},
-                        TURN_COLUMNS,
-                    )
-                    for t, s in zip(turns, seqs, strict=True)
-                ],
-            )  # fmt: skip
-            self._count_activity(tx, user_id, Counter(t["created_at"][:10] for t in turns), "turns")
+            return self._append_turns(tx, (user_id, session_id, new_session, turns, now))
+
+    def append_turn_groups(self, groups: Sequence[TurnGroup]) -> list[list[int]]:
+        """Several `append_turns` in one transaction, paying for one commit: all land, or none.
+
+        The server's group commit gathers concurrent appends into one call of this.
+        """
+        with self.db.write() as tx:
+            return [self._append_turns(tx, group) for group in groups]
+
+    @classmethod
+    def _append_turns(cls, tx: Transaction, group: TurnGroup) -> list[int]:
+        user_id, session_id, new_session, turns, now = group
+        rev = cls._touch_user(tx, user_id, now)
+        session = {
+            "turn_count": 0,
+            "last_seq": 0,
+            **new_session,
+            "user_id": user_id,
+            "id": session_id,
+        }
+        tx.execute(
+            _insert_sql("sessions", SESSION_COLUMNS) + " ON CONFLICT (user_id, id) DO NOTHING",
+            _values(session, SESSION_COLUMNS),
+        )
+        latest = max(t["created_at"] for t in turns)
+        row = tx.one(
+            "UPDATE sessions SET last_seq = last_seq + ?, turn_count = turn_count + ?, "
+            "updated_at = ?, last_turn_at = CASE WHEN last_turn_at IS NULL "
+            "OR last_turn_at < ? THEN ? ELSE last_turn_at END "
+            "WHERE user_id = ? AND id = ? RETURNING last_seq",
+            (len(turns), len(turns), now, latest, latest, user_id, session_id),
+        )
+        assert row is not None
+        first = int(row["last_seq"]) - len(turns) + 1
+        seqs = list(range(first, first + len(turns)))
+        tx.executemany(
+            _insert_sql("turns", TURN_COLUMNS),
+            [
+                _values(
+                    {**t, "user_id": user_id, "session_id": session_id, "seq": s, "rev": rev},
+                    TURN_COLUMNS,
+                )
+                for t, s in zip(turns, seqs, strict=True)
+            ],
+        )  # fmt: skip
+        cls._count_activity(tx, user_id, Counter(t["created_at"][:10] for t in turns), "turns")
         return seqs
 
     @staticmethod
