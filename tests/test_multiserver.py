@@ -128,3 +128,32 @@ def _all_turns(http: httpx.Client, session: str) -> list[dict[str, Any]]:
         cursor = page["next"]
         if not cursor:
             return turns
+
+
+def test_grouped_appends_for_many_users_on_both_servers_never_deadlock(
+    servers: tuple[Server, Server],
+) -> None:
+    """Each server commits concurrent appends together; two such groups naming the same users
+    in opposite orders must still both commit."""
+    users = [f"many-{n}" for n in range(4)]
+    failures: list[int] = []
+
+    def write(number: int) -> None:
+        order = users if number % 2 else users[::-1]
+        with _client(servers[number % 2]) as http:
+            for i in range(PER_WRITER):
+                user = order[i % len(order)]
+                answer = http.post(f"/v1/users/{user}/sessions/s/turns",
+                                   json={"role": "user", "content": f"w{number}:{i}"})  # fmt: skip
+                if answer.status_code != 201:
+                    failures.append(answer.status_code)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with _client(servers[1]) as http:
+        counts = [http.get(f"/v1/users/{u}/stats").json()["turns"] for u in users]
+    assert sum(counts) == WRITERS * PER_WRITER

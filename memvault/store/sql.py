@@ -161,10 +161,15 @@ class SqlStore:
     def append_turn_groups(self, groups: Sequence[TurnGroup]) -> list[list[int]]:
         """Several `append_turns` in one transaction, paying for one commit: all land, or none.
 
-        The server's group commit gathers concurrent appends into one call of this.
+        The server's group commit gathers concurrent appends into one call of this. Groups are
+        written in (user, session) order whatever order they come in, so every such transaction
+        locks users in the same order and two servers' groups never deadlock on PostgreSQL.
         """
+        seqs: list[list[int]] = [[] for _ in groups]
         with self.db.write() as tx:
-            return [self._append_turns(tx, group) for group in groups]
+            for i in sorted(range(len(groups)), key=lambda i: groups[i][:2]):
+                seqs[i] = self._append_turns(tx, groups[i])
+        return seqs
 
     @classmethod
     def _append_turns(cls, tx: Transaction, group: TurnGroup) -> list[int]:
