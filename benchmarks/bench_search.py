@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 import tempfile
 import time
@@ -161,6 +162,7 @@ def main() -> None:
     texts = queries()
     hybrid = Weights()
     results: dict[str, Any] = {
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "queries": QUERIES,
         "query_embedding_minilm": query_embedding(texts),
         "search": {},
@@ -189,6 +191,7 @@ def main() -> None:
         del index
     results["context_assembly_100k"] = context_assembly(100_000, texts)
     print("context", json.dumps(results["context_assembly_100k"]))
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     write_results("search", results)
 
 

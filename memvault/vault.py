@@ -48,6 +48,7 @@ from memvault.retrieval.embed import Embedder, default_embedder
 from memvault.retrieval.items import item_from_memory, item_from_turn
 from memvault.retrieval.recall import Recall
 from memvault.retrieval.search import Hit
+from memvault.retrieval.vectors import SealedVectors
 from memvault.sealing import Sealer
 from memvault.store import Store, open_keyring, open_store
 from memvault.store.database import Row, TurnGroup
@@ -113,6 +114,7 @@ class Vault:
             record_access=lambda user_id, ids, now: self.store.record_access(
                 user_id, ids, format_ts(now)
             ),
+            vectors=SealedVectors(self.store, self.keyring),
         )
         self.events.subscribe(
             lambda e: self.recall.forget(e.user_id) if e.type == "user.deleted" else None
@@ -762,8 +764,8 @@ class Vault:
     def _index_changes(self, user_id: str, revision: int) -> Changes:
         """Decrypted rows written after `revision`, for topping up the user's search index."""
         head, turns, memories, tombstones = self.store.changes_since(user_id, revision)
-        items = [item_from_turn(self._turn(r)) for r in turns]
-        items += [item_from_memory(self._memory(r)) for r in memories]
+        items = [item_from_turn(self._turn(r), int(r["rev"])) for r in turns]
+        items += [item_from_memory(self._memory(r), int(r["rev"])) for r in memories]
         removed = [(t["item_type"], t["item_id"]) for t in tombstones]
         return Changes(revision=head, items=items, removed=removed)
 

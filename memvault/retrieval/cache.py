@@ -12,10 +12,16 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
+import numpy as np
+
+from memvault.retrieval.dense import Vectors
 from memvault.retrieval.embed import Embedder
 from memvault.retrieval.index import UserIndex
 from memvault.retrieval.items import TURN, Item
+
+ItemKey = tuple[str, str]
 
 DEFAULT_MAX_BYTES = 1 << 30
 
@@ -32,6 +38,18 @@ class Changes:
 Loader = Callable[[str, int], Changes]
 
 
+class VectorStore(Protocol):
+    """Where computed vectors are kept between processes (see `vectors.SealedVectors`)."""
+
+    def load(
+        self, user_id: str, model: str, since_rev: int
+    ) -> dict[ItemKey, tuple[int, Vectors]]: ...
+    def save(
+        self, user_id: str, model: str, entries: list[tuple[ItemKey, int, Vectors]]
+    ) -> None: ...
+    def delete(self, user_id: str, keys: list[ItemKey]) -> None: ...
+
+
 class IndexCache:
     """Thread-safe LRU of `UserIndex` by user id. One lock per user serialises its top-ups."""
 
@@ -42,9 +60,11 @@ class IndexCache:
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         ann_threshold: int | None = None,
+        vectors: VectorStore | None = None,
     ) -> None:
         self.embedder = embedder
         self._loader = loader
+        self._vectors = vectors
         self.max_bytes = max_bytes
         self._ann = {} if ann_threshold is None else {"ann_threshold": ann_threshold}
         self._indexes: OrderedDict[str, UserIndex] = OrderedDict()
@@ -81,11 +101,37 @@ class IndexCache:
         )
         others = [i for i in changes.items if i.type != TURN]
         if turns or others:
-            index.add(turns + others)
+            ordered = turns + others
+            index.add(ordered, self._vectors_for(user_id, ordered, index.revision))
+        if changes.removed and self._vectors is not None:
+            self._vectors.delete(user_id, changes.removed)
         index.revision = changes.revision
         if index.dead > max(64, len(index) // 4):
             index = index.compacted()
         return index
+
+    def _vectors_for(self, user_id: str, items: list[Item], since_rev: int) -> Vectors:
+        """Vectors for `items`: stored ones where still current, the rest embedded and stored."""
+        if self._vectors is None:
+            return self.embedder.embed([i.key for i in items])
+        model = self.embedder.name
+        stored = self._vectors.load(user_id, model, since_rev)
+        out = np.zeros((len(items), self.embedder.dim), dtype=np.float32)
+        missing = []
+        for row, item in enumerate(items):
+            found = stored.get((item.type, item.id))
+            if found is not None and found[0] >= item.rev and len(found[1]) == len(out[row]):
+                out[row] = found[1]
+            else:
+                missing.append(row)
+        if missing:
+            out[missing] = self.embedder.embed([items[row].key for row in missing])
+            self._vectors.save(
+                user_id,
+                model,
+                [((items[r].type, items[r].id), items[r].rev, out[r]) for r in missing],
+            )
+        return out
 
     def _evict(self, keep: str) -> None:
         total = sum(i.nbytes() for i in self._indexes.values())

@@ -38,6 +38,7 @@ class Item:
     pinned: bool = False
     superseded: bool = False
     expires_at: datetime | None = None
+    rev: int = 0  # the user's revision when the row was last written
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -51,7 +52,7 @@ class Item:
         return 200 + 2 * len(self.text) + 64 * len(self.metadata)
 
 
-def item_from_turn(turn: Turn) -> Item:
+def item_from_turn(turn: Turn, rev: int = 0) -> Item:
     return Item(
         type=TURN,
         id=turn.id,
@@ -63,11 +64,12 @@ def item_from_turn(turn: Turn) -> Item:
         speaker=turn.speaker,
         channel=turn.channel.value,
         agent_id=turn.agent_id,
+        rev=rev,
         metadata=turn.metadata,
     )
 
 
-def item_from_memory(memory: Memory) -> Item:
+def item_from_memory(memory: Memory, rev: int = 0) -> Item:
     return Item(
         type=MEMORY,
         id=memory.id,
@@ -82,5 +84,6 @@ def item_from_memory(memory: Memory) -> Item:
         pinned=memory.pinned,
         superseded=memory.superseded_by is not None,
         expires_at=memory.expires_at,
+        rev=rev,
         metadata=memory.metadata,
     )

@@ -17,7 +17,7 @@ from datetime import datetime
 from memvault import validate as v
 from memvault.errors import Invalid
 from memvault.model import Channel, MemoryKind, Tier, utcnow
-from memvault.retrieval.cache import DEFAULT_MAX_BYTES, IndexCache, Loader
+from memvault.retrieval.cache import DEFAULT_MAX_BYTES, IndexCache, Loader, VectorStore
 from memvault.retrieval.embed import Embedder
 from memvault.retrieval.fusion import Weights
 from memvault.retrieval.index import Filters
@@ -87,8 +87,11 @@ class Recall:
         max_bytes: int = DEFAULT_MAX_BYTES,
         ann_threshold: int | None = None,
         weights: Weights | None = None,
+        vectors: VectorStore | None = None,
     ) -> None:
-        self.cache = IndexCache(embedder, loader, max_bytes=max_bytes, ann_threshold=ann_threshold)
+        self.cache = IndexCache(
+            embedder, loader, max_bytes=max_bytes, ann_threshold=ann_threshold, vectors=vectors
+        )
         self.weights = weights or Weights()
         self._revision = revision
         self._record_access = record_access

@@ -180,6 +180,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX jobs_leases ON jobs (state, lease_expires_at)",
         ),
     ),
+    Migration(
+        5,
+        "embeddings",
+        (
+            # One sealed float32 vector per item and model; `rev` is the item's revision when it
+            # was embedded, so a vector older than its item's text is recomputed, not reused.
+            """CREATE TABLE embeddings (
+                user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                item_type TEXT NOT NULL,
+                item_id TEXT NOT NULL,
+                model TEXT NOT NULL,
+                rev {bigint} NOT NULL,
+                vector {blob} NOT NULL,
+                PRIMARY KEY (user_id, model, item_type, item_id)
+            )""",
+            "CREATE INDEX embeddings_by_rev ON embeddings (user_id, model, rev)",
+        ),
+    ),
 )
 
 

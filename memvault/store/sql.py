@@ -447,6 +447,43 @@ class SqlStore:
                 (now, user_id, *memory_ids),
             )
 
+    # -- embeddings ----------------------------------------------------------------------------
+
+    def get_embeddings(self, user_id: str, model: str, since_rev: int) -> list[Row]:
+        """Stored vectors of `model` for items embedded at a revision after `since_rev`."""
+        with self.db.read() as tx:
+            return tx.all(
+                "SELECT item_type, item_id, rev, vector FROM embeddings "
+                "WHERE user_id = ? AND model = ? AND rev > ?",
+                (user_id, model, since_rev),
+            )
+
+    def put_embeddings(self, user_id: str, model: str, rows: Sequence[Row]) -> None:
+        """Store sealed vectors. Not a content change: the user's revision stays."""
+        if not rows:
+            return
+        with self.db.write() as tx:
+            tx.executemany(
+                "INSERT INTO embeddings (user_id, item_type, item_id, model, rev, vector) "
+                "VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (user_id, model, item_type, item_id) "
+                "DO UPDATE SET rev = excluded.rev, vector = excluded.vector",
+                [
+                    (user_id, r["item_type"], r["item_id"], model, r["rev"], r["vector"])
+                    for r in rows
+                ],
+            )
+
+    def delete_embeddings(self, user_id: str, items: Sequence[tuple[str, str]]) -> None:
+        """Forget the vectors of deleted items, in every model."""
+        if not items:
+            return
+        with self.db.write() as tx:
+            tx.executemany(
+                "DELETE FROM embeddings WHERE user_id = ? AND item_type = ? AND item_id = ?",
+                [(user_id, item_type, item_id) for item_type, item_id in items],
+            )
+
     # -- change feed for caches ----------------------------------------------------------------
 
     def changes_since(self, user_id: str, rev: int) -> tuple[int, list[Row], list[Row], list[Row]]:
