@@ -22,7 +22,13 @@ from memvault.errors import Conflict, Invalid, MemvaultError, NotFound
 from memvault.events import Event, EventBus
 from memvault.jobs import JobQueue
 from memvault.keys import ApiKeys
-from memvault.mind.context import Context, Sources, build_context, check_channel_limits
+from memvault.mind.context import (
+    Context,
+    Sources,
+    build_context,
+    check_budget,
+    check_channel_limits,
+)
 from memvault.model import (
     Agent,
     Channel,
@@ -740,6 +746,7 @@ class Vault:
         min_score: float = 0.2,
     ) -> Context:
         """What an LLM should know for this query, inside `token_budget` tokens."""
+        check_budget(token_budget)
         limits = check_channel_limits(channel_limits)
         hits = self.search(user_id, query, limit=50, now=now, min_score=min_score)
         recent: list[Turn] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -145,3 +146,24 @@ def test_bad_input_names_the_field(
     with pytest.raises(Invalid) as error:
         recall_vault.search("u", query, **options)
     assert error.value.field == field
+
+
+def test_searches_beside_writes_from_other_threads_stay_consistent(recall_vault: Vault) -> None:
+    vault = recall_vault
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        try:
+            for i in range(25):
+                vault.add_turn("u", f"s{worker}", "user", f"parcel {worker}-{i} arrived")
+                vault.search("u", "parcel arrived", limit=5)
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(vault.search("u", "parcel arrived", limit=200)) == 100

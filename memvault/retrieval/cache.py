@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -75,22 +76,35 @@ class IndexCache:
         with self._lock:
             return self._locks.setdefault(user_id, threading.Lock())
 
-    def get(self, user_id: str, revision: int) -> UserIndex:
-        """The user's index at `revision` or later, built or topped up as needed."""
+    @contextmanager
+    def checkout(self, user_id: str, revision: int) -> Iterator[UserIndex]:
+        """The user's index at `revision` or later, held exclusively while the block runs.
+
+        Top-ups change an index in place, so a search must not run beside one; holding the
+        user's lock for the search serialises the two for that user only.
+        """
         with self._user_lock(user_id):
-            with self._lock:
-                index = self._indexes.get(user_id)
-            if index is not None and index.revision > revision:
-                index = None  # the user was deleted and made anew: start again
-            if index is None:
-                index = UserIndex(self.embedder, **self._ann)
-            if index.revision < revision:
-                index = self._top_up(user_id, index)
-            with self._lock:
-                self._indexes[user_id] = index
-                self._indexes.move_to_end(user_id)
-                self._evict(keep=user_id)
+            yield self._current(user_id, revision)
+
+    def get(self, user_id: str, revision: int) -> UserIndex:
+        """Build or top up the user's index now (to warm it, or to measure the cost)."""
+        with self.checkout(user_id, revision) as index:
             return index
+
+    def _current(self, user_id: str, revision: int) -> UserIndex:
+        with self._lock:
+            index = self._indexes.get(user_id)
+        if index is not None and index.revision > revision:
+            index = None  # the user was deleted and made anew: start again
+        if index is None:
+            index = UserIndex(self.embedder, **self._ann)
+        if index.revision < revision:
+            index = self._top_up(user_id, index)
+        with self._lock:
+            self._indexes[user_id] = index
+            self._indexes.move_to_end(user_id)
+            self._evict(keep=user_id)
+        return index
 
     def _top_up(self, user_id: str, index: UserIndex) -> UserIndex:
         changes = self._loader(user_id, index.revision)
@@ -140,6 +154,9 @@ class IndexCache:
                 break
             if user_id != keep:
                 total -= self._indexes.pop(user_id).nbytes()
+                lock = self._locks.get(user_id)
+                if lock is not None and not lock.locked():
+                    del self._locks[user_id]
 
     def forget(self, user_id: str) -> None:
         """Drop a user's index (deleted user, or a change the revision cannot show)."""

@@ -136,8 +136,8 @@ class Recall:
         revision = self._revision(user_id)
         if revision == 0:
             return []
-        index = self.cache.get(user_id, revision)
-        hits = search_index(index, request, weights or self.weights)
+        with self.cache.checkout(user_id, revision) as index:
+            hits = search_index(index, request, weights or self.weights)
         recalled = [h.id for h in hits if h.type == MEMORY]
         if record_access and recalled and not self._closed.is_set():
             self._writer.submit(self._record, user_id, recalled, utcnow())
