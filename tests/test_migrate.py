@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import postgres_schema
 
 from memvault import Conflict, Vault
 from memvault.cli import main
@@ -94,3 +95,18 @@ def test_a_target_keyring_of_another_deployment_is_refused(
 ) -> None:
     Vault(settings=Settings(data=tmp_path / "other", database_url=postgres_url)).close()
     assert main(["migrate", "--from", f"sqlite://{source}", "--to", postgres_url]) == 2
+
+
+def test_keys_can_go_to_their_own_database(source: Path, postgres_url: str, tmp_path: Path) -> None:
+    with postgres_schema() as keyring_url:
+        report = migrate_to_postgres(f"sqlite://{source}", postgres_url, keyring_url=keyring_url)
+        assert report.ok
+        key = (source / "master.key").read_text()
+        settings = Settings(data=tmp_path / "pg", database_url=postgres_url,
+                            keyring_url=keyring_url, master_key=key)  # fmt: skip
+        with Vault(settings=settings, embedder=HashingEmbedder()) as vault:
+            contents = {t.content for t in vault.recent_turns("bob")}
+        assert contents == {"bob keeps bees on the roof", "noted"}
+        with psycopg.connect(postgres_url) as conn:
+            found = conn.execute("SELECT to_regclass('user_keys') IS NULL").fetchone()
+        assert found == (True,)

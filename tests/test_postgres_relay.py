@@ -7,9 +7,11 @@ import queue
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from memvault import Vault
@@ -94,3 +96,26 @@ def test_a_warm_search_cache_sees_another_servers_write_at_once(open_vault: Open
     assert hits and "violin" in hits[0].text
     one.delete_user("alice")
     assert two.search("alice", "violin lesson") == []
+
+
+def test_the_relay_reconnects_after_losing_its_connection(
+    open_vault: OpenVault, postgres_url: str
+) -> None:
+    one, two = open_vault("one"), open_vault("two")
+    heard = _collect(two)
+    assert two.relay is not None
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = %s",
+            (f'LISTEN "{two.relay.channel}"',),
+        ).fetchall()
+    assert len(killed) == 2  # both vaults listen on the channel
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        one.add_turn("alice", "s", "user", "are you there?")
+        try:
+            assert heard.get(timeout=0.5).type == "turn.added"
+            return
+        except queue.Empty:
+            continue
+    pytest.fail("no event arrived after the listener was cut off")
