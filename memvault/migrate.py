@@ -235,14 +235,10 @@ def _target_rows_like(
     target: _Side, table: str, keys: tuple[str, ...], rows: list[Row]
 ) -> list[Row]:
     """The target's rows with the same primary keys as `rows` (it may hold others of its own)."""
-    found: list[Row] = []
-    where = " AND ".join(f"{k} = ?" for k in keys)
+    wanted = {tuple(row[k] for k in keys) for row in rows}
     with target.db.read() as tx:
-        for row in rows:
-            match = tx.one(f"SELECT * FROM {table} WHERE {where}", [row[k] for k in keys])
-            if match is not None:
-                found.append(match)
-    return found
+        found = tx.all(f"SELECT * FROM {table}")
+    return [row for row in found if tuple(row[k] for k in keys) in wanted]
 
 
 def migrate_to_postgres(

@@ -102,12 +102,17 @@ class PostgresRelay:
             log.warning("event relay dropped %d event(s): %s", len(batch), type(exc).__name__)
 
     def _receive(self, payload: str) -> None:
-        message = json.loads(payload)
+        try:
+            message = json.loads(payload)
+            event = Event(str(message["type"]), str(message["user_id"]), dict(message["ids"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("event relay skipped a malformed notification")
+            return
         if message.get("origin") == self.origin:
             return
         self._republishing.active = True
         try:
-            self._bus.publish(Event(message["type"], message["user_id"], message["ids"]))
+            self._bus.publish(event)
         finally:
             self._republishing.active = False
 

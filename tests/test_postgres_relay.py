@@ -119,3 +119,14 @@ def test_the_relay_reconnects_after_losing_its_connection(
         except queue.Empty:
             continue
     pytest.fail("no event arrived after the listener was cut off")
+
+
+def test_a_malformed_notification_is_skipped(open_vault: OpenVault, postgres_url: str) -> None:
+    one, two = open_vault("one"), open_vault("two")
+    heard = _collect(two)
+    assert two.relay is not None
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for garbage in ("not json", '{"type": "turn.added"}', "[1, 2]"):
+            conn.execute("SELECT pg_notify(%s, %s)", (two.relay.channel, garbage))
+    turn = one.add_turn("alice", "s", "user", "still flowing")
+    assert heard.get(timeout=5).ids["turn_id"] == turn.id

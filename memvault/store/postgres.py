@@ -97,7 +97,8 @@ class PostgresDatabase:
             try:
                 yield _PostgresTransaction(conn)
             except BaseException:
-                conn.execute("ROLLBACK")
+                if not conn.broken:  # a lost connection has nothing to roll back; the pool drops it
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
