@@ -104,7 +104,7 @@ def test_bad_messages_answer_errors_and_keep_the_connection(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
-    "first", [{"type": "auth", "token": "mvk_wrong"}, {"type": "hello"}, "not json"]
+    "first", [{"type": "auth", "token": "mvk_wrong"}, {"type": "hello"}, "not json", "[1]"]
 )
 def test_failed_authentication_closes_with_4401(api: Api, first: Any) -> None:
     with api.client.websocket_connect("/v1/ws") as ws:

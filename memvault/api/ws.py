@@ -124,7 +124,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 async def _authenticate(websocket: WebSocket, auth: Authenticator, timeout: float) -> Principal:
     message = json.loads(await asyncio.wait_for(websocket.receive_text(), timeout))
-    token = message.get("token") if isinstance(message, dict) else None
+    if not isinstance(message, dict):
+        raise Unauthorized("the first message must be {type: auth, token}")
+    token = message.get("token")
     if message.get("type") != "auth" or not isinstance(token, str):
         raise Unauthorized("the first message must be {type: auth, token}")
     return await run_in_threadpool(auth.principal, token)
@@ -182,8 +184,11 @@ class _Session:
             reply = await self._answer(message, settings)
         except MemvaultError as exc:
             reply = _error(exc.code, exc.message, exc.details)
-        except ValueError:
+        except json.JSONDecodeError:
             reply = _error("invalid", "not JSON", {})
+        except Exception as exc:  # as over HTTP: the class is logged, nothing of the message
+            log.error("unhandled %s in a WebSocket message", type(exc).__name__)
+            reply = _error("internal", "internal server error", {})
         for item in reply if isinstance(reply, list) else [reply]:
             self.conn.push(item if ref is None else {**item, "ref": ref})
 
