@@ -29,7 +29,7 @@ class Weights:
     dense: float = 1.3
     session: float = 0.8
     speaker: float = 0.5
-    time: float = 0.3
+    time: float = 1.0
     recency: float = 0.05
     importance: float = 0.1
     access: float = 0.05
