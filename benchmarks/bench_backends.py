@@ -23,20 +23,18 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
-from psycopg import sql
 
 from benchmarks.common import summary_ms, write_results
 from memvault.config import Settings
 from memvault.crypto import encode_key, generate_key
 from memvault.retrieval.embed import HashingEmbedder
+from memvault.store.postgres import temporary_schema
 from memvault.vault import Vault
 
 POSTGRES_URL = os.environ.get(
@@ -60,19 +58,6 @@ WORDS = (
 def _text(i: int) -> str:
     picked = [WORDS[(i * k + k) % len(WORDS)] for k in (1, 3, 7, 11)]
     return f"note {i}: we talked about the {picked[0]}, the {picked[1]} and the {picked[2]}"
-
-
-@contextmanager
-def _scratch_schema() -> Iterator[str]:
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
-    joiner = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{joiner}options=-csearch_path%3D{name}"
-    finally:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
 
 
 def _rate(count: int, work: Callable[[], None]) -> float:
@@ -200,13 +185,13 @@ def _one_round(folder: Path, key: str) -> dict[str, Any]:
     """Every measurement once, each backend in turn, so machine noise hits all of them alike."""
     results: dict[str, Any] = {}
     results["library_sqlite"] = _library(Settings(data=folder / "lite", master_key=key))
-    with _scratch_schema() as url:
+    with temporary_schema(POSTGRES_URL, "bench") as url:
         pg = Settings(data=folder / "pg", database_url=url, master_key=key)
         results["library_postgres"] = _library(pg)
     lite = {"MEMVAULT_MASTER_KEY": key}
     results["http_sqlite_1_server"] = _servers(folder / "http-lite", lite, 1)
     for count in (1, 2):
-        with _scratch_schema() as url:
+        with temporary_schema(POSTGRES_URL, "bench") as url:
             env = {"MEMVAULT_DATABASE_URL": url, "MEMVAULT_MASTER_KEY": key}
             results[f"http_postgres_{count}_servers"] = _servers(
                 folder / f"http-{count}", env, count

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -13,10 +12,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from memvault import Vault
 from memvault.config import Settings
+from memvault.store.postgres import temporary_schema
 
 BACKENDS = ("sqlite", "postgres")
 POSTGRES_URL = os.environ.get(
@@ -59,15 +58,8 @@ def postgres_schema() -> Iterator[str]:
     Yields a URL whose connections use only that schema.
     """
     require_postgres()
-    name = f"t_{uuid.uuid4().hex}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
-    joiner = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{joiner}options=-csearch_path%3D{name}"
-    finally:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+    with temporary_schema(POSTGRES_URL, "t") as url:
+        yield url
 
 
 @pytest.fixture

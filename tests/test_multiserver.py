@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -86,19 +86,20 @@ def test_a_websocket_on_one_server_hears_a_write_on_the_other(
     assert "secret" not in json.dumps(event)
 
 
-def test_eight_writers_across_both_servers_lose_nothing_and_keep_order(
-    servers: tuple[Server, Server],
-) -> None:
+Targets = Callable[[int, int], list[tuple[str, str]]]  # (writer, i) to (user, session)s
+
+
+def _write_concurrently(servers: tuple[Server, Server], targets: Targets) -> list[int]:
+    """WRITERS threads, alternating between the servers, each appending `w<writer>:<i>` to
+    its targets for i in order; returns the statuses of the appends that failed."""
     failures: list[int] = []
 
     def write(number: int) -> None:
         with _client(servers[number % 2]) as http:
             for i in range(PER_WRITER):
-                for session in ("shared", f"own-{number}"):
-                    answer = http.post(
-                        f"/v1/users/cid/sessions/{session}/turns",
-                        json={"role": "user", "content": f"w{number}:{i}"},
-                    )
+                body = {"role": "user", "content": f"w{number}:{i}"}
+                for user, session in targets(number, i):
+                    answer = http.post(f"/v1/users/{user}/sessions/{session}/turns", json=body)
                     if answer.status_code != 201:
                         failures.append(answer.status_code)
 
@@ -107,6 +108,13 @@ def test_eight_writers_across_both_servers_lose_nothing_and_keep_order(
         thread.start()
     for thread in threads:
         thread.join()
+    return failures
+
+
+def test_eight_writers_across_both_servers_lose_nothing_and_keep_order(
+    servers: tuple[Server, Server],
+) -> None:
+    failures = _write_concurrently(servers, lambda n, i: [("cid", "shared"), ("cid", f"own-{n}")])
     assert failures == []
     with _client(servers[0]) as http:
         shared = _all_turns(http, "shared")
@@ -136,23 +144,8 @@ def test_grouped_appends_for_many_users_on_both_servers_never_deadlock(
     """Each server commits concurrent appends together; two such groups naming the same users
     in opposite orders must still both commit."""
     users = [f"many-{n}" for n in range(4)]
-    failures: list[int] = []
-
-    def write(number: int) -> None:
-        order = users if number % 2 else users[::-1]
-        with _client(servers[number % 2]) as http:
-            for i in range(PER_WRITER):
-                user = order[i % len(order)]
-                answer = http.post(f"/v1/users/{user}/sessions/s/turns",
-                                   json={"role": "user", "content": f"w{number}:{i}"})  # fmt: skip
-                if answer.status_code != 201:
-                    failures.append(answer.status_code)
-
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(WRITERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    orders = (users, users[::-1])
+    failures = _write_concurrently(servers, lambda n, i: [(orders[n % 2][i % len(users)], "s")])
     assert failures == []
     with _client(servers[1]) as http:
         counts = [http.get(f"/v1/users/{u}/stats").json()["turns"] for u in users]
