@@ -24,7 +24,7 @@ import uuid
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg.sql import SQL, Identifier
 
 from memvault.events import Event, EventBus
 from memvault.store.database import Database
@@ -63,7 +63,7 @@ class PostgresRelay:
 
     def _listen_connection(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._db.url, autocommit=True)
-        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        conn.execute(SQL("LISTEN {}").format(Identifier(self.channel)))
         return conn
 
     def _queue(self, event: Event) -> None:

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool
 
 from memvault.errors import Conflict
@@ -50,12 +50,12 @@ def temporary_schema(url: str, prefix: str = "tmp") -> Iterator[str]:
     """
     name = f"{prefix}_{uuid.uuid4().hex}"
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+        conn.execute(SQL("CREATE SCHEMA {}").format(Identifier(name)))
     try:
         yield schema_url(url, name)
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+            conn.execute(SQL("DROP SCHEMA {} CASCADE").format(Identifier(name)))
 
 
 @functools.lru_cache(maxsize=1024)
