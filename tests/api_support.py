@@ -75,12 +75,17 @@ class Server:
         return output
 
 
-def start_server(data: Path, *, port: int | None = None, **env: str) -> Server:
-    """Run `memvault serve` and wait until it answers /healthz."""
+def start_server(data: Path, *, port: int | None = None, flags: bool = True, **env: str) -> Server:
+    """Run `memvault serve` and wait until it answers /healthz. Port and data folder go in
+    as `--port` and `--data`, or with `flags=False` as MEMVAULT_PORT and MEMVAULT_DATA."""
     port = port or free_port()
     environment = {**os.environ, "MEMVAULT_RATE_LIMIT_PER_MINUTE": "0", **env}
+    where = ["--port", str(port), "--data", str(data)]
+    if not flags:
+        environment.update(MEMVAULT_PORT=str(port), MEMVAULT_DATA=str(data))
+        where = []
     process = subprocess.Popen(
-        [sys.executable, "-m", "memvault.cli", "serve", "--port", str(port), "--data", str(data)],
+        [sys.executable, "-m", "memvault.cli", "serve", *where],
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -37,7 +37,7 @@ def test_history_survives_a_killed_server(tmp_path: Path) -> None:
 
 def test_first_start_prints_a_working_admin_key_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    server = start_server(data)
+    server = start_server(data, flags=False)  # MEMVAULT_PORT and MEMVAULT_DATA this time
     try:
         admin = httpx.get(f"{server.url}/healthz")
     finally:
@@ -46,6 +46,7 @@ def test_first_start_prints_a_working_admin_key_once(tmp_path: Path) -> None:
     lines = [line.strip() for line in first.splitlines()]
     secret = next(line for line in lines if line.startswith("mvk_"))
     again = start_server(data)
+    assert (data / "memvault.db").exists()
     try:
         keys = httpx.get(f"{again.url}/v1/keys", headers={"Authorization": f"Bearer {secret}"})
         assert keys.status_code == 200

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,3 +128,18 @@ def test_a_silent_client_is_closed_after_the_idle_timeout(api: Api) -> None:
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
     assert closed.value.code == CLOSE_IDLE
+
+
+def test_sockets_are_in_the_access_log(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    key = api.key("user", "alice")
+    with (
+        caplog.at_level(logging.INFO, logger="memvault.access"),
+        api.client.websocket_connect("/v1/ws") as ws,
+    ):
+        connect(ws, key)
+        join(ws, "session:s1")
+        with pytest.raises(WebSocketDisconnect):
+            ws.receive_json()
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "memvault.access"]
+    assert [(x["method"], x["route"], x["status"]) for x in lines] == [("WS", "/v1/ws", CLOSE_IDLE)]
+    assert lines[0]["key_id"]

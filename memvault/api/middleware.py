@@ -22,20 +22,22 @@ KEY_ID = "memvault.key_id"  # set in the scope by authentication, read back for 
 
 
 class AccessLog:
-    """One JSON line per request: method, route template, status, time, key id. No bodies,
-    no query strings, no secrets. Also the last guard: an unexpected exception becomes a bare
-    500 and is logged by its class only, because messages and traces may carry user content."""
+    """One JSON line per request or WebSocket: method (`WS` for a socket), route template,
+    status (the close code for a socket), time, key id. No bodies, no query strings, no
+    secrets. Also the last guard: an unexpected exception becomes a bare 500 (or close 1011)
+    and is logged by its class only, because messages and traces may carry user content."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        http = scope["type"] == "http"
         started = time.perf_counter()
         request_id = uuid.uuid4().hex[:16]
-        status = 500
+        status = 500 if http else 1000
         response_started = False
 
         async def send_logged(message: Message) -> None:
@@ -44,13 +46,17 @@ class AccessLog:
                 status = message["status"]
                 response_started = True
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            elif message["type"] == "websocket.close":
+                status = message.get("code", 1000)
             await send(message)
 
         try:
             await self.app(scope, receive, send_logged)
         except Exception as exc:
             log.error("unhandled %s in request %s", type(exc).__name__, request_id)
-            if not response_started:
+            if not http:
+                status = 1011
+            elif not response_started:
                 await internal_error()(scope, receive, send_logged)
         finally:
             route = scope.get("route")
@@ -58,7 +64,7 @@ class AccessLog:
                 json.dumps(
                     {
                         "request_id": request_id,
-                        "method": scope["method"],
+                        "method": scope["method"] if http else "WS",
                         "route": getattr(route, "path", None) or "(unmatched)",
                         "status": status,
                         "ms": round((time.perf_counter() - started) * 1000, 2),

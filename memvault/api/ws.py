@@ -29,6 +29,7 @@ from starlette.datastructures import State
 
 from memvault.api.appends import AppendBatcher
 from memvault.api.deps import Authenticator, Principal
+from memvault.api.middleware import KEY_ID
 from memvault.api.ratelimit import RateLimiter
 from memvault.config import Settings
 from memvault.errors import Invalid, MemvaultError, NotFound, Unauthorized
@@ -118,6 +119,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
     except WebSocketDisconnect:
         return
+    websocket.scope[KEY_ID] = principal.key_id
     session = _Session(websocket, principal, state)
     await session.run(settings)
 
