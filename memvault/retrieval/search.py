@@ -89,10 +89,11 @@ def search_index(index: UserIndex, query: Query, weights: Weights) -> list[Hit]:
     if bm25_all is not None and mask is not None:
         bm25_all[~mask] = 0.0
     parts = []
-    if bm25_all is not None and len(bm25_all):
-        k = min(pool, len(bm25_all))
-        best = np.argpartition(-bm25_all, k - 1)[:k]
-        parts.append(best[bm25_all[best] > 0])
+    if bm25_all is not None:
+        matched = np.flatnonzero(bm25_all)  # usually a small share of a large index
+        if len(matched) > pool:
+            matched = matched[np.argpartition(-bm25_all[matched], pool - 1)[:pool]]
+        parts.append(matched)
     vector = index.embedder.embed([query.text])[0] if weights.dense > 0 else None
     if vector is not None:
         parts.append(index.nearest(vector, pool, mask))
