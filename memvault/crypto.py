@@ -210,7 +210,9 @@ class Keyring:
         self._keys = keys
         self._master = AESGCM(master_key)
         self._key_file = key_file
-        self._cache: OrderedDict[str, AESGCM] = OrderedDict()
+        # user id -> (wrapped key as stored, its cipher): the wrapped bytes tell a cached key
+        # apart from the one another process may have made after deleting the user.
+        self._cache: OrderedDict[str, tuple[bytes, AESGCM]] = OrderedDict()
         self._lock = threading.Lock()
         check = keys.get_check()
         if check is None:
@@ -234,20 +236,26 @@ class Keyring:
 
     # -- data keys -------------------------------------------------------------------------
 
-    def _user_cipher(self, user_id: str, *, create: bool) -> AESGCM:
+    def _user_cipher(self, user_id: str, *, create: bool, fresh: bool = False) -> AESGCM:
+        """The user's cipher: from the cache, or (when absent or `fresh`) as the store has it."""
         with self._lock:
-            cipher = self._cache.get(user_id)
-            if cipher is not None:
+            cached = self._cache.get(user_id)
+            if cached is not None:
                 self._cache.move_to_end(user_id)
-                return cipher
+                if not fresh:
+                    return cached[1]
         wrapped = self._keys.get_wrapped(user_id)
         if wrapped is None:
             if not create:
+                with self._lock:
+                    self._cache.pop(user_id, None)
                 raise IntegrityError("no data key for this user: it was deleted or never made")
             wrapped = self._keys.add_wrapped(user_id, self._wrap(user_id, generate_key()))
+        if cached is not None and cached[0] == wrapped:
+            return cached[1]
         cipher = AESGCM(self._unwrap(user_id, wrapped))
         with self._lock:
-            self._cache[user_id] = cipher
+            self._cache[user_id] = (wrapped, cipher)
             if len(self._cache) > _CACHE_USERS:
                 self._cache.popitem(last=False)
         return cipher
@@ -265,7 +273,12 @@ class Keyring:
             raise IntegrityError("a data key failed to unwrap") from None
 
     def ensure_user_key(self, user_id: str) -> None:
-        self._user_cipher(user_id, create=True)
+        """Make sure the user has a data key, and that the cached one is still the stored one.
+
+        Writers call this once per call before sealing: another process may have deleted the
+        user (shredding the key) and made them anew with a new key since this one cached it.
+        """
+        self._user_cipher(user_id, create=True, fresh=True)
 
     def has_user_key(self, user_id: str) -> bool:
         return self._keys.get_wrapped(user_id) is not None
@@ -340,17 +353,23 @@ class Keyring:
     ) -> bytes:
         if len(sealed) < 1 + NONCE_BYTES + 16 or sealed[0] != SEAL_VERSION:
             raise IntegrityError(f"{table}.{column}: ciphertext is truncated or of unknown version")
+        nonce, body = sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :]
+        aad = field_aad(user_id, table, row_id, column)
         cipher = self._user_cipher(user_id, create=False)
         try:
-            return cipher.decrypt(
-                sealed[1 : 1 + NONCE_BYTES],
-                sealed[1 + NONCE_BYTES :],
-                field_aad(user_id, table, row_id, column),
-            )
+            return cipher.decrypt(nonce, body, aad)
         except InvalidTag:
-            raise IntegrityError(
-                f"{table}.{column}: ciphertext does not open (tampered, or not this row's)"
-            ) from None
+            pass
+        # Perhaps the cached key is of a deleted incarnation of this user: ask the store.
+        current = self._user_cipher(user_id, create=False, fresh=True)
+        if current is not cipher:
+            try:
+                return current.decrypt(nonce, body, aad)
+            except InvalidTag:
+                pass
+        raise IntegrityError(
+            f"{table}.{column}: ciphertext does not open (tampered, or not this row's)"
+        )
 
     def close(self) -> None:
         with self._lock:

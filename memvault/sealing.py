@@ -47,6 +47,12 @@ class Sealer:
     def __init__(self, keyring: Keyring) -> None:
         self.keyring = keyring
 
+    def for_user(self, user_id: str) -> UserSealer:
+        """A sealer for one write of one user, with the user's key checked against the store once
+        (it may have been shredded and remade by another process since it was cached)."""
+        self.keyring.ensure_user_key(user_id)
+        return UserSealer(self, user_id)
+
     def seal(self, table: str, user_id: str, row_id: str, row: Row) -> Row:
         """A copy of `row` with its content columns sealed; None stays None (nothing to hide)."""
         plaintexts = {
@@ -66,3 +72,14 @@ class Sealer:
                 plain = self.keyring.open_field(user_id, table, row_id, column, bytes(value))
                 opened[column] = _decode(plain, encoding)
         return opened
+
+
+class UserSealer:
+    """Seals the rows of one write for one user; made by `Sealer.for_user`."""
+
+    def __init__(self, sealer: Sealer, user_id: str) -> None:
+        self._sealer = sealer
+        self._user_id = user_id
+
+    def seal(self, table: str, row_id: str, row: Row) -> Row:
+        return self._sealer.seal(table, self._user_id, row_id, row)

@@ -162,7 +162,7 @@ class Vault:
             "profile", dict(profile or {}), max_bytes=self.settings.max_json_bytes, object_only=True
         )
         now = format_ts(utcnow())
-        sealed = self.sealer.seal("users", user_id, user_id, {"profile": profile or None})
+        sealed = self.sealer.for_user(user_id).seal("users", user_id, {"profile": profile or None})
         row = self.store.put_user(user_id, sealed["profile"], now)
         self._publish("user.updated", user_id)
         return self._user(row)
@@ -210,7 +210,9 @@ class Vault:
         now = utcnow()
         row = {"user_id": user_id, "id": agent_id, "name": name, "description": description,
                "created_at": format_ts(now)}  # fmt: skip
-        self.store.insert_agent(self.sealer.seal("agents", user_id, agent_id, row), format_ts(now))
+        self.store.insert_agent(
+            self.sealer.for_user(user_id).seal("agents", agent_id, row), format_ts(now)
+        )
         return Agent(agent_id, user_id, name, description, now)
 
     def list_agents(self, user_id: str) -> list[Agent]:
@@ -321,7 +323,8 @@ class Vault:
         )
         new_session = {"kind": kind.value, "agent_id": first.agent_id,
                        "created_at": format_ts(now), "updated_at": format_ts(now)}  # fmt: skip
-        rows = [self.sealer.seal("turns", user_id, t.id, self._turn_row(t)) for t in built]
+        seal = self.sealer.for_user(user_id).seal
+        rows = [seal("turns", t.id, self._turn_row(t)) for t in built]
         return built, (user_id, session_id, new_session, rows, format_ts(now))
 
     def _appended(self, built: list[Turn], group: TurnGroup, seqs: list[int]) -> list[Turn]:
@@ -481,7 +484,7 @@ class Vault:
         current = self._session_row(user_id, session_id)  # before sealing makes a user key
         if not fields:
             return self._session(current)
-        sealed = self.sealer.seal("sessions", user_id, session_id, fields)
+        sealed = self.sealer.for_user(user_id).seal("sessions", session_id, fields)
         row = self.store.update_session(user_id, session_id, sealed, format_ts(utcnow()))
         if row is None:
             raise NotFound("no such session")
@@ -549,7 +552,7 @@ class Vault:
         }  # fmt: skip
         v.check_optional_id("supersedes", supersedes)
         self.store.insert_memory(
-            self.sealer.seal("memories", user_id, memory_id, row), format_ts(now),
+            self.sealer.for_user(user_id).seal("memories", memory_id, row), format_ts(now),
             supersedes=supersedes,
         )  # fmt: skip
         self._publish("memory.added", user_id, memory_id=memory_id)
@@ -635,7 +638,7 @@ class Vault:
         current = self.get_memory(user_id, memory_id)  # before sealing makes a user key
         if not values:
             return current
-        sealed = self.sealer.seal("memories", user_id, memory_id, values)
+        sealed = self.sealer.for_user(user_id).seal("memories", memory_id, values)
         row = self.store.update_memory(user_id, memory_id, sealed, format_ts(utcnow()))
         if row is None:
             raise NotFound("no such memory")
@@ -770,11 +773,11 @@ class Vault:
 
     def _index_changes(self, user_id: str, revision: int) -> Changes:
         """Decrypted rows written after `revision`, for topping up the user's search index."""
-        head, turns, memories, tombstones = self.store.changes_since(user_id, revision)
-        items = [item_from_turn(self._turn(r), int(r["rev"])) for r in turns]
-        items += [item_from_memory(self._memory(r), int(r["rev"])) for r in memories]
-        removed = [(t["item_type"], t["item_id"]) for t in tombstones]
-        return Changes(revision=head, items=items, removed=removed)
+        feed = self.store.changes_since(user_id, revision)
+        items = [item_from_turn(self._turn(r), int(r["rev"])) for r in feed.turns]
+        items += [item_from_memory(self._memory(r), int(r["rev"])) for r in feed.memories]
+        removed = [(t["item_type"], t["item_id"]) for t in feed.tombstones]
+        return Changes(revision=feed.revision, items=items, removed=removed, reset=feed.reset)
 
     # -- statistics ------------------------------------------------------------------------
 
@@ -871,7 +874,7 @@ class Vault:
             "user.profile", user.get("profile") or {}, max_bytes=self.settings.max_json_bytes,
             object_only=True,
         )  # fmt: skip
-        seal = self.sealer.seal
+        seal = self.sealer.for_user(target).seal
         now = utcnow()
         sessions, turns = [], []
         for i, s in enumerate(data.get("sessions", [])):
@@ -908,10 +911,10 @@ class Vault:
                 "created_at": format_ts(v.check_time(f"{where}.created_at", s.get("created_at"))),
                 "updated_at": format_ts(v.check_time(f"{where}.updated_at", s.get("updated_at"))),
             }  # fmt: skip
-            sessions.append(seal("sessions", target, session_id, row))
+            sessions.append(seal("sessions", session_id, row))
             for turn in session_turns:
                 turn_row = {**self._turn_row(turn), "session_id": session_id}
-                turns.append(seal("turns", target, turn.id, turn_row))
+                turns.append(seal("turns", turn.id, turn_row))
         memories = []
         for i, m in enumerate(data.get("memories", [])):
             where = f"memories[{i}]"
@@ -928,7 +931,7 @@ class Vault:
             fields = {k: val for k, val in m.items() if k not in {"id", "user_id", *counters}}
             values = self._memory_fields(fields, f"{where}.")
             row = {"id": memory_id, **values, **counters}
-            memories.append(seal("memories", target, memory_id, row))
+            memories.append(seal("memories", memory_id, row))
         agents = []
         for i, a in enumerate(data.get("agents", [])):
             where = f"agents[{i}]"
@@ -939,7 +942,7 @@ class Vault:
                 "description": v.check_optional_text(f"{where}.description", a.get("description")),
                 "created_at": format_ts(v.check_time(f"{where}.created_at", a.get("created_at"))),
             }
-            agents.append(seal("agents", target, agent_id, row))
+            agents.append(seal("agents", agent_id, row))
         activity = [
             {"day": date.fromisoformat(str(d["day"])).isoformat(),
              "turns": int(v.check_number("daily_activity.turns", d.get("turns", 0), 0, 2**62)),
@@ -947,7 +950,7 @@ class Vault:
                                             2**62))}
             for d in data.get("daily_activity", [])
         ]  # fmt: skip
-        sealed_profile = seal("users", target, target, {"profile": profile or None})
+        sealed_profile = seal("users", target, {"profile": profile or None})
         return {
             "user": {
                 "id": target, "profile": sealed_profile["profile"],

@@ -34,6 +34,7 @@ class Changes:
     revision: int
     items: list[Item] = field(default_factory=list)
     removed: list[tuple[str, str]] = field(default_factory=list)
+    reset: bool = False  # the user was deleted and made anew since: drop the old index
 
 
 Loader = Callable[[str, int], Changes]
@@ -108,6 +109,8 @@ class IndexCache:
 
     def _top_up(self, user_id: str, index: UserIndex) -> UserIndex:
         changes = self._loader(user_id, index.revision)
+        if changes.reset:
+            index = UserIndex(self.embedder, **self._ann)
         index.remove(changes.removed)
         turns = sorted(
             (i for i in changes.items if i.type == TURN),

@@ -9,9 +9,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 Row = dict[str, Any]
+
+
+class ChangeSet(NamedTuple):
+    """What a per-user cache must apply to catch up; see `Store.changes_since`."""
+
+    revision: int
+    reset: bool
+    turns: list[Row]
+    memories: list[Row]
+    tombstones: list[Row]
+
+
 # One `append_turns` call: (user_id, session_id, new_session, turn rows, now).
 TurnGroup = tuple[str, str, Row, Sequence[Row], str]
 

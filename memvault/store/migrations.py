@@ -31,6 +31,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 id TEXT PRIMARY KEY,
                 profile {blob},
                 revision {bigint} NOT NULL DEFAULT 0,
+                base_revision {bigint} NOT NULL DEFAULT 0,
                 created_at TEXT NOT NULL,
                 updated_at TEXT NOT NULL
             )""",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from memvault.store.database import Row, TurnGroup
+from memvault.store.database import ChangeSet, Row, TurnGroup
 
 
 class Store(Protocol):
@@ -69,9 +69,7 @@ class Store(Protocol):
     def put_embeddings(self, user_id: str, model: str, rows: Sequence[Row]) -> None: ...
     def delete_embeddings(self, user_id: str, items: Sequence[tuple[str, str]]) -> None: ...
 
-    def changes_since(
-        self, user_id: str, rev: int
-    ) -> tuple[int, list[Row], list[Row], list[Row]]: ...
+    def changes_since(self, user_id: str, rev: int) -> ChangeSet: ...
 
     def set_global(self, key: str, text: str, now: str) -> None: ...
     def list_global(self) -> list[Row]: ...

@@ -8,12 +8,13 @@ bumps the user's revision inside its own transaction and stamps the rows it touc
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from memvault.errors import NotFound
-from memvault.store.database import Database, Row, Transaction, TurnGroup
+from memvault.store.database import ChangeSet, Database, Row, Transaction, TurnGroup
 from memvault.store.migrations import migrate
 
 USER_COLUMNS = ("id", "profile", "revision", "created_at", "updated_at")
@@ -72,11 +73,18 @@ class SqlStore:
 
     @staticmethod
     def _touch_user(tx: Transaction, user_id: str, now: str) -> int:
-        """Create the user if new, bump its revision, and return the new revision."""
+        """Create the user if new, bump its revision, and return the new revision.
+
+        A new user's revisions start at the clock in microseconds (`base_revision`), not at 0:
+        a user deleted and made again under the same id then never reuses a revision, and a
+        cache holding the old incarnation (in any process) sees its revision fall below the
+        base and rebuilds instead of topping up deleted content.
+        """
+        base = time.time_ns() // 1000
         tx.execute(
-            "INSERT INTO users (id, revision, created_at, updated_at) VALUES (?, 0, ?, ?) "
-            "ON CONFLICT (id) DO NOTHING",
-            (user_id, now, now),
+            "INSERT INTO users (id, revision, base_revision, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (user_id, base, base, now, now),
         )
         return SqlStore._bump(tx, user_id, now)
 
@@ -486,10 +494,14 @@ class SqlStore:
 
     # -- change feed for caches ----------------------------------------------------------------
 
-    def changes_since(self, user_id: str, rev: int) -> tuple[int, list[Row], list[Row], list[Row]]:
-        """(current revision, turns and memories written after `rev`, tombstones after `rev`)."""
+    def changes_since(self, user_id: str, rev: int) -> ChangeSet:
+        """Turns and memories written after `rev`, and tombstones after it.
+
+        `reset` says `rev` belongs to an earlier incarnation of the user (deleted since): the
+        caller must drop what it holds; the rows returned are then the whole user.
+        """
         with self.db.read() as tx:
-            head = tx.one("SELECT revision FROM users WHERE id = ?", (user_id,))
+            head = tx.one("SELECT revision, base_revision FROM users WHERE id = ?", (user_id,))
             turns = tx.all(
                 "SELECT * FROM turns WHERE user_id = ? AND rev > ? ORDER BY created_at, id",
                 (user_id, rev),
@@ -502,7 +514,10 @@ class SqlStore:
                 "SELECT item_type, item_id, rev FROM tombstones WHERE user_id = ? AND rev > ?",
                 (user_id, rev),
             )
-        return (0 if head is None else int(head["revision"])), turns, memories, tombstones
+        if head is None:
+            return ChangeSet(0, rev > 0, turns, memories, tombstones)
+        reset = rev < int(head["base_revision"])
+        return ChangeSet(int(head["revision"]), reset, turns, memories, tombstones)
 
     # -- global context ------------------------------------------------------------------------
 
