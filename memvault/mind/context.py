@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 from memvault.errors import Invalid
 from memvault.model import GlobalContextEntry, Memory, Turn
 from memvault.retrieval.search import Hit
-from memvault.retrieval.tokens import count_tokens_batch
+from memvault.retrieval.tokens import count_tokens
 
 DEFAULT_CHANNEL_LIMITS: Mapping[str, int] = {"ai": 20, "general": 10}
 MAX_TOKEN_BUDGET = 200_000
@@ -117,16 +118,19 @@ def _candidates(sources: Sources) -> dict[str, list[ContextItem]]:
     for turn in reversed(sources.recent):  # newest first, so the budget keeps the latest
         text = f"{_speaker(turn.speaker, turn.role.value)}: {turn.content}"
         lines["recent"].append(("recent", "turn", turn.id, text, None))
-    flat = [line for section in lines.values() for line in section]
-    counts = count_tokens_batch([line[3] for line in flat]) if flat else []
-    tokens = iter(counts)
     return {
         section: [
-            ContextItem(source, kind, item_id, text, next(tokens), score)
+            ContextItem(source, kind, item_id, text, count_tokens(text), score)
             for source, kind, item_id, text, score in section_lines
         ]
         for section, section_lines in lines.items()
     }
+
+
+@cache
+def _header_tokens(title: str) -> int:
+    """Tokens of a section heading and the blank line before it (the same on every call)."""
+    return count_tokens(f"## {title}") + 1
 
 
 def build_context(sources: Sources, *, token_budget: int) -> Context:
@@ -137,7 +141,7 @@ def build_context(sources: Sources, *, token_budget: int) -> Context:
     chosen: dict[str, list[ContextItem]] = {}
     dropped: list[ContextItem] = []
     for section, title in SECTIONS:
-        header = count_tokens_batch([f"## {title}"])[0] + 1
+        header = _header_tokens(title)
         for item in candidates[section]:
             cost = item.tokens + 2 + (0 if section in chosen else header)
             if used + cost <= budget:

@@ -59,11 +59,13 @@ class _SessionDocs:
         self._slot: dict[str, int] = {}
         self._bm25 = BM25Index()
         self._dead = 0
+        self._term_count = 0
 
     def extend(self, new_terms: dict[str, list[str]]) -> None:
         """Add terms to sessions (one batch of turns), re-indexing each grown session once."""
         for session_id, more in new_terms.items():
             self._terms.setdefault(session_id, []).extend(more)
+            self._term_count += len(more)
             if session_id in self._slot:
                 self._bm25.remove(self._slot.pop(session_id))
                 self._dead += 1
@@ -74,7 +76,7 @@ class _SessionDocs:
             self._add(session_id)
 
     def drop(self, session_id: str) -> None:
-        self._terms.pop(session_id, None)
+        self._term_count -= len(self._terms.pop(session_id, ()))
         slot = self._slot.pop(session_id, None)
         if slot is not None:
             self._bm25.remove(slot)
@@ -104,7 +106,7 @@ class _SessionDocs:
         return scaled
 
     def nbytes(self) -> int:
-        return self._bm25.nbytes() + sum(len(t) for t in self._terms.values()) * 60
+        return self._bm25.nbytes() + self._term_count * 60
 
 
 class _Column:

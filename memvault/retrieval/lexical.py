@@ -36,6 +36,7 @@ class BM25Index:
         self._size = 0
         self._live = 0
         self._total_length = 0.0
+        self._posting_count = 0
 
     def __len__(self) -> int:
         return self._size
@@ -60,6 +61,7 @@ class BM25Index:
             tfs.append(tf)
             self._df[tid] += 1
             self._arrays.pop(tid, None)
+        self._posting_count += len(counts)
         length = float(sum(counts.values()))
         self._lengths[slot] = length
         self._alive[slot] = True
@@ -103,5 +105,5 @@ class BM25Index:
 
     def nbytes(self) -> int:
         """Approximate memory held, for the cache's byte budget."""
-        postings = sum(len(d) for d, _ in self._postings) * 2 * 28
+        postings = self._posting_count * 2 * 28
         return postings + len(self._vocab) * 80 + self._lengths.nbytes + self._alive.nbytes

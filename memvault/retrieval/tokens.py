@@ -7,7 +7,7 @@ English prose, which is what a budget needs.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 
 from memvault.retrieval.embed import TOKENIZER_PATH
@@ -26,12 +26,10 @@ def _tokenizer() -> Tokenizer:
     return tokenizer
 
 
+@lru_cache(maxsize=65_536)
 def count_tokens(text: str) -> int:
-    """Tokens in `text`, without the special tokens a model would add around it."""
+    """Tokens in `text`, without the special tokens a model would add around it.
+
+    Cached: context assembly counts the same recent turns and facts on every call.
+    """
     return len(_tokenizer().encode(text, add_special_tokens=False).ids)
-
-
-def count_tokens_batch(texts: list[str]) -> list[int]:
-    """Token counts of many texts in one call: the Rust tokenizer batches them in parallel."""
-    encodings = _tokenizer().encode_batch(texts, add_special_tokens=False)
-    return [len(e.ids) for e in encodings]
