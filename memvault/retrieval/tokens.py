@@ -1,8 +1,8 @@
 """Token counting for context budgets, with the tokenizer file kept in the package.
 
-`tiktoken` downloads its vocabularies at first use, which memvault must never do; the bundled
-WordPiece vocabulary of the default embedder counts within a few percent of GPT tokenizers on
-English prose, which is what a budget needs.
+`tiktoken` downloads its vocabularies at first use, which memvault must never do. The bundled
+WordPiece vocabulary of the default embedder is a real subword tokenizer, so its counts are a
+close stand-in for an LLM's own; a budget needs that, not exactness.
 """
 
 from __future__ import annotations
