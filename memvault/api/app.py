@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from memvault import __version__
 from memvault.api.appends import AppendBatcher
-from memvault.api.deps import Authenticator
+from memvault.api.auth import Authenticator
 from memvault.api.errors import install_error_handlers
 from memvault.api.middleware import AccessLog, BodyLimit
 from memvault.api.ratelimit import RateLimiter

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
 from memvault.api.appends import AppendBatcher
-from memvault.api.deps import Authenticator, Principal
+from memvault.api.auth import Authenticator, Principal
 from memvault.api.middleware import KEY_ID
 from memvault.api.ratelimit import RateLimiter
 from memvault.config import Settings

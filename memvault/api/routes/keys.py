@@ -6,7 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from memvault.api.deps import AdminDep, Authenticator, VaultDep
+from memvault.api.auth import Authenticator
+from memvault.api.deps import AdminDep, VaultDep
 from memvault.api.pages import page
 from memvault.api.schemas import KeyIn
 

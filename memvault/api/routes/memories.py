@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from memvault.api.deps import Principal, PrincipalDep, UserId, VaultDep
+from memvault.api.auth import Principal
+from memvault.api.deps import PrincipalDep, UserId, VaultDep
 from memvault.api.pages import page
 from memvault.api.schemas import MemoryIn, MemoryPatch, MemoryQuery
 from memvault.errors import Invalid, NotFound

@@ -1,0 +1,110 @@
+"""Who is calling: a bearer token (an API key, the configured admin key, or a JWT) becomes a
+`Principal` with a scope, the user and agent it is bound to, and a key id safe to log."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from memvault.config import Settings
+from memvault.errors import Forbidden, Unauthorized
+from memvault.keys import KEY_PREFIX, Scope, hash_secret, same_secret
+from memvault.vault import Vault
+
+ENV_ADMIN_KEY_ID = "env-admin"
+KEY_CACHE_SECONDS = 5.0
+KEY_CACHE_SIZE = 10_000
+REFUSED = "invalid or revoked credentials"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    scope: Scope
+    user_id: str | None
+    agent_id: str | None
+    key_id: str
+
+    def may_access(self, user_id: str) -> bool:
+        return self.scope is Scope.ADMIN or self.user_id == user_id
+
+    def require(self, *scopes: Scope) -> None:
+        if self.scope not in scopes:
+            raise Forbidden(f"a {self.scope.value} key may not do this")
+
+    def stamp_agent(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """An agent key writes as its own agent, and only as it."""
+        if self.scope is not Scope.AGENT:
+            return fields
+        if fields.get("agent_id") not in (None, self.agent_id):
+            raise Forbidden("an agent key writes only as its own agent")
+        return {**fields, "agent_id": self.agent_id}
+
+    def sees_agent(self, agent_id: str | None) -> bool:
+        """An agent key sees only its own agent's memories; other keys see every agent's."""
+        return self.scope is not Scope.AGENT or agent_id == self.agent_id
+
+
+class Authenticator:
+    """Checks tokens. API keys live in the database; a key checked in the last few seconds is
+    remembered, so most requests are authenticated without leaving the event loop."""
+
+    def __init__(self, vault: Vault, settings: Settings) -> None:
+        self.vault = vault
+        self.admin_key = settings.admin_key
+        self.jwt_secret = settings.jwt_secret
+        self._cache: dict[str, tuple[Principal, float]] = {}  # key hash -> (principal, expiry)
+
+    def quick(self, token: str) -> Principal | None:
+        """The principal, when telling it needs no database: the configured admin key, a JWT,
+        or an API key checked within `KEY_CACHE_SECONDS`. None: ask `principal`.
+
+        A key revoked through this process is forgotten at once; revoked elsewhere (the CLI,
+        another server), it keeps working here for at most `KEY_CACHE_SECONDS`.
+        """
+        if self.admin_key is not None and same_secret(token, self.admin_key):
+            return Principal(Scope.ADMIN, None, None, ENV_ADMIN_KEY_ID)
+        if not token.startswith(KEY_PREFIX):
+            if self.jwt_secret is None:
+                raise Unauthorized(REFUSED)
+            return _from_jwt(token, self.jwt_secret)
+        entry = self._cache.get(hash_secret(token))
+        return None if entry is None or entry[1] < time.monotonic() else entry[0]
+
+    def principal(self, token: str) -> Principal:
+        """Any token, or `Unauthorized`. May read the database: call it off the event loop."""
+        known = self.quick(token)
+        if known is not None:
+            return known
+        key = self.vault.keys.authenticate(token)
+        if key is None:
+            raise Unauthorized(REFUSED)
+        principal = Principal(key.scope, key.user_id, key.agent_id, key.id)
+        if len(self._cache) >= KEY_CACHE_SIZE:
+            self._cache.clear()
+        self._cache[hash_secret(token)] = (principal, time.monotonic() + KEY_CACHE_SECONDS)
+        return principal
+
+    def forget(self, key_id: str) -> None:
+        """Drop a revoked key from the cache."""
+        for digest, (principal, _) in list(self._cache.items()):
+            if principal.key_id == key_id:
+                self._cache.pop(digest, None)
+
+
+def _from_jwt(token: str, secret: str) -> Principal:
+    """A JWT signed with the shared secret: `sub` is the user; an `agent_id` claim narrows it to
+    that agent. Expiry is checked when the token carries one."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub"]})
+    except jwt.InvalidTokenError:
+        raise Unauthorized(REFUSED) from None
+    sub, agent = claims.get("sub"), claims.get("agent_id")
+    if not isinstance(sub, str) or not (agent is None or isinstance(agent, str)):
+        raise Unauthorized(REFUSED)
+    digest = hashlib.sha256(sub.encode()).hexdigest()[:16]  # user ids stay out of logs
+    scope = Scope.USER if agent is None else Scope.AGENT
+    return Principal(scope, sub, agent, f"jwt:{digest}")
