@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from memvault.errors import Invalid
 
@@ -70,21 +71,20 @@ def datasets_dir() -> Path:
     return Path(configured) if configured else REPO_ROOT.parent / "shared" / "datasets"
 
 
-def _date(text: str | None) -> datetime | None:
-    if not text:
-        return None
+def _date(text: str) -> datetime:
+    """ISO 8601 (the files give minutes, no zone); a date without a zone is taken as UTC."""
     moment = datetime.fromisoformat(text)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _case(data: dict[str, object]) -> Case:
+def _case(data: dict[str, Any]) -> Case:
     sessions = []
-    for raw in data["sessions"]:  # type: ignore[attr-defined]
+    for raw in data["sessions"]:
         turns = tuple(
             SourceTurn(t["turn_id"], t["speaker"], t["text"], t.get("image_caption"))
             for t in raw["turns"]
         )
-        sessions.append(SourceSession(raw["session_id"], _date(raw["date"]), turns))  # type: ignore[arg-type]
+        sessions.append(SourceSession(raw["session_id"], _date(raw["date"]), turns))
     known = {t.turn_id for s in sessions for t in s.turns}
     questions = tuple(
         Question(
@@ -92,11 +92,11 @@ def _case(data: dict[str, object]) -> Case:
             question=q["question"],
             answer=str(q.get("answer", "")),
             category=str(q["category"]),
-            date=_date(q.get("question_date")),
+            date=_date(q["question_date"]) if q.get("question_date") else None,
             evidence=tuple(e for e in q["evidence_turn_ids"] if e in known),
             abstention=bool(q.get("abstention")),
         )
-        for q in data["questions"]  # type: ignore[attr-defined]
+        for q in data["questions"]
     )
     return Case(str(data["case_id"]), tuple(sessions), questions)
 

@@ -236,15 +236,12 @@ class UserIndex:
         """A fresh index of the live items, reusing their vectors (no model call)."""
         index = UserIndex(self.embedder, ann_threshold=self._ann_threshold)
         live = np.flatnonzero(self._alive[: len(self._items)])
-        items = [self._items[slot] for slot in live]
+        items = [self.item(int(slot)) for slot in live]
         order = sorted(
             range(len(items)),
-            key=lambda i: (items[i].created_at, items[i].session_id or "", items[i].seq),  # type: ignore[union-attr]
+            key=lambda i: (items[i].created_at, items[i].session_id or "", items[i].seq),
         )
-        index.add(
-            [items[i] for i in order],  # type: ignore[misc]
-            self._dense.vectors(live[order]),
-        )
+        index.add([items[i] for i in order], self._dense.vectors(live[order]))
         index.revision = self.revision
         return index
 
