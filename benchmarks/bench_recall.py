@@ -8,6 +8,8 @@ beside the repository); without it the benchmark says so and writes nothing. Abo
 
 from __future__ import annotations
 
+import os
+
 from benchmarks.common import write_results
 from memvault.evals.dataset import datasets_dir, read_cases
 from memvault.evals.harness import evaluate
@@ -19,8 +21,10 @@ def main() -> None:
     if not path.is_file():
         print(f"skipped: {path.name} not found (set MEMVAULT_DATASETS to its folder)")
         return
+    load_before = [round(x, 2) for x in os.getloadavg()]
     report = evaluate(read_cases(path))
     report["dataset"] = path.name
+    report["load_average"] = {"start": load_before, "end": [round(x, 2) for x in os.getloadavg()]}
     print(format_table(report))
     write_results("locomo", report)
 
