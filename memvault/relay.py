@@ -95,9 +95,10 @@ class PostgresRelay:
                 return
 
     def _notify(self, batch: list[str]) -> None:
+        """One NOTIFY per event, each committing on its own, pipelined in one round trip."""
         try:
-            with self._db.write() as tx:
-                tx.executemany("SELECT pg_notify(?, ?)", [(self.channel, p) for p in batch])
+            with self._db.connection() as conn, conn.cursor() as cur:
+                cur.executemany("SELECT pg_notify(%s, %s)", [(self.channel, p) for p in batch])
         except psycopg.Error as exc:
             log.warning("event relay dropped %d event(s): %s", len(batch), type(exc).__name__)
 
