@@ -208,6 +208,7 @@ def run_embedded(data: Path) -> dict[str, Any]:
 
 
 def main() -> None:
+    load_before = os.getloadavg()[0]  # other work on the machine takes CPU from both sides
     folder = Path(tempfile.mkdtemp(prefix="memvault-bench-server-"))
     try:
         server = run_server(folder / "server")
@@ -222,6 +223,10 @@ def main() -> None:
         "server": server,
         "embedded_vault": embedded,
         "target": {"appends_per_s": 1000, "append_p99_ms": 50},
+        "load_average_1min": {
+            "before": round(load_before, 2),
+            "after": round(os.getloadavg()[0], 2),
+        },
     }
     for side in ("server", "embedded_vault"):
         for kind in ("appends", "searches"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,10 +16,19 @@ from starlette.websockets import WebSocketDisconnect
 
 from memvault.api.ws import CLOSE_IDLE, CLOSE_UNAUTHORIZED
 
+IDLE = 1.0
+
 
 @pytest.fixture
 def api(make_vault: MakeVault) -> Iterator[Api]:
-    with open_api(make_vault, ws_idle_timeout=0.5, ws_history_turns=2) as opened:
+    """The idle timeout only ends a test that waits in vain, instead of letting it hang."""
+    with open_api(make_vault, ws_idle_timeout=10, ws_history_turns=2) as opened:
+        yield opened
+
+
+@pytest.fixture
+def impatient(make_vault: MakeVault) -> Iterator[Api]:
+    with open_api(make_vault, ws_idle_timeout=IDLE) as opened:
         yield opened
 
 
@@ -119,22 +129,25 @@ def test_failed_authentication_closes_with_4401(api: Api, first: Any) -> None:
     assert closed.value.code == CLOSE_UNAUTHORIZED
 
 
-def test_a_silent_client_is_closed_after_the_idle_timeout(api: Api) -> None:
-    with api.client.websocket_connect("/v1/ws") as ws:
-        connect(ws, api.key("user", "alice"))
-        for _ in range(3):  # pings keep it open past the timeout
+def test_a_silent_client_is_closed_after_the_idle_timeout(impatient: Api) -> None:
+    with impatient.client.websocket_connect("/v1/ws") as ws:
+        connect(ws, impatient.key("user", "alice"))
+        started = time.monotonic()
+        for _ in range(3):  # pings 0.4 s apart keep it open past one idle timeout
+            time.sleep(0.4)
             ws.send_json({"type": "ping"})
             assert ws.receive_json() == {"type": "pong"}
+        assert time.monotonic() - started > IDLE
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
     assert closed.value.code == CLOSE_IDLE
 
 
-def test_sockets_are_in_the_access_log(api: Api, caplog: pytest.LogCaptureFixture) -> None:
-    key = api.key("user", "alice")
+def test_sockets_are_in_the_access_log(impatient: Api, caplog: pytest.LogCaptureFixture) -> None:
+    key = impatient.key("user", "alice")
     with (
         caplog.at_level(logging.INFO, logger="memvault.access"),
-        api.client.websocket_connect("/v1/ws") as ws,
+        impatient.client.websocket_connect("/v1/ws") as ws,
     ):
         connect(ws, key)
         join(ws, "session:s1")
