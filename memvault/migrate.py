@@ -31,7 +31,10 @@ from memvault.store.sqlite import SqliteDatabase
 
 SQLITE_PREFIX = "sqlite://"
 # Tables holding one user's rows, parents first (foreign keys); `users` is keyed by `id`.
-USER_TABLES = ("users", "agents", "sessions", "turns", "memories", "tombstones", "daily_activity")
+USER_TABLES = (
+    "users", "agents", "sessions", "turns", "memories", "tombstones", "daily_activity",
+    "embeddings",
+)  # fmt: skip
 _NOT_COPIED = frozenset({"schema_migrations"})
 _MODULUS = 2**256
 

@@ -32,6 +32,7 @@ def source(tmp_path: Path) -> Path:
             gone = vault.add_memory(user, "to be forgotten")
             vault.delete_memory(user, gone.id)
             vault.jobs.enqueue(JobKind.EMBEDDING, user, {"memory_id": kept.id})
+            vault.search(user, "bees")  # stores the sealed embeddings
         vault.delete_user("carol")
         vault.set_global_context("motto", "be kind")
         vault.keys.create("admin", name="ops")
@@ -57,6 +58,7 @@ def test_round_trip_keeps_every_row_and_opens_with_the_same_key(
     }  # fmt: skip
     assert all(t["source_checksum"] == t["target_checksum"] for t in tables.values())
     assert tables["api_keys"]["target_rows"] == 1 and tables["jobs"]["target_rows"] == 3
+    assert tables["embeddings"]["target_rows"] == 2 * 3  # two turns and a memory each
 
     key = (source / "master.key").read_text()
     with Vault(settings=Settings(data=source), embedder=HashingEmbedder()) as before:
