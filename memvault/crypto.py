@@ -377,15 +377,6 @@ class Keyring:
         self._keys.close()
 
 
-def open_sqlite_keyring(data_dir: Path, env_value: str | None) -> Keyring:
-    keys = SqliteKeyStore(data_dir / "keyring.db")
-    try:
-        return Keyring.open(keys, data_dir, env_value)
-    except BaseException:
-        keys.close()
-        raise
-
-
 __all__ = [
     "KeyStore",
     "Keyring",
@@ -393,5 +384,4 @@ __all__ = [
     "decode_key",
     "encode_key",
     "generate_key",
-    "open_sqlite_keyring",
 ]

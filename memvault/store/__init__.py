@@ -23,10 +23,6 @@ DATABASE_FILE = "memvault.db"
 KEYRING_FILE = "keyring.db"
 
 
-def open_sqlite_store(data_dir: Path, *, synchronous: str = "FULL") -> SqlStore:
-    return SqlStore(SqliteDatabase(data_dir / DATABASE_FILE, synchronous=synchronous))
-
-
 def open_database(settings: Settings, data_dir: Path) -> Database:
     """The configured database, unmigrated (`open_store` migrates it)."""
     url = settings.database_url
@@ -87,6 +83,5 @@ __all__ = [
     "Store",
     "open_database",
     "open_keyring",
-    "open_sqlite_store",
     "open_store",
 ]
