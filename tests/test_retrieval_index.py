@@ -149,3 +149,16 @@ def test_fusion_is_a_weighted_mean_and_modes_isolate_one_signal() -> None:
         Weights.for_mode("sparse")
     with pytest.raises(Invalid):
         Weights(bm25=0, dense=0)
+
+
+def test_filtered_search_above_the_ann_threshold_keeps_to_the_filter() -> None:
+    from memvault.retrieval.search import Query, search_index
+
+    index = UserIndex(HashingEmbedder(1024), ann_threshold=50)
+    index.add(
+        [_turn(i, f"log entry {i} about subject{i}", session=f"s{i % 4}") for i in range(200)]
+    )
+    request = Query(text="subject123", limit=5, filters=Filters(session_id="s3", now=NOW), now=NOW)
+    hits = search_index(index, request, Weights.for_mode("dense"))
+    assert hits and hits[0].id == "t123"
+    assert {h.session_id for h in hits} == {"s3"}
