@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -67,3 +67,29 @@ class Settings(BaseSettings):
     ws_history_turns: int = Field(
         20, ge=0, le=1000, description="Recent turns sent to a WebSocket joining a session room."
     )
+    embedder: Literal["minilm", "hashing", "remote"] = Field(
+        "minilm",
+        description="Embedding model for search. minilm: local int8 ONNX, no network. remote: "
+        "an OpenAI-compatible /embeddings endpoint (texts are sent there). hashing: tests only.",
+    )
+    embedding_url: str | None = Field(
+        None, description="Base URL of the OpenAI-compatible endpoint, with embedder=remote."
+    )
+    embedding_model: str | None = Field(
+        None, description="Model name to ask the endpoint for, with embedder=remote."
+    )
+    embedding_api_key: str | None = Field(
+        None, description="Bearer key for the endpoint, with embedder=remote."
+    )
+    index_cache_bytes: int = Field(
+        1 << 30, ge=1, description="Memory for per-user search indexes, in bytes (LRU beyond)."
+    )
+    ann_threshold: int = Field(
+        10_000, ge=1, description="Items per user from which search uses an HNSW index."
+    )
+
+    @model_validator(mode="after")
+    def _remote_embedder_is_complete(self) -> Settings:
+        if self.embedder == "remote" and not (self.embedding_url and self.embedding_model):
+            raise ValueError("embedder=remote needs embedding_url and embedding_model")
+        return self

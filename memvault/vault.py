@@ -50,7 +50,7 @@ from memvault.model import (
 )
 from memvault.relay import open_relay
 from memvault.retrieval.cache import Changes
-from memvault.retrieval.embed import Embedder, default_embedder
+from memvault.retrieval.embed import Embedder, RemoteEmbedder, embedder_from_settings
 from memvault.retrieval.items import item_from_memory, item_from_turn
 from memvault.retrieval.recall import Recall
 from memvault.retrieval.search import Hit
@@ -98,6 +98,8 @@ class Vault:
             self.settings = self.settings.model_copy(update={"data": Path(path)})
         if master_key is not None:
             self.settings = self.settings.model_copy(update={"master_key": master_key})
+        self._own_embedder = embedder is None  # made here from settings: closed here
+        self.embedder = embedder or embedder_from_settings(self.settings)
         data = Path(self.settings.data)
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.data_dir = data
@@ -114,7 +116,9 @@ class Vault:
         self.relay = open_relay(store.db, self.events)  # events to and from other processes
         self.keys = ApiKeys(self.store)  # the server's API keys
         self.recall = Recall(
-            embedder or default_embedder(),
+            self.embedder,
+            max_bytes=self.settings.index_cache_bytes,
+            ann_threshold=self.settings.ann_threshold,
             revision=self.store.revision,
             loader=self._index_changes,
             record_access=lambda user_id, ids, now: self.store.record_access(
@@ -134,6 +138,8 @@ class Vault:
         if self.relay is not None:
             self.relay.close()
         self.recall.close()
+        if self._own_embedder and isinstance(self.embedder, RemoteEmbedder):
+            self.embedder.close()
         self.store.close()
         self.keyring.close()
 

@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,28 @@ def test_remote_embedder_validates_its_configuration() -> None:
     with pytest.raises(Invalid) as error:
         RemoteEmbedder("http://127.0.0.1:9", "")
     assert error.value.field == "model"
+
+
+def test_settings_choose_the_embedder(
+    endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+
+    from memvault import Vault
+    from memvault.config import Settings
+
+    monkeypatch.setenv("MEMVAULT_EMBEDDER", "hashing")
+    with Vault(tmp_path / "h") as vault:
+        assert isinstance(vault.embedder, HashingEmbedder)
+    remote = Settings(
+        data=tmp_path / "r", embedder="remote", embedding_url=endpoint,
+        embedding_model="test-model", embedding_api_key="sk-test",
+    )  # fmt: skip
+    with Vault(settings=remote) as vault:
+        vault.add_turn("u", "s", "user", "the remote endpoint embeds this")
+        assert vault.embedder.name == "remote:test-model"
+        assert [h.text for h in vault.search("u", "remote endpoint")] == [
+            "the remote endpoint embeds this"
+        ]
+    with pytest.raises(ValidationError, match="needs embedding_url and embedding_model"):
+        Settings(data=tmp_path / "x", embedder="remote")

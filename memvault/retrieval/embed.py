@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from memvault.config import Settings
 from memvault.errors import Invalid, MemvaultError
 
 Vectors = npt.NDArray[np.float32]
@@ -187,3 +188,15 @@ class RemoteEmbedder:
 def default_embedder() -> MiniLMEmbedder:
     """One shared MiniLM session per process: loading it takes most of a second."""
     return MiniLMEmbedder()
+
+
+def embedder_from_settings(settings: Settings) -> Embedder:
+    """The embedder a deployment configured (MEMVAULT_EMBEDDER and friends)."""
+    if settings.embedder == "hashing":
+        return HashingEmbedder()
+    if settings.embedder == "remote":
+        assert settings.embedding_url and settings.embedding_model  # checked by Settings
+        return RemoteEmbedder(
+            settings.embedding_url, settings.embedding_model, api_key=settings.embedding_api_key
+        )
+    return default_embedder()
