@@ -59,3 +59,17 @@ def test_deleting_bob_leaves_alice(vault: Vault, alice: dict[str, str]) -> None:
         vault.delete_user("bob")
     assert vault.get_memory("alice", alice["memory"]).text == "alice's private fact"
     assert vault.recent_turns("alice")[0].content == "alice's secret plan"
+
+
+def test_deleting_a_user_revokes_their_keys_and_drops_their_jobs(vault: Vault) -> None:
+    vault.add_turn("carol", "s", "user", "hello")
+    vault.add_turn("dave", "s", "user", "hello")
+    _, carol_secret = vault.keys.create("user", "carol")
+    _, dave_secret = vault.keys.create("user", "dave")
+    carol_job = vault.jobs.enqueue("extraction", "carol", {"turn_id": "t1"})
+    dave_job = vault.jobs.enqueue("extraction", "dave", {"turn_id": "t2"})
+    vault.delete_user("carol")
+    assert vault.keys.authenticate(carol_secret) is None
+    assert vault.jobs.get(carol_job) is None
+    assert vault.keys.authenticate(dave_secret) is not None
+    assert vault.jobs.get(dave_job) is not None

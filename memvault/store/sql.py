@@ -126,6 +126,8 @@ class SqlStore:
             return [r["id"] for r in tx.all("SELECT id FROM users ORDER BY id")]
 
     def delete_user(self, user_id: str) -> bool:
+        """Delete every row of the user, their API keys and queued jobs included: a user made
+        again under the same id starts with nothing of the old one's, not even access."""
         with self.db.write() as tx:
             # Lock the user's row first, as every write does, so concurrent writers queue here.
             tx.execute("UPDATE users SET revision = revision + 1 WHERE id = ?", (user_id,))
@@ -136,6 +138,8 @@ class SqlStore:
                 "agents",
                 "tombstones",
                 "daily_activity",
+                "api_keys",
+                "jobs",
             ):
                 tx.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
             return tx.execute("DELETE FROM users WHERE id = ?", (user_id,)) > 0
