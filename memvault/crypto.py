@@ -280,8 +280,9 @@ class Keyring:
         """
         self._user_cipher(user_id, create=True, fresh=True)
 
-    def has_user_key(self, user_id: str) -> bool:
-        return self._keys.get_wrapped(user_id) is not None
+    def ping(self) -> None:
+        """Raise if the key store cannot be reached."""
+        self._keys.ping()
 
     def shred(self, user_id: str) -> bool:
         """Destroy the user's data key: every ciphertext of theirs, in any copy, is now noise."""

@@ -50,5 +50,5 @@ class EventBus:
         for listener in listeners:
             try:
                 listener(event)
-            except Exception:
-                log.exception("event listener failed for %s", event.type)
+            except Exception as exc:  # logged by type only: no stack, nothing of the user's
+                log.error("event listener failed for %s: %s", event.type, type(exc).__name__)

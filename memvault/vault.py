@@ -157,7 +157,7 @@ class Vault:
     def ping(self) -> None:
         """Raise if the database or the keyring cannot be reached (readiness checks)."""
         self.store.ping()
-        self.keyring.has_user_key("-")
+        self.keyring.ping()
 
     # -- users -----------------------------------------------------------------------------
 
@@ -641,9 +641,11 @@ class Vault:
         if "created_at" in fields:
             raise Invalid("created_at", "cannot be changed")
         values = self._memory_fields(fields)
-        current = self.get_memory(user_id, memory_id)  # before sealing makes a user key
+        current = self.store.get_memory(user_id, memory_id)  # before sealing makes a user key
+        if current is None:
+            raise NotFound("no such memory")
         if not values:
-            return current
+            return self._memory(current)
         sealed = self.sealer.for_user(user_id).seal("memories", memory_id, values)
         row = self.store.update_memory(user_id, memory_id, sealed, format_ts(utcnow()))
         if row is None:

@@ -147,8 +147,8 @@ class Recall:
         """Runs on the writer thread, where no caller can see an error: log it instead."""
         try:
             self._record_access(user_id, memory_ids, moment)
-        except Exception:
-            log.exception("recording memory access failed")
+        except Exception as exc:  # logged by type only: no stack, nothing of the user's
+            log.error("recording memory access failed: %s", type(exc).__name__)
 
     def forget(self, user_id: str) -> None:
         self.cache.forget(user_id)
