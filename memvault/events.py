@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """What changed, by id. Memory events also name the memory's `agent_id` (None for the
+    user's own): subscribers that serve agent-scoped keys filter on it without a read."""
+
     type: str  # turn.added, memory.added|updated|deleted, session.updated|deleted, user.deleted
     user_id: str
     ids: dict[str, Any] = field(default_factory=dict)

@@ -561,9 +561,11 @@ class Vault:
             self.sealer.for_user(user_id).seal("memories", memory_id, row), format_ts(now),
             supersedes=supersedes,
         )  # fmt: skip
-        self._publish("memory.added", user_id, memory_id=memory_id)
+        self._publish("memory.added", user_id, memory_id=memory_id, agent_id=row.get("agent_id"))
         if supersedes is not None:
-            self._publish("memory.updated", user_id, memory_id=supersedes)
+            old = self.store.get_memory(user_id, supersedes)
+            owner = None if old is None else old["agent_id"]
+            self._publish("memory.updated", user_id, memory_id=supersedes, agent_id=owner)
         return self.get_memory(user_id, memory_id)
 
     def supersede_memory(self, user_id: str, memory_id: str, text: str, **fields: Any) -> Memory:
@@ -650,7 +652,7 @@ class Vault:
         row = self.store.update_memory(user_id, memory_id, sealed, format_ts(utcnow()))
         if row is None:
             raise NotFound("no such memory")
-        self._publish("memory.updated", user_id, memory_id=memory_id)
+        self._publish("memory.updated", user_id, memory_id=memory_id, agent_id=row["agent_id"])
         return self._memory(row)
 
     def move_memory(
@@ -665,9 +667,10 @@ class Vault:
     def delete_memory(self, user_id: str, memory_id: str) -> None:
         v.check_id("user_id", user_id)
         v.check_id("memory_id", memory_id)
-        if not self.store.delete_memory(user_id, memory_id, format_ts(utcnow())):
+        row = self.store.get_memory(user_id, memory_id)  # whose it was, for the event
+        if row is None or not self.store.delete_memory(user_id, memory_id, format_ts(utcnow())):
             raise NotFound("no such memory")
-        self._publish("memory.deleted", user_id, memory_id=memory_id)
+        self._publish("memory.deleted", user_id, memory_id=memory_id, agent_id=row["agent_id"])
 
     def list_memories(
         self,

@@ -255,7 +255,7 @@ def test_events_are_published_after_writes(vault: Vault) -> None:
         ("turn.added", "u"), ("memory.added", "u"), ("session.updated", "u"),
     ]  # fmt: skip
     assert seen[0].ids == {"session_id": "s", "turn_id": turn.id}
-    assert seen[1].ids == {"memory_id": memory.id}
+    assert seen[1].ids == {"memory_id": memory.id, "agent_id": None}
     assert "secret" not in repr(seen)
 
 

@@ -6,13 +6,17 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
+import httpx
 import pytest
-from api_support import ADMIN_KEY, Api, open_api
+from api_support import ADMIN_KEY, Api, bearer, open_api
 from conftest import MakeVault
+from loopback import receive, receive_until, serve_in_thread
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
+from websockets.sync.client import connect as ws_connect
 
 from memvault.api.ws import CLOSE_IDLE, CLOSE_UNAUTHORIZED
 
@@ -156,3 +160,61 @@ def test_sockets_are_in_the_access_log(impatient: Api, caplog: pytest.LogCapture
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "memvault.access"]
     assert [(x["method"], x["route"], x["status"]) for x in lines] == [("WS", "/v1/ws", CLOSE_IDLE)]
     assert lines[0]["key_id"]
+
+
+def test_agent_keys_hear_only_their_own_agents_memory_events(make_vault: MakeVault) -> None:
+    """Over real sockets: two agents of one user each hear their own memories' events and not
+    the other's, whoever wrote them (agent, user key, or the embedded vault); the user's key
+    hears every event. Turn events stay the whole user's."""
+    vault = make_vault(admin_key=ADMIN_KEY, ws_idle_timeout=10)
+    planner, writer = vault.register_agent("alice", "planner"), vault.register_agent("alice", "w")
+    keys = {
+        "planner": vault.keys.create("agent", "alice", planner.id)[1],
+        "writer": vault.keys.create("agent", "alice", writer.id)[1],
+        "user": vault.keys.create("user", "alice")[1],
+    }
+    with serve_in_thread(vault) as url, ExitStack() as stack:
+        sockets = {}
+        for name, token in keys.items():
+            ws = stack.enter_context(ws_connect(url.replace("http", "ws", 1) + "/v1/ws"))
+            ws.send(json.dumps({"type": "auth", "token": token}))
+            assert receive(ws)["type"] == "ready"
+            ws.send(json.dumps({"type": "join", "room": "user:alice"}))
+            assert receive(ws) == {"type": "joined", "room": "user:alice"}
+            sockets[name] = ws
+        with httpx.Client(base_url=url) as http:
+            path = "/v1/users/alice/memories"
+
+            def memory(who: str, **body: Any) -> str:
+                answer = http.post(path, json=body, headers=bearer(keys[who]))
+                assert answer.status_code == 201, answer.text
+                return str(answer.json()["id"])
+
+            mine = memory("planner", text="planner note")
+            assert http.patch(f"{path}/{mine}", json={"importance": 0.9},
+                              headers=bearer(keys["planner"])).status_code == 200  # fmt: skip
+            theirs = memory("writer", text="writer note")
+            assigned = memory("user", text="for the writer", agent_id=writer.id)
+            own = memory("user", text="the user's own")
+            assert http.delete(f"{path}/{mine}", headers=bearer(keys["planner"])).status_code == 204
+        successor = vault.supersede_memory("alice", theirs, "writer note, corrected").id
+        vault.add_turn("alice", "s1", "user", "everyone hears this turn", agent_id=planner.id)
+        heard = {
+            name: [(m["type"], m.get("memory_id"), m.get("agent_id")) for m in
+                   receive_until(ws, "turn.added")[:-1]]
+            for name, ws in sockets.items()
+        }  # fmt: skip
+    p, w = planner.id, writer.id
+    assert heard["planner"] == [
+        ("memory.added", mine, p), ("memory.updated", mine, p), ("memory.deleted", mine, p),
+    ]  # fmt: skip
+    assert heard["writer"] == [
+        ("memory.added", theirs, w), ("memory.added", assigned, w),
+        ("memory.added", successor, w), ("memory.updated", theirs, w),
+    ]  # fmt: skip
+    assert heard["user"] == [
+        ("memory.added", mine, p), ("memory.updated", mine, p), ("memory.added", theirs, w),
+        ("memory.added", assigned, w), ("memory.added", own, None),
+        ("memory.deleted", mine, p), ("memory.added", successor, w),
+        ("memory.updated", theirs, w),
+    ]  # fmt: skip

@@ -11,6 +11,7 @@ Protocol (JSON text frames):
 - `{"type": "append", "session_id", "turns": [...]}` appends turns durably and answers
   `{"type": "appended", "turns": [...]}`; an optional `ref` is echoed in answers and errors.
 - events: `{"type": "turn.added" | "memory.added" | ..., "user_id", ids...}` (ids, no content).
+  Memory events also carry the memory's `agent_id`; an agent key hears only its own agent's.
 - a connection silent for `ws_idle_timeout` seconds is closed with 4408.
 """
 
@@ -44,6 +45,7 @@ CLOSE_IDLE = 4408
 CLOSE_TOO_SLOW = 4429
 QUEUE_LIMIT = 1000  # a client this far behind is dropped rather than buffered without bound
 
+MEMORY_EVENT = "memory."  # memory.added, memory.updated, memory.deleted
 Room = tuple[str, str]  # (user id, "user:ID" | "session:ID")
 
 
@@ -88,7 +90,8 @@ class Hub:
         targets = {conn for room in rooms for conn in self.rooms.get(room, ())}
         message = {"type": event.type, "user_id": event.user_id, **event.ids}
         for conn in targets:
-            conn.push(message)
+            if hears(conn.principal, event):
+                conn.push(message)
 
     def join(self, conn: Connection, room: Room) -> None:
         self.rooms.setdefault(room, set()).add(conn)
@@ -105,6 +108,19 @@ class Hub:
     def drop(self, conn: Connection) -> None:
         for room in list(conn.rooms):
             self.leave(conn, room)
+
+
+def hears(principal: Principal, event: Event) -> bool:
+    """Whether this key may hear of the event: the rule of the HTTP routes, applied to ids.
+
+    An agent key sees only its own agent's memories (others answer 404 over HTTP), so it
+    hears memory events only when the event names its agent. A memory event that names no
+    agent (a memory of the user's own, or sent by an older process) reaches no agent key:
+    when in doubt, an id is not leaked. Turns and sessions are the whole user's to every key.
+    """
+    if not event.type.startswith(MEMORY_EVENT):
+        return True
+    return principal.sees_agent(event.ids.get("agent_id"))
 
 
 @router.websocket("/v1/ws")
