@@ -55,6 +55,15 @@ from memvault.retrieval.items import item_from_memory, item_from_turn
 from memvault.retrieval.recall import Recall
 from memvault.retrieval.search import Hit
 from memvault.retrieval.vectors import SealedVectors
+from memvault.rows import (
+    open_agent,
+    open_memory,
+    open_session,
+    open_turn,
+    open_user,
+    optional_time,
+    turn_row,
+)
 from memvault.sealing import Sealer
 from memvault.store import Store, open_keyring, open_store
 from memvault.store.database import Row, TurnGroup
@@ -76,10 +85,6 @@ SESSION_INPUT_FIELDS = ("title", "summary", "kind", "intent", "confidence", "ent
 
 def _ts(moment: datetime | None) -> str | None:
     return None if moment is None else format_ts(moment)
-
-
-def _dt(text: str | None) -> datetime | None:
-    return None if text is None else parse_ts(text)
 
 
 class Vault:
@@ -171,23 +176,14 @@ class Vault:
         sealed = self.sealer.for_user(user_id).seal("users", user_id, {"profile": profile or None})
         row = self.store.put_user(user_id, sealed["profile"], now)
         self._publish("user.updated", user_id)
-        return self._user(row)
+        return open_user(self.sealer, row)
 
     def get_user(self, user_id: str) -> User:
         v.check_id("user_id", user_id)
         row = self.store.get_user(user_id)
         if row is None:
             raise NotFound("no such user")
-        return self._user(row)
-
-    def _user(self, row: Row) -> User:
-        opened = self.sealer.open("users", row["id"], row["id"], row)
-        return User(
-            id=row["id"],
-            created_at=parse_ts(row["created_at"]),
-            updated_at=parse_ts(row["updated_at"]),
-            profile=opened["profile"] or {},
-        )
+        return open_user(self.sealer, row)
 
     def delete_user(self, user_id: str) -> None:
         """Crypto-shred: destroy the user's data key first, then delete their rows.
@@ -223,14 +219,7 @@ class Vault:
 
     def list_agents(self, user_id: str) -> list[Agent]:
         v.check_id("user_id", user_id)
-        agents = []
-        for row in self.store.list_agents(user_id):
-            opened = self.sealer.open("agents", user_id, row["id"], row)
-            agents.append(
-                Agent(row["id"], user_id, opened["name"], opened["description"],
-                      parse_ts(row["created_at"]))
-            )  # fmt: skip
-        return agents
+        return [open_agent(self.sealer, row) for row in self.store.list_agents(user_id)]
 
     # -- turns and sessions ------------------------------------------------------------------
 
@@ -330,7 +319,7 @@ class Vault:
         new_session = {"kind": kind.value, "agent_id": first.agent_id,
                        "created_at": format_ts(now), "updated_at": format_ts(now)}  # fmt: skip
         seal = self.sealer.for_user(user_id).seal
-        rows = [seal("turns", t.id, self._turn_row(t)) for t in built]
+        rows = [seal("turns", t.id, turn_row(t)) for t in built]
         return built, (user_id, session_id, new_session, rows, format_ts(now))
 
     def _appended(self, built: list[Turn], group: TurnGroup, seqs: list[int]) -> list[Turn]:
@@ -384,41 +373,6 @@ class Vault:
             agent_id=v.check_optional_id(f"{where}.agent_id", data.get("agent_id")),
         )
 
-    @staticmethod
-    def _turn_row(turn: Turn) -> Row:
-        return {
-            "id": turn.id, "seq": turn.seq, "role": turn.role.value, "channel": turn.channel.value,
-            "modality": turn.modality.value, "speaker": turn.speaker, "content": turn.content,
-            "audio_ref": turn.audio_ref, "audio_duration": turn.audio_duration,
-            "tool_calls": turn.tool_calls, "tool_result": turn.tool_result, "intent": turn.intent,
-            "confidence": turn.confidence, "entities": turn.entities,
-            "metadata": turn.metadata or None, "agent_id": turn.agent_id,
-            "created_at": format_ts(turn.created_at),
-        }  # fmt: skip
-
-    def _turn(self, row: Row) -> Turn:
-        o = self.sealer.open("turns", row["user_id"], row["id"], row)
-        return Turn(
-            id=o["id"], user_id=o["user_id"], session_id=o["session_id"], seq=int(o["seq"]),
-            role=Role(o["role"]), content=o["content"], created_at=parse_ts(o["created_at"]),
-            speaker=o["speaker"], channel=Channel(o["channel"]), modality=Modality(o["modality"]),
-            audio_ref=o["audio_ref"], audio_duration=o["audio_duration"],
-            tool_calls=o["tool_calls"], tool_result=o["tool_result"], intent=o["intent"],
-            confidence=o["confidence"], entities=o["entities"], metadata=o["metadata"] or {},
-            agent_id=o["agent_id"],
-        )  # fmt: skip
-
-    def _session(self, row: Row, turns: Iterable[Turn] | None = None) -> Session:
-        o = self.sealer.open("sessions", row["user_id"], row["id"], row)
-        return Session(
-            id=o["id"], user_id=o["user_id"], kind=SessionKind(o["kind"]),
-            created_at=parse_ts(o["created_at"]), updated_at=parse_ts(o["updated_at"]),
-            turn_count=int(o["turn_count"]), last_turn_at=_dt(o["last_turn_at"]),
-            title=o["title"], summary=o["summary"], intent=o["intent"],
-            confidence=o["confidence"], entities=o["entities"], metadata=o["metadata"] or {},
-            agent_id=o["agent_id"], turns=None if turns is None else tuple(turns),
-        )  # fmt: skip
-
     def get_session(self, user_id: str, session_id: str) -> Session:
         """The session with all its turns, in order."""
         v.check_id("user_id", user_id)
@@ -427,7 +381,7 @@ class Vault:
         if found is None:
             raise NotFound("no such session")
         row, turns = found
-        return self._session(row, (self._turn(t) for t in turns))
+        return open_session(self.sealer, row, (open_turn(self.sealer, t) for t in turns))
 
     def session_turns(
         self, user_id: str, session_id: str, *, after_seq: int = 0, limit: int = 100
@@ -439,7 +393,7 @@ class Vault:
         if self.store.get_session(user_id, session_id) is None:
             raise NotFound("no such session")
         rows = self.store.session_turns(user_id, session_id, after_seq=after_seq, limit=limit)
-        return [self._turn(r) for r in rows]
+        return [open_turn(self.sealer, r) for r in rows]
 
     def list_sessions(
         self, user_id: str, *, limit: int = 50, before: datetime | str | None = None
@@ -449,7 +403,7 @@ class Vault:
         v.check_limit("limit", limit, MAX_LIST)
         cursor = None if before is None else format_ts(v.check_time("before", before))
         rows = self.store.list_sessions(user_id, limit=limit, before=cursor)
-        return [self._session(r) for r in rows]
+        return [open_session(self.sealer, r) for r in rows]
 
     def update_session(
         self,
@@ -489,13 +443,13 @@ class Vault:
             )
         current = self._session_row(user_id, session_id)  # before sealing makes a user key
         if not fields:
-            return self._session(current)
+            return open_session(self.sealer, current)
         sealed = self.sealer.for_user(user_id).seal("sessions", session_id, fields)
         row = self.store.update_session(user_id, session_id, sealed, format_ts(utcnow()))
         if row is None:
             raise NotFound("no such session")
         self._publish("session.updated", user_id, session_id=session_id)
-        return self._session(row)
+        return open_session(self.sealer, row)
 
     def _session_row(self, user_id: str, session_id: str) -> Row:
         row = self.store.get_session(user_id, session_id)
@@ -517,7 +471,7 @@ class Vault:
         chan = None if channel is None else v.check_enum("channel", channel, Channel).value
         v.check_limit("limit", limit, MAX_LIST)
         rows = self.store.recent_turns(user_id, session_id=session_id, channel=chan, limit=limit)
-        return [self._turn(r) for r in reversed(rows)]
+        return [open_turn(self.sealer, r) for r in reversed(rows)]
 
     def delete_session(self, user_id: str, session_id: str) -> None:
         v.check_id("user_id", user_id)
@@ -614,27 +568,13 @@ class Vault:
         v.check_keys(where.rstrip(".") or "memory", data, checks)
         return {name: checks[name](where + name, value) for name, value in data.items()}
 
-    def _memory(self, row: Row) -> Memory:
-        o = self.sealer.open("memories", row["user_id"], row["id"], row)
-        return Memory(
-            id=o["id"], user_id=o["user_id"], kind=MemoryKind(o["kind"]), tier=Tier(o["tier"]),
-            text=o["text"], created_at=parse_ts(o["created_at"]),
-            updated_at=parse_ts(o["updated_at"]), category=o["category"],
-            importance=float(o["importance"]), valence=float(o["valence"]),
-            tags=tuple(o["tags"] or ()), source_turn_ids=tuple(o["source_turn_ids"] or ()),
-            valid_from=_dt(o["valid_from"]), valid_to=_dt(o["valid_to"]),
-            superseded_by=o["superseded_by"], pinned=bool(o["pinned"]),
-            access_count=int(o["access_count"]), last_accessed_at=_dt(o["last_accessed_at"]),
-            expires_at=_dt(o["expires_at"]), agent_id=o["agent_id"], metadata=o["metadata"] or {},
-        )  # fmt: skip
-
     def get_memory(self, user_id: str, memory_id: str) -> Memory:
         v.check_id("user_id", user_id)
         v.check_id("memory_id", memory_id)
         row = self.store.get_memory(user_id, memory_id)
         if row is None:
             raise NotFound("no such memory")
-        return self._memory(row)
+        return open_memory(self.sealer, row)
 
     def update_memory(self, user_id: str, memory_id: str, **fields: Any) -> Memory:
         """Change the given fields (text, importance, tier, ...); the rest stay as they are."""
@@ -647,13 +587,13 @@ class Vault:
         if current is None:
             raise NotFound("no such memory")
         if not values:
-            return self._memory(current)
+            return open_memory(self.sealer, current)
         sealed = self.sealer.for_user(user_id).seal("memories", memory_id, values)
         row = self.store.update_memory(user_id, memory_id, sealed, format_ts(utcnow()))
         if row is None:
             raise NotFound("no such memory")
         self._publish("memory.updated", user_id, memory_id=memory_id, agent_id=row["agent_id"])
-        return self._memory(row)
+        return open_memory(self.sealer, row)
 
     def move_memory(
         self, user_id: str, memory_id: str, *, tier: str | None = None, kind: str | None = None
@@ -709,7 +649,7 @@ class Vault:
             limit=None if sealed_filter else limit,
             offset=0 if sealed_filter else offset,
         )
-        memories = [self._memory(r) for r in rows]
+        memories = [open_memory(self.sealer, r) for r in rows]
         if not sealed_filter:
             return memories
         matching = [
@@ -785,8 +725,10 @@ class Vault:
     def _index_changes(self, user_id: str, revision: int) -> Changes:
         """Decrypted rows written after `revision`, for topping up the user's search index."""
         feed = self.store.changes_since(user_id, revision)
-        items = [item_from_turn(self._turn(r), int(r["rev"])) for r in feed.turns]
-        items += [item_from_memory(self._memory(r), int(r["rev"])) for r in feed.memories]
+        items = [item_from_turn(open_turn(self.sealer, r), int(r["rev"])) for r in feed.turns]
+        items += [
+            item_from_memory(open_memory(self.sealer, r), int(r["rev"])) for r in feed.memories
+        ]
         removed = [(t["item_type"], t["item_id"]) for t in feed.tombstones]
         return Changes(revision=feed.revision, items=items, removed=removed, reset=feed.reset)
 
@@ -807,8 +749,8 @@ class Vault:
             "sessions": counts["sessions"],
             "turns": counts["turns"],
             "memories": counts["memories"],
-            "first_at": _dt(counts["first_at"]),
-            "last_at": _dt(counts["last_at"]),
+            "first_at": optional_time(counts["first_at"]),
+            "last_at": optional_time(counts["last_at"]),
             "by_channel": counts["by_channel"],
             "daily_activity": days,
             "current_streak": current,
@@ -825,20 +767,20 @@ class Vault:
             raise NotFound("no such user")
         turns_by_session: dict[str, list[dict[str, Any]]] = {}
         for row in dump["turns"]:
-            turn = self._turn(row).to_dict()
+            turn = open_turn(self.sealer, row).to_dict()
             for private in ("user_id", "session_id"):
                 turn.pop(private)
             turns_by_session.setdefault(row["session_id"], []).append(turn)
         sessions = []
         for row in dump["sessions"]:
-            session = self._session(row).to_dict()
+            session = open_session(self.sealer, row).to_dict()
             session.pop("user_id")
             session["turns"] = turns_by_session.get(row["id"], [])
             sessions.append(session)
-        memories = [self._memory(r).to_dict() for r in dump["memories"]]
+        memories = [open_memory(self.sealer, r).to_dict() for r in dump["memories"]]
         for memory in memories:
             memory.pop("user_id")
-        user = self._user(dump["user"]).to_dict()
+        user = open_user(self.sealer, dump["user"]).to_dict()
         return {
             "format": EXPORT_FORMAT,
             "version": EXPORT_VERSION,
@@ -924,8 +866,8 @@ class Vault:
             }  # fmt: skip
             sessions.append(seal("sessions", session_id, row))
             for turn in session_turns:
-                turn_row = {**self._turn_row(turn), "session_id": session_id}
-                turns.append(seal("turns", turn.id, turn_row))
+                row = {**turn_row(turn), "session_id": session_id}
+                turns.append(seal("turns", turn.id, row))
         memories = []
         for i, m in enumerate(data.get("memories", [])):
             where = f"memories[{i}]"
