@@ -125,3 +125,62 @@ def test_an_agent_cannot_reach_another_agents_memories(api: Api) -> None:
     assert spoof.status_code == 403
     assert api.vault.get_memory("alice", own["id"]).text == "plan: ship friday"
     assert [m["id"] for m in api.client.get(base, headers=planner).json()["items"]] == [own["id"]]
+
+
+def test_an_agents_context_holds_only_what_the_agent_may_read(api: Api) -> None:
+    """An agent key gets context from its own agent's memories, the user's turns and global
+    context, as its memory list and search do; never another agent's or the user's own
+    memories, not even in `dropped`. A user key's context keeps them all."""
+    planner_id, planner = api.agent_headers("alice", "planner")
+    critic_id, critic = api.agent_headers("alice", "critic")
+    v = api.vault
+    texts = {
+        "planner": [v.add_memory("alice", "The launch plan: ship on friday", agent_id=planner_id),
+                    v.add_memory("alice", "Always plan the launch with a checklist",
+                                 agent_id=planner_id, pinned=True)],
+        "critic": [v.add_memory("alice", "The launch will slip past friday", agent_id=critic_id),
+                   v.add_memory("alice", "Never trust a launch plan", agent_id=critic_id,
+                                pinned=True)],
+        "user": [v.add_memory("alice", "Alice wants the launch on friday")],
+    }  # fmt: skip
+    turn = v.add_turn("alice", "s1", "user", "How is the launch on friday going?")
+    body = {"query": "launch plan friday", "session_id": "s1", "token_budget": 4000}
+    path = "/v1/users/alice/context"
+
+    def context(headers: dict[str, str], **extra: Any) -> dict[str, Any]:
+        answer = api.client.post(path, json={**body, **extra}, headers=headers)
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    for name, headers in (("planner", planner), ("critic", critic)):
+        seen = context(headers)
+        small = context(headers, token_budget=30)
+        ids = {i["id"] for c in (seen, small) for i in c["items"] + c["dropped"]}
+        own = {m.id for m in texts[name]}
+        assert own | {turn.id} <= {i["id"] for i in seen["items"]}
+        assert ids <= own | {turn.id}, name
+        for other in texts.values():
+            for memory in other:
+                assert (memory.text in seen["text"]) == (memory.id in own)
+    everything = context(api.user_headers("alice"))
+    every_memory = {m.id for memories in texts.values() for m in memories}
+    assert every_memory <= {i["id"] for i in everything["items"]}
+
+
+def test_an_agent_alone_gets_the_same_context_as_its_user(api: Api) -> None:
+    """With no memories but its own, an agent's context is exactly the user's: the agent's
+    assembly keeps the sections, order and budget of `Vault.context`."""
+    agent_id, agent = api.agent_headers("alice", "solo")
+    for text in ("Alice's dog is called Rex", "Rex loves the beach", "Walk Rex at seven"):
+        api.vault.add_memory("alice", text, agent_id=agent_id, pinned=text.startswith("Walk"))
+    api.vault.add_turns("alice", "s1", [{"role": "user", "content": "Where does Rex like to go?"},
+                                        {"role": "assistant", "content": "To the beach.",
+                                         "channel": "ai"}])  # fmt: skip
+    body = {"query": "what do we know about Rex?", "session_id": "s1", "token_budget": 60,
+            "now": "2026-01-01T00:00:00Z"}  # fmt: skip
+    path = "/v1/users/alice/context"
+    as_agent = api.client.post(path, json=body, headers=agent).json()
+    as_user = api.client.post(path, json=body, headers=api.user_headers("alice")).json()
+    assert as_agent == as_user
+    assert as_agent["items"] and as_agent["dropped"]
