@@ -7,9 +7,8 @@ in one transaction, then publishes an event. Every method takes the user scope f
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +19,14 @@ from memvault.config import Settings
 from memvault.crypto import Keyring, decode_key, encode_key, generate_key
 from memvault.errors import Conflict, Invalid, MemvaultError, NotFound
 from memvault.events import Event, EventBus
+from memvault.inputs import (
+    MEMORY_INPUT_FIELDS,
+    build_turn,
+    memory_fields,
+    new_session,
+    optional_stamp,
+    with_seq,
+)
 from memvault.jobs import JobQueue
 from memvault.keys import ApiKeys
 from memvault.mind.context import (
@@ -36,8 +43,6 @@ from memvault.model import (
     GlobalContextEntry,
     Memory,
     MemoryKind,
-    Modality,
-    Role,
     Session,
     SessionKind,
     Tier,
@@ -71,20 +76,6 @@ from memvault.store.database import Row, TurnGroup
 EXPORT_FORMAT = "memvault-export"
 EXPORT_VERSION = 1
 MAX_LIST = 1000
-
-TURN_FIELDS = (
-    "role", "content", "speaker", "channel", "modality", "created_at", "metadata", "tool_calls",
-    "tool_result", "intent", "confidence", "entities", "agent_id", "audio_ref", "audio_duration",
-)  # fmt: skip
-MEMORY_INPUT_FIELDS = (
-    "category", "importance", "valence", "tags", "source_turn_ids", "valid_from", "valid_to",
-    "superseded_by", "pinned", "expires_at", "agent_id", "metadata", "created_at",
-)  # fmt: skip
-SESSION_INPUT_FIELDS = ("title", "summary", "kind", "intent", "confidence", "entities", "metadata")
-
-
-def _ts(moment: datetime | None) -> str | None:
-    return None if moment is None else format_ts(moment)
 
 
 class Vault:
@@ -303,75 +294,23 @@ class Vault:
         v.check_id("session_id", session_id)
         now = utcnow()
         built = [
-            self._build_turn(user_id, session_id, dict(t), f"turns[{i}]", now)
+            build_turn(self.settings, user_id, session_id, dict(t), where=f"turns[{i}]", now=now)
             for i, t in enumerate(turns)
         ]
         if not built:
             raise Invalid("turns", "must not be empty")
-        first = built[0]
-        kind = (
-            SessionKind.GROUP
-            if first.channel is Channel.GENERAL
-            else SessionKind.VOICE
-            if first.modality is Modality.AUDIO
-            else SessionKind.CHAT
-        )
-        new_session = {"kind": kind.value, "agent_id": first.agent_id,
-                       "created_at": format_ts(now), "updated_at": format_ts(now)}  # fmt: skip
         seal = self.sealer.for_user(user_id).seal
         rows = [seal("turns", t.id, turn_row(t)) for t in built]
-        return built, (user_id, session_id, new_session, rows, format_ts(now))
+        stamp = format_ts(now)
+        return built, (user_id, session_id, new_session(built[0], stamp), rows, stamp)
 
     def _appended(self, built: list[Turn], group: TurnGroup, seqs: list[int]) -> list[Turn]:
         """The stored turns, announced: called once their transaction has committed."""
         user_id, session_id = group[0], group[1]
-        stored = [_with_seq(t, s) for t, s in zip(built, seqs, strict=True)]
+        stored = [with_seq(t, s) for t, s in zip(built, seqs, strict=True)]
         for turn in stored:
             self._publish("turn.added", user_id, session_id=session_id, turn_id=turn.id)
         return stored
-
-    def _build_turn(
-        self, user_id: str, session_id: str, data: dict[str, Any], where: str, now: datetime
-    ) -> Turn:
-        v.check_keys(where, data, (*TURN_FIELDS, "id", "seq", "user_id", "session_id"))
-        if "role" not in data:
-            raise Invalid(f"{where}.role", "is required")
-        limit = self.settings.max_json_bytes
-        modality = v.check_enum(f"{where}.modality", data.get("modality", "text"), Modality)
-        tool_calls = v.check_json(f"{where}.tool_calls", data.get("tool_calls"), max_bytes=limit)
-        tool_result = v.check_json(f"{where}.tool_result", data.get("tool_result"), max_bytes=limit)
-        audio_ref = v.check_optional_text(f"{where}.audio_ref", data.get("audio_ref"))
-        has_payload = tool_calls is not None or tool_result is not None or audio_ref is not None
-        content = v.check_text(
-            f"{where}.content", data.get("content", ""),
-            max_bytes=self.settings.max_content_bytes, allow_empty=has_payload,
-        )  # fmt: skip
-        created = data.get("created_at")
-        return Turn(
-            id=v.check_id(f"{where}.id", data["id"]) if "id" in data else new_id(),
-            user_id=user_id,
-            session_id=session_id,
-            seq=int(data.get("seq", 0)),
-            role=v.check_enum(f"{where}.role", data["role"], Role),
-            content=content,
-            created_at=now if created is None else v.check_time(f"{where}.created_at", created),
-            speaker=v.check_optional_text(f"{where}.speaker", data.get("speaker")),
-            channel=v.check_enum(f"{where}.channel", data.get("channel", "ai"), Channel),
-            modality=modality,
-            audio_ref=audio_ref,
-            audio_duration=v.check_optional_number(
-                f"{where}.audio_duration", data.get("audio_duration"), 0, 86_400
-            ),
-            tool_calls=tool_calls,
-            tool_result=tool_result,
-            intent=v.check_optional_text(f"{where}.intent", data.get("intent")),
-            confidence=v.check_optional_number(f"{where}.confidence", data.get("confidence"), 0, 1),
-            entities=v.check_json(f"{where}.entities", data.get("entities"), max_bytes=limit),
-            metadata=v.check_json(
-                f"{where}.metadata", data.get("metadata") or {}, max_bytes=limit, object_only=True
-            ),
-            agent_id=v.check_optional_id(f"{where}.agent_id", data.get("agent_id")),
-        )
 
     def get_session(self, user_id: str, session_id: str) -> Session:
         """The session with all its turns, in order."""
@@ -504,7 +443,7 @@ class Vault:
         v.check_keys("memory", fields, MEMORY_INPUT_FIELDS)
         now = utcnow()
         memory_id = new_id()
-        values = self._memory_fields({"text": text, "kind": kind, "tier": tier, **fields})
+        values = memory_fields(self.settings, {"text": text, "kind": kind, "tier": tier, **fields})
         created = values.pop("created_at", None) or format_ts(now)
         row = {
             "user_id": user_id, "id": memory_id, "importance": 0.5, "valence": 0.0, "pinned": 0,
@@ -539,35 +478,6 @@ class Vault:
         fields.setdefault("valid_from", utcnow())
         return self.add_memory(user_id, text, supersedes=memory_id, **fields)
 
-    def _memory_fields(self, data: Mapping[str, Any], where: str = "") -> Row:
-        """Validate memory fields given by a caller into storable column values.
-
-        `where` prefixes field names in errors (`memories[3].`) when checking an import.
-        """
-        max_text, max_json = self.settings.max_content_bytes, self.settings.max_json_bytes
-        checks: dict[str, Callable[[str, Any], Any]] = {
-            "text": lambda f, x: v.check_text(f, x, max_bytes=max_text),
-            "kind": lambda f, x: v.check_enum(f, x, MemoryKind).value,
-            "tier": lambda f, x: v.check_enum(f, x, Tier).value,
-            "category": lambda f, x: v.check_optional_text(f, x, max_bytes=256),
-            "importance": lambda f, x: v.check_number(f, x, 0, 1),
-            "valence": lambda f, x: v.check_number(f, x, -1, 1),
-            "tags": lambda f, x: list(v.check_strings(f, x)) or None,
-            "source_turn_ids": lambda f, x: list(v.check_strings(f, x, ids=True)) or None,
-            "valid_from": lambda f, x: _ts(v.check_optional_time(f, x)),
-            "valid_to": lambda f, x: _ts(v.check_optional_time(f, x)),
-            "superseded_by": v.check_optional_id,
-            "pinned": lambda f, x: int(v.check_bool(f, x)),
-            "expires_at": lambda f, x: _ts(v.check_optional_time(f, x)),
-            "agent_id": v.check_optional_id,
-            "metadata": lambda f, x: (
-                v.check_json(f, x, max_bytes=max_json, object_only=True) or None
-            ),
-            "created_at": lambda f, x: _ts(v.check_optional_time(f, x)),
-        }
-        v.check_keys(where.rstrip(".") or "memory", data, checks)
-        return {name: checks[name](where + name, value) for name, value in data.items()}
-
     def get_memory(self, user_id: str, memory_id: str) -> Memory:
         v.check_id("user_id", user_id)
         v.check_id("memory_id", memory_id)
@@ -582,7 +492,7 @@ class Vault:
         v.check_id("memory_id", memory_id)
         if "created_at" in fields:
             raise Invalid("created_at", "cannot be changed")
-        values = self._memory_fields(fields)
+        values = memory_fields(self.settings, fields)
         current = self.store.get_memory(user_id, memory_id)  # before sealing makes a user key
         if current is None:
             raise NotFound("no such memory")
@@ -836,7 +746,9 @@ class Vault:
                 raise Invalid(where, "must be an object")
             session_id = v.check_id(f"{where}.id", s.get("id"))
             session_turns = [
-                self._build_turn(target, session_id, dict(t), f"{where}.turns[{j}]", now)
+                build_turn(
+                    self.settings, target, session_id, dict(t), where=f"{where}.turns[{j}]", now=now
+                )
                 for j, t in enumerate(s.get("turns") or [])
             ]
             row = {
@@ -860,7 +772,9 @@ class Vault:
                 ) or None,
                 "turn_count": len(session_turns),
                 "last_seq": max((t.seq for t in session_turns), default=0),
-                "last_turn_at": _ts(max((t.created_at for t in session_turns), default=None)),
+                "last_turn_at": optional_stamp(
+                    max((t.created_at for t in session_turns), default=None)
+                ),
                 "created_at": format_ts(v.check_time(f"{where}.created_at", s.get("created_at"))),
                 "updated_at": format_ts(v.check_time(f"{where}.updated_at", s.get("updated_at"))),
             }  # fmt: skip
@@ -877,12 +791,12 @@ class Vault:
             counters = {
                 "access_count": int(v.check_number(f"{where}.access_count",
                                                    m.get("access_count", 0), 0, 2**62)),
-                "last_accessed_at": _ts(v.check_optional_time(f"{where}.last_accessed_at",
-                                                              m.get("last_accessed_at"))),
+                "last_accessed_at": optional_stamp(v.check_optional_time(
+                    f"{where}.last_accessed_at", m.get("last_accessed_at"))),
                 "updated_at": format_ts(v.check_time(f"{where}.updated_at", m.get("updated_at"))),
             }  # fmt: skip
             fields = {k: val for k, val in m.items() if k not in {"id", "user_id", *counters}}
-            values = self._memory_fields(fields, f"{where}.")
+            values = memory_fields(self.settings, fields, f"{where}.")
             row = {"id": memory_id, **values, **counters}
             memories.append(seal("memories", memory_id, row))
         agents = []
@@ -935,16 +849,6 @@ class Vault:
 
     def _publish(self, kind: str, user_id: str, **ids: Any) -> None:
         self.events.publish(Event(kind, user_id, ids))
-
-
-def _with_seq(turn: Turn, seq: int) -> Turn:
-    """The turn as stored. Cheaper than dataclasses.replace, which re-inspects the fields."""
-    fields = {name: getattr(turn, name) for name in TURN_SLOTS}
-    fields["seq"] = seq
-    return Turn(**fields)
-
-
-TURN_SLOTS = tuple(f.name for f in dataclasses.fields(Turn))
 
 
 def streaks(days: Iterable[date], today: date) -> tuple[int, int]:
