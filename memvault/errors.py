@@ -77,3 +77,14 @@ class RateLimited(MemvaultError):
     """The caller's key has used up its requests for now (the API's 429)."""
 
     code = "rate_limited"
+
+
+class Unavailable(MemvaultError):
+    """The database cannot take the work now: unreachable, out of free connections, or a
+    write that kept colliding with concurrent ones (the API's 503, with `Retry-After`).
+
+    `details["retry_after"]` says when to try again. Unless `details["outcome"]` is
+    `"unknown"` (the connection was lost during the commit itself), nothing was written.
+    """
+
+    code = "unavailable"

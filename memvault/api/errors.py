@@ -23,6 +23,7 @@ STATUS: dict[type[errors.MemvaultError], int] = {
     errors.Conflict: 409,
     errors.TooLarge: 413,
     errors.RateLimited: 429,
+    errors.Unavailable: 503,
     errors.IntegrityError: 500,
     errors.WrongMasterKey: 500,
 }
@@ -31,6 +32,7 @@ HTTP_CODES = {
     405: "method_not_allowed", 413: "too_large", 429: "rate_limited", 503: "unavailable",
 }  # fmt: skip
 SERVER_FAULTS = (errors.IntegrityError, errors.WrongMasterKey)
+RETRYABLE = (errors.RateLimited, errors.Unavailable)  # answered with a Retry-After header
 
 
 def envelope(
@@ -54,7 +56,7 @@ def error_response(exc: errors.MemvaultError) -> JSONResponse:
         # The details of a failed decryption help an attacker more than a client.
         return envelope(status, exc.code, "the server could not read stored data")
     response = envelope(status, exc.code, exc.message, exc.details)
-    if isinstance(exc, errors.RateLimited):
+    if isinstance(exc, RETRYABLE):
         response.headers["Retry-After"] = str(exc.details.get("retry_after", 1))
     return response
 

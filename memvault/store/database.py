@@ -6,12 +6,64 @@ PostgreSQL differ only in how connections, transactions, placeholders and types 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar
+
+from memvault.errors import Unavailable
+
+log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+RETRY_ATTEMPTS = 3  # in all: a unit of work rolled back twice in a row gets a third run
+RETRY_AFTER_SECONDS = 1  # what a client is told to wait when the database is unavailable
+_BACKOFF_SECONDS = 0.05  # up to this (times the attempt) before running again, at random
+
+
+class RolledBack(Unavailable):
+    """The database undid the whole transaction before it committed: a deadlock, a
+    serialization failure, or its connection lost mid-way. Nothing of it remains, so the same
+    unit of work may run again (`retried`); if it is not, the caller hears 503."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            "the database rolled the transaction back; try again",
+            details={"retry_after": RETRY_AFTER_SECONDS, "reason": reason},
+        )
+
+
+def retried(method: Callable[P, T]) -> Callable[P, T]:
+    """Run `method` again when the database rolls its transaction back, `RETRY_ATTEMPTS`
+    times in all, after a short random pause (two writers that deadlocked should not meet
+    again at once).
+
+    Only for a method that is exactly one transaction and nothing else: its arguments are
+    all it depends on besides the database, and it has no effect outside the transaction.
+    Then a rolled-back run left no trace and running it again is the same as running it once.
+    """
+
+    @functools.wraps(method)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        for attempt in range(1, RETRY_ATTEMPTS):
+            try:
+                return method(*args, **kwargs)
+            except RolledBack as exc:
+                log.warning(
+                    "%s rolled back (%s); running it again, attempt %d of %d",
+                    method.__qualname__, exc.details.get("reason"), attempt + 1, RETRY_ATTEMPTS,
+                )  # fmt: skip
+                time.sleep(random.uniform(0, _BACKOFF_SECONDS * attempt))
+        return method(*args, **kwargs)
+
+    return run
 
 
 class ChangeSet(NamedTuple):
@@ -42,7 +94,8 @@ class Dialect:
 
 
 class Transaction(Protocol):
-    """One open transaction. Duplicate keys surface as `memvault.errors.Conflict`."""
+    """One open transaction. Duplicate keys surface as `memvault.errors.Conflict`; a
+    transaction the database undid on its own (deadlock, lost connection) as `RolledBack`."""
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; return the number of rows it changed."""
@@ -57,7 +110,12 @@ class Database(Protocol):
     dialect: Dialect
 
     def write(self) -> AbstractContextManager[Transaction]:
-        """A write transaction, serialised with every other writer (in and across processes)."""
+        """A write transaction, serialised with every other writer (in and across processes).
+
+        A database that cannot be reached raises `memvault.errors.Unavailable`. The body
+        cannot be run again from here: a store method that is one whole transaction is
+        decorated with `retried` for that.
+        """
         ...
 
     def read(self) -> AbstractContextManager[Transaction]:

@@ -6,11 +6,19 @@ commit, so writes to one user are serialised exactly as under SQLite's single wr
 different users write in parallel. Reads run at REPEATABLE READ, READ ONLY: one snapshot per
 call, never waiting for writers. Backups are the operator's (pg_dump, base backups, PITR), so
 `backup()` does nothing.
+
+Failures the database causes on its own are translated, never passed up as driver errors: a
+deadlock, a serialization failure or a connection lost before the commit is `RolledBack`
+(the store runs such a unit of work again); no free connection in time, or a connection lost
+during the commit itself, is `Unavailable`. A pooled connection the server ended while it sat
+idle (a restart, `pg_terminate_backend`) is replaced before the transaction starts on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,10 +27,19 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from memvault.errors import Conflict
-from memvault.store.database import Dialect, Row
+from memvault.errors import Conflict, Unavailable
+from memvault.store.database import RETRY_AFTER_SECONDS, Dialect, RolledBack, Row
+
+log = logging.getLogger(__name__)
+# Errors after which the server has undone the whole transaction (psycopg does not make the
+# two specific ones subclasses of the general one).
+ROLLED_BACK = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.TransactionRollback,
+)
 
 POSTGRES = Dialect(name="postgresql", blob="BYTEA", real="DOUBLE PRECISION", bigint="BIGINT")
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -70,6 +87,20 @@ def _conflict(exc: psycopg.errors.IntegrityError) -> Conflict:
     return Conflict("the write clashes with stored data", details={"reason": reason})
 
 
+def _unavailable(message: str, **details: Any) -> Unavailable:
+    return Unavailable(message, details={"retry_after": RETRY_AFTER_SECONDS, **details})
+
+
+def _translated(exc: psycopg.Error, conn: Connection) -> Exception:
+    """What a statement's failure inside a transaction means to the store. A lost connection
+    is a rollback: the server ends a transaction whose client is gone without committing it."""
+    if isinstance(exc, psycopg.errors.IntegrityError):
+        return _conflict(exc)
+    if isinstance(exc, ROLLED_BACK) or conn.broken:
+        return RolledBack(type(exc).__name__)
+    return exc
+
+
 class _PostgresTransaction:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -77,8 +108,8 @@ class _PostgresTransaction:
     def _run(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Row]:
         try:
             return self._conn.execute(to_pyformat(sql), params)
-        except psycopg.errors.IntegrityError as exc:
-            raise _conflict(exc) from None
+        except psycopg.Error as exc:
+            raise _translated(exc, self._conn) from None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._run(sql, params).rowcount
@@ -87,14 +118,37 @@ class _PostgresTransaction:
         try:
             with self._conn.cursor() as cur:
                 cur.executemany(to_pyformat(sql), params)
-        except psycopg.errors.IntegrityError as exc:
-            raise _conflict(exc) from None
+        except psycopg.Error as exc:
+            raise _translated(exc, self._conn) from None
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self._run(sql, params).fetchall()
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         return self._run(sql, params).fetchone()
+
+
+def _roll_back(conn: Connection) -> None:
+    """Roll back after a failure, keeping that failure the one raised. A lost connection has
+    nothing to roll back; one that fails to roll back is left to the pool, which discards it."""
+    if not conn.broken:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("ROLLBACK")
+
+
+def _commit(conn: Connection) -> None:
+    """Commit. A commit the server refused rolled everything back; a connection lost during
+    the commit leaves the outcome unknown, so that one is not run again."""
+    try:
+        conn.execute("COMMIT")
+    except ROLLED_BACK as exc:
+        raise RolledBack(type(exc).__name__) from None
+    except psycopg.OperationalError:
+        if not conn.broken:
+            raise
+        raise _unavailable(
+            "the database connection was lost while committing", outcome="unknown"
+        ) from None
 
 
 class PostgresDatabase:
@@ -117,15 +171,45 @@ class PostgresDatabase:
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[_PostgresTransaction]:
-        with self._pool.connection() as conn:
-            conn.execute(begin)
+        conn = self._begin(begin)
+        try:
             try:
                 yield _PostgresTransaction(conn)
             except BaseException:
-                if not conn.broken:  # a lost connection has nothing to roll back; the pool drops it
-                    conn.execute("ROLLBACK")
+                _roll_back(conn)
                 raise
-            conn.execute("COMMIT")
+            _commit(conn)
+        finally:
+            self._pool.putconn(conn)  # a broken connection is closed and replaced by the pool
+
+    def _begin(self, begin: str) -> Connection:
+        """A pooled connection with a transaction begun on it.
+
+        A connection the server ended while it sat in the pool fails here, before anything
+        was done on it: the pool then checks all its idle connections (after a restart they
+        are all dead) and the transaction begins on a fresh one.
+        """
+        for _ in range(2):
+            conn = self._getconn()
+            try:
+                conn.execute(begin)
+            except psycopg.Error as exc:
+                self._pool.putconn(conn)
+                if not conn.broken:
+                    raise
+                log.warning(
+                    "a pooled connection was dead (%s); checking the pool", type(exc).__name__
+                )
+                self._pool.check()
+                continue
+            return conn
+        raise _unavailable("the database is unavailable")
+
+    def _getconn(self) -> Connection:
+        try:
+            return self._pool.getconn()
+        except PoolTimeout:  # every connection busy, or the server does not answer
+            raise _unavailable("no database connection became available in time") from None
 
     @contextmanager
     def write(self) -> Iterator[_PostgresTransaction]:

@@ -14,7 +14,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from memvault.errors import NotFound
-from memvault.store.database import ChangeSet, Database, Row, Transaction, TurnGroup
+from memvault.store.database import (
+    ChangeSet,
+    Database,
+    Row,
+    Transaction,
+    TurnGroup,
+    retried,
+)
 from memvault.store.migrations import migrate
 
 USER_COLUMNS = ("id", "profile", "revision", "created_at", "updated_at")
@@ -57,7 +64,11 @@ def _in(values: Sequence[Any]) -> str:
 
 
 class SqlStore:
-    """Implements the `Store` protocol in portable SQL with `?` placeholders."""
+    """Implements the `Store` protocol in portable SQL with `?` placeholders.
+
+    Each write method is one transaction and nothing else, so it is `retried`: run again
+    when the database rolls it back on its own (a deadlock, a lost connection).
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -113,6 +124,7 @@ class SqlStore:
         with self.db.read() as tx:
             return tx.one("SELECT * FROM users WHERE id = ?", (user_id,))
 
+    @retried
     def put_user(self, user_id: str, profile: bytes | None, now: str) -> Row:
         with self.db.write() as tx:
             self._touch_user(tx, user_id, now)
@@ -125,6 +137,7 @@ class SqlStore:
         with self.db.read() as tx:
             return [r["id"] for r in tx.all("SELECT id FROM users ORDER BY id")]
 
+    @retried
     def delete_user(self, user_id: str) -> bool:
         """Delete every row of the user, their API keys and queued jobs included: a user made
         again under the same id starts with nothing of the old one's, not even access."""
@@ -146,6 +159,7 @@ class SqlStore:
 
     # -- agents --------------------------------------------------------------------------------
 
+    @retried
     def insert_agent(self, row: Row, now: str) -> None:
         with self.db.write() as tx:
             self._touch_user(tx, row["user_id"], now)
@@ -159,6 +173,7 @@ class SqlStore:
 
     # -- sessions and turns --------------------------------------------------------------------
 
+    @retried
     def append_turns(
         self, user_id: str, session_id: str, new_session: Row, turns: Sequence[Row], now: str
     ) -> list[int]:
@@ -170,6 +185,7 @@ class SqlStore:
         with self.db.write() as tx:
             return self._append_turns(tx, (user_id, session_id, new_session, turns, now))
 
+    @retried
     def append_turn_groups(self, groups: Sequence[TurnGroup]) -> list[list[int]]:
         """Several `append_turns` in one transaction, paying for one commit: all land, or none.
 
@@ -271,6 +287,7 @@ class SqlStore:
         with self.db.read() as tx:
             return tx.all(sql, params)
 
+    @retried
     def update_session(self, user_id: str, session_id: str, fields: Row, now: str) -> Row | None:
         unknown = set(fields) - SESSION_FIELDS
         assert not unknown, unknown
@@ -287,6 +304,7 @@ class SqlStore:
                 "SELECT * FROM sessions WHERE user_id = ? AND id = ?", (user_id, session_id)
             )
 
+    @retried
     def delete_session(self, user_id: str, session_id: str, now: str) -> bool:
         with self.db.write() as tx:
             if not self._exists(tx, "sessions", user_id, session_id):
@@ -329,6 +347,7 @@ class SqlStore:
         with self.db.read() as tx:
             return tx.all(sql, params)
 
+    @retried
     def clear_turns(self, user_id: str, channel: str | None, now: str) -> int:
         """Delete the user's turns (of one channel, or all) and the sessions left empty."""
         where, params = ("channel = ?", (channel,)) if channel else ("1 = 1", ())
@@ -351,6 +370,7 @@ class SqlStore:
 
     # -- memories ------------------------------------------------------------------------------
 
+    @retried
     def insert_memory(self, row: Row, now: str, *, supersedes: str | None = None) -> int:
         """Insert a memory; with `supersedes`, close that memory's validity in the same commit.
 
@@ -379,6 +399,7 @@ class SqlStore:
                 "SELECT * FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id)
             )
 
+    @retried
     def update_memory(self, user_id: str, memory_id: str, fields: Row, now: str) -> Row | None:
         unknown = set(fields) - MEMORY_FIELDS
         assert not unknown, unknown
@@ -396,6 +417,7 @@ class SqlStore:
                 "SELECT * FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id)
             )
 
+    @retried
     def delete_memory(self, user_id: str, memory_id: str, now: str) -> bool:
         with self.db.write() as tx:
             if not self._exists(tx, "memories", user_id, memory_id):
@@ -448,6 +470,7 @@ class SqlStore:
         with self.db.read() as tx:
             return tx.all(sql, params)
 
+    @retried
     def record_access(self, user_id: str, memory_ids: Sequence[str], now: str) -> None:
         """Count a recall. Not a content change: the revision stays, so caches stay warm."""
         if not memory_ids:
@@ -470,6 +493,7 @@ class SqlStore:
                 (user_id, model, since_rev),
             )
 
+    @retried
     def put_embeddings(self, user_id: str, model: str, rows: Sequence[Row]) -> None:
         """Store sealed vectors. Not a content change: the user's revision stays."""
         if not rows:
@@ -486,6 +510,7 @@ class SqlStore:
                 ],
             )
 
+    @retried
     def delete_embeddings(self, user_id: str, items: Sequence[tuple[str, str]]) -> None:
         """Forget the vectors of deleted items, in every model."""
         if not items:
@@ -525,6 +550,7 @@ class SqlStore:
 
     # -- global context ------------------------------------------------------------------------
 
+    @retried
     def set_global(self, key: str, text: str, now: str) -> None:
         with self.db.write() as tx:
             tx.execute(
@@ -538,12 +564,14 @@ class SqlStore:
         with self.db.read() as tx:
             return tx.all("SELECT * FROM global_context ORDER BY key")
 
+    @retried
     def delete_global(self, key: str) -> bool:
         with self.db.write() as tx:
             return tx.execute("DELETE FROM global_context WHERE key = ?", (key,)) > 0
 
     # -- API keys (deployment-wide: a key names its user, it is not inside one) ---------------
 
+    @retried
     def insert_api_key(self, row: Row) -> None:
         with self.db.write() as tx:
             tx.execute(_insert_sql("api_keys", API_KEY_COLUMNS), _values(row, API_KEY_COLUMNS))
@@ -560,6 +588,7 @@ class SqlStore:
         with self.db.read() as tx:
             return tx.all("SELECT * FROM api_keys ORDER BY created_at, id")
 
+    @retried
     def revoke_api_key(self, key_id: str, now: str) -> bool:
         with self.db.write() as tx:
             return (
@@ -618,6 +647,7 @@ class SqlStore:
             }
         return {"user": user, **dump}
 
+    @retried
     def load_user(self, dump: Row, now: str) -> None:
         """Insert a whole user's rows in one transaction; any clash writes nothing (Conflict)."""
         user_id = dump["user"]["id"]
