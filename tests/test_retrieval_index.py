@@ -21,12 +21,13 @@ from memvault.retrieval.timeexpr import resolve_time
 NOW = datetime(2023, 6, 14, 15, 0, tzinfo=UTC)  # a Wednesday
 
 
-def test_terms_drop_stop_words_and_stem_common_suffixes() -> None:
+def test_terms_drop_stop_words_stem_and_cut_to_a_prefix() -> None:
     assert terms("When did Caroline go painting with her dogs?") == [
-        "caroline", "go", "paint", "dog",
+        "caroli", "go", "paint", "dog",
     ]  # fmt: skip
     assert stem("classes") == "class" and stem("class") == "class"
     assert terms("She\u2019s running") == ["run"]
+    assert terms("mentorship") == terms("mentored") != terms("mentions")
 
 
 def test_bm25_prefers_rare_terms_and_forgets_removed_slots() -> None:
@@ -42,6 +43,21 @@ def test_bm25_prefers_rare_terms_and_forgets_removed_slots() -> None:
     assert after[2] == 0 and after[3] > 0
     with pytest.raises(ValueError, match="in order"):
         index.add(9, ["late"])
+
+
+def test_bm25_extending_a_document_scores_as_if_it_had_been_whole() -> None:
+    grown, whole = BM25Index(), BM25Index()
+    grown.add(0, ["dog", "park"])
+    grown.add(1, ["cat"])
+    grown.extend(0, ["park", "violin"])
+    grown.extend(1, ["dog"])
+    whole.add(0, ["dog", "park", "park", "violin"])
+    whole.add(1, ["cat", "dog"])
+    for query in (["dog"], ["park"], ["violin", "cat"]):
+        assert np.allclose(grown.scores(query), whole.scores(query))
+    grown.remove(1)
+    with pytest.raises(ValueError, match="live document"):
+        grown.extend(1, ["late"])
 
 
 def test_dense_index_exact_and_ann_agree_on_the_nearest() -> None:
@@ -94,6 +110,21 @@ def test_user_index_context_window_matches_the_question_a_turn_answers() -> None
     scores = index.bm25(terms("instrument learning"))
     assert scores[1] > 0  # the answer carries the question it replies to
     assert scores[2] == 0
+    scores = index.bm25(terms("cello"))
+    assert scores[0] > 0  # the question learns of its answer once the answer arrives
+    assert scores[1] > scores[0] and scores[2] == 0
+
+
+def test_a_turn_learns_of_its_reply_across_appends_and_keeps_it_after_compaction() -> None:
+    index = UserIndex(HashingEmbedder())
+    index.add([_turn(1, "Guess where we went on Saturday?"), _turn(2, "Unrelated", session="s2")])
+    assert index.bm25(terms("aquarium"))[0] == 0
+    index.add([_turn(3, "The aquarium, the kids loved the sharks.")])
+    assert index.bm25(terms("aquarium"))[0] > 0
+    index.remove([("turn", "t2")])
+    compacted = index.compacted()
+    first = [compacted.item(s).id for s in range(len(compacted))].index("t1")
+    assert compacted.bm25(terms("sharks"))[first] > 0
 
 
 def test_compaction_keeps_live_items_and_their_vectors() -> None:

@@ -34,6 +34,7 @@ class Weights:
     importance: float = 0.1
     access: float = 0.05
     recency_half_life_days: float = 30.0
+    expansion: float = 0.5  # BM25 of related words (thesaurus.py), relative to the query's own
 
     def __post_init__(self) -> None:
         for name in SIGNALS:
@@ -41,6 +42,8 @@ class Weights:
                 raise Invalid(f"weights.{name}", "must not be negative")
         if self.bm25 == 0 and self.dense == 0:
             raise Invalid("weights", "at least one of bm25 and dense must count")
+        if self.expansion < 0:
+            raise Invalid("weights.expansion", "must not be negative")
         if self.recency_half_life_days <= 0:
             raise Invalid("weights.recency_half_life_days", "must be positive")
 

@@ -5,10 +5,12 @@ arrays, so every signal of a candidate is one array lookup. New rows are appende
 revision moves; removed or rewritten rows leave a dead slot, and the index is compacted (rebuilt
 from its live items and their vectors, without re-embedding) once dead slots pile up.
 
-A turn's lexical document is the turn itself (counted twice) plus the two turns before it in the
-same session: answers often lean on the question or remark they reply to, and looking only
-backwards keeps appends incremental. Sessions are also indexed as whole documents, so a turn in
-a conversation that is about the query's topic ranks above a lone chance match elsewhere.
+A turn's lexical document is the turn itself (counted twice), the two turns before it and the one
+after it in the same session: answers lean on the question or remark they reply to, and a remark
+is often explained by its reply. The reply arrives later, so appending a turn extends its
+predecessor's document in place rather than rebuilding anything. Sessions are also indexed as
+whole documents, so a turn in a conversation that is about the query's topic ranks above a lone
+chance match elsewhere.
 """
 
 from __future__ import annotations
@@ -145,6 +147,7 @@ class UserIndex:
         self._dense = DenseIndex(embedder.dim, ann_threshold=ann_threshold)
         self._sessions = _SessionDocs()
         self._session_tail: dict[str, list[list[str]]] = {}
+        self._session_last: dict[str, int] = {}
         self._columns = {name: _Column() for name in _COLUMNS}
         self._speaker_by_word: dict[str, set[str]] = {}
         self._created = np.zeros(0, dtype=np.float64)
@@ -198,6 +201,11 @@ class UserIndex:
                 document.extend(previous)
             tail.append(own)
             del tail[:-CONTEXT_TURNS]
+            previous_slot = self._session_last.get(item.session_id)
+            if previous_slot is not None and self._alive[previous_slot]:
+                self._bm25.extend(previous_slot, own)
+                self._bytes += 24 * len(own)
+            self._session_last[item.session_id] = slot
             session_terms.setdefault(item.session_id, []).extend(own)
         self._bm25.add(slot, document)
         self._items.append(item)
@@ -231,6 +239,7 @@ class UserIndex:
     def drop_session(self, session_id: str) -> None:
         self._sessions.drop(session_id)
         self._session_tail.pop(session_id, None)
+        self._session_last.pop(session_id, None)
 
     def compacted(self) -> UserIndex:
         """A fresh index of the live items, reusing their vectors (no model call)."""

@@ -7,6 +7,7 @@ millisecond per term, with no external engine and nothing written to disk in pla
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -51,11 +52,7 @@ class BM25Index:
             self._alive = np.concatenate([self._alive, np.zeros(grow, dtype=bool)])
         counts = Counter(terms)
         for term, tf in counts.items():
-            tid = self._vocab.get(term)
-            if tid is None:
-                tid = self._vocab[term] = len(self._postings)
-                self._postings.append(([], []))
-                self._df.append(0)
+            tid = self._term_id(term)
             docs, tfs = self._postings[tid]
             docs.append(slot)
             tfs.append(tf)
@@ -68,6 +65,40 @@ class BM25Index:
         self._size += 1
         self._live += 1
         self._total_length += length
+
+    def extend(self, slot: int, terms: Iterable[str]) -> None:
+        """Add `terms` to the document already at `slot` (a turn learning of the reply to it).
+
+        Postings stay sorted by slot, so an older slot's entry is found by bisection; a term new
+        to the document is inserted in place, which is cheap because it is nearly always the
+        newest slot and so goes at the end.
+        """
+        if not (0 <= slot < self._size and self._alive[slot]):
+            raise ValueError("only a live document can be extended")
+        counts = Counter(terms)
+        for term, tf in counts.items():
+            tid = self._term_id(term)
+            docs, tfs = self._postings[tid]
+            at = bisect.bisect_left(docs, slot)
+            if at < len(docs) and docs[at] == slot:
+                tfs[at] += tf
+            else:
+                docs.insert(at, slot)
+                tfs.insert(at, tf)
+                self._df[tid] += 1
+                self._posting_count += 1
+            self._arrays.pop(tid, None)
+        length = float(sum(counts.values()))
+        self._lengths[slot] += length
+        self._total_length += length
+
+    def _term_id(self, term: str) -> int:
+        tid = self._vocab.get(term)
+        if tid is None:
+            tid = self._vocab[term] = len(self._postings)
+            self._postings.append(([], []))
+            self._df.append(0)
+        return tid
 
     def remove(self, slot: int) -> None:
         """Forget a slot's document. Document frequencies keep counting it until the next

@@ -19,7 +19,9 @@ from memvault.errors import Invalid
 from memvault.retrieval.fusion import Signal, Weights, fuse, scale_to_max
 from memvault.retrieval.index import Filters, UserIndex
 from memvault.retrieval.items import Item
+from memvault.retrieval.lexical import Scores
 from memvault.retrieval.text import terms
+from memvault.retrieval.thesaurus import shipped_thesaurus
 from memvault.retrieval.timeexpr import TimeWindow, resolve_time
 
 MAX_QUERY_CHARS = 4096
@@ -85,7 +87,7 @@ def search_index(index: UserIndex, query: Query, weights: Weights) -> list[Hit]:
     query_terms = terms(lexical_text)
     pool = max(CANDIDATES, 2 * query.limit)
 
-    bm25_all = index.bm25(query_terms) if weights.bm25 > 0 else None
+    bm25_all = _bm25(index, lexical_text, query_terms, weights) if weights.bm25 > 0 else None
     if bm25_all is not None and mask is not None:
         bm25_all[~mask] = 0.0
     parts = []
@@ -140,6 +142,16 @@ def search_index(index: UserIndex, query: Query, weights: Weights) -> list[Hit]:
         if len(hits) == query.limit:
             break
     return hits
+
+
+def _bm25(index: UserIndex, text: str, query_terms: list[str], weights: Weights) -> Scores:
+    """BM25 of the query's own terms plus, at `weights.expansion`, of their related words."""
+    scores = index.bm25(query_terms)
+    if weights.expansion > 0:
+        extra = shipped_thesaurus().expansion_terms(text, query_terms)
+        if extra:
+            scores += weights.expansion * index.bm25(extra)
+    return scores
 
 
 def _context_signals(

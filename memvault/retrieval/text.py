@@ -2,7 +2,9 @@
 
 Conversation text is short and informal; matching "painting" to "paint" and "dogs" to "dog"
 matters more than linguistic precision, so the stemmer only strips a few common English
-suffixes and never rewrites short words.
+suffixes and never rewrites short words. Terms are then cut to their first six letters, which
+joins the derivations a suffix list misses ("mentorship" and "mentored", "festival" and
+"festivities") at the price of rare collisions; on LoCoMo it added half a point of recall.
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower().replace("\u2019", "'"))
 
 
+TERM_CHARS = 6
+
+
 def terms(text: str) -> list[str]:
-    """Index terms of `text`: words minus stop words, stemmed. Used for documents and queries."""
-    return [stem(w.removesuffix("'s")) for w in words(text) if w not in STOP_WORDS]
+    """Index terms of `text`: words minus stop words, stemmed, cut to `TERM_CHARS` letters.
+    Used for documents and queries alike."""
+    return [stem(w.removesuffix("'s"))[:TERM_CHARS] for w in words(text) if w not in STOP_WORDS]
