@@ -4,27 +4,42 @@
 through two callables: the user's current revision, and a loader that decrypts what changed
 since a revision. Access counts are written by a single background thread so that a search
 never waits on a database write.
+
+The query's embedding is most of a hybrid search, so it starts on a worker thread once the user
+is known to have something to search, and runs beside the index checkout and the BM25 walk (the
+model releases the GIL); `QueryVectors` keeps it for a moment so that a context assembled for
+the text just searched does not embed it again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
 from memvault import validate as v
 from memvault.errors import Invalid
 from memvault.model import Channel, MemoryKind, Tier, utcnow
 from memvault.retrieval.cache import DEFAULT_MAX_BYTES, IndexCache, Loader, VectorStore
-from memvault.retrieval.embed import Embedder
+from memvault.retrieval.embed import Embedder, Vectors
 from memvault.retrieval.fusion import Weights
 from memvault.retrieval.index import Filters
 from memvault.retrieval.items import ITEM_TYPES, MEMORY
 from memvault.retrieval.search import Hit, Query, check_query, check_search_limit, search_index
 
 log = logging.getLogger(__name__)
+
+QUERY_VECTORS = 256
+QUERY_VECTOR_SECONDS = 60.0
+EMBED_THREADS = 32  # threads are made only when none is idle: one or two on a quiet server
+
+_Key = tuple[str, bytes]  # user id, keyed digest of the query text
 
 
 def _choices(field: str, values: Iterable[str] | None, allowed: Sequence[str]) -> frozenset[str]:
@@ -74,6 +89,94 @@ def build_filters(
     )
 
 
+class QueryVectors:
+    """Query embeddings by user and text, computed on worker threads and kept briefly.
+
+    An entry is a future, so a search can start the embedding early and collect it when the
+    ranking needs it, and a second search of the same text (the usual search-then-context) gets
+    the same vector without running the model. Keys are the user id and a digest of the text
+    keyed with a per-process secret: no query text is kept after its search. Being per user,
+    one user's query never makes another's faster, so timing reveals nothing across users.
+    Bounded in entries and in age; never written anywhere.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        *,
+        max_entries: int = QUERY_VECTORS,
+        max_age: float = QUERY_VECTOR_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._embedder = embedder
+        self._max_entries = max_entries
+        self._max_age = max_age
+        self._clock = clock
+        self._secret = os.urandom(32)
+        self._entries: OrderedDict[_Key, tuple[float, Future[Vectors]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._workers = ThreadPoolExecutor(EMBED_THREADS, thread_name_prefix="memvault-embed")
+        self._closed = False
+
+    def vector(self, user_id: str, text: str) -> Future[Vectors]:
+        """The embedding of `text` (one row) for this user: kept, under way, or started now."""
+        key = (user_id, hashlib.blake2b(text.encode(), key=self._secret).digest())
+        with self._lock:
+            future = None if self._closed else self._kept_or_started(key, text)
+        if future is None:  # closed: no workers left, so embed on the caller's thread
+            future = Future()
+            future.set_result(self._embed(text))
+        return future
+
+    def _embed(self, text: str) -> Vectors:
+        """Read-only: one array is handed to every search of the text, none may change it."""
+        vectors = self._embedder.embed([text])
+        vectors.flags.writeable = False
+        return vectors
+
+    def _kept_or_started(self, key: _Key, text: str) -> Future[Vectors]:
+        """Called with the lock held. A failed embedding is raised once, then tried again."""
+        now = self._clock()
+        self._drop_expired(now)
+        entry = self._entries.get(key)
+        if entry is not None and not _failed(entry[1]):
+            return entry[1]
+        future = self._workers.submit(self._embed, text)
+        self._entries.pop(key, None)
+        self._entries[key] = (now, future)  # at the end: the order stays the order of age
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+        return future
+
+    def _drop_expired(self, now: float) -> None:
+        """Entries are in order of age, so the expired ones are at the front."""
+        while self._entries:
+            created, _ = next(iter(self._entries.values()))
+            if now - created < self._max_age:
+                break
+            self._entries.popitem(last=False)
+
+    def forget(self, user_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == user_id]:
+                del self._entries[key]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def close(self) -> None:
+        """Stop the workers and drop every entry; later calls embed on the caller's thread."""
+        with self._lock:
+            self._closed = True
+            self._entries.clear()
+        self._workers.shutdown(wait=True, cancel_futures=True)
+
+
+def _failed(future: Future[Vectors]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
+
+
 class Recall:
     """Search over per-user indexes kept in a byte-bounded cache."""
 
@@ -93,6 +196,7 @@ class Recall:
             embedder, loader, max_bytes=max_bytes, ann_threshold=ann_threshold, vectors=vectors
         )
         self.weights = weights or Weights()
+        self.query_vectors = QueryVectors(embedder)
         self._revision = revision
         self._record_access = record_access
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memvault-access")
@@ -136,8 +240,12 @@ class Recall:
         revision = self._revision(user_id)
         if revision == 0:
             return []
+        chosen = weights or self.weights
+        vector = self.query_vectors.vector(user_id, request.text) if chosen.dense > 0 else None
         with self.cache.checkout(user_id, revision) as index:
-            hits = search_index(index, request, weights or self.weights)
+            hits = search_index(
+                index, request, chosen, query_vector=vector.result if vector else None
+            )
         recalled = [h.id for h in hits if h.type == MEMORY]
         if record_access and recalled and not self._closed.is_set():
             self._writer.submit(self._record, user_id, recalled, utcnow())
@@ -152,8 +260,10 @@ class Recall:
 
     def forget(self, user_id: str) -> None:
         self.cache.forget(user_id)
+        self.query_vectors.forget(user_id)
 
     def close(self) -> None:
         """Finish pending access writes; call before the store closes."""
         self._closed.set()
         self._writer.shutdown(wait=True)
+        self.query_vectors.close()

@@ -9,6 +9,7 @@ approximate nearest-neighbour lookup).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from memvault.errors import Invalid
+from memvault.retrieval.dense import Vectors
 from memvault.retrieval.fusion import Signal, Weights, fuse, scale_to_max
 from memvault.retrieval.index import Filters, UserIndex
 from memvault.retrieval.items import Item
@@ -75,8 +77,18 @@ def check_search_limit(limit: object) -> int:
     return limit
 
 
-def search_index(index: UserIndex, query: Query, weights: Weights) -> list[Hit]:
-    """Rank the user's items for the query; best first, at most `query.limit`."""
+def search_index(
+    index: UserIndex,
+    query: Query,
+    weights: Weights,
+    *,
+    query_vector: Callable[[], Vectors] | None = None,
+) -> list[Hit]:
+    """Rank the user's items for the query; best first, at most `query.limit`.
+
+    `query_vector`, when given, supplies the query's embedding (one row) instead of embedding
+    `query.text` here, so a caller can compute it ahead, beside the lexical work, or reuse it.
+    """
     if len(index) == 0:
         return []
     mask = index.allowed(query.filters)
@@ -96,7 +108,8 @@ def search_index(index: UserIndex, query: Query, weights: Weights) -> list[Hit]:
         if len(matched) > pool:
             matched = matched[np.argpartition(-bm25_all[matched], pool - 1)[:pool]]
         parts.append(matched)
-    vector = index.embedder.embed([query.text])[0] if weights.dense > 0 else None
+    embed = query_vector or (lambda: index.embedder.embed([query.text]))
+    vector = embed()[0] if weights.dense > 0 else None
     if vector is not None:
         parts.append(index.nearest(vector, pool, mask))
     if not parts:
