@@ -13,6 +13,8 @@ from api_support import ADMIN, ADMIN_KEY, Api, open_api
 from conftest import MakeVault
 from fastapi import APIRouter
 
+from memvault.errors import Unavailable
+
 SECRET_TEXT = "my-very-private-diary-entry"
 
 
@@ -117,6 +119,21 @@ def test_unexpected_failures_are_a_bare_500(api: Api, caplog: pytest.LogCaptureF
         response = api.client.get("/v1/boom")
     assert error_of(response, 500, "internal")["message"] == "internal server error"
     assert SECRET_TEXT not in caplog.text and "Traceback" not in caplog.text
+
+
+def test_an_unavailable_database_is_503_with_retry_after(api: Api) -> None:
+    """What the PostgreSQL backend raises when it cannot take the work (provoked for real in
+    test_postgres_transient.py) keeps the one envelope and tells the client when to retry."""
+    router = APIRouter()
+
+    @router.get("/v1/busy")
+    def busy() -> None:
+        raise Unavailable("the database is unavailable", details={"retry_after": 1})
+
+    api.client.app.include_router(router)  # type: ignore[attr-defined]
+    response = api.client.get("/v1/busy")
+    assert error_of(response, 503, "unavailable")["details"] == {"retry_after": 1}
+    assert response.headers["retry-after"] == "1"
 
 
 def test_access_log_has_one_line_per_request_without_bodies_or_keys(
