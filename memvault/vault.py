@@ -24,7 +24,6 @@ from memvault.inputs import (
     build_turn,
     memory_fields,
     new_session,
-    optional_stamp,
     with_seq,
 )
 from memvault.jobs import JobQueue
@@ -72,9 +71,8 @@ from memvault.rows import (
 from memvault.sealing import Sealer
 from memvault.store import Store, open_keyring, open_store
 from memvault.store.database import Row, TurnGroup
+from memvault.transfer import export_document, read_export, seal_dump
 
-EXPORT_FORMAT = "memvault-export"
-EXPORT_VERSION = 1
 MAX_LIST = 1000
 
 
@@ -675,158 +673,20 @@ class Vault:
         dump = self.store.dump_user(user_id)
         if dump is None:
             raise NotFound("no such user")
-        turns_by_session: dict[str, list[dict[str, Any]]] = {}
-        for row in dump["turns"]:
-            turn = open_turn(self.sealer, row).to_dict()
-            for private in ("user_id", "session_id"):
-                turn.pop(private)
-            turns_by_session.setdefault(row["session_id"], []).append(turn)
-        sessions = []
-        for row in dump["sessions"]:
-            session = open_session(self.sealer, row).to_dict()
-            session.pop("user_id")
-            session["turns"] = turns_by_session.get(row["id"], [])
-            sessions.append(session)
-        memories = [open_memory(self.sealer, r).to_dict() for r in dump["memories"]]
-        for memory in memories:
-            memory.pop("user_id")
-        user = open_user(self.sealer, dump["user"]).to_dict()
-        return {
-            "format": EXPORT_FORMAT,
-            "version": EXPORT_VERSION,
-            "exported_at": utcnow().isoformat(),
-            "user": user,
-            "agents": [
-                {k: val for k, val in a.to_dict().items() if k != "user_id"}
-                for a in self.list_agents(user_id)
-            ],
-            "sessions": sessions,
-            "memories": memories,
-            "daily_activity": [
-                {"day": r["day"], "turns": r["turns"], "memories": r["memories"]}
-                for r in dump["daily_activity"]
-            ],
-        }
+        return export_document(self.sealer, dump, self.list_agents(user_id))
 
     def import_user(self, data: Mapping[str, Any], *, user_id: str | None = None) -> User:
         """Load an export (into the same or another user id) in one transaction.
 
         Ids, sequence numbers and timestamps are kept. Anything that clashes with what the
-        target user already has raises `Conflict`, and nothing is written.
+        target user already has raises `Conflict`, and nothing is written. The whole export is
+        checked before the user gets a data key, so a bad one does not leave an unused key.
         """
-        dump = self._parse_export(data, user_id)
+        dump = read_export(self.settings, data, user_id)
         target = dump["user"]["id"]
-        self.store.load_user(dump, format_ts(utcnow()))
+        self.store.load_user(seal_dump(self.sealer.for_user(target), dump), format_ts(utcnow()))
         self._publish("user.imported", target)
         return self.get_user(target)
-
-    def _parse_export(self, data: Mapping[str, Any], user_id: str | None) -> Row:
-        """Validate an export completely and seal it for `target`, before anything is written."""
-        if not isinstance(data, Mapping) or data.get("format") != EXPORT_FORMAT:
-            raise Invalid("format", f"not a {EXPORT_FORMAT} document")
-        if data.get("version") != EXPORT_VERSION:
-            raise Invalid("version", f"unsupported export version; expected {EXPORT_VERSION}")
-        for part in ("sessions", "memories", "agents", "daily_activity"):
-            if not isinstance(data.get(part, []), list):
-                raise Invalid(part, "must be a list")
-        user = data.get("user")
-        if not isinstance(user, Mapping):
-            raise Invalid("user", "must be an object")
-        target = v.check_id("user_id", user_id if user_id is not None else user.get("id"))
-        profile = v.check_json(
-            "user.profile", user.get("profile") or {}, max_bytes=self.settings.max_json_bytes,
-            object_only=True,
-        )  # fmt: skip
-        seal = self.sealer.for_user(target).seal
-        now = utcnow()
-        sessions, turns = [], []
-        for i, s in enumerate(data.get("sessions", [])):
-            where = f"sessions[{i}]"
-            if not isinstance(s, Mapping):
-                raise Invalid(where, "must be an object")
-            session_id = v.check_id(f"{where}.id", s.get("id"))
-            session_turns = [
-                build_turn(
-                    self.settings, target, session_id, dict(t), where=f"{where}.turns[{j}]", now=now
-                )
-                for j, t in enumerate(s.get("turns") or [])
-            ]
-            row = {
-                "id": session_id,
-                "kind": v.check_enum(f"{where}.kind", s.get("kind", "chat"), SessionKind).value,
-                "agent_id": v.check_optional_id(f"{where}.agent_id", s.get("agent_id")),
-                "title": v.check_optional_text(f"{where}.title", s.get("title")),
-                "summary": v.check_optional_text(
-                    f"{where}.summary", s.get("summary"), max_bytes=self.settings.max_content_bytes
-                ),
-                "intent": v.check_optional_text(f"{where}.intent", s.get("intent")),
-                "confidence": v.check_optional_number(
-                    f"{where}.confidence", s.get("confidence"), 0, 1
-                ),
-                "entities": v.check_json(
-                    f"{where}.entities", s.get("entities"), max_bytes=self.settings.max_json_bytes
-                ),
-                "metadata": v.check_json(
-                    f"{where}.metadata", s.get("metadata") or {},
-                    max_bytes=self.settings.max_json_bytes, object_only=True,
-                ) or None,
-                "turn_count": len(session_turns),
-                "last_seq": max((t.seq for t in session_turns), default=0),
-                "last_turn_at": optional_stamp(
-                    max((t.created_at for t in session_turns), default=None)
-                ),
-                "created_at": format_ts(v.check_time(f"{where}.created_at", s.get("created_at"))),
-                "updated_at": format_ts(v.check_time(f"{where}.updated_at", s.get("updated_at"))),
-            }  # fmt: skip
-            sessions.append(seal("sessions", session_id, row))
-            for turn in session_turns:
-                row = {**turn_row(turn), "session_id": session_id}
-                turns.append(seal("turns", turn.id, row))
-        memories = []
-        for i, m in enumerate(data.get("memories", [])):
-            where = f"memories[{i}]"
-            if not isinstance(m, Mapping):
-                raise Invalid(where, "must be an object")
-            memory_id = v.check_id(f"{where}.id", m.get("id"))
-            counters = {
-                "access_count": int(v.check_number(f"{where}.access_count",
-                                                   m.get("access_count", 0), 0, 2**62)),
-                "last_accessed_at": optional_stamp(v.check_optional_time(
-                    f"{where}.last_accessed_at", m.get("last_accessed_at"))),
-                "updated_at": format_ts(v.check_time(f"{where}.updated_at", m.get("updated_at"))),
-            }  # fmt: skip
-            fields = {k: val for k, val in m.items() if k not in {"id", "user_id", *counters}}
-            values = memory_fields(self.settings, fields, f"{where}.")
-            row = {"id": memory_id, **values, **counters}
-            memories.append(seal("memories", memory_id, row))
-        agents = []
-        for i, a in enumerate(data.get("agents", [])):
-            where = f"agents[{i}]"
-            agent_id = v.check_id(f"{where}.id", a.get("id"))
-            row = {
-                "id": agent_id,
-                "name": v.check_text(f"{where}.name", a.get("name"), max_bytes=256),
-                "description": v.check_optional_text(f"{where}.description", a.get("description")),
-                "created_at": format_ts(v.check_time(f"{where}.created_at", a.get("created_at"))),
-            }
-            agents.append(seal("agents", agent_id, row))
-        activity = [
-            {"day": date.fromisoformat(str(d["day"])).isoformat(),
-             "turns": int(v.check_number("daily_activity.turns", d.get("turns", 0), 0, 2**62)),
-             "memories": int(v.check_number("daily_activity.memories", d.get("memories", 0), 0,
-                                            2**62))}
-            for d in data.get("daily_activity", [])
-        ]  # fmt: skip
-        sealed_profile = seal("users", target, {"profile": profile or None})
-        return {
-            "user": {
-                "id": target, "profile": sealed_profile["profile"],
-                "created_at": format_ts(v.check_time("user.created_at", user.get("created_at"))),
-                "updated_at": format_ts(v.check_time("user.updated_at", user.get("updated_at"))),
-            },
-            "agents": agents, "sessions": sessions, "turns": turns, "memories": memories,
-            "daily_activity": activity,
-        }  # fmt: skip
 
     # -- keys ------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import pytest
 from conftest import MakeVault
 
 from memvault import Conflict, Invalid, Vault
+from memvault.store import open_key_store
 
 
 def _fill(vault: Vault) -> None:
@@ -71,9 +72,11 @@ def test_import_clash_writes_nothing(vault: Vault) -> None:
         ("sessions[0].turns[0].role", lambda d: d["sessions"][0]["turns"][0].update(role="x")),
         ("memories[0].importance", lambda d: d["memories"][0].update(importance=5)),
         ("user_id", lambda d: d["user"].update(id="a/b")),
+        ("agents[0].name", lambda d: d["agents"][0].update(name="")),
+        ("user.created_at", lambda d: d["user"].update(created_at="yesterday")),
     ],
 )
-def test_bad_export_is_invalid_and_writes_nothing(
+def test_bad_export_is_invalid_and_leaves_no_trace(
     make_vault: MakeVault, tmp_path: Path, field: str, change: Any
 ) -> None:
     source = make_vault(tmp_path / "a")
@@ -85,3 +88,13 @@ def test_bad_export_is_invalid_and_writes_nothing(
         target.import_user(document)
     assert err.value.field == field
     assert target.store.list_user_ids() == []
+    assert _users_with_keys(target) == []
+
+
+def _users_with_keys(vault: Vault) -> list[str]:
+    """Who has a data key, as the key store (kept apart from the content) holds them."""
+    keys = open_key_store(vault.settings, vault.data_dir)
+    try:
+        return [user_id for user_id, _ in keys.all_wrapped()]
+    finally:
+        keys.close()
