@@ -31,6 +31,7 @@ def test_readiness_fails_when_the_keyring_is_gone(api: Api) -> None:
     response = api.client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
+    assert response.headers["retry-after"] == "1"
 
 
 def test_user_profile_stats_and_delete(api: Api, alice: dict[str, str]) -> None:

@@ -6,7 +6,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from memvault.api.deps import VaultDep
-from memvault.api.errors import envelope
+from memvault.api.errors import error_response
+from memvault.errors import Unavailable
+from memvault.store.database import RETRY_AFTER_SECONDS
 
 router = APIRouter(tags=["health"])
 
@@ -23,5 +25,8 @@ def readyz(vault: VaultDep) -> JSONResponse:
     try:
         vault.ping()
     except Exception:  # whatever the driver raises, the answer is the same: not ready
-        return envelope(503, "unavailable", "database or keyring unreachable")
+        down = Unavailable(
+            "database or keyring unreachable", details={"retry_after": RETRY_AFTER_SECONDS}
+        )
+        return error_response(down)  # the 503 of any other route: envelope and Retry-After
     return JSONResponse({"status": "ready"})
