@@ -126,3 +126,16 @@ def test_websocket_over_a_real_socket(server: Server, admin: MemvaultClient) -> 
         turn = mv.add_turn("erin", "s9", "user", "ping from http")
         event = json.loads(listener.recv(timeout=5))
         assert event["type"] == "turn.added" and event["turn_id"] == turn.id
+
+
+def test_every_error_the_api_can_answer_comes_back_as_its_own_class() -> None:
+    from memvault import errors
+    from memvault.client import ERRORS
+
+    answered = {
+        cls.code: cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.MemvaultError)
+        and cls is not errors.MemvaultError
+    }  # fmt: skip
+    assert answered == ERRORS
