@@ -8,6 +8,7 @@ no trace.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -31,10 +32,6 @@ from memvault.store.database import Row
 TURN_FIELDS = (
     "role", "content", "speaker", "channel", "modality", "created_at", "metadata", "tool_calls",
     "tool_result", "intent", "confidence", "entities", "agent_id", "audio_ref", "audio_duration",
-)  # fmt: skip
-MEMORY_INPUT_FIELDS = (
-    "category", "importance", "valence", "tags", "source_turn_ids", "valid_from", "valid_to",
-    "superseded_by", "pinned", "expires_at", "agent_id", "metadata", "created_at",
 )  # fmt: skip
 TURN_SLOTS = tuple(f.name for f in dataclasses.fields(Turn))
 
@@ -115,6 +112,12 @@ def with_seq(turn: Turn, seq: int) -> Turn:
     return Turn(**fields)
 
 
+def _as_stored(value: Any) -> Any:
+    """A JSON value as it reads back once sealed (tuples as lists, keys as strings): a memory
+    built from the row just written then equals the one a read returns."""
+    return None if value is None else json.loads(json.dumps(value))
+
+
 def memory_fields(settings: Settings, data: Mapping[str, Any], where: str = "") -> Row:
     """Validate memory fields given by a caller into storable column values.
 
@@ -136,7 +139,9 @@ def memory_fields(settings: Settings, data: Mapping[str, Any], where: str = "") 
         "pinned": lambda f, x: int(v.check_bool(f, x)),
         "expires_at": lambda f, x: optional_stamp(v.check_optional_time(f, x)),
         "agent_id": v.check_optional_id,
-        "metadata": lambda f, x: v.check_json(f, x, max_bytes=max_json, object_only=True) or None,
+        "metadata": lambda f, x: _as_stored(
+            v.check_json(f, x, max_bytes=max_json, object_only=True) or None
+        ),
         "created_at": lambda f, x: optional_stamp(v.check_optional_time(f, x)),
     }
     v.check_keys(where.rstrip(".") or "memory", data, checks)

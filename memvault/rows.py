@@ -94,17 +94,25 @@ def open_session(sealer: Sealer, row: Row, turns: Iterable[Turn] | None = None) 
 
 
 def open_memory(sealer: Sealer, row: Row) -> Memory:
-    o = _opened(sealer, "memories", row)
+    return memory_from_row(_opened(sealer, "memories", row))
+
+
+def memory_from_row(o: Row) -> Memory:
+    """A memory from its plain columns: opened, or as just written.
+
+    Nullable columns may be left out, as a new row leaves them, so `add_memory` answers with
+    the row it wrote instead of reading it back.
+    """
     return Memory(
         id=o["id"], user_id=o["user_id"], kind=MemoryKind(o["kind"]), tier=Tier(o["tier"]),
         text=o["text"], created_at=parse_ts(o["created_at"]),
-        updated_at=parse_ts(o["updated_at"]), category=o["category"],
+        updated_at=parse_ts(o["updated_at"]), category=o.get("category"),
         importance=float(o["importance"]), valence=float(o["valence"]),
-        tags=tuple(o["tags"] or ()), source_turn_ids=tuple(o["source_turn_ids"] or ()),
-        valid_from=optional_time(o["valid_from"]), valid_to=optional_time(o["valid_to"]),
-        superseded_by=o["superseded_by"], pinned=bool(o["pinned"]),
+        tags=tuple(o.get("tags") or ()), source_turn_ids=tuple(o.get("source_turn_ids") or ()),
+        valid_from=optional_time(o.get("valid_from")), valid_to=optional_time(o.get("valid_to")),
+        superseded_by=o.get("superseded_by"), pinned=bool(o["pinned"]),
         access_count=int(o["access_count"]),
-        last_accessed_at=optional_time(o["last_accessed_at"]),
-        expires_at=optional_time(o["expires_at"]), agent_id=o["agent_id"],
-        metadata=o["metadata"] or {},
+        last_accessed_at=optional_time(o.get("last_accessed_at")),
+        expires_at=optional_time(o.get("expires_at")), agent_id=o.get("agent_id"),
+        metadata=o.get("metadata") or {},
     )  # fmt: skip

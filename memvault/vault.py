@@ -20,7 +20,6 @@ from memvault.crypto import Keyring, decode_key, encode_key, generate_key
 from memvault.errors import Conflict, Invalid, MemvaultError, NotFound
 from memvault.events import Event, EventBus
 from memvault.inputs import (
-    MEMORY_INPUT_FIELDS,
     build_turn,
     memory_fields,
     new_session,
@@ -60,6 +59,7 @@ from memvault.retrieval.recall import Recall
 from memvault.retrieval.search import Hit
 from memvault.retrieval.vectors import SealedVectors
 from memvault.rows import (
+    memory_from_row,
     open_agent,
     open_memory,
     open_session,
@@ -438,7 +438,6 @@ class Vault:
         """Store a memory. `supersedes` names a current memory this one replaces (see
         `supersede_memory`); both change in one commit."""
         v.check_id("user_id", user_id)
-        v.check_keys("memory", fields, MEMORY_INPUT_FIELDS)
         now = utcnow()
         memory_id = new_id()
         values = memory_fields(self.settings, {"text": text, "kind": kind, "tier": tier, **fields})
@@ -457,7 +456,7 @@ class Vault:
             old = self.store.get_memory(user_id, supersedes)
             owner = None if old is None else old["agent_id"]
             self._publish("memory.updated", user_id, memory_id=supersedes, agent_id=owner)
-        return self.get_memory(user_id, memory_id)
+        return memory_from_row(row)  # as a read would give it, without the read
 
     def supersede_memory(self, user_id: str, memory_id: str, text: str, **fields: Any) -> Memory:
         """Replace a fact that no longer holds: the new memory is valid from now, the old one's

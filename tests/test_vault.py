@@ -273,3 +273,22 @@ def test_superseding_a_fact_keeps_the_old_one(vault: Vault) -> None:
     with pytest.raises(NotFound):
         vault.add_memory("u", "orphan", supersedes="no-such-memory")
     assert [m.text for m in vault.list_memories("u")] == ["Works at Initech", "Works at Acme"]
+
+
+def test_add_memory_answers_as_a_read_would_without_reading_it_back(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    read_memory = vault.store.get_memory
+    monkeypatch.setattr(
+        vault.store, "get_memory", lambda u, m: reads.append(m) or read_memory(u, m)
+    )
+    written = vault.add_memory(
+        "u", "Lives in Oslo", tags=("home",), valid_from=WHEN, expires_at=WHEN + timedelta(days=9),
+        metadata={"seen": (1, 2), 3: "three"}, created_at=WHEN.replace(tzinfo=None),
+    )  # fmt: skip
+    bare = vault.add_memory("u", "a fact")
+    assert reads == []
+    assert vault.get_memory("u", written.id) == written
+    assert vault.get_memory("u", bare.id) == bare
+    assert written.metadata == {"seen": [1, 2], "3": "three"}  # as stored, whatever was given
