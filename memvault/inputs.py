@@ -1,4 +1,4 @@
-"""Turns and memories as callers give them, checked completely and built ready to seal.
+"""Turns, sessions and memories as callers give them, checked completely and built ready to seal.
 
 Adding, updating and importing all go through these, so a field is accepted (and named in an
 error) the same way whichever door it comes in by. Nothing here writes: a call that fails leaves
@@ -103,6 +103,26 @@ def new_session(first: Turn, now: str) -> Row:
         else SessionKind.CHAT
     )
     return {"kind": kind.value, "agent_id": first.agent_id, "created_at": now, "updated_at": now}
+
+
+def session_fields(settings: Settings, given: Mapping[str, Any]) -> Row:
+    """The session fields of an update as column values; one given as None is left out (it keeps
+    its value)."""
+    limit = settings.max_json_bytes
+    checks: dict[str, Callable[[str, Any], Any]] = {
+        "title": lambda f, x: v.check_text(f, x, max_bytes=1024),
+        "summary": lambda f, x: v.check_text(f, x, max_bytes=settings.max_content_bytes),
+        "kind": lambda f, x: v.check_enum(f, x, SessionKind).value,
+        "intent": lambda f, x: v.check_text(f, x, max_bytes=1024),
+        "confidence": lambda f, x: v.check_number(f, x, 0, 1),
+        "entities": lambda f, x: v.check_json(f, x, max_bytes=limit),
+        "metadata": lambda f, x: v.check_json(f, x, max_bytes=limit, object_only=True),
+    }
+    return {
+        name: check(name, given[name])
+        for name, check in checks.items()
+        if given.get(name) is not None
+    }
 
 
 def with_seq(turn: Turn, seq: int) -> Turn:

@@ -23,6 +23,7 @@ from memvault.inputs import (
     build_turn,
     memory_fields,
     new_session,
+    session_fields,
     with_seq,
 )
 from memvault.jobs import JobQueue
@@ -42,7 +43,6 @@ from memvault.model import (
     Memory,
     MemoryKind,
     Session,
-    SessionKind,
     Tier,
     Turn,
     User,
@@ -358,26 +358,11 @@ class Vault:
         """Set the given fields; fields left as None keep their value."""
         v.check_id("user_id", user_id)
         v.check_id("session_id", session_id)
-        limit = self.settings.max_json_bytes
-        fields: Row = {}
-        if title is not None:
-            fields["title"] = v.check_text("title", title, max_bytes=1024)
-        if summary is not None:
-            fields["summary"] = v.check_text(
-                "summary", summary, max_bytes=self.settings.max_content_bytes
-            )
-        if kind is not None:
-            fields["kind"] = v.check_enum("kind", kind, SessionKind).value
-        if intent is not None:
-            fields["intent"] = v.check_text("intent", intent, max_bytes=1024)
-        if confidence is not None:
-            fields["confidence"] = v.check_number("confidence", confidence, 0, 1)
-        if entities is not None:
-            fields["entities"] = v.check_json("entities", entities, max_bytes=limit)
-        if metadata is not None:
-            fields["metadata"] = v.check_json(
-                "metadata", metadata, max_bytes=limit, object_only=True
-            )
+        fields = session_fields(
+            self.settings,
+            {"title": title, "summary": summary, "kind": kind, "intent": intent,
+             "confidence": confidence, "entities": entities, "metadata": metadata},
+        )  # fmt: skip
         current = self._session_row(user_id, session_id)  # before sealing makes a user key
         if not fields:
             return open_session(self.sealer, current)
