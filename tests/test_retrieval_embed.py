@@ -40,6 +40,13 @@ def test_minilm_batch_order_and_padding_do_not_change_vectors(minilm: MiniLMEmbe
     assert np.allclose(batched[0], batched[2], atol=1e-5)
 
 
+def test_minilm_several_batches_keep_the_callers_order(minilm: MiniLMEmbedder) -> None:
+    texts = [f"note {n}: " + "walked the dog in the park " * (n % 7) for n in range(75)]
+    together = minilm.embed(texts)  # three batches, sorted by length inside
+    alone = np.concatenate([minilm.embed([text]) for text in texts])
+    assert np.allclose(together, alone, atol=1e-4)
+
+
 def test_minilm_truncates_long_input_and_zeroes_empty_text(minilm: MiniLMEmbedder) -> None:
     vectors = minilm.embed(["word " * 2000, "", "   "])
     assert np.isfinite(vectors).all()
