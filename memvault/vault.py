@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,7 +38,6 @@ from memvault.mind.context import (
 from memvault.model import (
     Agent,
     Channel,
-    DailyActivity,
     GlobalContextEntry,
     Memory,
     MemoryKind,
@@ -65,10 +64,10 @@ from memvault.rows import (
     open_session,
     open_turn,
     open_user,
-    optional_time,
     turn_row,
 )
 from memvault.sealing import Sealer
+from memvault.stats import user_stats
 from memvault.store import Store, open_keyring, open_store
 from memvault.store.database import Row, TurnGroup
 from memvault.transfer import export_document, read_export, seal_dump
@@ -631,23 +630,8 @@ class Vault:
         v.check_id("user_id", user_id)
         if self.store.get_user(user_id) is None:
             raise NotFound("no such user")
-        counts = self.store.counts(user_id)
-        days = [
-            DailyActivity(date.fromisoformat(r["day"]), int(r["turns"]), int(r["memories"]))
-            for r in counts["daily_activity"]
-        ]
-        current, longest = streaks([d.day for d in days], (now or utcnow()).astimezone(UTC).date())
-        return {
-            "sessions": counts["sessions"],
-            "turns": counts["turns"],
-            "memories": counts["memories"],
-            "first_at": optional_time(counts["first_at"]),
-            "last_at": optional_time(counts["last_at"]),
-            "by_channel": counts["by_channel"],
-            "daily_activity": days,
-            "current_streak": current,
-            "longest_streak": longest,
-        }
+        today = (now or utcnow()).astimezone(UTC).date()
+        return user_stats(self.store.counts(user_id), today)
 
     # -- export, import --------------------------------------------------------------------
 
@@ -693,16 +677,3 @@ class Vault:
 
     def _publish(self, kind: str, user_id: str, **ids: Any) -> None:
         self.events.publish(Event(kind, user_id, ids))
-
-
-def streaks(days: Iterable[date], today: date) -> tuple[int, int]:
-    """(current, longest) runs of consecutive active days; the current run may end yesterday."""
-    longest = run = current = 0
-    previous: date | None = None
-    for day in sorted(set(days)):
-        run = run + 1 if previous is not None and day - previous == timedelta(days=1) else 1
-        longest = max(longest, run)
-        if day <= today:
-            current = run if (today - day).days <= 1 else 0
-        previous = day
-    return current, longest

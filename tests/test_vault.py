@@ -14,7 +14,7 @@ from conftest import MakeVault
 from memvault import Conflict, Invalid, NotFound, Vault
 from memvault.events import Event
 from memvault.model import Channel, MemoryKind, Modality, Role, SessionKind, Tier
-from memvault.vault import streaks
+from memvault.stats import streaks
 
 WHEN = datetime(2025, 5, 4, 12, 30, 15, 123456, tzinfo=UTC)
 
