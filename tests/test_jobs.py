@@ -33,7 +33,9 @@ WORKER = textwrap.dedent("""
 
     def handle(job):
         if mode == "hang":
-            out.write_text(job.id)
+            partial = out.with_name(out.name + ".partial")
+            partial.write_text(job.id)
+            partial.replace(out)  # whole or absent: the test reads it as soon as it exists
             time.sleep(600)
         time.sleep(0.02)
         with out.open("a") as f:
