@@ -53,7 +53,7 @@ from memvault.model import (
 from memvault.relay import open_relay
 from memvault.retrieval.cache import Changes
 from memvault.retrieval.embed import Embedder, RemoteEmbedder, embedder_from_settings
-from memvault.retrieval.items import item_from_memory, item_from_turn
+from memvault.retrieval.items import MEMORY, item_from_memory, item_from_turn
 from memvault.retrieval.recall import Recall
 from memvault.retrieval.search import Hit
 from memvault.retrieval.vectors import SealedVectors
@@ -589,11 +589,20 @@ class Vault:
         channel_limits: Mapping[str, int] | None = None,
         now: datetime | None = None,
         min_score: float = 0.2,
+        agent_id: str | None = None,
     ) -> Context:
-        """What an LLM should know for this query, inside `token_budget` tokens."""
+        """What an LLM should know for this query, inside `token_budget` tokens.
+
+        With `agent_id`, the context as that agent may see the user: memories (pinned, facts
+        and relevant ones) only of that agent; turns and global context as for the user. The
+        narrowing happens before assembly, so the budget is spent only on lines the agent may
+        read and nothing of another agent's shows, not even in `dropped`.
+        """
         check_budget(token_budget)
         limits = check_channel_limits(channel_limits)
         hits = self.search(user_id, query, limit=50, now=now, min_score=min_score)
+        if agent_id is not None:
+            hits = [h for h in hits if h.type != MEMORY or _agent_of(h) == agent_id]
         recent: list[Turn] = []
         if session_id is not None:
             for channel, limit in limits.items():
@@ -604,9 +613,16 @@ class Vault:
             recent.sort(key=lambda t: t.seq)
         sources = Sources(
             global_entries=self.list_global_context(),
-            pinned=self.list_memories(user_id, pinned=True, include_superseded=False, now=now),
+            pinned=self.list_memories(
+                user_id, pinned=True, agent_id=agent_id, include_superseded=False, now=now
+            ),
             facts=self.list_memories(
-                user_id, kinds=["fact"], pinned=False, include_superseded=False, now=now
+                user_id,
+                kinds=["fact"],
+                pinned=False,
+                agent_id=agent_id,
+                include_superseded=False,
+                now=now,
             ),
             hits=hits,
             recent=recent,
@@ -677,3 +693,7 @@ class Vault:
 
     def _publish(self, kind: str, user_id: str, **ids: Any) -> None:
         self.events.publish(Event(kind, user_id, ids))
+
+
+def _agent_of(hit: Hit) -> str | None:
+    return None if hit.item is None else hit.item.agent_id

@@ -38,6 +38,23 @@ def test_sections_come_in_order_and_each_item_once(recall_vault: Vault) -> None:
     assert len(keys) == len(set(keys))
 
 
+def test_an_agents_context_holds_only_its_own_memories(recall_vault: Vault) -> None:
+    vault = recall_vault
+    scout = vault.register_agent("u", "scout").id
+    other = vault.register_agent("u", "planner").id
+    vault.add_memory("u", "Scout note: Norway cabin has no wifi", kind="fact", agent_id=scout)
+    vault.add_memory("u", "Planner note: Norway cabin costs 900", kind="fact", agent_id=other)
+    vault.add_memory("u", "Norway cabin trip is in July", pinned=True)
+    vault.add_turn("u", "s", "user", "We booked a cabin in Norway", speaker="Ann")
+    seen = vault.context("u", "Norway cabin", agent_id=scout, token_budget=4000)
+    everything = vault.context("u", "Norway cabin", token_budget=4000)
+    assert "no wifi" in seen.text and "We booked a cabin" in seen.text
+    hidden = [line for line in ("costs 900", "trip is in July") if line in seen.text]
+    assert hidden == []
+    assert not any("costs 900" in item.text for item in seen.dropped)
+    assert all(line in everything.text for line in ("no wifi", "costs 900", "trip is in July"))
+
+
 def test_recent_turns_follow_channel_limits_oldest_first(recall_vault: Vault) -> None:
     _fill(recall_vault)
     context = recall_vault.context(
