@@ -7,6 +7,11 @@ in sessions of 20 turns between two speakers. Document vectors are random unit v
 embedded by the real MiniLM model, so query latencies include it. Index build with real
 embeddings is reported separately per 1k items.
 
+`hybrid` times `search_index` alone, embedding the query inline; `recall` times `Recall.search`
+(what `Vault.search` runs once it has the user's revision), which embeds the query on a worker
+thread beside the BM25 walk; `recall_repeat` is the same text searched a second time, as
+`Vault.context` does after a search, when the query vector is reused.
+
 Run: `python -m benchmarks search` (1k to 100k and context, a few minutes on 2 cores), and
 `python -m benchmarks.bench_search --large` to add the 1M run (about 10 more minutes: building
 the BM25 postings and the HNSW graph for a million items dominates).
@@ -26,16 +31,26 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import summary_ms, write_results
-from memvault.retrieval.embed import TOKENIZER_PATH, HashingEmbedder, default_embedder, normalise
+from memvault.retrieval.cache import Changes, ItemKey
+from memvault.retrieval.embed import (
+    TOKENIZER_PATH,
+    HashingEmbedder,
+    Vectors,
+    default_embedder,
+    normalise,
+)
 from memvault.retrieval.fusion import Weights
 from memvault.retrieval.index import Filters, UserIndex
 from memvault.retrieval.items import Item
+from memvault.retrieval.recall import Recall
 from memvault.retrieval.search import Query, search_index
 from memvault.vault import Vault
 
 SIZES = (1_000, 10_000, 100_000)
 LARGE = 1_000_000
 QUERIES = 300
+CHUNK = 10_000
+USER = "bench"
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 RNG = np.random.default_rng(42)
 
@@ -91,14 +106,38 @@ def queries() -> list[str]:
     return sentences(QUERIES, 3, 9)
 
 
-def build(count: int) -> tuple[UserIndex, float]:
-    index = UserIndex(default_embedder())
+class FixedVectors:
+    """Stands in for the sealed vector store, handing out the random vectors made for a corpus."""
+
+    def __init__(self, corpus: list[Item], vectors: Vectors) -> None:
+        self._by_key = {(i.type, i.id): (i.rev, v) for i, v in zip(corpus, vectors, strict=True)}
+
+    def load(self, user_id: str, model: str, since_rev: int) -> dict[ItemKey, tuple[int, Vectors]]:
+        return self._by_key
+
+    def save(self, user_id: str, model: str, entries: list[tuple[ItemKey, int, Vectors]]) -> None:
+        pass
+
+    def delete(self, user_id: str, keys: list[ItemKey]) -> None:
+        pass
+
+
+def build(count: int) -> tuple[Recall, UserIndex, float]:
+    """A `Recall` whose one user has `count` turns, added in revisions of 10k like a history."""
     corpus = items(count)
+    chunks = [corpus[first : first + CHUNK] for first in range(0, count, CHUNK)]
+    recall = Recall(
+        default_embedder(),
+        revision=lambda _user: len(chunks),
+        loader=lambda _user, since: Changes(revision=since + 1, items=chunks[since]),
+        record_access=lambda *_: None,
+        max_bytes=1 << 40,
+        vectors=FixedVectors(corpus, random_vectors(count)),
+    )
     started = time.perf_counter()
-    for first in range(0, count, 10_000):
-        chunk = corpus[first : first + 10_000]
-        index.add(chunk, random_vectors(len(chunk)))
-    return index, time.perf_counter() - started
+    for revision in range(1, len(chunks) + 1):
+        index = recall.cache.get(USER, revision)
+    return recall, index, time.perf_counter() - started
 
 
 def latencies(index: UserIndex, texts: list[str], weights: Weights) -> list[float]:
@@ -107,6 +146,18 @@ def latencies(index: UserIndex, texts: list[str], weights: Weights) -> list[floa
         request = Query(text=text, limit=10, filters=Filters(now=NOW), now=NOW)
         started = time.perf_counter()
         search_index(index, request, weights)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def recall_latencies(recall: Recall, texts: list[str], *, repeat: bool) -> list[float]:
+    """`Recall.search` per text; with `repeat`, the text was searched just before (untimed)."""
+    times = []
+    for text in texts:
+        if repeat:
+            recall.search(USER, text, now=NOW, record_access=False)
+        started = time.perf_counter()
+        recall.search(USER, text, now=NOW, record_access=False)
         times.append(time.perf_counter() - started)
     return times
 
@@ -180,10 +231,12 @@ def main() -> None:
         "search": {},
     }
     for size in SIZES:
-        index, seconds = build(size)
+        recall, index, seconds = build(size)
         row = {
             "build_s_without_embedding": round(seconds, 2),
             "hybrid": summary_ms(latencies(index, texts, hybrid)),
+            "recall": summary_ms(recall_latencies(recall, texts, repeat=False)),
+            "recall_repeat": summary_ms(recall_latencies(recall, texts, repeat=True)),
             "hybrid_without_query_embedding": without_query_embedding(index, texts),
             "bm25_only": summary_ms(latencies(index, texts, Weights.for_mode("bm25"))),
             "index_mb": round(index.nbytes() / 2**20, 1),
@@ -192,8 +245,10 @@ def main() -> None:
             row["top_up_per_1k"] = top_up_cost(index)
         results["search"][str(size)] = row
         print(size, json.dumps(row))
+        recall.close()
+        del recall, index
     if large:
-        index, seconds = build(LARGE)
+        recall, index, seconds = build(LARGE)
         million = latencies(index, texts, hybrid)
         results["search"][str(LARGE)] = {
             "build_s_without_embedding": round(seconds, 2),
@@ -202,7 +257,8 @@ def main() -> None:
             "index_mb": round(index.nbytes() / 2**20, 1),
         }
         print(LARGE, json.dumps(results["search"][str(LARGE)]))
-        del index
+        recall.close()
+        del recall, index
     results["context_assembly_100k"] = context_assembly(100_000, texts)
     print("context", json.dumps(results["context_assembly_100k"]))
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
