@@ -1,6 +1,7 @@
 """SQLite against PostgreSQL in the same run, and one `memvault serve` against two.
 
-In process (the library): appends/s with one writer and with 8 writer threads (one user each);
+In process (the library): appends/s with one writer and with 8 writer threads (one user each;
+`python -m benchmarks.bench_backends appends` measures only these, and prints them);
 search latency on a warm per-user index, then right after a write (the index tops up from the
 change feed); and the first search in a fresh process, which builds the user's index from the
 database, decrypting every row. Over HTTP: appends/s from 8 client threads against one server,
@@ -74,19 +75,26 @@ def _threads(target: Callable[[int], None], count: int) -> None:
         thread.join()
 
 
+def _appends(vault: Vault) -> dict[str, Any]:
+    """Appends of one turn: one writer (latency), then 8 writer threads with a user each."""
+    latencies = []
+    for i in range(SINGLE):
+        start = time.perf_counter()
+        vault.add_turn("solo", "s", "user", _text(i))
+        latencies.append(time.perf_counter() - start)
+
+    def writer(n: int) -> None:
+        for i in range(PER_THREAD):
+            vault.add_turn(f"writer-{n}", "s", "user", _text(i))
+
+    parallel = _rate(THREADS * PER_THREAD, lambda: _threads(writer, THREADS))
+    one_writer = {**summary_ms(latencies), "turns_per_s": round(SINGLE / sum(latencies), 1)}
+    return {"append_one_writer": one_writer, f"append_{THREADS}_threads_turns_per_s": parallel}
+
+
 def _library(settings: Settings) -> dict[str, Any]:
     with Vault(settings=settings, embedder=HashingEmbedder()) as vault:
-        latencies = []
-        for i in range(SINGLE):
-            start = time.perf_counter()
-            vault.add_turn("solo", "s", "user", _text(i))
-            latencies.append(time.perf_counter() - start)
-
-        def writer(n: int) -> None:
-            for i in range(PER_THREAD):
-                vault.add_turn(f"writer-{n}", "s", "user", _text(i))
-
-        parallel = _rate(THREADS * PER_THREAD, lambda: _threads(writer, THREADS))
+        appended = _appends(vault)
         vault.add_turns(
             "reader", "s", [{"role": "user", "content": _text(i)} for i in range(CORPUS)]
         )
@@ -106,10 +114,8 @@ def _library(settings: Settings) -> dict[str, Any]:
         start = time.perf_counter()
         fresh.search("reader", "garden")
         cold = time.perf_counter() - start
-    one_writer = {**summary_ms(latencies), "turns_per_s": round(SINGLE / sum(latencies), 1)}
     return {
-        "append_one_writer": one_writer,
-        f"append_{THREADS}_threads_turns_per_s": parallel,
+        **appended,
         f"search_warm_{CORPUS}_turns": summary_ms(warm),
         "search_right_after_a_write": summary_ms(after_write),
         f"search_cold_index_build_{CORPUS + QUERIES // 3}_turns_ms": round(cold * 1000, 1),
@@ -199,6 +205,26 @@ def _one_round(folder: Path, key: str) -> dict[str, Any]:
     return results
 
 
+def appends_only(rounds: int = ROUNDS) -> dict[str, Any]:
+    """Only the library appends, SQLite and PostgreSQL in turn each round: a quick measurement
+    of the write path (`python -m benchmarks.bench_backends appends`), printed, not saved."""
+    key = encode_key(generate_key())
+    runs = []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            run = {"sqlite": _vault_appends(Settings(data=Path(tmp) / "lite", master_key=key))}
+            with temporary_schema(POSTGRES_URL, "bench") as url:
+                pg = Settings(data=Path(tmp) / "pg", database_url=url, master_key=key)
+                run["postgres"] = _vault_appends(pg)
+        runs.append(run)
+    return {"rounds": rounds, "medians": _median(runs)}
+
+
+def _vault_appends(settings: Settings) -> dict[str, Any]:
+    with Vault(settings=settings, embedder=HashingEmbedder()) as vault:
+        return _appends(vault)
+
+
 def main() -> None:
     key = encode_key(generate_key())
     runs = []
@@ -213,4 +239,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["appends"]:
+        print(json.dumps(appends_only()))
+    else:
+        main()

@@ -46,6 +46,41 @@ def test_duplicate_keys_become_conflict_without_values(db: PostgresDatabase) -> 
         assert tx.all("SELECT key FROM global_context") == [{"key": "motto"}]
 
 
+INSERT_GLOBAL = "INSERT INTO global_context (key, text, updated_at) VALUES (?, ?, ?)"
+
+
+def test_held_back_statements_run_in_order_before_the_next_answer(db: PostgresDatabase) -> None:
+    with db.write() as tx:
+        tx.send(INSERT_GLOBAL, ("a", "first", "t"))
+        tx.send_many(INSERT_GLOBAL, [("b", "second", "t"), ("c", "third", "t")])
+        answers = tx.ones(
+            [
+                ("UPDATE global_context SET text = 'changed' WHERE key = ? RETURNING text", ("a",)),
+                ("SELECT COUNT(*) AS n FROM global_context", ()),
+            ]
+        )
+        assert answers == [{"text": "changed"}, {"n": 3}]
+    with db.read() as tx:
+        assert [r["text"] for r in tx.all("SELECT text FROM global_context ORDER BY key")] == [
+            "changed", "second", "third",
+        ]  # fmt: skip
+
+
+def test_a_held_back_statement_that_fails_at_the_commit_undoes_everything(
+    db: PostgresDatabase,
+) -> None:
+    with db.write() as tx:
+        tx.execute(INSERT_GLOBAL, ("a", "kept", "t"))
+    with pytest.raises(Conflict), db.write() as tx:
+        tx.execute("UPDATE global_context SET text = 'lost' WHERE key = ?", ("a",))
+        tx.send(INSERT_GLOBAL, ("b", "lost", "t"))
+        tx.send(INSERT_GLOBAL, ("a", "clash", "t"))  # sent with the COMMIT, which never runs
+    with db.write():
+        pass  # asks nothing of the server, so commits nothing
+    with db.read() as tx:
+        assert tx.all("SELECT key, text FROM global_context") == [{"key": "a", "text": "kept"}]
+
+
 def test_migrations_are_recorded_once_and_backup_is_left_to_postgres(
     db: PostgresDatabase,
 ) -> None:

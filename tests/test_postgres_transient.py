@@ -22,6 +22,7 @@ from memvault.config import Settings
 from memvault.errors import Unavailable
 from memvault.model import Turn
 from memvault.store.database import RETRY_ATTEMPTS
+from memvault.store.migrations import migrate
 from memvault.store.postgres import PostgresDatabase
 
 SECRET_TEXT = "my-very-private-diary-entry"
@@ -109,6 +110,35 @@ def test_a_connection_ended_while_idle_is_replaced_unnoticed(
         db.close()
 
 
+def test_a_connection_lost_with_the_commit_in_flight_is_not_run_again(
+    postgres_url: str, blocker: psycopg.Connection[Any]
+) -> None:
+    """A statement held back for the commit goes out with it; if the connection is lost then,
+    nobody knows whether the commit landed, so the write is `Unavailable` with an unknown
+    outcome, never retried. (Here it waits on the blocker's insert of the same key, so it
+    did not land.)"""
+    db = PostgresDatabase(postgres_url, pool_size=2)
+    migrate(db)
+    blocker.execute("BEGIN")
+    blocker.execute("INSERT INTO global_context (key, text, updated_at) VALUES ('k', 'b', 't')")
+
+    def write() -> None:
+        with db.write() as tx:
+            tx.send("INSERT INTO global_context (key, text, updated_at) VALUES ('k', 'v', 't')")
+
+    try:
+        written = in_thread(write)
+        blocker.execute("SELECT pg_terminate_backend(%s, 5000)", (waiting_on(blocker),))
+        with pytest.raises(Unavailable) as raised:
+            written.result(timeout=30)
+        assert raised.value.details == {"retry_after": 1, "outcome": "unknown"}
+        blocker.execute("ROLLBACK")
+        with db.read() as tx:
+            assert tx.all("SELECT key FROM global_context") == []
+    finally:
+        db.close()
+
+
 def test_no_free_connection_in_time_is_unavailable(postgres_url: str) -> None:
     db = PostgresDatabase(postgres_url, pool_size=2, connect_timeout=0.5)
     try:
@@ -148,7 +178,7 @@ def test_a_write_that_keeps_losing_its_connection_answers_503_then_succeeds(
         assert refused.status_code == 503, refused.text
         assert refused.json() == {"error": {
             "code": "unavailable", "message": "the database rolled the transaction back; try again",
-            "details": {"retry_after": 1, "reason": "AdminShutdown"},
+            "details": {"retry_after": 1, "reason": "ConnectionLost"},
         }}  # fmt: skip
         assert refused.headers["retry-after"] == "1"
         assert http.get(path).json()["items"] == []

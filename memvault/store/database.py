@@ -93,9 +93,18 @@ class Dialect:
         return statement.format(blob=self.blob, real=self.real, bigint=self.bigint)
 
 
+# A statement and its parameters, for `Transaction.ones`.
+Statement = tuple[str, Sequence[Any]]
+
+
 class Transaction(Protocol):
     """One open transaction. Duplicate keys surface as `memvault.errors.Conflict`; a
-    transaction the database undid on its own (deadlock, lost connection) as `RolledBack`."""
+    transaction the database undid on its own (deadlock, lost connection) as `RolledBack`.
+
+    Statements run in the order they are given. Over a network every answer the caller waits
+    for is a round trip, so a backend may hold statements back and send several at once: the
+    ones sent with `send`, and the lists given to `ones`.
+    """
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; return the number of rows it changed."""
@@ -104,6 +113,22 @@ class Transaction(Protocol):
     def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None: ...
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+    def ones(self, statements: Sequence[Statement]) -> list[Row | None]:
+        """Run statements that need no answer from one another, in order; return the first
+        row of each. A backend that pipelines sends them in one round trip."""
+        ...
+
+    def send(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run a statement whose answer nobody waits for. A backend may hold it back until
+        the next statement that has an answer, or the commit, and send them together: its
+        failure (a `Conflict`, say) can then surface there, at the latest when the transaction
+        ends, and still undoes the whole transaction."""
+        ...
+
+    def send_many(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        """`executemany`, held back like `send`."""
+        ...
 
 
 class Database(Protocol):

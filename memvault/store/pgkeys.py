@@ -32,9 +32,10 @@ class PostgresKeyStore:
             raise
 
     def _value(self, sql: str, params: tuple[object, ...]) -> bytes | None:
-        with self._db.read() as tx:
-            row = tx.one(sql, params)
-        return None if row is None else bytes(next(iter(row.values())))
+        """One column of at most one row, read in one round trip: every write checks its user's
+        key here first, so this sits on the write path."""
+        rows = self._db.query(sql, params)
+        return bytes(next(iter(rows[0].values()))) if rows else None
 
     def get_check(self) -> bytes | None:
         return self._value("SELECT value FROM keyring_meta WHERE name = 'check'", ())
@@ -74,8 +75,7 @@ class PostgresKeyStore:
         return deleted
 
     def all_wrapped(self) -> list[tuple[str, bytes]]:
-        with self._db.read() as tx:
-            rows = tx.all("SELECT user_id, wrapped_key FROM user_keys ORDER BY user_id")
+        rows = self._db.query("SELECT user_id, wrapped_key FROM user_keys ORDER BY user_id")
         return [(r["user_id"], bytes(r["wrapped_key"])) for r in rows]
 
     def replace_all(self, wrapped: Iterable[tuple[str, bytes]], check: bytes) -> None:

@@ -1,16 +1,20 @@
 """PostgreSQL backend: a connection pool, READ COMMITTED writes, snapshot reads.
 
 Writers do not take one global lock as on SQLite. Every `SqlStore` write to a user's data starts by
-bumping that user's revision (`UPDATE users ... RETURNING`), which row-locks the user until
+bumping that user's revision (`... RETURNING revision`), which row-locks the user until
 commit, so writes to one user are serialised exactly as under SQLite's single writer, while
 different users write in parallel. Reads run at REPEATABLE READ, READ ONLY: one snapshot per
 call, never waiting for writers. Backups are the operator's (pg_dump, base backups, PITR), so
 `backup()` does nothing.
 
+Each round trip to the server costs far more than the statement it carries, so a transaction
+sends BEGIN with its first statement, and statements nobody waits on (`Transaction.send`) with
+the next one that is waited on, or with COMMIT, in one pipeline.
+
 Failures the database causes on its own are translated, never passed up as driver errors: a
 deadlock, a serialization failure or a connection lost before the commit is `RolledBack`
 (the store runs such a unit of work again); no free connection in time, or a connection lost
-during the commit itself, is `Unavailable`. A pooled connection the server ended while it sat
+with the commit in flight, is `Unavailable`. A pooled connection the server ended while it sat
 idle (a restart, `pg_terminate_backend`) is replaced before the transaction starts on it.
 """
 
@@ -19,18 +23,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import select
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from memvault.errors import Conflict, Unavailable
-from memvault.store.database import RETRY_AFTER_SECONDS, Dialect, RolledBack, Row
+from memvault.store.database import RETRY_AFTER_SECONDS, Dialect, RolledBack, Row, Statement
 
 log = logging.getLogger(__name__)
 # Errors after which the server has undone the whole transaction (psycopg does not make the
@@ -46,6 +53,7 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 _MIGRATION_LOCK_KEY = 0x6D656D7661756C74  # "memvault": one schema change at a time, per database
 
 Connection = psycopg.Connection[Row]
+Cursor = psycopg.Cursor[Row]
 
 
 def is_postgres_url(url: str | None) -> bool:
@@ -93,33 +101,85 @@ def _unavailable(message: str, **details: Any) -> Unavailable:
 
 def _translated(exc: psycopg.Error, conn: Connection) -> Exception:
     """What a statement's failure inside a transaction means to the store. A lost connection
-    is a rollback: the server ends a transaction whose client is gone without committing it."""
+    is a rollback: the server ends a transaction whose client is gone without committing it.
+    It is named as such whatever the driver saw (in a pipeline, the server's last words are
+    lost with the stream)."""
     if isinstance(exc, psycopg.errors.IntegrityError):
         return _conflict(exc)
-    if isinstance(exc, ROLLED_BACK) or conn.broken:
+    if isinstance(exc, ROLLED_BACK):
         return RolledBack(type(exc).__name__)
+    if conn.broken:
+        return RolledBack("ConnectionLost")
     return exc
 
 
-class _PostgresTransaction:
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
+def _translated_commit(exc: psycopg.Error, conn: Connection) -> Exception:
+    """As `_translated`, for a batch that ends with COMMIT: a connection lost with the COMMIT
+    in flight leaves the outcome unknown, so that write must not run again."""
+    if conn.broken:
+        return _unavailable("the database connection was lost while committing", outcome="unknown")
+    return _translated(exc, conn)
 
-    def _run(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Row]:
+
+@dataclass(frozen=True)
+class _Held:
+    """A statement not sent yet: it waits for the next one that needs an answer, or COMMIT."""
+
+    sql: str
+    params: Sequence[Any]
+    many: bool = False  # then `params` is a list of parameter rows
+
+    def run(self, conn: Connection) -> psycopg.Cursor[Row]:
+        cursor = conn.cursor()
+        if self.many:
+            cursor.executemany(to_pyformat(self.sql), self.params)
+        else:
+            cursor.execute(to_pyformat(self.sql), self.params)
+        return cursor
+
+
+def _pipeline(conn: Connection, statements: int) -> AbstractContextManager[object]:
+    """Pipeline mode for more than one statement, where libpq has it: the batch then costs one
+    round trip. Without it, each statement simply runs in turn."""
+    if statements > 1 and psycopg.Pipeline.is_supported():
+        return conn.pipeline()
+    return contextlib.nullcontext()
+
+
+class _PostgresTransaction:
+    """A transaction that waits on the server as rarely as it can.
+
+    BEGIN is not sent on its own: it waits for the first statement. Statements given to `send`
+    wait for the next statement whose answer is needed, or for COMMIT. Whatever waited goes out
+    with that statement in one pipeline, one round trip; the server still runs everything in
+    the order given, so rows are locked in that order, and a failure aborts the rest.
+    """
+
+    def __init__(self, conn: Connection, begin: str) -> None:
+        self._conn = conn
+        self._held = [_Held(begin, ())]
+        self._sent = False  # whether anything (BEGIN first) has gone to the server
+
+    def _flush(self, statements: Sequence[_Held], *, commit: bool = False) -> list[Cursor]:
+        """Send what was held back, then `statements`; return the cursors of `statements`."""
+        batch, self._held = [*self._held, *statements], []
+        self._sent = True
         try:
-            return self._conn.execute(to_pyformat(sql), params)
+            with _pipeline(self._conn, len(batch)):
+                cursors = [statement.run(self._conn) for statement in batch]
         except psycopg.Error as exc:
-            raise _translated(exc, self._conn) from None
+            translate = _translated_commit if commit else _translated
+            raise translate(exc, self._conn) from None
+        return cursors[len(batch) - len(statements) :]
+
+    def _run(self, sql: str, params: Sequence[Any]) -> Cursor:
+        return self._flush([_Held(sql, params)])[0]
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._run(sql, params).rowcount
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
-        try:
-            with self._conn.cursor() as cur:
-                cur.executemany(to_pyformat(sql), params)
-        except psycopg.Error as exc:
-            raise _translated(exc, self._conn) from None
+        self._flush([_Held(sql, list(params), many=True)])
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self._run(sql, params).fetchall()
@@ -127,28 +187,50 @@ class _PostgresTransaction:
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         return self._run(sql, params).fetchone()
 
+    def ones(self, statements: Sequence[Statement]) -> list[Row | None]:
+        cursors = self._flush([_Held(sql, params) for sql, params in statements])
+        return [cursor.fetchone() for cursor in cursors]
 
-def _roll_back(conn: Connection) -> None:
-    """Roll back after a failure, keeping that failure the one raised. A lost connection has
-    nothing to roll back; one that fails to roll back is left to the pool, which discards it."""
-    if not conn.broken:
-        with contextlib.suppress(psycopg.Error):
-            conn.execute("ROLLBACK")
+    def send(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._held.append(_Held(sql, params))
+
+    def send_many(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        rows = list(params)  # taken now: the caller's iterable need not outlive the call
+        if rows:
+            self._held.append(_Held(sql, rows, many=True))
+
+    def commit(self) -> None:
+        """Send what was held back and COMMIT, in one round trip (nothing, if nothing was
+        ever asked of this transaction). A held-back statement that fails aborts the batch
+        before the COMMIT; a commit the server refuses has rolled everything back itself."""
+        if not self._sent and len(self._held) == 1:
+            return
+        self._flush([_Held("COMMIT", ())], commit=True)
+
+    def roll_back(self) -> None:
+        """Roll back after a failure, keeping that failure the one raised. A lost connection
+        has nothing to roll back; one that fails to roll back is left to the pool, which
+        discards it."""
+        self._held = []
+        if not self._sent or self._conn.broken:
+            return
+        if self._conn.info.transaction_status != TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("ROLLBACK")
 
 
-def _commit(conn: Connection) -> None:
-    """Commit. A commit the server refused rolled everything back; a connection lost during
-    the commit leaves the outcome unknown, so that one is not run again."""
-    try:
-        conn.execute("COMMIT")
-    except ROLLED_BACK as exc:
-        raise RolledBack(type(exc).__name__) from None
-    except psycopg.OperationalError:
-        if not conn.broken:
-            raise
-        raise _unavailable(
-            "the database connection was lost while committing", outcome="unknown"
-        ) from None
+def _closed_by_server(conn: Connection) -> bool:
+    """Whether the server has ended this idle pooled connection (a restart, a failover,
+    `pg_terminate_backend`). It said so on the socket before closing it, so finding out costs
+    no round trip: nothing else arrives unasked on a connection that does not LISTEN."""
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    for _ in range(4):  # its last words (a FATAL error), then the end of the stream
+        if conn.pgconn.status == ConnStatus.BAD or not poller.poll(0):
+            break
+        with contextlib.suppress(psycopg.OperationalError):
+            conn.pgconn.consume_input()
+    return conn.pgconn.status == ConnStatus.BAD
 
 
 class PostgresDatabase:
@@ -171,38 +253,32 @@ class PostgresDatabase:
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[_PostgresTransaction]:
-        conn = self._begin(begin)
+        conn = self._live_connection()
+        tx = _PostgresTransaction(conn, begin)
         try:
             try:
-                yield _PostgresTransaction(conn)
+                yield tx
+                tx.commit()
             except BaseException:
-                _roll_back(conn)
+                tx.roll_back()
                 raise
-            _commit(conn)
         finally:
             self._pool.putconn(conn)  # a broken connection is closed and replaced by the pool
 
-    def _begin(self, begin: str) -> Connection:
-        """A pooled connection with a transaction begun on it.
+    def _live_connection(self) -> Connection:
+        """A pooled connection the server has not ended while it sat in the pool.
 
-        A connection the server ended while it sat in the pool fails here, before anything
-        was done on it: the pool then checks all its idle connections (after a restart they
-        are all dead) and the transaction begins on a fresh one.
+        One it has ended is found out before anything is sent on it: the pool then checks all
+        its idle connections (after a restart they are all dead) and the transaction starts on
+        a fresh one.
         """
         for _ in range(2):
             conn = self._getconn()
-            try:
-                conn.execute(begin)
-            except psycopg.Error as exc:
-                self._pool.putconn(conn)
-                if not conn.broken:
-                    raise
-                log.warning(
-                    "a pooled connection was dead (%s); checking the pool", type(exc).__name__
-                )
-                self._pool.check()
-                continue
-            return conn
+            if not _closed_by_server(conn):
+                return conn
+            self._pool.putconn(conn)
+            log.warning("a pooled connection was closed by the server; checking the pool")
+            self._pool.check()
         raise _unavailable("the database is unavailable")
 
     def _getconn(self) -> Connection:
@@ -220,6 +296,18 @@ class PostgresDatabase:
     def read(self) -> Iterator[_PostgresTransaction]:
         with self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") as tx:
             yield tx
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run one statement on its own, outside a transaction block: it sees a snapshot of its
+        own and costs one round trip, where a transaction adds BEGIN and COMMIT to it. For
+        reads of a single statement; a failure is translated as in a transaction."""
+        conn = self._live_connection()
+        try:
+            return conn.execute(to_pyformat(sql), params).fetchall()
+        except psycopg.Error as exc:
+            raise _translated(exc, conn) from None
+        finally:
+            self._pool.putconn(conn)
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:

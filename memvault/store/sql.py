@@ -18,6 +18,7 @@ from memvault.store.database import (
     ChangeSet,
     Database,
     Row,
+    Statement,
     Transaction,
     TurnGroup,
     retried,
@@ -83,29 +84,43 @@ class SqlStore:
     # -- users ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _touch_user(tx: Transaction, user_id: str, now: str) -> int:
-        """Create the user if new, bump its revision, and return the new revision.
+    def _touch(user_id: str, now: str) -> Statement:
+        """The statement that creates the user if new and bumps its revision, returning it.
 
-        A new user's revisions start at the clock in microseconds (`base_revision`), not at 0:
-        a user deleted and made again under the same id then never reuses a revision, and a
-        cache holding the old incarnation (in any process) sees its revision fall below the
-        base and rebuilds instead of topping up deleted content.
+        One statement, so it costs one round trip and locks the user's row either way. A new
+        user's revisions start at the clock in microseconds (`base_revision`), not at 0: a user
+        deleted and made again under the same id then never reuses a revision, and a cache
+        holding the old incarnation (in any process) sees its revision fall below the base and
+        rebuilds instead of topping up deleted content.
         """
         base = time.time_ns() // 1000
-        tx.execute(
+        return (
             "INSERT INTO users (id, revision, base_revision, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (user_id, base, base, now, now),
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+            "SET revision = users.revision + 1, updated_at = excluded.updated_at "
+            "RETURNING revision",
+            (user_id, base + 1, base, now, now),
         )
-        return SqlStore._bump(tx, user_id, now)
 
     @staticmethod
-    def _bump(tx: Transaction, user_id: str, now: str) -> int:
-        row = tx.one(
+    def _touch_user(tx: Transaction, user_id: str, now: str) -> int:
+        """Create the user if new, bump its revision, and return the new revision."""
+        row = tx.one(*SqlStore._touch(user_id, now))
+        assert row is not None
+        return int(row["revision"])
+
+    @staticmethod
+    def _bump_sql(user_id: str, now: str) -> Statement:
+        """The statement that bumps an existing user's revision (locking the row), returning it."""
+        return (
             "UPDATE users SET revision = revision + 1, updated_at = ? WHERE id = ? "
             "RETURNING revision",
             (now, user_id),
         )
+
+    @staticmethod
+    def _bump(tx: Transaction, user_id: str, now: str) -> int:
+        row = tx.one(*SqlStore._bump_sql(user_id, now))
         if row is None:
             raise NotFound("no such user")
         return int(row["revision"])
@@ -127,9 +142,12 @@ class SqlStore:
     @retried
     def put_user(self, user_id: str, profile: bytes | None, now: str) -> Row:
         with self.db.write() as tx:
-            self._touch_user(tx, user_id, now)
-            tx.execute("UPDATE users SET profile = ? WHERE id = ?", (profile, user_id))
-            row = tx.one("SELECT * FROM users WHERE id = ?", (user_id,))
+            _, row = tx.ones(
+                [
+                    self._touch(user_id, now),
+                    ("UPDATE users SET profile = ? WHERE id = ? RETURNING *", (profile, user_id)),
+                ]
+            )
         assert row is not None
         return row
 
@@ -194,38 +212,36 @@ class SqlStore:
         locks users in the same order and two servers' groups never deadlock on PostgreSQL.
         """
         seqs: list[list[int]] = [[] for _ in groups]
+        order = sorted(range(len(groups)), key=lambda i: groups[i][:2])
         with self.db.write() as tx:
-            for i in sorted(range(len(groups)), key=lambda i: groups[i][:2]):
-                seqs[i] = self._append_turns(tx, groups[i])
+            answers = tx.ones([s for i in order for s in self._lock_statements(groups[i])])
+            for n, i in enumerate(order):
+                seqs[i] = self._write_turns(tx, groups[i], answers[2 * n], answers[2 * n + 1])
         return seqs
 
     @classmethod
     def _append_turns(cls, tx: Transaction, group: TurnGroup) -> list[int]:
-        user_id, session_id, new_session, turns, now = group
-        rev = cls._touch_user(tx, user_id, now)
-        session = {
-            "turn_count": 0,
-            "last_seq": 0,
-            **new_session,
-            "user_id": user_id,
-            "id": session_id,
-        }
-        tx.execute(
-            _insert_sql("sessions", SESSION_COLUMNS) + " ON CONFLICT (user_id, id) DO NOTHING",
-            _values(session, SESSION_COLUMNS),
-        )
-        latest = max(t["created_at"] for t in turns)
-        row = tx.one(
-            "UPDATE sessions SET last_seq = last_seq + ?, turn_count = turn_count + ?, "
-            "updated_at = ?, last_turn_at = CASE WHEN last_turn_at IS NULL "
-            "OR last_turn_at < ? THEN ? ELSE last_turn_at END "
-            "WHERE user_id = ? AND id = ? RETURNING last_seq",
-            (len(turns), len(turns), now, latest, latest, user_id, session_id),
-        )
-        assert row is not None
-        first = int(row["last_seq"]) - len(turns) + 1
-        seqs = list(range(first, first + len(turns)))
-        tx.executemany(
+        return cls._write_turns(tx, group, *tx.ones(cls._lock_statements(group)))
+
+    @classmethod
+    def _lock_statements(cls, group: TurnGroup) -> list[Statement]:
+        """The statements of an append that have answers: the user's new revision, then the
+        session's last sequence number (the user's row first, as every write locks it). They
+        need nothing from each other, so a backend can send them, for many groups, at once."""
+        return [cls._touch(group[0], group[4]), cls._take_seqs(group)]
+
+    @classmethod
+    def _write_turns(
+        cls, tx: Transaction, group: TurnGroup, user: Row | None, session: Row | None
+    ) -> list[int]:
+        """Insert the turns and count them, given the answers of `_lock_statements`. Nothing
+        waits on these statements: they go out with the next one that has an answer, or the
+        commit."""
+        user_id, session_id, _, turns, _ = group
+        assert user is not None and session is not None
+        rev, last = int(user["revision"]), int(session["last_seq"])
+        seqs = list(range(last - len(turns) + 1, last + 1))
+        tx.send_many(
             _insert_sql("turns", TURN_COLUMNS),
             [
                 _values(
@@ -239,8 +255,30 @@ class SqlStore:
         return seqs
 
     @staticmethod
+    def _take_seqs(group: TurnGroup) -> Statement:
+        """The statement that creates the session if new and moves its counters past the
+        group's turns, returning the last sequence number taken. It locks the session's row,
+        so concurrent writers to one session never share a number."""
+        user_id, session_id, new_session, turns, now = group
+        latest = max(t["created_at"] for t in turns)
+        session = {
+            **new_session, "user_id": user_id, "id": session_id, "turn_count": len(turns),
+            "last_seq": len(turns), "last_turn_at": latest, "updated_at": now,
+        }  # fmt: skip
+        return (
+            _insert_sql("sessions", SESSION_COLUMNS) + " ON CONFLICT (user_id, id) DO UPDATE "
+            "SET last_seq = sessions.last_seq + excluded.last_seq, "
+            "turn_count = sessions.turn_count + excluded.turn_count, "
+            "updated_at = excluded.updated_at, last_turn_at = CASE "
+            "WHEN sessions.last_turn_at IS NULL OR sessions.last_turn_at < excluded.last_turn_at "
+            "THEN excluded.last_turn_at ELSE sessions.last_turn_at END "
+            "RETURNING last_seq",
+            _values(session, SESSION_COLUMNS),
+        )
+
+    @staticmethod
     def _count_activity(tx: Transaction, user_id: str, days: Counter[str], column: str) -> None:
-        tx.executemany(
+        tx.send_many(
             f"INSERT INTO daily_activity (user_id, day, {column}) VALUES (?, ?, ?) "
             f"ON CONFLICT (user_id, day) DO UPDATE "
             f"SET {column} = daily_activity.{column} + excluded.{column}",
@@ -294,15 +332,18 @@ class SqlStore:
         with self.db.write() as tx:
             if not self._exists(tx, "sessions", user_id, session_id):
                 return None
-            self._bump(tx, user_id, now)  # the user's row first, as in every write: no deadlock
             assignments = ", ".join(f"{name} = ?" for name in fields)
-            tx.execute(
-                f"UPDATE sessions SET {assignments}, updated_at = ? WHERE user_id = ? AND id = ?",
-                (*fields.values(), now, user_id, session_id),
+            _, row = tx.ones(
+                [
+                    self._bump_sql(user_id, now),  # the user's row first, as in every write
+                    (
+                        f"UPDATE sessions SET {assignments}, updated_at = ? "
+                        "WHERE user_id = ? AND id = ? RETURNING *",
+                        (*fields.values(), now, user_id, session_id),
+                    ),
+                ]
             )
-            return tx.one(
-                "SELECT * FROM sessions WHERE user_id = ? AND id = ?", (user_id, session_id)
-            )
+            return row
 
     @retried
     def delete_session(self, user_id: str, session_id: str, now: str) -> bool:
@@ -311,10 +352,8 @@ class SqlStore:
                 return False
             rev = self._bump(tx, user_id, now)
             self._bury_turns(tx, user_id, rev, "session_id = ?", (session_id,))
-            tx.execute(
-                "DELETE FROM turns WHERE user_id = ? AND session_id = ?", (user_id, session_id)
-            )
-            tx.execute("DELETE FROM sessions WHERE user_id = ? AND id = ?", (user_id, session_id))
+            tx.send("DELETE FROM turns WHERE user_id = ? AND session_id = ?", (user_id, session_id))
+            tx.send("DELETE FROM sessions WHERE user_id = ? AND id = ?", (user_id, session_id))
         return True
 
     @staticmethod
@@ -322,7 +361,7 @@ class SqlStore:
         tx: Transaction, user_id: str, rev: int, where: str, params: Sequence[Any]
     ) -> None:
         """Record tombstones for the turns about to be deleted, so caches can drop them."""
-        tx.execute(
+        tx.send(
             "INSERT INTO tombstones (user_id, item_type, item_id, rev) "
             f"SELECT user_id, 'turn', id, ? FROM turns WHERE user_id = ? AND {where} "
             "ON CONFLICT (user_id, item_type, item_id) DO UPDATE SET rev = excluded.rev",
@@ -386,7 +425,7 @@ class SqlStore:
                 )
                 if not closed:
                     raise NotFound("no such current memory to supersede")
-            tx.execute(
+            tx.send(
                 _insert_sql("memories", MEMORY_COLUMNS),
                 _values({**row, "rev": rev}, MEMORY_COLUMNS),
             )
@@ -408,13 +447,10 @@ class SqlStore:
                 return None
             rev = self._bump(tx, user_id, now)
             assignments = "".join(f"{name} = ?, " for name in fields)
-            tx.execute(
-                f"UPDATE memories SET {assignments}updated_at = ?, rev = ? "
-                "WHERE user_id = ? AND id = ?",
-                (*fields.values(), now, rev, user_id, memory_id),
-            )
             return tx.one(
-                "SELECT * FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id)
+                f"UPDATE memories SET {assignments}updated_at = ?, rev = ? "
+                "WHERE user_id = ? AND id = ? RETURNING *",
+                (*fields.values(), now, rev, user_id, memory_id),
             )
 
     @retried
@@ -423,13 +459,13 @@ class SqlStore:
             if not self._exists(tx, "memories", user_id, memory_id):
                 return False
             rev = self._bump(tx, user_id, now)
-            tx.execute(
+            tx.send(
                 "INSERT INTO tombstones (user_id, item_type, item_id, rev) "
                 "VALUES (?, 'memory', ?, ?) "
                 "ON CONFLICT (user_id, item_type, item_id) DO UPDATE SET rev = excluded.rev",
                 (user_id, memory_id, rev),
             )
-            tx.execute("DELETE FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id))
+            tx.send("DELETE FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id))
         return True
 
     def list_memories(

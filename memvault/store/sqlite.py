@@ -16,7 +16,7 @@ from typing import Any
 
 from memvault.errors import Conflict
 from memvault.model import utcnow
-from memvault.store.database import Dialect, Row
+from memvault.store.database import Dialect, Row, Statement
 
 SQLITE = Dialect(name="sqlite", blob="BLOB", real="REAL", bigint="INTEGER")
 _BUSY_TIMEOUT_MS = 30_000
@@ -30,11 +30,14 @@ class _SqliteTransaction:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+    def _run(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         try:
-            return self._conn.execute(sql, params).rowcount
+            return self._conn.execute(sql, params)
         except sqlite3.IntegrityError as exc:
             raise _conflict(exc) from None
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._run(sql, params).rowcount
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
         try:
@@ -43,11 +46,22 @@ class _SqliteTransaction:
             raise _conflict(exc) from None
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return self._conn.execute(sql, params).fetchall()
+        return self._run(sql, params).fetchall()
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = self._conn.execute(sql, params).fetchone()
+        row: Row | None = self._run(sql, params).fetchone()
         return row
+
+    # In process there is no round trip to save: these run each statement at once.
+
+    def ones(self, statements: Sequence[Statement]) -> list[Row | None]:
+        return [self.one(sql, params) for sql, params in statements]
+
+    def send(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._run(sql, params)
+
+    def send_many(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        self.executemany(sql, params)
 
 
 def _conflict(exc: sqlite3.IntegrityError) -> Conflict:
