@@ -28,7 +28,7 @@ from typing import Any
 from memvault import validate as v
 from memvault.errors import Invalid
 from memvault.model import format_ts, new_id, utcnow
-from memvault.store.database import Database, Row
+from memvault.store.database import Database, Row, retried
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +107,35 @@ class JobQueue:
         body = json.dumps(_check_payload(payload or {}), separators=(",", ":"))
         attempts = int(v.check_number("max_attempts", max_attempts, 1, 100))
         job_id, now = new_id(), format_ts(utcnow())
+        self._insert((job_id, job_kind.value, user_id, body, attempts, _later(delay_seconds), now))
+        return job_id
+
+    @retried
+    def _insert(self, values: tuple[str, str, str, str, int, str, str]) -> None:
+        """One transaction, its id chosen beforehand: run again, it still queues one job."""
         with self.db.write() as tx:
             tx.execute(
                 "INSERT INTO jobs (id, kind, user_id, payload, state, attempts, max_attempts, "
                 "run_after, created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?)",
-                (job_id, job_kind.value, user_id, body, attempts, _later(delay_seconds), now, now),
+                (*values, values[-1]),
             )
-        return job_id
 
     def claim(self, worker: str, *, lease_seconds: float) -> Job | None:
         """Take the most overdue job (queued and due, or running with an expired lease)."""
+        row = self._claim(f"{worker}/{uuid.uuid4().hex}", lease_seconds)
+        if row is None:
+            return None
+        return Job(
+            id=row["id"], kind=JobKind(row["kind"]), user_id=row["user_id"],
+            payload=json.loads(row["payload"]), attempts=int(row["attempts"]),
+            max_attempts=int(row["max_attempts"]), lease=row["lease_owner"],
+        )  # fmt: skip
+
+    @retried
+    def _claim(self, lease: str, lease_seconds: float) -> Row | None:
+        """The claim's one transaction. Run again, it looks at the queue afresh (the clock
+        included): the run that was rolled back claimed nothing."""
         now = format_ts(utcnow())
-        lease = f"{worker}/{uuid.uuid4().hex}"
         with self.db.write() as tx:
             # A job whose last allowed attempt died with its worker has nobody left to fail it.
             tx.execute(
@@ -135,20 +152,17 @@ class JobQueue:
             )
             if due is None:
                 return None
-            row = tx.one(
+            return tx.one(
                 "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?, "
                 "lease_expires_at = ?, updated_at = ? WHERE id = ? RETURNING *",
                 (lease, _later(lease_seconds), now, due["id"]),
             )
-        assert row is not None
-        return Job(
-            id=row["id"], kind=JobKind(row["kind"]), user_id=row["user_id"],
-            payload=json.loads(row["payload"]), attempts=int(row["attempts"]),
-            max_attempts=int(row["max_attempts"]), lease=lease,
-        )  # fmt: skip
 
+    @retried
     def _settle(self, job: Job, assignments: str, params: Sequence[Any]) -> bool:
-        """Apply `assignments` if `job`'s lease is still the current one; say whether it was."""
+        """Apply `assignments` if `job`'s lease is still the current one; say whether it was.
+
+        One conditional update: run again after a rollback, it gives the same answer."""
         with self.db.write() as tx:
             return (
                 tx.execute(

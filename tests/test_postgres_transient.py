@@ -1,6 +1,7 @@
 """PostgreSQL failures the database causes on its own, provoked for real: a deadlock is run
 again and lands once; a connection the server ended is replaced; no free connection, or a
-write that keeps losing its connection, answers 503 with Retry-After and nothing written."""
+write that keeps losing its connection, answers 503 with Retry-After and nothing written. The
+job queue's and the keyring's writes are run again like the store's."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from loopback import serve_in_thread
 from memvault import Vault
 from memvault.config import Settings
 from memvault.errors import Unavailable
+from memvault.jobs import JobKind
 from memvault.model import Turn
 from memvault.store.database import RETRY_ATTEMPTS
 from memvault.store.migrations import migrate
+from memvault.store.pgkeys import PostgresKeyStore
 from memvault.store.postgres import PostgresDatabase
 
 SECRET_TEXT = "my-very-private-diary-entry"
@@ -66,6 +69,17 @@ def in_thread(work: Callable[[], Any]) -> Future[Any]:
     future = executor.submit(work)
     executor.shutdown(wait=False)
     return future
+
+
+def retries(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "rolled back" in r.getMessage()]
+
+
+@pytest.fixture
+def keys(postgres_url: str) -> Iterator[PostgresKeyStore]:
+    store = PostgresKeyStore(postgres_url)
+    yield store
+    store.close()
 
 
 def test_a_deadlocked_write_runs_again_and_lands_once(
@@ -185,3 +199,74 @@ def test_a_write_that_keeps_losing_its_connection_answers_503_then_succeeds(
         assert http.post(path, json={"text": SECRET_TEXT}).status_code == 201
         assert [m["text"] for m in http.get(path).json()["items"]] == [SECRET_TEXT]
     assert SECRET_TEXT not in caplog.text and "Traceback" not in caplog.text
+
+
+def test_a_job_update_whose_connection_is_killed_runs_again(
+    vault: Vault, blocker: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Completing a job waits on the blocker's lock of its row and has its backend ended under
+    it. The queue runs the update again, which waits anew, then completes the job once."""
+    job_id = vault.jobs.enqueue(JobKind.EMBEDDING, "ann")
+    job = vault.jobs.claim("w1", lease_seconds=60)
+    assert job is not None and job.id == job_id
+    blocker.execute("BEGIN")
+    blocker.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+    with caplog.at_level(logging.WARNING, logger="memvault.store.database"):
+        completed = in_thread(lambda: vault.jobs.complete(job))
+        blocker.execute("SELECT pg_terminate_backend(%s, 5000)", (waiting_on(blocker),))
+        waiting_on(blocker)  # the second run, on a fresh connection
+        blocker.execute("COMMIT")
+        assert completed.result(timeout=30) is True
+    row = vault.jobs.get(job_id)
+    assert row is not None and (row["state"], row["lease_owner"]) == ("done", None)
+    assert vault.jobs.complete(job) is False  # done once: the lease is spent
+    assert [m.split(" (")[0] for m in retries(caplog)] == ["JobQueue._settle rolled back"]
+    assert "ConnectionLost" in retries(caplog)[0]
+
+
+def test_a_new_key_whose_connection_is_killed_is_stored_once(
+    keys: PostgresKeyStore, blocker: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The blocker is inserting a key for the same user, so the keyring's insert waits on it,
+    and its backend is ended there. The blocker then gives up; the second run stores the key."""
+    blocker.execute("BEGIN")
+    blocker.execute("INSERT INTO user_keys (user_id, wrapped_key) VALUES ('cat', 'other')")
+    with caplog.at_level(logging.WARNING, logger="memvault.store.database"):
+        added = in_thread(lambda: keys.add_wrapped("cat", b"wrapped-for-cat"))
+        blocker.execute("SELECT pg_terminate_backend(%s, 5000)", (waiting_on(blocker),))
+        waiting_on(blocker)
+        blocker.execute("ROLLBACK")
+        assert added.result(timeout=30) == b"wrapped-for-cat"
+    assert keys.all_wrapped() == [("cat", b"wrapped-for-cat")]
+    assert [m.split(" (")[0] for m in retries(caplog)] == [
+        "PostgresKeyStore.add_wrapped rolled back"
+    ]
+
+
+def test_a_deadlocked_key_rotation_runs_again_and_lands_whole(
+    keys: PostgresKeyStore, blocker: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Re-wrapping locks ann's key, then waits for bea's, which the blocker holds; the blocker
+    then asks for ann's. PostgreSQL ends the keyring's transaction; it runs again once the
+    blocker commits, from the same keys (given as an iterator, which one run would use up)."""
+    for user in ("ann", "bea"):
+        keys.add_wrapped(user, f"old-{user}".encode())
+    keys.set_check(b"old-check")
+    blocker.execute("BEGIN")
+    blocker.execute("SET LOCAL deadlock_timeout = '60s'")  # the keyring's backend is the victim
+    lock_key = "UPDATE user_keys SET wrapped_key = wrapped_key WHERE user_id = %s"
+    blocker.execute(lock_key, ("bea",))
+    rewrapped = iter([("ann", b"new-ann"), ("bea", b"new-bea")])
+    with caplog.at_level(logging.WARNING, logger="memvault.store.database"):
+        replaced = in_thread(lambda: keys.replace_all(rewrapped, b"new-check"))
+        waiting_on(blocker)
+        blocker.execute(
+            lock_key, ("ann",)
+        )  # closes the cycle; returns once the keyring's is undone
+        blocker.execute("COMMIT")
+        replaced.result(timeout=30)
+    assert keys.all_wrapped() == [("ann", b"new-ann"), ("bea", b"new-bea")]
+    assert keys.get_check() == b"new-check"
+    assert len(retries(caplog)) == 1
+    assert "PostgresKeyStore._replace_all" in retries(caplog)[0]
+    assert "DeadlockDetected" in retries(caplog)[0]

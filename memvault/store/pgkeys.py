@@ -2,7 +2,8 @@
 
 The tables live wherever `MEMVAULT_KEYRING_URL` points (ideally another database, or at least
 another schema and role, than the content); unset, beside the content. docs/encryption.md weighs
-the two. Each key is one row; a shredded key's row is deleted and the table vacuumed.
+the two. Each key is one row; a shredded key's row is deleted and the table vacuumed. Each write
+is one transaction and nothing else, so it is `retried` when the database rolls it back.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from memvault.errors import Conflict
+from memvault.store.database import retried
 from memvault.store.postgres import PostgresDatabase
 
 _SCHEMA = (
@@ -40,6 +42,7 @@ class PostgresKeyStore:
     def get_check(self) -> bytes | None:
         return self._value("SELECT value FROM keyring_meta WHERE name = 'check'", ())
 
+    @retried
     def set_check(self, value: bytes) -> None:
         """Record the first check only: a second process racing to create the keyring loses."""
         with self._db.write() as tx:
@@ -54,9 +57,11 @@ class PostgresKeyStore:
     def get_wrapped(self, user_id: str) -> bytes | None:
         return self._value("SELECT wrapped_key FROM user_keys WHERE user_id = ?", (user_id,))
 
+    @retried
     def add_wrapped(self, user_id: str, wrapped: bytes) -> bytes:
+        """Store the user's first key; a key another process stored first wins and is returned."""
         with self._db.write() as tx:
-            tx.execute(
+            tx.send(
                 "INSERT INTO user_keys (user_id, wrapped_key) VALUES (?, ?) "
                 "ON CONFLICT (user_id) DO NOTHING",
                 (user_id, wrapped),
@@ -66,24 +71,32 @@ class PostgresKeyStore:
         return bytes(row["wrapped_key"])
 
     def delete_wrapped(self, user_id: str) -> bool:
-        with self._db.write() as tx:
-            deleted = tx.execute("DELETE FROM user_keys WHERE user_id = ?", (user_id,)) > 0
+        deleted = self._delete(user_id)
         if deleted:
             # Reclaim the dead row version now rather than whenever autovacuum comes by.
             with self._db.connection() as conn:
                 conn.execute("VACUUM user_keys")
         return deleted
 
+    @retried
+    def _delete(self, user_id: str) -> bool:
+        with self._db.write() as tx:
+            return tx.execute("DELETE FROM user_keys WHERE user_id = ?", (user_id,)) > 0
+
     def all_wrapped(self) -> list[tuple[str, bytes]]:
         rows = self._db.query("SELECT user_id, wrapped_key FROM user_keys ORDER BY user_id")
         return [(r["user_id"], bytes(r["wrapped_key"])) for r in rows]
 
     def replace_all(self, wrapped: Iterable[tuple[str, bytes]], check: bytes) -> None:
+        """Every key and the check in one transaction: a keyring never mixes two master keys."""
+        self._replace_all([(w, u) for u, w in wrapped], check)  # a list survives a second run
+
+    @retried
+    def _replace_all(self, rows: list[tuple[bytes, str]], check: bytes) -> None:
         with self._db.write() as tx:
-            tx.executemany(
-                "UPDATE user_keys SET wrapped_key = ? WHERE user_id = ?",
-                [(w, u) for u, w in wrapped],
-            )
+            # Not held back for the commit: a connection lost while these wait on a lock is
+            # then a plain rollback, run again, rather than a commit of unknown outcome.
+            tx.executemany("UPDATE user_keys SET wrapped_key = ? WHERE user_id = ?", rows)
             tx.execute("UPDATE keyring_meta SET value = ? WHERE name = 'check'", (check,))
 
     def ping(self) -> None:
