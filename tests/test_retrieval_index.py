@@ -60,6 +60,16 @@ def test_bm25_extending_a_document_scores_as_if_it_had_been_whole() -> None:
         grown.extend(1, ["late"])
 
 
+def test_bm25_term_weights_scale_each_terms_share() -> None:
+    index = BM25Index()
+    for slot, doc in enumerate([["dog", "park"], ["child", "park"], ["violin"]]):
+        index.add(slot, doc)
+    assert np.allclose(index.weighted_scores({"dog": 2.0}), index.scores(["dog", "dog"]))
+    half = index.weighted_scores({"dog": 1.0, "child": 0.5})
+    assert np.allclose(half, index.scores(["dog"]) + 0.5 * index.scores(["child"]))
+    assert not index.weighted_scores({"violin": 0.0}).any()
+
+
 def test_dense_index_exact_and_ann_agree_on_the_nearest() -> None:
     rng = np.random.default_rng(7)
     vectors = normalise(rng.normal(size=(600, 32)).astype(np.float32))

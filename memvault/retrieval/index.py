@@ -15,7 +15,7 @@ chance match elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -302,7 +302,10 @@ class UserIndex:
                 mask[slot] = item is not None and filters.tags <= set(item.tags)
         return None if mask.sum() == len(self._slot) else mask
 
-    def bm25(self, query_terms: Sequence[str]) -> Scores:
+    def bm25(self, query_terms: Sequence[str] | Mapping[str, float]) -> Scores:
+        """BM25 of every slot, for query terms or for terms with weights."""
+        if isinstance(query_terms, Mapping):
+            return self._bm25.weighted_scores(query_terms)
         return self._bm25.scores(query_terms)
 
     def session_scores(self, query_terms: Sequence[str], slots: Slots) -> Scores:

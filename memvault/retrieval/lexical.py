@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -118,19 +118,24 @@ class BM25Index:
 
     def scores(self, query_terms: Iterable[str]) -> Scores:
         """BM25 score of every slot (zero where no query term occurs or the slot is removed)."""
+        return self.weighted_scores(Counter(query_terms))
+
+    def weighted_scores(self, term_weights: Mapping[str, float]) -> Scores:
+        """BM25 with each query term's contribution scaled by its weight (a repeated term, or a
+        related word counted at less than a word of the query itself)."""
         out = np.zeros(self._size, dtype=np.float32)
         if self._live == 0:
             return out
         avg_length = max(self._total_length / self._live, 1.0)
-        norm = self.k1 * (1 - self.b + self.b * self._lengths[: self._size] / avg_length)
-        for term, weight in Counter(query_terms).items():
+        for term, weight in term_weights.items():
             tid = self._vocab.get(term)
-            if tid is None:
+            if tid is None or weight <= 0:
                 continue
             docs, tfs = self._term_arrays(tid)
             df = self._df[tid]
             idf = math.log(1 + (self._live - df + 0.5) / (df + 0.5))
-            out[docs] += weight * idf * tfs * (self.k1 + 1) / (tfs + norm[docs])
+            norm = self.k1 * (1 - self.b + self.b * self._lengths[docs] / avg_length)
+            out[docs] += weight * idf * tfs * (self.k1 + 1) / (tfs + norm)
         out[~self._alive[: self._size]] = 0.0
         return out
 

@@ -9,6 +9,7 @@ approximate nearest-neighbour lookup).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -158,13 +159,13 @@ def search_index(
 
 
 def _bm25(index: UserIndex, text: str, query_terms: list[str], weights: Weights) -> Scores:
-    """BM25 of the query's own terms plus, at `weights.expansion`, of their related words."""
-    scores = index.bm25(query_terms)
+    """BM25 of the query's own terms plus, at `weights.expansion`, of their related words, in
+    one pass over the postings."""
+    term_weights: dict[str, float] = dict(Counter(query_terms))
     if weights.expansion > 0:
-        extra = shipped_thesaurus().expansion_terms(text, query_terms)
-        if extra:
-            scores += weights.expansion * index.bm25(extra)
-    return scores
+        for term in shipped_thesaurus().expansion_terms(text, query_terms):
+            term_weights[term] = weights.expansion  # never one of the query's own terms
+    return index.bm25(term_weights)
 
 
 def _context_signals(
