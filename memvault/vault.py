@@ -53,7 +53,7 @@ from memvault.model import (
 from memvault.relay import open_relay
 from memvault.retrieval.cache import Changes
 from memvault.retrieval.embed import Embedder, RemoteEmbedder, embedder_from_settings
-from memvault.retrieval.items import MEMORY, item_from_memory, item_from_turn
+from memvault.retrieval.items import item_from_memory, item_from_turn
 from memvault.retrieval.recall import Recall
 from memvault.retrieval.search import Hit
 from memvault.retrieval.vectors import SealedVectors
@@ -576,7 +576,7 @@ class Vault:
     def search(self, user_id: str, query: str, **options: Any) -> list[Hit]:
         """Hybrid search of the user's turns and memories; see `Recall.search` for options
         (limit, types, kinds, tiers, session_id, agent_id, channel, since, until, tags, now,
-        min_score, explain)."""
+        min_score, explain, seen_by_agent)."""
         return self.recall.search(user_id, query, **options)
 
     def context(
@@ -600,9 +600,9 @@ class Vault:
         """
         check_budget(token_budget)
         limits = check_channel_limits(channel_limits)
-        hits = self.search(user_id, query, limit=50, now=now, min_score=min_score)
-        if agent_id is not None:
-            hits = [h for h in hits if h.type != MEMORY or _agent_of(h) == agent_id]
+        hits = self.search(
+            user_id, query, limit=50, now=now, min_score=min_score, seen_by_agent=agent_id
+        )
         recent: list[Turn] = []
         if session_id is not None:
             for channel, limit in limits.items():
@@ -693,7 +693,3 @@ class Vault:
 
     def _publish(self, kind: str, user_id: str, **ids: Any) -> None:
         self.events.publish(Event(kind, user_id, ids))
-
-
-def _agent_of(hit: Hit) -> str | None:
-    return None if hit.item is None else hit.item.agent_id

@@ -127,6 +127,21 @@ def test_an_agent_cannot_reach_another_agents_memories(api: Api) -> None:
     assert [m["id"] for m in api.client.get(base, headers=planner).json()["items"]] == [own["id"]]
 
 
+def test_an_agents_search_page_is_full_of_what_it_may_read(api: Api) -> None:
+    _, planner = api.agent_headers("alice", "planner")
+    _, critic = api.agent_headers("alice", "critic")
+    base = "/v1/users/alice/memories"
+    for i in range(5):
+        api.client.post(base, json={"text": f"launch checklist item {i}"}, headers=planner)
+    own = [
+        api.client.post(base, json={"text": f"launch risk {i}"}, headers=critic).json()["id"]
+        for i in range(3)
+    ]
+    body = {"query": "launch checklist", "limit": 3, "types": ["memory"]}
+    hits = api.client.post("/v1/users/alice/search", json=body, headers=critic).json()["items"]
+    assert sorted(h["id"] for h in hits) == sorted(own)
+
+
 def test_an_agents_context_holds_only_what_the_agent_may_read(api: Api) -> None:
     """An agent key gets context from its own agent's memories, the user's turns and global
     context, as its memory list and search do; never another agent's or the user's own

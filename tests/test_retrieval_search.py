@@ -110,6 +110,24 @@ def test_search_records_memory_access_in_the_background(recall_vault: Vault) -> 
     assert vault.get_memory("u", memory.id).access_count == 2
 
 
+def test_an_agents_view_fills_its_page_and_records_only_what_it_was_shown(
+    recall_vault: Vault,
+) -> None:
+    vault = recall_vault
+    scout = vault.register_agent("u", "scout").id
+    planner = vault.register_agent("u", "planner").id
+    theirs = [vault.add_memory("u", f"penicillin note {i}", agent_id=planner) for i in range(4)]
+    users = vault.add_memory("u", "penicillin allergy, said by the user")
+    mine = [vault.add_memory("u", f"penicillin dose {i}", agent_id=scout) for i in range(2)]
+    turn = vault.add_turn("u", "s", "user", "penicillin made me ill", speaker="Ann")
+    hits = vault.search("u", "penicillin", limit=3, seen_by_agent=scout)
+    assert {h.id for h in hits} == {m.id for m in mine} | {turn.id}
+    vault.recall.close()  # waits for the background access writes
+    assert [vault.get_memory("u", m.id).access_count for m in mine] == [1, 1]
+    hidden = [*theirs, users]
+    assert [vault.get_memory("u", m.id).access_count for m in hidden] == [0] * len(hidden)
+
+
 def test_min_score_drops_weak_matches(recall_vault: Vault) -> None:
     vault = recall_vault
     vault.add_turn("u", "s", "user", "the red car is parked outside")
@@ -135,6 +153,7 @@ def test_min_score_drops_weak_matches(recall_vault: Vault) -> None:
         ({"since": "not a date"}, "since"),
         ({"min_score": 2}, "min_score"),
         ({"session_id": "a/b"}, "session_id"),
+        ({"seen_by_agent": ""}, "seen_by_agent"),
     ],
 )
 def test_bad_input_names_the_field(

@@ -46,6 +46,8 @@ class Filters:
     until: datetime | None = None
     tags: frozenset[str] | None = None
     now: datetime | None = None  # hides memories expired at this moment
+    # as this agent sees the user: every turn, but only the agent's own memories
+    seen_by_agent: str | None = None
 
 
 class _SessionDocs:
@@ -296,6 +298,9 @@ class UserIndex:
         for name, choices in (("kind", filters.kinds), ("tier", filters.tiers)):
             if choices is not None:
                 mask &= column[name].matches(size, choices)
+        if filters.seen_by_agent is not None:
+            own = column["agent_id"].matches(size, (filters.seen_by_agent,))
+            mask &= ~column["type"].matches(size, (MEMORY,)) | own
         if filters.tags is not None:
             for slot in np.flatnonzero(mask):
                 item = self._items[slot]

@@ -64,6 +64,7 @@ def build_filters(
     until: datetime | str | None,
     tags: Iterable[str] | None,
     now: datetime,
+    seen_by_agent: str | None = None,
 ) -> Filters:
     """Check every filter argument, naming the bad one, and bundle them."""
     chosen_types = _choices("types", types, ITEM_TYPES) if types is not None else None
@@ -86,6 +87,7 @@ def build_filters(
         until=end,
         tags=None if tags is None else frozenset(v.check_strings("tags", tags)),
         now=now,
+        seen_by_agent=v.check_optional_id("seen_by_agent", seen_by_agent),
     )
 
 
@@ -222,12 +224,17 @@ class Recall:
         explain: bool = False,
         weights: Weights | None = None,
         record_access: bool = True,
+        seen_by_agent: str | None = None,
     ) -> list[Hit]:
+        """Rank the user's turns and memories for `query`. With `seen_by_agent`, memories of
+        other agents (and of none) are left out before ranking, so an agent's page is full and
+        only memories it was shown have their access recorded."""
         v.check_id("user_id", user_id)
         moment = utcnow() if now is None else v.check_time("now", now)
         filters = build_filters(
             types=types, kinds=kinds, tiers=tiers, session_id=session_id, agent_id=agent_id,
             channel=channel, since=since, until=until, tags=tags, now=moment,
+            seen_by_agent=seen_by_agent,
         )  # fmt: skip
         request = Query(
             text=check_query(query),

@@ -1,8 +1,8 @@
 """Recall: hybrid search over a user's turns and memories, and LLM context assembly.
 
-An agent key gets no other agent's memories, here as everywhere: they are dropped from its
-search hits, and its context is assembled only from what it may read (its own agent's
-memories, the user's turns, deployment-wide context).
+An agent key gets no other agent's memories, here as everywhere: they are left out of its
+search before ranking (so its page is full), and its context is assembled only from what it
+may read (its own agent's memories, the user's turns, deployment-wide context).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from memvault.api.deps import PrincipalDep, UserId, VaultDep
 from memvault.api.schemas import ContextIn, SearchIn
 from memvault.keys import Scope
 from memvault.model import to_jsonable
-from memvault.retrieval.items import MEMORY
 from memvault.retrieval.search import Hit
 
 router = APIRouter(prefix="/v1/users/{user_id}", tags=["recall"])
@@ -28,13 +27,9 @@ def hit_dict(hit: Hit) -> dict[str, Any]:
     return {name: to_jsonable(getattr(hit, name)) for name in HIT_FIELDS}
 
 
-def visible_hits(principal: Principal, hits: list[Hit]) -> list[Hit]:
-    """Turn hits, and the memory hits of agents the key sees (all, but for an agent key)."""
-    return [
-        h
-        for h in hits
-        if h.type != MEMORY or principal.sees_agent(None if h.item is None else h.item.agent_id)
-    ]
+def seen_by(principal: Principal) -> str | None:
+    """The agent whose view of the user this key has: its own, for an agent key; else none."""
+    return principal.agent_id if principal.scope is Scope.AGENT else None
 
 
 @router.post("/search")
@@ -43,8 +38,8 @@ def search(
 ) -> dict[str, Any]:
     """Ranked hits, best first (`explain` adds each signal's part in the score)."""
     fields = body.fields()
-    hits = vault.search(user_id, fields.pop("query"), **fields)
-    return {"items": [hit_dict(h) for h in visible_hits(principal, hits)], "next": None}
+    hits = vault.search(user_id, fields.pop("query"), seen_by_agent=seen_by(principal), **fields)
+    return {"items": [hit_dict(h) for h in hits], "next": None}
 
 
 @router.post("/context")
@@ -54,5 +49,5 @@ def context(user_id: UserId, body: ContextIn, vault: VaultDep, principal: Princi
     An agent key's context is built from what that key may read, so nothing of another
     agent's memories reaches its prompt (or its `dropped` list)."""
     fields = body.fields()
-    agent_id = principal.agent_id if principal.scope is Scope.AGENT else None
-    return to_jsonable(vault.context(user_id, fields.pop("query"), agent_id=agent_id, **fields))
+    query = fields.pop("query")
+    return to_jsonable(vault.context(user_id, query, agent_id=seen_by(principal), **fields))
