@@ -70,7 +70,7 @@ def build_turn(
         id=v.check_id(f"{where}.id", data["id"]) if "id" in data else new_id(),
         user_id=user_id,
         session_id=session_id,
-        seq=int(data.get("seq", 0)),
+        seq=_seq(f"{where}.seq", data.get("seq", 0)),
         role=v.check_enum(f"{where}.role", data["role"], Role),
         content=content,
         created_at=now if created is None else v.check_time(f"{where}.created_at", created),
@@ -123,6 +123,12 @@ def session_fields(settings: Settings, given: Mapping[str, Any]) -> Row:
         for name, check in checks.items()
         if given.get(name) is not None
     }
+
+
+def _seq(field: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Invalid(field, "must be a whole number, 0 or more")
+    return value
 
 
 def with_seq(turn: Turn, seq: int) -> Turn:

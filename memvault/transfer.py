@@ -8,7 +8,7 @@ leaves no trace, not even an unused key.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -80,8 +80,13 @@ def read_export(settings: Settings, data: Mapping[str, Any], user_id: str | None
     )  # fmt: skip
     now = utcnow()
     sessions, turns = [], []
+    turn_ids: set[str] = set()
     for i, s in enumerate(data.get("sessions", [])):
         session, session_turns = _session(settings, target, s, f"sessions[{i}]", now)
+        for j, turn in enumerate(session_turns):
+            if turn["id"] in turn_ids:
+                raise Invalid(f"sessions[{i}].turns[{j}].id", "repeats one already in the export")
+            turn_ids.add(turn["id"])
         sessions.append(session)
         turns += session_turns
     memories = [
@@ -89,12 +94,12 @@ def read_export(settings: Settings, data: Mapping[str, Any], user_id: str | None
     ]
     agents = [_agent(a, f"agents[{i}]") for i, a in enumerate(data.get("agents", []))]
     activity = [
-        {"day": date.fromisoformat(str(d["day"])).isoformat(),
-         "turns": int(v.check_number("daily_activity.turns", d.get("turns", 0), 0, 2**62)),
-         "memories": int(v.check_number("daily_activity.memories", d.get("memories", 0), 0,
-                                        2**62))}
-        for d in data.get("daily_activity", [])
-    ]  # fmt: skip
+        _activity(d, f"daily_activity[{i}]") for i, d in enumerate(data.get("daily_activity", []))
+    ]
+    _check_unique("sessions", (r["id"] for r in sessions), ".id")
+    _check_unique("memories", (r["id"] for r in memories), ".id")
+    _check_unique("agents", (r["id"] for r in agents), ".id")
+    _check_unique("daily_activity", (r["day"] for r in activity), ".day")
     return {
         "user": {
             "id": target, "profile": profile or None,
@@ -120,10 +125,17 @@ def _session(
     if not isinstance(s, Mapping):
         raise Invalid(where, "must be an object")
     session_id = v.check_id(f"{where}.id", s.get("id"))
-    turns = [
-        build_turn(settings, user_id, session_id, dict(t), where=f"{where}.turns[{j}]", now=now)
-        for j, t in enumerate(s.get("turns") or [])
-    ]
+    listed = s.get("turns") or []
+    if not isinstance(listed, list):
+        raise Invalid(f"{where}.turns", "must be a list")
+    turns = []
+    for j, t in enumerate(listed):
+        if not isinstance(t, Mapping):
+            raise Invalid(f"{where}.turns[{j}]", "must be an object")
+        turns.append(
+            build_turn(settings, user_id, session_id, dict(t), where=f"{where}.turns[{j}]", now=now)
+        )
+    _check_unique(f"{where}.turns", (t.seq for t in turns), ".seq")
     row = {
         "id": session_id,
         "kind": v.check_enum(f"{where}.kind", s.get("kind", "chat"), SessionKind).value,
@@ -167,6 +179,8 @@ def _memory(settings: Settings, m: Any, where: str) -> Row:
 
 
 def _agent(a: Any, where: str) -> Row:
+    if not isinstance(a, Mapping):
+        raise Invalid(where, "must be an object")
     agent_id = v.check_id(f"{where}.id", a.get("id"))
     return {
         "id": agent_id,
@@ -174,3 +188,28 @@ def _agent(a: Any, where: str) -> Row:
         "description": v.check_optional_text(f"{where}.description", a.get("description")),
         "created_at": format_ts(v.check_time(f"{where}.created_at", a.get("created_at"))),
     }
+
+
+def _activity(d: Any, where: str) -> Row:
+    """One day's counts of the export."""
+    if not isinstance(d, Mapping):
+        raise Invalid(where, "must be an object")
+    try:
+        day = date.fromisoformat(str(d.get("day"))).isoformat()
+    except ValueError:
+        raise Invalid(f"{where}.day", "must be a date (YYYY-MM-DD)") from None
+    return {
+        "day": day,
+        "turns": int(v.check_number(f"{where}.turns", d.get("turns", 0), 0, 2**62)),
+        "memories": int(v.check_number(f"{where}.memories", d.get("memories", 0), 0, 2**62)),
+    }
+
+
+def _check_unique(part: str, keys: Iterable[Hashable], field: str = "") -> None:
+    """A repeated id (or day, or turn number) would clash in the store after the user's key was
+    made: refuse it here, where nothing has been written yet."""
+    seen: set[Hashable] = set()
+    for i, key in enumerate(keys):
+        if key in seen:
+            raise Invalid(f"{part}[{i}]{field}", "repeats one already in the export")
+        seen.add(key)

@@ -91,6 +91,76 @@ def test_bad_export_is_invalid_and_leaves_no_trace(
     assert _users_with_keys(target) == []
 
 
+def _session_with_turns(document: dict[str, Any], count: int) -> int:
+    return next(i for i, s in enumerate(document["sessions"]) if len(s["turns"]) == count)
+
+
+def _repeat_seq(document: dict[str, Any]) -> str:
+    i = _session_with_turns(document, 2)
+    turns = document["sessions"][i]["turns"]
+    turns[1]["seq"] = turns[0]["seq"]
+    return f"sessions[{i}].turns[1].seq"
+
+
+def _repeat_turn_id(document: dict[str, Any]) -> str:
+    first, second = document["sessions"][0], document["sessions"][1]
+    second["turns"][0]["id"] = first["turns"][0]["id"]
+    return "sessions[1].turns[0].id"
+
+
+def _repeat(part: str) -> Any:
+    def change(document: dict[str, Any]) -> str:
+        document[part][1]["id"] = document[part][0]["id"]
+        return f"{part}[1].id"
+
+    return change
+
+
+def _replace(path: str, value: Any) -> Any:
+    """Set the item at a dotted path ("sessions.0.turns") to `value`; the path names the field."""
+
+    def change(document: dict[str, Any]) -> str:
+        *parents, last = path.split(".")
+        node: Any = document
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[int(last) if last.isdigit() else last] = value
+        return "".join(f"[{k}]" if k.isdigit() else f".{k}" for k in path.split(".")).lstrip(".")
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _replace("agents.0", "planner"),
+        _replace("daily_activity.0", 7),
+        _replace("daily_activity.0.day", "someday"),
+        _replace("sessions.0.turns", "abc"),
+        _replace("sessions.0.turns.0", ["role", "user"]),
+        _replace("sessions.0.turns.0.seq", "one"),
+        _replace("sessions.0.turns.0.seq", -1),
+        _repeat_seq,
+        _repeat_turn_id,
+        _repeat("sessions"),
+        _repeat("memories"),
+    ],
+)
+def test_a_malformed_or_self_clashing_export_is_invalid_and_leaves_no_key(
+    make_vault: MakeVault, tmp_path: Path, change: Any
+) -> None:
+    source = make_vault(tmp_path / "a")
+    _fill(source)
+    document = source.export_user("alice")
+    field = change(document)
+    target = make_vault(tmp_path / "b")
+    with pytest.raises(Invalid) as err:
+        target.import_user(document)
+    assert err.value.field == field
+    assert target.store.list_user_ids() == []
+    assert _users_with_keys(target) == []
+
+
 def _users_with_keys(vault: Vault) -> list[str]:
     """Who has a data key, as the key store (kept apart from the content) holds them."""
     keys = open_key_store(vault.settings, vault.data_dir)
