@@ -483,7 +483,12 @@ class Vault:
         row = self.store.update_memory(user_id, memory_id, sealed, format_ts(utcnow()))
         if row is None:
             raise NotFound("no such memory")
-        self._publish("memory.updated", user_id, memory_id=memory_id, agent_id=row["agent_id"])
+        moved = {"previous_agent_id": current["agent_id"]}
+        if current["agent_id"] == row["agent_id"]:
+            moved = {}  # the agent it belonged to is told when it leaves that agent's view
+        self._publish(
+            "memory.updated", user_id, memory_id=memory_id, agent_id=row["agent_id"], **moved
+        )
         return open_memory(self.sealer, row)
 
     def move_memory(

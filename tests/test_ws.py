@@ -196,6 +196,9 @@ def test_agent_keys_hear_only_their_own_agents_memory_events(make_vault: MakeVau
             theirs = memory("writer", text="writer note")
             assigned = memory("user", text="for the writer", agent_id=writer.id)
             own = memory("user", text="the user's own")
+            moved = http.patch(f"{path}/{assigned}", json={"agent_id": planner.id},
+                               headers=bearer(keys["user"]))  # fmt: skip
+            assert moved.status_code == 200, moved.text
             assert http.delete(f"{path}/{mine}", headers=bearer(keys["planner"])).status_code == 204
         successor = vault.supersede_memory("alice", theirs, "writer note, corrected").id
         vault.add_turn("alice", "s1", "user", "everyone hears this turn", agent_id=planner.id)
@@ -206,15 +209,17 @@ def test_agent_keys_hear_only_their_own_agents_memory_events(make_vault: MakeVau
         }  # fmt: skip
     p, w = planner.id, writer.id
     assert heard["planner"] == [
-        ("memory.added", mine, p), ("memory.updated", mine, p), ("memory.deleted", mine, p),
+        ("memory.added", mine, p), ("memory.updated", mine, p),
+        ("memory.updated", assigned, p), ("memory.deleted", mine, p),
     ]  # fmt: skip
-    assert heard["writer"] == [
+    assert heard["writer"] == [  # told when the assigned memory leaves its view
         ("memory.added", theirs, w), ("memory.added", assigned, w),
-        ("memory.added", successor, w), ("memory.updated", theirs, w),
+        ("memory.updated", assigned, p), ("memory.added", successor, w),
+        ("memory.updated", theirs, w),
     ]  # fmt: skip
     assert heard["user"] == [
         ("memory.added", mine, p), ("memory.updated", mine, p), ("memory.added", theirs, w),
         ("memory.added", assigned, w), ("memory.added", own, None),
-        ("memory.deleted", mine, p), ("memory.added", successor, w),
-        ("memory.updated", theirs, w),
+        ("memory.updated", assigned, p), ("memory.deleted", mine, p),
+        ("memory.added", successor, w), ("memory.updated", theirs, w),
     ]  # fmt: skip

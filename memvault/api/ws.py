@@ -117,10 +117,15 @@ def hears(principal: Principal, event: Event) -> bool:
     hears memory events only when the event names its agent. A memory event that names no
     agent (a memory of the user's own, or sent by an older process) reaches no agent key:
     when in doubt, an id is not leaked. Turns and sessions are the whole user's to every key.
+    A memory moved away from an agent (`previous_agent_id`) is news to that agent too: it
+    leaves its view.
     """
     if not event.type.startswith(MEMORY_EVENT):
         return True
-    return principal.sees_agent(event.ids.get("agent_id"))
+    owners = [event.ids.get("agent_id")]
+    if "previous_agent_id" in event.ids:
+        owners.append(event.ids["previous_agent_id"])
+    return any(principal.sees_agent(owner) for owner in owners)
 
 
 @router.websocket("/v1/ws")
