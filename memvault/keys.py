@@ -18,6 +18,7 @@ from datetime import datetime
 
 from memvault import validate as v
 from memvault.errors import Invalid, NotFound
+from memvault.events import Event, EventBus
 from memvault.model import _Serialisable, format_ts, new_id, parse_ts, utcnow
 from memvault.store import Store
 from memvault.store.database import Row
@@ -70,11 +71,20 @@ def _api_key(row: Row) -> ApiKey:
     )  # fmt: skip
 
 
-class ApiKeys:
-    """Create, check, list and revoke keys in the store shared by every server process."""
+KEY_REVOKED = "key.revoked"
 
-    def __init__(self, store: Store) -> None:
+
+class ApiKeys:
+    """Create, check, list and revoke keys in the store shared by every server process.
+
+    A revocation is also published as a `key.revoked` event (its key id only, under no user),
+    so that servers remembering the key for a few seconds forget it at once: in this process
+    through the event bus, in the others through the PostgreSQL relay.
+    """
+
+    def __init__(self, store: Store, events: EventBus | None = None) -> None:
         self._store = store
+        self._events = events
 
     def create(
         self,
@@ -125,6 +135,8 @@ class ApiKeys:
         v.check_id("key_id", key_id)
         if not self._store.revoke_api_key(key_id, format_ts(utcnow())):
             raise NotFound("no such key")
+        if self._events is not None:
+            self._events.publish(Event(KEY_REVOKED, "", {"key_id": key_id}))
 
     def has_admin(self) -> bool:
         return any(k.scope is Scope.ADMIN for k in self.list())

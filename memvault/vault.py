@@ -107,7 +107,7 @@ class Vault:
         self.sealer = Sealer(self.keyring)
         self.events = EventBus()
         self.relay = open_relay(store.db, self.events)  # events to and from other processes
-        self.keys = ApiKeys(self.store)  # the server's API keys
+        self.keys = ApiKeys(self.store, self.events)  # the server's API keys
         self.recall = Recall(
             self.embedder,
             max_bytes=self.settings.index_cache_bytes,

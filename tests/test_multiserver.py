@@ -86,6 +86,24 @@ def test_a_websocket_on_one_server_hears_a_write_on_the_other(
     assert "secret" not in json.dumps(event)
 
 
+def test_a_key_revoked_on_one_server_is_refused_by_the_other_at_once(
+    servers: tuple[Server, Server],
+) -> None:
+    """The other server remembers a checked key for 5 s; the revocation reaches it sooner."""
+    one, two = servers
+    with _client(one) as admin_one, httpx.Client(base_url=two.url, timeout=30) as http:
+        created = admin_one.post("/v1/keys", json={"scope": "user", "user_id": "cal"}).json()
+        caller = {"Authorization": f"Bearer {created['key']}"}
+        assert http.get("/v1/users/cal/sessions", headers=caller).status_code == 200  # cached
+        assert admin_one.delete(f"/v1/keys/{created['id']}").status_code == 204
+        revoked_at = time.monotonic()
+        status = 200
+        while status == 200 and time.monotonic() - revoked_at < 3:
+            status = http.get("/v1/users/cal/sessions", headers=caller).status_code
+            time.sleep(0.02)
+    assert status == 401
+
+
 Targets = Callable[[int, int], list[tuple[str, str]]]  # (writer, i) to (user, session)s
 
 

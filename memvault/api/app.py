@@ -51,6 +51,7 @@ def create_app(vault: Vault, settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.appends.drain()
             hub.close()
+            app.state.auth.close()
 
     app = FastAPI(
         title="memvault",

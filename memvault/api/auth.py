@@ -12,7 +12,8 @@ import jwt
 
 from memvault.config import Settings
 from memvault.errors import Forbidden, Unauthorized
-from memvault.keys import KEY_PREFIX, Scope, hash_secret, same_secret
+from memvault.events import Event
+from memvault.keys import KEY_PREFIX, KEY_REVOKED, Scope, hash_secret, same_secret
 from memvault.vault import Vault
 
 ENV_ADMIN_KEY_ID = "env-admin"
@@ -57,13 +58,23 @@ class Authenticator:
         self.admin_key = settings.admin_key
         self.jwt_secret = settings.jwt_secret
         self._cache: dict[str, tuple[Principal, float]] = {}  # key hash -> (principal, expiry)
+        self._unsubscribe = vault.events.subscribe(self._on_event)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def _on_event(self, event: Event) -> None:
+        if event.type == KEY_REVOKED:
+            self.forget(str(event.ids.get("key_id")))
 
     def quick(self, token: str) -> Principal | None:
         """The principal, when telling it needs no database: the configured admin key, a JWT,
         or an API key checked within `KEY_CACHE_SECONDS`. None: ask `principal`.
 
-        A key revoked through this process is forgotten at once; revoked elsewhere (the CLI,
-        another server), it keeps working here for at most `KEY_CACHE_SECONDS`.
+        A revoked key is forgotten as soon as its `key.revoked` event arrives: at once when
+        revoked through this process's vault, within moments from another process on
+        PostgreSQL (the relay). Without a relay (several processes on one SQLite file) it
+        keeps working here for at most `KEY_CACHE_SECONDS`.
         """
         if self.admin_key is not None and same_secret(token, self.admin_key):
             return Principal(Scope.ADMIN, None, None, ENV_ADMIN_KEY_ID)

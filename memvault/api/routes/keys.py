@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
-from memvault.api.auth import Authenticator
 from memvault.api.deps import AdminDep, VaultDep
 from memvault.api.pages import page
 from memvault.api.schemas import KeyIn
@@ -26,8 +25,6 @@ def list_keys(vault: VaultDep, _: AdminDep, include_revoked: bool = False) -> di
 
 
 @router.delete("/{key_id}", status_code=204)
-def revoke_key(key_id: str, request: Request, vault: VaultDep, _: AdminDep) -> Response:
-    vault.keys.revoke(key_id)
-    auth: Authenticator = request.app.state.auth
-    auth.forget(key_id)
+def revoke_key(key_id: str, vault: VaultDep, _: AdminDep) -> Response:
+    vault.keys.revoke(key_id)  # its key.revoked event drops it from every server's cache
     return Response(status_code=204)
