@@ -431,14 +431,12 @@ class Vault:
             "access_count": 0, "created_at": created, "updated_at": format_ts(now), **values,
         }  # fmt: skip
         v.check_optional_id("supersedes", supersedes)
-        self.store.insert_memory(
+        owner = self.store.insert_memory(
             self.sealer.for_user(user_id).seal("memories", memory_id, row), format_ts(now),
             supersedes=supersedes,
         )  # fmt: skip
         self._publish("memory.added", user_id, memory_id=memory_id, agent_id=row.get("agent_id"))
         if supersedes is not None:
-            old = self.store.get_memory(user_id, supersedes)
-            owner = None if old is None else old["agent_id"]
             self._publish("memory.updated", user_id, memory_id=supersedes, agent_id=owner)
         return memory_from_row(row)  # as a read would give it, without the read
 

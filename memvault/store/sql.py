@@ -410,27 +410,31 @@ class SqlStore:
     # -- memories ------------------------------------------------------------------------------
 
     @retried
-    def insert_memory(self, row: Row, now: str, *, supersedes: str | None = None) -> int:
+    def insert_memory(self, row: Row, now: str, *, supersedes: str | None = None) -> str | None:
         """Insert a memory; with `supersedes`, close that memory's validity in the same commit.
 
         The old memory keeps its text: it is superseded (valid_to, superseded_by), not lost.
+        Returns the superseded memory's `agent_id` (None without one), so the caller can name
+        its owner in an event without reading it back.
         """
+        owner = None
         with self.db.write() as tx:
             rev = self._touch_user(tx, row["user_id"], now)
             if supersedes is not None:
-                closed = tx.execute(
+                closed = tx.one(
                     "UPDATE memories SET valid_to = ?, superseded_by = ?, updated_at = ?, rev = ? "
-                    "WHERE user_id = ? AND id = ? AND superseded_by IS NULL",
+                    "WHERE user_id = ? AND id = ? AND superseded_by IS NULL RETURNING agent_id",
                     (now, row["id"], now, rev, row["user_id"], supersedes),
                 )
-                if not closed:
+                if closed is None:
                     raise NotFound("no such current memory to supersede")
+                owner = closed["agent_id"]
             tx.send(
                 _insert_sql("memories", MEMORY_COLUMNS),
                 _values({**row, "rev": rev}, MEMORY_COLUMNS),
             )
             self._count_activity(tx, row["user_id"], Counter([row["created_at"][:10]]), "memories")
-        return rev
+        return owner
 
     def get_memory(self, user_id: str, memory_id: str) -> Row | None:
         with self.db.read() as tx:
