@@ -501,10 +501,10 @@ class Vault:
     def delete_memory(self, user_id: str, memory_id: str) -> None:
         v.check_id("user_id", user_id)
         v.check_id("memory_id", memory_id)
-        row = self.store.get_memory(user_id, memory_id)  # whose it was, for the event
-        if row is None or not self.store.delete_memory(user_id, memory_id, format_ts(utcnow())):
+        deleted = self.store.delete_memory(user_id, memory_id, format_ts(utcnow()))
+        if deleted is None:
             raise NotFound("no such memory")
-        self._publish("memory.deleted", user_id, memory_id=memory_id, agent_id=row["agent_id"])
+        self._publish("memory.deleted", user_id, memory_id=memory_id, agent_id=deleted["agent_id"])
 
     def list_memories(
         self,

@@ -458,10 +458,15 @@ class SqlStore:
             )
 
     @retried
-    def delete_memory(self, user_id: str, memory_id: str, now: str) -> bool:
+    def delete_memory(self, user_id: str, memory_id: str, now: str) -> Row | None:
+        """Delete a memory; returns its `agent_id` (as a row, for the caller's event), or None
+        when there was no such memory."""
         with self.db.write() as tx:
-            if not self._exists(tx, "memories", user_id, memory_id):
-                return False
+            deleted = tx.one(
+                "SELECT agent_id FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id)
+            )
+            if deleted is None:
+                return None
             rev = self._bump(tx, user_id, now)
             tx.send(
                 "INSERT INTO tombstones (user_id, item_type, item_id, rev) "
@@ -470,7 +475,7 @@ class SqlStore:
                 (user_id, memory_id, rev),
             )
             tx.send("DELETE FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id))
-        return True
+        return deleted
 
     def list_memories(
         self,
