@@ -79,16 +79,12 @@ def read_export(settings: Settings, data: Mapping[str, Any], user_id: str | None
         object_only=True,
     )  # fmt: skip
     now = utcnow()
-    sessions, turns = [], []
-    turn_ids: set[str] = set()
+    sessions, turns, turn_ids = [], [], []
     for i, s in enumerate(data.get("sessions", [])):
         session, session_turns = _session(settings, target, s, f"sessions[{i}]", now)
-        for j, turn in enumerate(session_turns):
-            if turn["id"] in turn_ids:
-                raise Invalid(f"sessions[{i}].turns[{j}].id", "repeats one already in the export")
-            turn_ids.add(turn["id"])
         sessions.append(session)
         turns += session_turns
+        turn_ids += [(f"sessions[{i}].turns[{j}].id", t["id"]) for j, t in enumerate(session_turns)]
     memories = [
         _memory(settings, m, f"memories[{i}]") for i, m in enumerate(data.get("memories", []))
     ]
@@ -96,10 +92,13 @@ def read_export(settings: Settings, data: Mapping[str, Any], user_id: str | None
     activity = [
         _activity(d, f"daily_activity[{i}]") for i, d in enumerate(data.get("daily_activity", []))
     ]
-    _check_unique("sessions", (r["id"] for r in sessions), ".id")
-    _check_unique("memories", (r["id"] for r in memories), ".id")
-    _check_unique("agents", (r["id"] for r in agents), ".id")
-    _check_unique("daily_activity", (r["day"] for r in activity), ".day")
+    _check_unique(turn_ids)
+    unique = (
+        ("sessions", sessions, "id"), ("memories", memories, "id"), ("agents", agents, "id"),
+        ("daily_activity", activity, "day"),
+    )  # fmt: skip
+    for part, rows, key in unique:
+        _check_unique((f"{part}[{i}].{key}", row[key]) for i, row in enumerate(rows))
     return {
         "user": {
             "id": target, "profile": profile or None,
@@ -135,7 +134,7 @@ def _session(
         turns.append(
             build_turn(settings, user_id, session_id, dict(t), where=f"{where}.turns[{j}]", now=now)
         )
-    _check_unique(f"{where}.turns", (t.seq for t in turns), ".seq")
+    _check_unique((f"{where}.turns[{j}].seq", t.seq) for j, t in enumerate(turns))
     row = {
         "id": session_id,
         "kind": v.check_enum(f"{where}.kind", s.get("kind", "chat"), SessionKind).value,
@@ -205,11 +204,12 @@ def _activity(d: Any, where: str) -> Row:
     }
 
 
-def _check_unique(part: str, keys: Iterable[Hashable], field: str = "") -> None:
+def _check_unique(placed: Iterable[tuple[str, Hashable]]) -> None:
     """A repeated id (or day, or turn number) would clash in the store after the user's key was
-    made: refuse it here, where nothing has been written yet."""
+    made: refuse it here, where nothing has been written yet. `placed` pairs each value with
+    where it stands in the export, for the error."""
     seen: set[Hashable] = set()
-    for i, key in enumerate(keys):
-        if key in seen:
-            raise Invalid(f"{part}[{i}]{field}", "repeats one already in the export")
-        seen.add(key)
+    for place, value in placed:
+        if value in seen:
+            raise Invalid(place, "repeats one already in the export")
+        seen.add(value)
