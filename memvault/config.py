@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     embedding_api_key: str | None = Field(
         None, description="Bearer key for the endpoint, with embedder=remote."
     )
+    model_cache: Path | None = Field(
+        None,
+        description="Folder for the query model memvault derives from MiniLM on first use; "
+        "unset: $XDG_CACHE_HOME/memvault or ~/.cache/memvault.",
+    )
     index_cache_bytes: int = Field(
         1 << 30, ge=1, description="Memory for per-user search indexes, in bytes (LRU beyond)."
     )

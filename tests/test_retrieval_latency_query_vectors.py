@@ -41,6 +41,9 @@ class Counting:
                 raise MemvaultError("embedding endpoint answered HTTP 503")
         return self._inner.embed(texts)
 
+    def embed_query(self, text: str) -> Vectors:
+        return self.embed([text])
+
 
 class Clock:
     def __init__(self) -> None:

