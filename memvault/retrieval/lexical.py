@@ -136,7 +136,8 @@ class BM25Index:
             idf = math.log(1 + (self._live - df + 0.5) / (df + 0.5))
             norm = self.k1 * (1 - self.b + self.b * self._lengths[docs] / avg_length)
             out[docs] += weight * idf * tfs * (self.k1 + 1) / (tfs + norm)
-        out[~self._alive[: self._size]] = 0.0
+        if self._live < self._size:  # removed documents keep their postings until a rebuild
+            out[~self._alive[: self._size]] = 0.0
         return out
 
     def nbytes(self) -> int:

@@ -29,7 +29,12 @@ from memvault.retrieval.timeexpr import TimeWindow, resolve_time
 
 MAX_QUERY_CHARS = 4096
 MAX_LIMIT = 200
-CANDIDATES = 100
+# Candidates per signal: the best 50 BM25 and the nearest 50 vectors, or 4 per result asked for
+# when more are asked (context assembly asks for 50). Against 100 and 2 per result: LoCoMo R@10
+# and R@20 unchanged (+0.1, -0.0 points), context recall at 2,000 tokens +1.0, and the index's
+# share of a search at 100k items down by a third.
+CANDIDATES = 50
+CANDIDATES_PER_RESULT = 4
 _DAY = 86_400.0
 
 
@@ -98,14 +103,14 @@ def search_index(
     window = resolve_time(query.text, query.now)
     lexical_text = query.text.replace(window.phrase, " ") if window else query.text
     query_terms = terms(lexical_text)
-    pool = max(CANDIDATES, 2 * query.limit)
+    pool = max(CANDIDATES, CANDIDATES_PER_RESULT * query.limit)
 
     bm25_all = _bm25(index, lexical_text, query_terms, weights) if weights.bm25 > 0 else None
     if bm25_all is not None and mask is not None:
         bm25_all[~mask] = 0.0
     parts = []
     if bm25_all is not None:
-        matched = np.flatnonzero(bm25_all)  # usually a small share of a large index
+        matched = np.flatnonzero(bm25_all > 0)  # a bool mask: nonzero of floats is 9x slower
         if len(matched) > pool:
             matched = matched[np.argpartition(-bm25_all[matched], pool - 1)[:pool]]
         parts.append(matched)
