@@ -11,6 +11,7 @@ import pytest
 
 from memvault.retrieval.embed import MiniLMEmbedder
 from memvault.retrieval.query_model import cached_path
+from memvault.vault import Vault
 
 QUESTIONS = [
     "When did Caroline go to the LGBTQ support group?",
@@ -81,3 +82,12 @@ def test_a_corrupt_cached_model_falls_back_to_the_full_model(
         vector = embedder.embed_query(QUESTIONS[2])
     assert np.array_equal(vector, embedder.embed([QUESTIONS[2]]))
     assert "using the full model" in caplog.text and QUESTIONS[2] not in caplog.text
+
+
+def test_prepare_builds_the_query_model_before_any_search(tmp_path: Path) -> None:
+    embedder = MiniLMEmbedder(model_cache=tmp_path / "models")
+    with Vault(tmp_path / "vault", embedder=embedder) as vault:
+        assert not cached_path(embedder.model_file, tmp_path / "models").exists()
+        vault.recall.prepare()
+        assert cached_path(embedder.model_file, tmp_path / "models").is_file()
+        assert vault.search("nobody", "anything at all") == []

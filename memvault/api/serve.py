@@ -31,6 +31,7 @@ def serve(settings: Settings) -> None:
             print(f"  {secret}")
         print(f"memvault listening on http://{settings.host}:{settings.port} "
               f"(data: {settings.data})", flush=True)  # fmt: skip
+        vault.recall.prepare()
         app = create_app(vault, settings)
         gc.freeze()  # what startup built lives on: keep it out of every collection (tail latency)
         uvicorn.run(

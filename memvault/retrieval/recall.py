@@ -32,6 +32,7 @@ from memvault.retrieval.fusion import Weights
 from memvault.retrieval.index import Filters
 from memvault.retrieval.items import ITEM_TYPES, MEMORY
 from memvault.retrieval.search import Hit, Query, check_query, check_search_limit, search_index
+from memvault.retrieval.thesaurus import shipped_thesaurus
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,13 @@ class Recall:
         if record_access and recalled and not self._closed.is_set():
             self._writer.submit(self._record, user_id, recalled, utcnow())
         return hits
+
+    def prepare(self) -> None:
+        """Load now what the first search would otherwise load: the query model (derived on a
+        machine's first start, about 2 s) and the related-words file. A server calls this
+        before it listens, so its first user does not wait for them."""
+        self.cache.embedder.embed_query("memvault")
+        shipped_thesaurus()
 
     def _record(self, user_id: str, memory_ids: list[str], moment: datetime) -> None:
         """Runs on the writer thread, where no caller can see an error: log it instead."""
