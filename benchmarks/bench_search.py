@@ -10,7 +10,10 @@ embeddings is reported separately per 1k items.
 `hybrid` times `search_index` alone, embedding the query inline; `recall` times `Recall.search`
 (what `Vault.search` runs once it has the user's revision), which embeds the query on a worker
 thread beside the BM25 walk; `recall_repeat` is the same text searched a second time, as
-`Vault.context` does after a search, when the query vector is reused.
+`Vault.context` does after a search, when the query vector is reused. The baseline in the same
+run, `recall_full_model_queries`, embeds queries with the full model instead of the quantised
+query model (query_model.py); the two are timed in turn, query by query, so that the machine's
+drift falls on both alike.
 
 Run: `python -m benchmarks search` (1k to 100k and context, a few minutes on 2 cores), and
 `python -m benchmarks.bench_search --large` to add the 1M run (about 10 more minutes: building
@@ -25,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,6 +39,7 @@ from memvault.retrieval.cache import Changes, ItemKey
 from memvault.retrieval.embed import (
     TOKENIZER_PATH,
     HashingEmbedder,
+    MiniLMEmbedder,
     Vectors,
     default_embedder,
     normalise,
@@ -42,7 +47,7 @@ from memvault.retrieval.embed import (
 from memvault.retrieval.fusion import Weights
 from memvault.retrieval.index import Filters, UserIndex
 from memvault.retrieval.items import Item
-from memvault.retrieval.recall import Recall
+from memvault.retrieval.recall import QueryVectors, Recall
 from memvault.retrieval.search import Query, search_index
 from memvault.vault import Vault
 
@@ -162,6 +167,39 @@ def recall_latencies(recall: Recall, texts: list[str], *, repeat: bool) -> list[
     return times
 
 
+class FullModelQueries:
+    """The default embedder with queries sent through the full model: the baseline."""
+
+    def __init__(self, inner: MiniLMEmbedder) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        return self.inner.embed(texts)
+
+    def embed_query(self, text: str) -> Vectors:
+        return self.inner.embed([text])
+
+
+def recall_against_full_model(recall: Recall, texts: list[str]) -> dict[str, dict[str, float]]:
+    """`Recall.search` with the query model and with the full model, in turn for each text."""
+    model = recall.query_vectors
+    baseline = QueryVectors(FullModelQueries(default_embedder()))
+    times: dict[str, list[float]] = {"recall": [], "recall_full_model_queries": []}
+    try:
+        for text in texts:
+            for name, vectors in (("recall", model), ("recall_full_model_queries", baseline)):
+                recall.query_vectors = vectors
+                started = time.perf_counter()
+                recall.search(USER, text, now=NOW, record_access=False)
+                times[name].append(time.perf_counter() - started)
+    finally:
+        recall.query_vectors = model
+        baseline.close()
+    return {name: summary_ms(values) for name, values in times.items()}
+
+
 def without_query_embedding(index: UserIndex, texts: list[str]) -> dict[str, float]:
     """Hybrid latency with a near-free query embedder: the index's own share of a query."""
     model = index.embedder
@@ -172,14 +210,18 @@ def without_query_embedding(index: UserIndex, texts: list[str]) -> dict[str, flo
         index.embedder = model
 
 
-def query_embedding(texts: list[str]) -> dict[str, float]:
+def query_embedding(texts: list[str]) -> dict[str, dict[str, float]]:
+    """One query's embedding alone, by the query model and by the full model, in turn."""
     embedder = default_embedder()
-    times = []
+    embedder.embed_query("load the query model before timing it")
+    ways = {"query_model": embedder.embed_query, "full_model": lambda t: embedder.embed([t])}
+    times: dict[str, list[float]] = {name: [] for name in ways}
     for text in texts:
-        started = time.perf_counter()
-        embedder.embed([text])
-        times.append(time.perf_counter() - started)
-    return summary_ms(times)
+        for name, embed in ways.items():
+            started = time.perf_counter()
+            embed(text)
+            times[name].append(time.perf_counter() - started)
+    return {name: summary_ms(values) for name, values in times.items()}
 
 
 def top_up_cost(index: UserIndex) -> dict[str, float]:
@@ -227,7 +269,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "queries": QUERIES,
-        "query_embedding_minilm": query_embedding(texts),
+        "query_embedding": query_embedding(texts),
         "search": {},
     }
     for size in SIZES:
@@ -235,7 +277,7 @@ def main() -> None:
         row = {
             "build_s_without_embedding": round(seconds, 2),
             "hybrid": summary_ms(latencies(index, texts, hybrid)),
-            "recall": summary_ms(recall_latencies(recall, texts, repeat=False)),
+            **recall_against_full_model(recall, texts),
             "recall_repeat": summary_ms(recall_latencies(recall, texts, repeat=True)),
             "hybrid_without_query_embedding": without_query_embedding(index, texts),
             "bm25_only": summary_ms(latencies(index, texts, Weights.for_mode("bm25"))),
