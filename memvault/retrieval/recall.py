@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 QUERY_VECTORS = 256
 QUERY_VECTOR_SECONDS = 60.0
+HANDOVER_SECONDS = 0.005  # at most: a worker is normally picked up in well under 0.1 ms
 EMBED_THREADS = 32  # threads are made only when none is idle: one or two on a quiet server
 
 _Key = tuple[str, bytes]  # user id, keyed digest of the query text
@@ -122,34 +123,49 @@ class QueryVectors:
         self._closed = False
 
     def vector(self, user_id: str, text: str) -> Future[Vectors]:
-        """The embedding of `text` (one row) for this user: kept, under way, or started now."""
+        """The embedding of `text` (one row) for this user: kept, under way, or started now.
+
+        A new embedding is handed over before this returns: the worker needs the GIL to
+        tokenise, and a caller going on with the ranking in Python would hold it for up to the
+        interpreter's switch interval (5 ms), leaving the model idle meanwhile. Once the model
+        runs it releases the GIL, and the two proceed side by side.
+        """
         key = (user_id, hashlib.blake2b(text.encode(), key=self._secret).digest())
         with self._lock:
-            future = None if self._closed else self._kept_or_started(key, text)
-        if future is None:  # closed: no workers left, so embed on the caller's thread
-            future = Future()
-            future.set_result(self._embed(text))
+            kept = None if self._closed else self._kept_or_started(key, text)
+        if kept is None:  # closed: no workers left, so embed on the caller's thread
+            future: Future[Vectors] = Future()
+            future.set_result(self._embed(text, threading.Event()))
+            return future
+        future, started = kept
+        if started is not None:
+            started.wait(HANDOVER_SECONDS)
         return future
 
-    def _embed(self, text: str) -> Vectors:
+    def _embed(self, text: str, started: threading.Event) -> Vectors:
         """Read-only: one array is handed to every search of the text, none may change it."""
+        started.set()
         vectors = self._embedder.embed_query(text)
         vectors.flags.writeable = False
         return vectors
 
-    def _kept_or_started(self, key: _Key, text: str) -> Future[Vectors]:
-        """Called with the lock held. A failed embedding is raised once, then tried again."""
+    def _kept_or_started(
+        self, key: _Key, text: str
+    ) -> tuple[Future[Vectors], threading.Event | None]:
+        """Called with the lock held: the entry, and the event a new embedding sets once it
+        starts (None for a kept one). A failed embedding is raised once, then tried again."""
         now = self._clock()
         self._drop_expired(now)
         entry = self._entries.get(key)
         if entry is not None and not _failed(entry[1]):
-            return entry[1]
-        future = self._workers.submit(self._embed, text)
+            return entry[1], None
+        started = threading.Event()
+        future = self._workers.submit(self._embed, text, started)
         self._entries.pop(key, None)
         self._entries[key] = (now, future)  # at the end: the order stays the order of age
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
-        return future
+        return future, started
 
     def _drop_expired(self, now: float) -> None:
         """Entries are in order of age, so the expired ones are at the front."""
