@@ -12,8 +12,9 @@ embeddings is reported separately per 1k items.
 thread beside the BM25 walk; `recall_repeat` is the same text searched a second time, as
 `Vault.context` does after a search, when the query vector is reused. The baseline in the same
 run, `recall_full_model_queries`, embeds queries with the full model instead of the quantised
-query model (query_model.py); the two are timed in turn, query by query, so that the machine's
-drift falls on both alike.
+query model (query_model.py); the two are timed in alternating blocks of 25 queries, so that the
+machine's drift falls on both alike while each block runs with one model's weights in cache, as
+a server would.
 
 Run: `python -m benchmarks search` (1k to 100k and context, a few minutes on 2 cores), and
 `python -m benchmarks.bench_search --large` to add the 1M run (about 10 more minutes: building
@@ -54,6 +55,7 @@ from memvault.vault import Vault
 SIZES = (1_000, 10_000, 100_000)
 LARGE = 1_000_000
 QUERIES = 300
+BLOCK = 25  # queries timed in a row with one model, before switching to the other
 CHUNK = 10_000
 USER = "bench"
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -183,17 +185,15 @@ class FullModelQueries:
 
 
 def recall_against_full_model(recall: Recall, texts: list[str]) -> dict[str, dict[str, float]]:
-    """`Recall.search` with the query model and with the full model, in turn for each text."""
+    """`Recall.search` with the query model and with the full model, in alternating blocks."""
     model = recall.query_vectors
     baseline = QueryVectors(FullModelQueries(default_embedder()))
     times: dict[str, list[float]] = {"recall": [], "recall_full_model_queries": []}
     try:
-        for text in texts:
+        for first in range(0, len(texts), BLOCK):
             for name, vectors in (("recall", model), ("recall_full_model_queries", baseline)):
                 recall.query_vectors = vectors
-                started = time.perf_counter()
-                recall.search(USER, text, now=NOW, record_access=False)
-                times[name].append(time.perf_counter() - started)
+                times[name] += recall_latencies(recall, texts[first : first + BLOCK], repeat=False)
     finally:
         recall.query_vectors = model
         baseline.close()
@@ -211,16 +211,18 @@ def without_query_embedding(index: UserIndex, texts: list[str]) -> dict[str, flo
 
 
 def query_embedding(texts: list[str]) -> dict[str, dict[str, float]]:
-    """One query's embedding alone, by the query model and by the full model, in turn."""
+    """One query's embedding alone, by the query model and by the full model, in alternating
+    blocks."""
     embedder = default_embedder()
     embedder.embed_query("load the query model before timing it")
     ways = {"query_model": embedder.embed_query, "full_model": lambda t: embedder.embed([t])}
     times: dict[str, list[float]] = {name: [] for name in ways}
-    for text in texts:
+    for first in range(0, len(texts), BLOCK):
         for name, embed in ways.items():
-            started = time.perf_counter()
-            embed(text)
-            times[name].append(time.perf_counter() - started)
+            for text in texts[first : first + BLOCK]:
+                started = time.perf_counter()
+                embed(text)
+                times[name].append(time.perf_counter() - started)
     return {name: summary_ms(values) for name, values in times.items()}
 
 
