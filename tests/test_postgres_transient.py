@@ -153,6 +153,24 @@ def test_a_connection_lost_with_the_commit_in_flight_is_not_run_again(
         db.close()
 
 
+def test_a_read_whose_connection_is_lost_runs_again(
+    vault: Vault, blocker: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The read waits on the blocker's table lock and has its backend ended under it: the store
+    reads again on a fresh connection, and the caller gets the answer, not an error."""
+    vault.add_turn("ann", "s", "user", SECRET_TEXT)
+    blocker.execute("BEGIN")
+    blocker.execute("LOCK TABLE turns IN ACCESS EXCLUSIVE MODE")
+    with caplog.at_level(logging.WARNING, logger="memvault.store.database"):
+        read = in_thread(lambda: vault.session_turns("ann", "s"))
+        blocker.execute("SELECT pg_terminate_backend(%s, 5000)", (waiting_on(blocker),))
+        blocker.execute("COMMIT")
+        turns = read.result(timeout=30)
+    assert [t.content for t in turns] == [SECRET_TEXT]
+    assert len(retries(caplog)) == 1 and "ConnectionLost" in retries(caplog)[0]
+    assert SECRET_TEXT not in caplog.text
+
+
 def test_no_free_connection_in_time_is_unavailable(postgres_url: str) -> None:
     db = PostgresDatabase(postgres_url, pool_size=2, connect_timeout=0.5)
     try:

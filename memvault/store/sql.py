@@ -67,8 +67,9 @@ def _in(values: Sequence[Any]) -> str:
 class SqlStore:
     """Implements the `Store` protocol in portable SQL with `?` placeholders.
 
-    Each write method is one transaction and nothing else, so it is `retried`: run again
-    when the database rolls it back on its own (a deadlock, a lost connection).
+    Each method is one transaction and nothing else, so it is `retried`: run again when the
+    database rolls it back on its own (a deadlock, a connection lost mid-statement). A read
+    qualifies as much as a write: running it again changes nothing.
     """
 
     def __init__(self, db: Database) -> None:
@@ -130,11 +131,13 @@ class SqlStore:
         sql = f"SELECT id FROM {table} WHERE user_id = ? AND id = ?"
         return tx.one(sql, (user_id, row_id)) is not None
 
+    @retried
     def revision(self, user_id: str) -> int:
         with self.db.read() as tx:
             row = tx.one("SELECT revision FROM users WHERE id = ?", (user_id,))
         return 0 if row is None else int(row["revision"])
 
+    @retried
     def get_user(self, user_id: str) -> Row | None:
         with self.db.read() as tx:
             return tx.one("SELECT * FROM users WHERE id = ?", (user_id,))
@@ -151,6 +154,7 @@ class SqlStore:
         assert row is not None
         return row
 
+    @retried
     def list_user_ids(self) -> list[str]:
         with self.db.read() as tx:
             return [r["id"] for r in tx.all("SELECT id FROM users ORDER BY id")]
@@ -183,6 +187,7 @@ class SqlStore:
             self._touch_user(tx, row["user_id"], now)
             tx.execute(_insert_sql("agents", AGENT_COLUMNS), _values(row, AGENT_COLUMNS))
 
+    @retried
     def list_agents(self, user_id: str) -> list[Row]:
         with self.db.read() as tx:
             return tx.all(
@@ -285,12 +290,14 @@ class SqlStore:
             [(user_id, day, n) for day, n in sorted(days.items())],
         )
 
+    @retried
     def get_session(self, user_id: str, session_id: str) -> Row | None:
         with self.db.read() as tx:
             return tx.one(
                 "SELECT * FROM sessions WHERE user_id = ? AND id = ?", (user_id, session_id)
             )
 
+    @retried
     def get_session_with_turns(self, user_id: str, session_id: str) -> tuple[Row, list[Row]] | None:
         with self.db.read() as tx:
             session = tx.one(
@@ -304,6 +311,7 @@ class SqlStore:
             )
         return session, turns
 
+    @retried
     def session_turns(
         self, user_id: str, session_id: str, *, after_seq: int = 0, limit: int = 100
     ) -> list[Row]:
@@ -314,6 +322,7 @@ class SqlStore:
                 (user_id, session_id, after_seq, limit),
             )
 
+    @retried
     def list_sessions(self, user_id: str, *, limit: int, before: str | None) -> list[Row]:
         sql = "SELECT * FROM sessions WHERE user_id = ?"
         params: list[Any] = [user_id]
@@ -368,6 +377,7 @@ class SqlStore:
             (rev, user_id, *params),
         )
 
+    @retried
     def recent_turns(
         self, user_id: str, *, session_id: str | None, channel: str | None, limit: int
     ) -> list[Row]:
@@ -436,6 +446,7 @@ class SqlStore:
             self._count_activity(tx, row["user_id"], Counter([row["created_at"][:10]]), "memories")
         return owner
 
+    @retried
     def get_memory(self, user_id: str, memory_id: str) -> Row | None:
         with self.db.read() as tx:
             return tx.one(
@@ -477,6 +488,7 @@ class SqlStore:
             tx.send("DELETE FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id))
         return deleted
 
+    @retried
     def list_memories(
         self,
         user_id: str,
@@ -529,6 +541,7 @@ class SqlStore:
 
     # -- embeddings ----------------------------------------------------------------------------
 
+    @retried
     def get_embeddings(self, user_id: str, model: str, since_rev: int) -> list[Row]:
         """Stored vectors of `model` for items embedded at a revision after `since_rev`."""
         with self.db.read() as tx:
@@ -568,6 +581,7 @@ class SqlStore:
 
     # -- change feed for caches ----------------------------------------------------------------
 
+    @retried
     def changes_since(self, user_id: str, rev: int) -> ChangeSet:
         """Turns and memories written after `rev`, and tombstones after it.
 
@@ -605,6 +619,7 @@ class SqlStore:
                 (key, text, now),
             )
 
+    @retried
     def list_global(self) -> list[Row]:
         with self.db.read() as tx:
             return tx.all("SELECT * FROM global_context ORDER BY key")
@@ -621,6 +636,7 @@ class SqlStore:
         with self.db.write() as tx:
             tx.execute(_insert_sql("api_keys", API_KEY_COLUMNS), _values(row, API_KEY_COLUMNS))
 
+    @retried
     def find_api_key(self, secret_hash: str) -> Row | None:
         """The live (not revoked) key with this hash."""
         with self.db.read() as tx:
@@ -629,6 +645,7 @@ class SqlStore:
                 (secret_hash,),
             )
 
+    @retried
     def list_api_keys(self) -> list[Row]:
         with self.db.read() as tx:
             return tx.all("SELECT * FROM api_keys ORDER BY created_at, id")
@@ -646,6 +663,7 @@ class SqlStore:
 
     # -- statistics and whole-user copies ------------------------------------------------------
 
+    @retried
     def counts(self, user_id: str) -> Row:
         with self.db.read() as tx:
             sessions = tx.one("SELECT COUNT(*) AS n FROM sessions WHERE user_id = ?", (user_id,))
@@ -674,6 +692,7 @@ class SqlStore:
             "daily_activity": days,
         }
 
+    @retried
     def dump_user(self, user_id: str) -> Row | None:
         """Every row of one user, sealed, in one snapshot (for export and backend migration)."""
         with self.db.read() as tx:
