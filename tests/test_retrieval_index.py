@@ -60,6 +60,20 @@ def test_bm25_extending_a_document_scores_as_if_it_had_been_whole() -> None:
         grown.extend(1, ["late"])
 
 
+def test_bm25_keeps_growing_between_searches() -> None:
+    """Searching caches each term's postings as arrays; later adds and extensions of the same
+    terms must still go through and be seen (a server searches and appends all day)."""
+    grown, whole = BM25Index(), BM25Index()
+    grown.add(0, ["heron", "pond"])
+    first = grown.scores(["heron", "pond"])
+    grown.extend(0, ["mill"])
+    grown.add(1, ["heron", "mill", "pond"])
+    whole.add(0, ["heron", "pond", "mill"])
+    whole.add(1, ["heron", "mill", "pond"])
+    assert first[0] > 0
+    assert np.allclose(grown.scores(["heron", "mill"]), whole.scores(["heron", "mill"]))
+
+
 def test_bm25_term_weights_scale_each_terms_share() -> None:
     index = BM25Index()
     for slot, doc in enumerate([["dog", "park"], ["child", "park"], ["violin"]]):

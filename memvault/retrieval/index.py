@@ -59,7 +59,9 @@ class _SessionDocs:
     """
 
     def __init__(self) -> None:
-        self._terms: dict[str, list[str]] = {}
+        # space-joined: a string holds no references for the garbage collector to walk, where
+        # lists of terms made every full collection visit each term of every session
+        self._terms: dict[str, str] = {}
         self._slot: dict[str, int] = {}
         self._bm25 = BM25Index()
         self._dead = 0
@@ -68,7 +70,9 @@ class _SessionDocs:
     def extend(self, new_terms: dict[str, list[str]]) -> None:
         """Add terms to sessions (one batch of turns), re-indexing each grown session once."""
         for session_id, more in new_terms.items():
-            self._terms.setdefault(session_id, []).extend(more)
+            known = self._terms.get(session_id)
+            added = " ".join(more)
+            self._terms[session_id] = f"{known} {added}" if known else added
             self._term_count += len(more)
             if session_id in self._slot:
                 self._bm25.remove(self._slot.pop(session_id))
@@ -80,7 +84,7 @@ class _SessionDocs:
             self._add(session_id)
 
     def drop(self, session_id: str) -> None:
-        self._term_count -= len(self._terms.pop(session_id, ()))
+        self._term_count -= len(self._terms.pop(session_id, "").split())
         slot = self._slot.pop(session_id, None)
         if slot is not None:
             self._bm25.remove(slot)
@@ -88,7 +92,7 @@ class _SessionDocs:
 
     def _add(self, session_id: str) -> None:
         slot = len(self._bm25)
-        self._bm25.add(slot, self._terms[session_id])
+        self._bm25.add(slot, self._terms[session_id].split())
         self._slot[session_id] = slot
 
     def _rebuild(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -29,7 +30,7 @@ class BM25Index:
         self.k1 = k1
         self.b = b
         self._vocab: dict[str, int] = {}
-        self._postings: list[tuple[list[int], list[int]]] = []
+        self._postings: list[tuple[array[int], array[int]]] = []
         self._arrays: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
         self._df: list[int] = []
         self._lengths = np.zeros(0, dtype=np.float32)
@@ -96,7 +97,7 @@ class BM25Index:
         tid = self._vocab.get(term)
         if tid is None:
             tid = self._vocab[term] = len(self._postings)
-            self._postings.append(([], []))
+            self._postings.append((array("q"), array("i")))
             self._df.append(0)
         return tid
 
@@ -112,7 +113,9 @@ class BM25Index:
         arrays = self._arrays.get(tid)
         if arrays is None:
             docs, tfs = self._postings[tid]
-            arrays = (np.asarray(docs, dtype=np.int64), np.asarray(tfs, dtype=np.float32))
+            # copies: a NumPy view would pin the growable array's buffer, and the next
+            # append to it would fail
+            arrays = (np.array(docs, dtype=np.int64), np.array(tfs, dtype=np.float32))
             self._arrays[tid] = arrays
         return arrays
 
