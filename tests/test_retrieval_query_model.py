@@ -4,6 +4,7 @@ reason for a search to fail."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -84,10 +85,19 @@ def test_a_corrupt_cached_model_falls_back_to_the_full_model(
     assert "using the full model" in caplog.text and QUESTIONS[2] not in caplog.text
 
 
-def test_prepare_builds_the_query_model_before_any_search(tmp_path: Path) -> None:
-    embedder = MiniLMEmbedder(model_cache=tmp_path / "models")
+def test_prepare_builds_the_query_model_and_keeps_only_the_newest_builds(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    for age in range(1, 4):  # as earlier package versions left them, the oldest last
+        older = models / f"minilm-query-{age:016x}.onnx"
+        older.write_bytes(b"an older build")
+        os.utime(older, (1_700_000_000 - age * 86_400,) * 2)
+    embedder = MiniLMEmbedder(model_cache=models)
     with Vault(tmp_path / "vault", embedder=embedder) as vault:
-        assert not cached_path(embedder.model_file, tmp_path / "models").exists()
         vault.recall.prepare()
-        assert cached_path(embedder.model_file, tmp_path / "models").is_file()
+        assert {p.name for p in models.iterdir()} == {
+            f"minilm-query-{1:016x}.onnx",
+            f"minilm-query-{2:016x}.onnx",
+            cached_path(embedder.model_file, models).name,
+        }
         assert vault.search("nobody", "anything at all") == []

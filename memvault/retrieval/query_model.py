@@ -10,8 +10,9 @@ documents keep the full model, and only queries, whose vectors are never stored,
 
 Derived, never downloaded: built from the installed package's model on first use (about two
 seconds), then kept in a cache folder under a name carrying a digest of the source model and the
-versions of onnx and onnxruntime, so an upgrade of any of them builds it again. Where the folder
-cannot be written, the model is built in memory for the process.
+versions of onnx and onnxruntime, so an upgrade of any of them builds it again (the three newest
+builds are kept). Where the folder cannot be written, the model is built in memory for the
+process.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "XDG_CACHE_HOME"
+PREFIX = "minilm-query-"
+KEEP_BUILDS = 3
 
 
 def default_cache_folder() -> Path:
@@ -48,6 +51,7 @@ def query_model(source: Path, cache_folder: Path | None = None) -> bytes:
             staged = folder / f".{target.name}.{os.getpid()}"
             staged.write_bytes(model)
             os.replace(staged, target)  # atomic: a concurrent process sees all of it or none
+            _drop_all_but_newest(folder)
         except OSError as exc:
             log.warning(
                 "query model not cached (%s); it is rebuilt per process", type(exc).__name__
@@ -55,10 +59,19 @@ def query_model(source: Path, cache_folder: Path | None = None) -> bytes:
     return model
 
 
+def _drop_all_but_newest(folder: Path) -> None:
+    """Builds for earlier package versions pile up after upgrades; keep the newest few, not
+    only the latest, so that two environments of different versions sharing the folder do not
+    delete each other's on every start."""
+    builds = sorted(folder.glob(f"{PREFIX}*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in builds[KEEP_BUILDS:]:
+        stale.unlink(missing_ok=True)
+
+
 def cached_path(source: Path, cache_folder: Path | None = None) -> Path:
     """Where the model derived from `source` is kept."""
     folder = cache_folder or default_cache_folder()
-    return folder / f"minilm-query-{_fingerprint(source)}.onnx"
+    return folder / f"{PREFIX}{_fingerprint(source)}.onnx"
 
 
 def _fingerprint(source: Path) -> str:
