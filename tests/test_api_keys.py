@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,12 +91,13 @@ def test_cli_creates_lists_and_revokes_keys(
 ) -> None:
     data = str(tmp_path / "data")
     assert main(["--data", data, "keys", "create", "--scope", "user", "--user", "zoe"]) == 0
-    created = capsys.readouterr().out
-    assert KEY_PREFIX in created and '"user_id": "zoe"' in created
+    created = json.loads(capsys.readouterr().out)
+    assert created["key"].startswith(KEY_PREFIX) and created["user_id"] == "zoe"
     assert main(["--data", data, "keys", "list"]) == 0
     listed = capsys.readouterr().out
     key_id = listed.split()[0]
-    assert "zoe" in listed and "live" in listed and KEY_PREFIX + "x" not in listed
+    assert "zoe" in listed and "live" in listed and created["prefix"] in listed
+    assert created["key"] not in listed  # only the prefix, never the secret
     assert main(["--data", data, "keys", "revoke", key_id]) == 0
     capsys.readouterr()
     assert main(["--data", data, "keys", "list", "--all"]) == 0
