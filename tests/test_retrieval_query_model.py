@@ -74,11 +74,23 @@ def test_an_unwritable_cache_folder_still_gives_the_fast_model(
     assert "not cached" in caplog.text and QUESTIONS[1] not in caplog.text
 
 
-def test_a_corrupt_cached_model_falls_back_to_the_full_model(
+def test_a_damaged_cached_model_is_built_again(tmp_path: Path, minilm: MiniLMEmbedder) -> None:
+    embedder = MiniLMEmbedder(model_cache=tmp_path)
+    kept = cached_path(embedder.model_file, tmp_path)
+    kept.write_bytes(b"not an onnx model")
+    vector = embedder.embed_query(QUESTIONS[2])
+    assert np.array_equal(vector, minilm.embed_query(QUESTIONS[2]))
+    assert kept.read_bytes().startswith(b"\x08")  # an ONNX protobuf again (ir_version field)
+
+
+def test_a_query_model_that_cannot_be_made_falls_back_to_the_full_model(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    embedder = MiniLMEmbedder(model_cache=tmp_path)
-    cached_path(embedder.model_file, tmp_path).write_bytes(b"not an onnx model")
+    """The source itself is unreadable as a model: nothing to derive from, so queries use
+    the full model (already loaded), with a warning naming no text."""
+    embedder = MiniLMEmbedder(model_cache=tmp_path / "models")
+    embedder.model_file = tmp_path / "not-a-model.onnx"
+    embedder.model_file.write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING):
         vector = embedder.embed_query(QUESTIONS[2])
     assert np.array_equal(vector, embedder.embed([QUESTIONS[2]]))

@@ -125,18 +125,22 @@ class MiniLMEmbedder:
         return self._embed_one(text, self._query_model())
 
     def _query_model(self) -> Any:
-        """The quantised session, built once; the full model if it cannot be built here."""
+        """The quantised session, made once: from the cached copy, built again if that copy
+        does not load (a damaged file), or else the full model."""
         with self._query_lock:
             if self._query_session is None:
-                try:
-                    model = query_model(self.model_file, self._model_cache)
-                    self._query_session = _session(model, threads=1)
-                except Exception as exc:  # any failure only costs speed: say so, and go on
-                    log.warning(
-                        "query model unavailable (%s): using the full model", type(exc).__name__
-                    )
-                    self._query_session = self._session
+                self._query_session = self._load_query_model()
             return self._query_session
+
+    def _load_query_model(self) -> Any:
+        for rebuild in (False, True):
+            try:
+                model = query_model(self.model_file, self._model_cache, rebuild=rebuild)
+                return _session(model, threads=1)
+            except Exception as exc:  # any failure only costs speed: say so, and go on
+                failure = type(exc).__name__
+        log.warning("query model unavailable (%s): using the full model", failure)
+        return self._session
 
     def _embed_one(self, text: str, session: Any = None) -> Vectors:
         """One text: nothing to pad, so every token is real and the mean is a plain mean."""

@@ -37,11 +37,12 @@ def default_cache_folder() -> Path:
     return Path(base) / "memvault"
 
 
-def query_model(source: Path, cache_folder: Path | None = None) -> bytes:
-    """The quantised query model derived from `source`, from the cache or built now."""
+def query_model(source: Path, cache_folder: Path | None = None, *, rebuild: bool = False) -> bytes:
+    """The quantised query model derived from `source`, from the cache or built now (always
+    built with `rebuild`, for a cached copy that would not load)."""
     target = cached_path(source, cache_folder)
     folder = target.parent
-    if target.is_file():
+    if target.is_file() and not rebuild:
         return target.read_bytes()
     with tempfile.TemporaryDirectory(prefix="memvault-quantise-") as scratch:
         built = _quantise(source, Path(scratch))
