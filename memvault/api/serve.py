@@ -22,6 +22,27 @@ def first_admin_key(vault: Vault, settings: Settings) -> str | None:
     return secret
 
 
+def settle_garbage() -> None:
+    """Collect, then freeze what survives.
+
+    A full collection walks every object not frozen, holding the GIL: with a 100k-item index
+    held, 110 ms, paid by whichever request happens to trigger it. Run after an index grew by
+    many items (on a request that was slow anyway: it just built them), it leaves later full
+    collections nothing big to walk (0.0 ms measured after it). Frozen objects are still freed
+    when their last reference goes, and indexes hold no reference cycles (a test keeps it so),
+    so an evicted index does not leak.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def prepare(vault: Vault) -> None:
+    """What a server process does before it listens: load the search models, and settle the
+    garbage collector after every large index build."""
+    vault.recall.prepare()
+    vault.recall.cache.on_grown = settle_garbage
+
+
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with Vault(settings=settings) as vault:
@@ -31,7 +52,7 @@ def serve(settings: Settings) -> None:
             print(f"  {secret}")
         print(f"memvault listening on http://{settings.host}:{settings.port} "
               f"(data: {settings.data})", flush=True)  # fmt: skip
-        vault.recall.prepare()
+        prepare(vault)
         app = create_app(vault, settings)
         gc.freeze()  # what startup built lives on: keep it out of every collection (tail latency)
         uvicorn.run(

@@ -25,6 +25,7 @@ from memvault.retrieval.items import TURN, Item
 ItemKey = tuple[str, str]
 
 DEFAULT_MAX_BYTES = 1 << 30
+GROWN_ITEMS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,9 @@ class IndexCache:
         self._indexes: OrderedDict[str, UserIndex] = OrderedDict()
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
+        # called after a top-up of at least GROWN_ITEMS items (a server settles its garbage
+        # collector there: see memvault.api.serve)
+        self.on_grown: Callable[[], None] | None = None
 
     def _user_lock(self, user_id: str) -> threading.Lock:
         with self._lock:
@@ -120,6 +124,8 @@ class IndexCache:
         if turns or others:
             ordered = turns + others
             index.add(ordered, self._vectors_for(user_id, ordered, index.revision))
+            if len(ordered) >= GROWN_ITEMS and self.on_grown is not None:
+                self.on_grown()
         if changes.removed and self._vectors is not None:
             self._vectors.delete(user_id, changes.removed)
         index.revision = changes.revision

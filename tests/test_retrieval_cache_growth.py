@@ -1,0 +1,66 @@
+"""A large index build tells the server, which settles its garbage collector there; indexes
+hold no reference cycles, which is what makes freezing them safe."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from memvault import Vault
+from memvault.api.serve import prepare, settle_garbage
+from memvault.retrieval.cache import GROWN_ITEMS
+from memvault.retrieval.embed import HashingEmbedder
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Iterator[Vault]:
+    with Vault(tmp_path, embedder=HashingEmbedder(64)) as opened:
+        yield opened
+
+
+def _add(vault: Vault, user_id: str, count: int) -> None:
+    for first in range(0, count, 500):
+        rows = [{"role": "user", "content": f"note {n} about the mill pond"} for n in range(500)]
+        vault.add_turns(user_id, f"s{first}", rows[: count - first])
+
+
+def test_a_large_top_up_calls_on_grown_once_and_a_small_one_does_not(vault: Vault) -> None:
+    calls: list[int] = []
+    vault.recall.cache.on_grown = lambda: calls.append(1)
+    _add(vault, "ann", GROWN_ITEMS)
+    vault.search("ann", "mill pond")
+    assert len(calls) == 1
+    vault.add_turn("ann", "s0", "user", "one more note")
+    _add(vault, "bea", GROWN_ITEMS - 1)
+    vault.search("ann", "mill pond")
+    vault.search("bea", "mill pond")
+    assert len(calls) == 1
+
+
+def test_an_index_is_freed_by_reference_counting_alone(vault: Vault) -> None:
+    _add(vault, "ann", 50)
+    vault.add_memory("ann", "Ann sails every summer", importance=0.8)
+    vault.search("ann", "sails")
+    index = weakref.ref(vault.recall.cache.get("ann", vault.store.revision("ann")))
+    gc.disable()
+    try:
+        vault.recall.forget("ann")
+        assert index() is None  # no cycle kept it: no collector was needed
+    finally:
+        gc.enable()
+
+
+def test_a_server_settles_the_collector_after_a_large_build(vault: Vault) -> None:
+    prepare(vault)
+    assert vault.recall.cache.on_grown is settle_garbage
+    frozen = gc.get_freeze_count()
+    try:
+        _add(vault, "ann", GROWN_ITEMS)
+        vault.search("ann", "mill pond")
+        assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
