@@ -50,9 +50,9 @@ def serve(settings: Settings) -> None:
         if secret is not None:
             print("created an admin API key; it is shown only this once, keep it safe:")
             print(f"  {secret}")
+        prepare(vault)
         print(f"memvault listening on http://{settings.host}:{settings.port} "
               f"(data: {settings.data})", flush=True)  # fmt: skip
-        prepare(vault)
         app = create_app(vault, settings)
         gc.freeze()  # what startup built lives on: keep it out of every collection (tail latency)
         uvicorn.run(
