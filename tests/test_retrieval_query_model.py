@@ -113,3 +113,26 @@ def test_prepare_builds_the_query_model_and_keeps_only_the_newest_builds(tmp_pat
             cached_path(embedder.model_file, models).name,
         }
         assert vault.search("nobody", "anything at all") == []
+
+
+def test_a_query_model_that_disagrees_with_the_full_model_is_not_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What saturating int8 products would look like on a CPU without VNNI, made here with
+    per-tensor scales (lowest probe cosine 0.958): loaded, measured, and set aside."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    embedder = MiniLMEmbedder(model_cache=tmp_path / "models")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "folded.onnx")
+    ort.InferenceSession(str(embedder.model_file), options, providers=["CPUExecutionProvider"])
+    coarse = cached_path(embedder.model_file, tmp_path / "models")
+    coarse.parent.mkdir()
+    quantize_dynamic(tmp_path / "folded.onnx", coarse, weight_type=QuantType.QInt8)
+    with caplog.at_level(logging.WARNING):
+        vector = embedder.embed_query(QUESTIONS[0])
+    assert np.array_equal(vector, embedder.embed([QUESTIONS[0]]))
+    assert "cosine 0.9" in caplog.text and "using the full model" in caplog.text
+    assert QUESTIONS[0] not in caplog.text
