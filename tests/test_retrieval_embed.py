@@ -4,6 +4,7 @@ embedder, and the OpenAI-compatible client against a real local HTTP server."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,7 @@ import pytest
 from memvault.errors import Invalid, MemvaultError
 from memvault.retrieval.embed import HashingEmbedder, MiniLMEmbedder, RemoteEmbedder
 from memvault.retrieval.tokens import count_tokens
+from memvault.vault import Vault
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +167,20 @@ def test_settings_choose_the_embedder(
         ]
     with pytest.raises(ValidationError, match="needs embedding_url and embedding_model"):
         Settings(data=tmp_path / "x", embedder="remote")
+
+
+def test_a_server_warm_up_survives_an_endpoint_that_refuses(
+    endpoint: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The endpoint answers 401 to this key: warming up logs the failure and returns, so a
+    server still starts; the first search meets the same error, named, as before."""
+    embedder = RemoteEmbedder(endpoint, "test-model", api_key="wrong")
+    try:
+        with Vault(tmp_path, embedder=embedder) as vault, caplog.at_level(logging.WARNING):
+            vault.recall.prepare()
+            assert "query embedder not warmed up (MemvaultError)" in caplog.text
+            vault.add_turn("ann", "s", "user", "hello there")
+            with pytest.raises(MemvaultError, match="HTTP 401"):
+                vault.search("ann", "hello")
+    finally:
+        embedder.close()

@@ -278,9 +278,14 @@ class Recall:
     def prepare(self) -> None:
         """Load now what the first search would otherwise load: the query model (derived on a
         machine's first start, about 2 s) and the related-words file. A server calls this
-        before it listens, so its first user does not wait for them."""
-        self.cache.embedder.embed_query("memvault")
+        before it listens, so its first user does not wait for them. An embedder that cannot
+        answer yet (a remote endpoint still starting) is left to the first search: a warm-up
+        must not keep the server from starting."""
         shipped_thesaurus()
+        try:
+            self.cache.embedder.embed_query("memvault")
+        except Exception as exc:  # logged by type only, and tried again by the first search
+            log.warning("query embedder not warmed up (%s)", type(exc).__name__)
 
     def _record(self, user_id: str, memory_ids: list[str], moment: datetime) -> None:
         """Runs on the writer thread, where no caller can see an error: log it instead."""
