@@ -198,11 +198,13 @@ class JobQueue:
             (_later(delay), error[:200]),
         )
 
+    @retried
     def get(self, job_id: str) -> Row | None:
         """The job's row as stored (state, attempts, last error), for operators and tests."""
         with self.db.read() as tx:
             return tx.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
 
+    @retried
     def counts(self) -> dict[str, int]:
         """Jobs per state."""
         with self.db.read() as tx:

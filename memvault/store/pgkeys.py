@@ -2,8 +2,9 @@
 
 The tables live wherever `MEMVAULT_KEYRING_URL` points (ideally another database, or at least
 another schema and role, than the content); unset, beside the content. docs/encryption.md weighs
-the two. Each key is one row; a shredded key's row is deleted and the table vacuumed. Each write
-is one transaction and nothing else, so it is `retried` when the database rolls it back.
+the two. Each key is one row; a shredded key's row is deleted and the table vacuumed. Each read
+and write is one statement or transaction and nothing else, so it is `retried` when the
+database rolls it back or loses its connection.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class PostgresKeyStore:
             self._db.close()
             raise
 
+    @retried
     def _value(self, sql: str, params: tuple[object, ...]) -> bytes | None:
         """One column of at most one row, read in one round trip: every write checks its user's
         key here first, so this sits on the write path."""
@@ -83,6 +85,7 @@ class PostgresKeyStore:
         with self._db.write() as tx:
             return tx.execute("DELETE FROM user_keys WHERE user_id = ?", (user_id,)) > 0
 
+    @retried
     def all_wrapped(self) -> list[tuple[str, bytes]]:
         rows = self._db.query("SELECT user_id, wrapped_key FROM user_keys ORDER BY user_id")
         return [(r["user_id"], bytes(r["wrapped_key"])) for r in rows]
