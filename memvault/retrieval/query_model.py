@@ -17,6 +17,7 @@ process.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -47,16 +48,18 @@ def query_model(source: Path, cache_folder: Path | None = None, *, rebuild: bool
     with tempfile.TemporaryDirectory(prefix="memvault-quantise-") as scratch:
         built = _quantise(source, Path(scratch))
         model = built.read_bytes()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            staged = folder / f".{target.name}.{os.getpid()}"
-            staged.write_bytes(model)
-            os.replace(staged, target)  # atomic: a concurrent process sees all of it or none
-            _drop_all_but_newest(folder)
-        except OSError as exc:
-            log.warning(
-                "query model not cached (%s); it is rebuilt per process", type(exc).__name__
-            )
+    staged = folder / f".{target.name}.{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staged.write_bytes(model)
+        os.replace(staged, target)  # atomic: a concurrent process sees all of it or none
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            staged.unlink(missing_ok=True)  # a disk that filled up keeps no half-written file
+        log.warning("query model not cached (%s); it is rebuilt per process", type(exc).__name__)
+        return model
+    with contextlib.suppress(OSError):  # tidying: a stale build that will not go is harmless
+        _drop_all_but_newest(folder)
     return model
 
 
