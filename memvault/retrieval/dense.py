@@ -19,6 +19,10 @@ Vectors = npt.NDArray[np.float32]
 Slots = npt.NDArray[np.int64]
 
 DEFAULT_ANN_THRESHOLD = 10_000
+# The matrix grows by a quarter at a time: at 100k x 384 a doubling would leave up to 150 MB
+# reserved and unused, and copying a quarter more now and then costs little beside an append.
+GROWTH = 1.25
+MIN_ROWS = 64
 
 
 class DenseIndex:
@@ -31,6 +35,7 @@ class DenseIndex:
         self._alive = np.zeros(0, dtype=bool)
         self._size = 0
         self._ann: Any = None
+        self._ann_bytes = 0  # the graph's own figure, read after each change (it takes 36 us)
 
     def __len__(self) -> int:
         return self._size
@@ -42,7 +47,7 @@ class DenseIndex:
         count = len(vectors)
         needed = self._size + count
         if needed > len(self._matrix):
-            capacity = max(needed, 2 * len(self._matrix), 1024)
+            capacity = max(needed, int(GROWTH * len(self._matrix)), MIN_ROWS)
             matrix = np.zeros((capacity, self.dim), dtype=np.float32)
             matrix[: self._size] = self._matrix[: self._size]
             alive = np.zeros(capacity, dtype=bool)
@@ -55,6 +60,8 @@ class DenseIndex:
         self._size = needed
         if self._ann is None and self._size >= self.ann_threshold:
             self._build_ann()
+        if self._ann is not None:
+            self._ann_bytes = int(self._ann.memory_usage)
 
     def _build_ann(self) -> None:
         from usearch.index import Index
@@ -96,5 +103,5 @@ class DenseIndex:
         return top[np.argsort(-scores[top])].astype(np.int64)
 
     def nbytes(self) -> int:
-        graph = self._size * (self.dim * 4 + 16 * 2 * 8) if self._ann is not None else 0
-        return int(self._matrix.nbytes + self._alive.nbytes + graph)
+        """The float32 matrix as allocated, and the HNSW graph (its int8 vectors and links)."""
+        return int(self._matrix.nbytes + self._alive.nbytes) + self._ann_bytes

@@ -18,6 +18,18 @@ import numpy.typing as npt
 
 Scores = npt.NDArray[np.float32]
 
+# Postings hold slots as int32 and term frequencies as uint16, six bytes a posting where int64
+# and int32 took twelve; a frequency past 65,535 (a document repeating one word that often)
+# widens that term's array to int32, so every count stays exact.
+_SLOTS = "i"
+_NARROW_TF = "H"
+_WIDE_TF = "i"
+_NARROW_TF_MAX = 0xFFFF
+# per term: its vocabulary entry and string, its tuple and two arrays, its document frequency
+_TERM_BYTES = 320
+# a posting in its arrays, with their over-allocation as they grow
+_POSTING_BYTES = 7
+
 
 class BM25Index:
     """Okapi BM25 with document slots addressed by integer position.
@@ -31,7 +43,8 @@ class BM25Index:
         self.b = b
         self._vocab: dict[str, int] = {}
         self._postings: list[tuple[array[int], array[int]]] = []
-        self._arrays: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
+        self._arrays: dict[int, tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]] = {}
+        self._arrays_bytes = 0
         self._df: list[int] = []
         self._lengths = np.zeros(0, dtype=np.float32)
         self._alive = np.zeros(0, dtype=bool)
@@ -54,11 +67,11 @@ class BM25Index:
         counts = Counter(terms)
         for term, tf in counts.items():
             tid = self._term_id(term)
-            docs, tfs = self._postings[tid]
+            docs, tfs = self._postings_for(tid, tf)
             docs.append(slot)
             tfs.append(tf)
             self._df[tid] += 1
-            self._arrays.pop(tid, None)
+            self._forget_arrays(tid)
         self._posting_count += len(counts)
         length = float(sum(counts.values()))
         self._lengths[slot] = length
@@ -82,13 +95,15 @@ class BM25Index:
             docs, tfs = self._postings[tid]
             at = bisect.bisect_left(docs, slot)
             if at < len(docs) and docs[at] == slot:
+                docs, tfs = self._postings_for(tid, tfs[at] + tf)
                 tfs[at] += tf
             else:
+                docs, tfs = self._postings_for(tid, tf)
                 docs.insert(at, slot)
                 tfs.insert(at, tf)
                 self._df[tid] += 1
                 self._posting_count += 1
-            self._arrays.pop(tid, None)
+            self._forget_arrays(tid)
         length = float(sum(counts.values()))
         self._lengths[slot] += length
         self._total_length += length
@@ -97,9 +112,22 @@ class BM25Index:
         tid = self._vocab.get(term)
         if tid is None:
             tid = self._vocab[term] = len(self._postings)
-            self._postings.append((array("q"), array("i")))
+            self._postings.append((array(_SLOTS), array(_NARROW_TF)))
             self._df.append(0)
         return tid
+
+    def _postings_for(self, tid: int, tf: int) -> tuple[array[int], array[int]]:
+        """The term's postings, its frequencies widened first if `tf` would not fit them."""
+        docs, tfs = self._postings[tid]
+        if tf > _NARROW_TF_MAX and tfs.typecode == _NARROW_TF:
+            tfs = array(_WIDE_TF, tfs)
+            self._postings[tid] = (docs, tfs)
+        return docs, tfs
+
+    def _forget_arrays(self, tid: int) -> None:
+        arrays = self._arrays.pop(tid, None)
+        if arrays is not None:
+            self._arrays_bytes -= arrays[0].nbytes + arrays[1].nbytes
 
     def remove(self, slot: int) -> None:
         """Forget a slot's document. Document frequencies keep counting it until the next
@@ -109,14 +137,15 @@ class BM25Index:
             self._live -= 1
             self._total_length -= float(self._lengths[slot])
 
-    def _term_arrays(self, tid: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    def _term_arrays(self, tid: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
         arrays = self._arrays.get(tid)
         if arrays is None:
             docs, tfs = self._postings[tid]
             # copies: a NumPy view would pin the growable array's buffer, and the next
             # append to it would fail
-            arrays = (np.array(docs, dtype=np.int64), np.array(tfs, dtype=np.float32))
+            arrays = (np.array(docs, dtype=np.int32), np.array(tfs, dtype=np.float32))
             self._arrays[tid] = arrays
+            self._arrays_bytes += arrays[0].nbytes + arrays[1].nbytes
         return arrays
 
     def scores(self, query_terms: Iterable[str]) -> Scores:
@@ -144,6 +173,7 @@ class BM25Index:
         return out
 
     def nbytes(self) -> int:
-        """Approximate memory held, for the cache's byte budget."""
-        postings = self._posting_count * 2 * 28
-        return postings + len(self._vocab) * 80 + self._lengths.nbytes + self._alive.nbytes
+        """Memory held, for the cache's byte budget: postings, vocabulary, the per-slot arrays
+        and the arrays of searched terms kept for the next search."""
+        postings = self._posting_count * _POSTING_BYTES + len(self._vocab) * _TERM_BYTES
+        return postings + self._arrays_bytes + self._lengths.nbytes + self._alive.nbytes
