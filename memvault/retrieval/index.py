@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from memvault.retrieval.dense import DEFAULT_ANN_THRESHOLD, DenseIndex, Slots, Vectors
 from memvault.retrieval.embed import Embedder
-from memvault.retrieval.items import MEMORY, TURN, Item
+from memvault.retrieval.items import MEMORY, TURN, Item, ItemTable, grown
 from memvault.retrieval.lexical import BM25Index, Scores
 from memvault.retrieval.text import terms, words
 
@@ -117,29 +117,6 @@ class _SessionDocs:
         return self._bm25.nbytes() + self._term_count * 60
 
 
-class _Column:
-    """A categorical attribute per slot, stored as integer codes so filters are vectorised."""
-
-    def __init__(self) -> None:
-        self.codes: dict[str, int] = {}
-        self.values = np.zeros(0, dtype=np.int32)
-
-    def set(self, slot: int, value: str | None) -> None:
-        if slot >= len(self.values):
-            self.values = np.resize(self.values, max(slot + 1, 2 * len(self.values), 1024))
-        self.values[slot] = -1 if value is None else self.codes.setdefault(value, len(self.codes))
-
-    def matches(self, size: int, wanted: Iterable[str]) -> npt.NDArray[np.bool_]:
-        codes = [self.codes[w] for w in wanted if w in self.codes]
-        return np.isin(self.values[:size], codes)
-
-    def nbytes(self) -> int:
-        return int(self.values.nbytes) + 80 * len(self.codes)
-
-
-_COLUMNS = ("type", "session_id", "channel", "agent_id", "kind", "tier", "speaker")
-
-
 class UserIndex:
     """Everything needed to rank one user's items for a query, held in memory."""
 
@@ -147,24 +124,25 @@ class UserIndex:
         self.embedder = embedder
         self.revision = 0
         self._ann_threshold = ann_threshold
-        self._items: list[Item | None] = []
-        self._slot: dict[tuple[str, str], int] = {}
+        self._items = ItemTable()
+        # slot by item type, then id: the id strings are the table's own, so the map adds no
+        # string and no (type, id) tuple per item
+        self._slot: dict[str, dict[str, int]] = {}
         self._bm25 = BM25Index()
         self._dense = DenseIndex(embedder.dim, ann_threshold=ann_threshold)
         self._sessions = _SessionDocs()
         self._session_tail: dict[str, list[list[str]]] = {}
         self._session_last: dict[str, int] = {}
-        self._columns = {name: _Column() for name in _COLUMNS}
-        self._speaker_by_word: dict[str, set[str]] = {}
-        self._created = np.zeros(0, dtype=np.float64)
-        self._expires = np.zeros(0, dtype=np.float64)
-        self._superseded = np.zeros(0, dtype=bool)
+        # speaker codes by each word of the speaker's name, lower-cased
+        self._speaker_by_word: dict[str, set[int]] = {}
         self._alive = np.zeros(0, dtype=bool)
         self._dead = 0
-        self._bytes = 0
 
     def __len__(self) -> int:
-        return len(self._slot)
+        return sum(len(ids) for ids in self._slot.values())
+
+    def _has(self, item_type: str, item_id: str) -> bool:
+        return item_id in self._slot.get(item_type, {})
 
     @property
     def dead(self) -> int:
@@ -174,29 +152,19 @@ class UserIndex:
 
     def add(self, items: Sequence[Item], vectors: Vectors | None = None) -> None:
         """Append items (turns of a session in `seq` order), embedding them unless given."""
-        fresh = [item for item in items if (item.type, item.id) not in self._slot]
+        fresh = [item for item in items if not self._has(item.type, item.id)]
         if len(fresh) != len(items):
-            self.remove((i.type, i.id) for i in items if (i.type, i.id) in self._slot)
+            self.remove((i.type, i.id) for i in items if self._has(i.type, i.id))
         if vectors is None:
             vectors = self.embedder.embed([item.key for item in items])
         first = len(self._items)
-        self._grow(first + len(items))
+        if first + len(items) > len(self._alive):
+            self._alive = grown(self._alive, first + len(items))
         session_terms: dict[str, list[str]] = {}
         for offset, item in enumerate(items):
             self._add_one(first + offset, item, session_terms)
         self._sessions.extend(session_terms)
         self._dense.add(first, vectors)
-
-    def _grow(self, size: int) -> None:
-        if size <= len(self._created):
-            return
-        capacity = max(size, 2 * len(self._created), 1024)
-        self._created = np.resize(self._created, capacity)
-        self._expires = np.resize(self._expires, capacity)
-        self._superseded = np.resize(self._superseded, capacity)
-        alive = np.zeros(capacity, dtype=bool)
-        alive[: len(self._alive)] = self._alive
-        self._alive = alive
 
     def _add_one(self, slot: int, item: Item, session_terms: dict[str, list[str]]) -> None:
         own = terms(item.key)
@@ -210,36 +178,29 @@ class UserIndex:
             previous_slot = self._session_last.get(item.session_id)
             if previous_slot is not None and self._alive[previous_slot]:
                 self._bm25.extend(previous_slot, own)
-                self._bytes += 24 * len(own)
             self._session_last[item.session_id] = slot
             session_terms.setdefault(item.session_id, []).extend(own)
         self._bm25.add(slot, document)
         self._items.append(item)
-        self._slot[(item.type, item.id)] = slot
-        self._created[slot] = item.created_at.timestamp()
-        self._expires[slot] = np.inf if item.expires_at is None else item.expires_at.timestamp()
-        self._superseded[slot] = item.superseded
+        self._slot.setdefault(item.type, {})[item.id] = slot
         self._alive[slot] = True
-        speaker = item.speaker.lower() if item.speaker else None
-        for name in _COLUMNS:
-            self._columns[name].set(slot, speaker if name == "speaker" else getattr(item, name))
-        for word in words(speaker or ""):
-            self._speaker_by_word.setdefault(word, set()).add(speaker or "")
-        self._bytes += item.nbytes() + 24 * len(document)
+        speaker = self._items.categories["speaker"].codes[slot]
+        for word in words(item.speaker.lower() if item.speaker else ""):
+            self._speaker_by_word.setdefault(word, set()).add(int(speaker))
 
     def remove(self, keys: Iterable[tuple[str, str]]) -> None:
         """Drop items by (type, id); unknown keys are ignored (a tombstone may be older)."""
-        for key in keys:
-            slot = self._slot.pop(key, None)
+        for item_type, item_id in keys:
+            slot = self._slot.get(item_type, {}).pop(item_id, None)
             if slot is None:
                 continue
             self._bm25.remove(slot)
             self._dense.remove(slot)
             self._alive[slot] = False
-            item = self._items[slot]
-            if item is not None and item.session_id is not None:
-                self.drop_session(item.session_id)  # its remaining turns regain it at compaction
-            self._items[slot] = None
+            session_id = self._items.categories["session_id"].get(slot)
+            if session_id is not None:
+                self.drop_session(session_id)  # its remaining turns regain it at compaction
+            self._items.release(slot)
             self._dead += 1
 
     def drop_session(self, session_id: str) -> None:
@@ -261,11 +222,11 @@ class UserIndex:
         return index
 
     def nbytes(self) -> int:
-        arrays = self._created.nbytes * 2 + self._alive.nbytes * 2
-        arrays += sum(c.nbytes() for c in self._columns.values())
+        """Memory held, for the cache's byte budget. It errs high, by about a tenth at 100k
+        items against what tracemalloc and the HNSW graph's own figure add up to."""
         return (
-            self._bytes
-            + arrays
+            self._items.nbytes()
+            + self._alive.nbytes
             + self._bm25.nbytes()
             + self._dense.nbytes()
             + self._sessions.nbytes()
@@ -274,22 +235,23 @@ class UserIndex:
     # -- reading ---------------------------------------------------------------------------
 
     def item(self, slot: int) -> Item:
-        item = self._items[slot]
-        if item is None:
+        """The item at a live slot, made anew from the table (equal to the one added)."""
+        if not (0 <= slot < len(self._items) and self._alive[slot]):
             raise KeyError(slot)
-        return item
+        return self._items.get(slot)
 
     def allowed(self, filters: Filters) -> npt.NDArray[np.bool_] | None:
         """Mask of slots that pass the filters; None when every live slot passes."""
         size = len(self._items)
-        mask = self._alive[:size] & ~self._superseded[:size]
-        column = self._columns
+        numbers = self._items.numbers
+        mask = self._alive[:size] & ~numbers["superseded"][:size]
+        column = self._items.categories
         if filters.now is not None:
-            mask &= self._expires[:size] > filters.now.timestamp()
+            mask &= numbers["expires"][:size] > filters.now.timestamp()
         if filters.since is not None:
-            mask &= self._created[:size] >= filters.since.timestamp()
+            mask &= numbers["created"][:size] >= filters.since.timestamp()
         if filters.until is not None:
-            mask &= self._created[:size] < filters.until.timestamp()
+            mask &= numbers["created"][:size] < filters.until.timestamp()
         if filters.types != frozenset((TURN, MEMORY)):
             mask &= column["type"].matches(size, filters.types)
         for name, wanted in (
@@ -306,10 +268,8 @@ class UserIndex:
             own = column["agent_id"].matches(size, (filters.seen_by_agent,))
             mask &= ~column["type"].matches(size, (MEMORY,)) | own
         if filters.tags is not None:
-            for slot in np.flatnonzero(mask):
-                item = self._items[slot]
-                mask[slot] = item is not None and filters.tags <= set(item.tags)
-        return None if mask.sum() == len(self._slot) else mask
+            mask &= self._items.tags_cover(size, filters.tags)
+        return None if mask.sum() == len(self) else mask
 
     def bm25(self, query_terms: Sequence[str] | Mapping[str, float]) -> Scores:
         """BM25 of every slot, for query terms or for terms with weights."""
@@ -319,8 +279,8 @@ class UserIndex:
 
     def session_scores(self, query_terms: Sequence[str], slots: Slots) -> Scores:
         """How well each slot's whole session matches the query (0 for memories)."""
-        session_ids = [self.item(int(s)).session_id for s in slots]
-        return self._sessions.scores(query_terms, session_ids)
+        sessions = self._items.categories["session_id"]
+        return self._sessions.scores(query_terms, [sessions.get(int(s)) for s in slots])
 
     def nearest(self, query: Vectors, k: int, mask: npt.NDArray[np.bool_] | None) -> Slots:
         """Best `k` slots by cosine among those the mask allows."""
@@ -340,13 +300,18 @@ class UserIndex:
         return self._dense.similarity(query, slots)
 
     def created(self, slots: Slots) -> npt.NDArray[np.float64]:
-        return self._created[slots]
+        return self._items.numbers["created"][slots]
+
+    def importance(self, slots: Slots) -> npt.NDArray[np.float64]:
+        return self._items.numbers["importance"][slots]
+
+    def access_counts(self, slots: Slots) -> npt.NDArray[np.int64]:
+        return self._items.numbers["access_count"][slots]
 
     def speakers_named(self, query: str, slots: Slots) -> npt.NDArray[np.float32]:
         """1.0 where the query names the slot's speaker ("When did Caroline ..."), else 0."""
         named = set().union(*(self._speaker_by_word.get(w, set()) for w in words(query)))
         if not named:
             return np.zeros(len(slots), dtype=np.float32)
-        speaker = self._columns["speaker"]
-        codes = [speaker.codes[name] for name in named]
-        return np.isin(speaker.values[slots], codes).astype(np.float32)
+        speakers = self._items.categories["speaker"].codes[slots]
+        return np.isin(speakers, list(named)).astype(np.float32)

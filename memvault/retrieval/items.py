@@ -7,9 +7,16 @@ about who said or did something, and an image shared in a turn is keyed by its c
 
 from __future__ import annotations
 
+import math
+import sys
+from array import array
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from memvault.model import Memory, Turn
 
@@ -48,9 +55,6 @@ class Item:
         text = f"{self.text} [image: {caption}]" if isinstance(caption, str) else self.text
         return f"{self.speaker}: {text}" if self.speaker else text
 
-    def nbytes(self) -> int:
-        return 200 + 2 * len(self.text) + 64 * len(self.metadata)
-
 
 def item_from_turn(turn: Turn, rev: int = 0) -> Item:
     return Item(
@@ -86,4 +90,197 @@ def item_from_memory(memory: Memory, rev: int = 0) -> Item:
         expires_at=memory.expires_at,
         rev=rev,
         metadata=memory.metadata,
+    )
+
+
+class Codes:
+    """A categorical value per slot, as an int32 code into a table of the distinct values.
+
+    A user's turns repeat a handful of session ids, speakers, roles and channels; stored once
+    each, they cost four bytes a slot instead of a pointer and (for most) a string apiece, and a
+    filter on them is one vectorised comparison. None is code -1.
+    """
+
+    def __init__(self) -> None:
+        self.code: dict[Hashable, int] = {}
+        self.values: list[Any] = []
+        self.codes = np.zeros(0, dtype=np.int32)
+
+    def set(self, slot: int, value: Hashable | None) -> int:
+        """Record `value` at `slot`; its code is returned."""
+        if slot >= len(self.codes):
+            self.codes = grown(self.codes, slot + 1)
+        code = -1 if value is None else self.code.setdefault(value, len(self.code))
+        if code == len(self.values):
+            self.values.append(value)
+        self.codes[slot] = code
+        return code
+
+    def get(self, slot: int) -> Any:
+        code = int(self.codes[slot])
+        return None if code < 0 else self.values[code]
+
+    def matches(self, size: int, wanted: Iterable[Hashable]) -> npt.NDArray[np.bool_]:
+        """Mask of the first `size` slots whose value is one of `wanted`."""
+        return self.codes_in(size, [self.code[w] for w in wanted if w in self.code])
+
+    def codes_in(self, size: int, codes: Iterable[int]) -> npt.NDArray[np.bool_]:
+        return np.isin(self.codes[:size], list(codes))
+
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes) + _DISTINCT_VALUE_BYTES * len(self.values)
+
+
+def grown(values: npt.NDArray[Any], size: int) -> npt.NDArray[Any]:
+    """`values` with room for at least `size` entries (by doubling, so appends stay cheap)."""
+    bigger = np.zeros(max(size, 2 * len(values), 1024), dtype=values.dtype)
+    bigger[: len(values)] = values
+    return bigger
+
+
+_DISTINCT_VALUE_BYTES = 160  # a distinct value's table entries and (typically) its string
+_CATEGORIES = ("type", "session_id", "role", "speaker", "channel", "agent_id", "kind", "tier")
+_NUMBERS: dict[str, type[np.generic]] = {
+    "seq": np.int64,
+    "importance": np.float64,
+    "access_count": np.int64,
+    "pinned": np.bool_,
+    "superseded": np.bool_,
+    "rev": np.int64,
+    "created": np.float64,  # created_at as a POSIX timestamp, for the time filters and signals
+    "expires": np.float64,  # expires_at likewise, +inf when it never expires
+}
+# per item beyond its id and text: the slot's entries in the id list, text offsets and metadata
+# list, and the id's entry in the index's id-to-slot map
+_ITEM_BYTES = 8 + 8 + 8 + 100
+
+
+class ItemTable:
+    """Items by slot, held column by column and made into `Item` objects only when asked for.
+
+    One frozen `Item` per turn cost about 560 bytes (the object, its datetime, its empty
+    metadata dict, its text as a str) and was the largest share of what the garbage collector
+    walked. Here scalars sit in typed arrays, repeated strings are stored once (`Codes`), texts
+    are UTF-8 in one buffer, and an empty metadata dict is not kept at all. `get(slot)` returns
+    an `Item` equal to the one stored; a datetime whose timestamp would not give it back exactly
+    (a naive one, or one off by a rounding) is kept as it was.
+    """
+
+    def __init__(self) -> None:
+        self.categories = {name: Codes() for name in _CATEGORIES}
+        self._tags = Codes()
+        self._zones = {"created": Codes(), "expires": Codes()}
+        self.numbers = {name: np.zeros(0, dtype=dtype) for name, dtype in _NUMBERS.items()}
+        self.ids: list[str] = []
+        self._text = bytearray()
+        self._text_ends = array("q")
+        self._metadata: list[dict[str, Any] | None] = []
+        self._odd_times: dict[tuple[str, int], datetime] = {}
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def append(self, item: Item) -> int:
+        """Store `item` in the next slot, which is returned."""
+        slot = len(self.ids)
+        if slot >= len(self.numbers["seq"]):
+            self.numbers = {name: grown(values, slot + 1) for name, values in self.numbers.items()}
+        for name in _CATEGORIES:
+            self.categories[name].set(slot, getattr(item, name))
+        self._tags.set(slot, item.tags)
+        numbers = self.numbers
+        numbers["seq"][slot] = item.seq
+        numbers["importance"][slot] = item.importance
+        numbers["access_count"][slot] = item.access_count
+        numbers["pinned"][slot] = item.pinned
+        numbers["superseded"][slot] = item.superseded
+        numbers["rev"][slot] = item.rev
+        numbers["created"][slot] = self._put_time("created", slot, item.created_at)
+        numbers["expires"][slot] = self._put_time("expires", slot, item.expires_at)
+        self.ids.append(item.id)
+        text = item.text.encode("utf-8", "surrogatepass")
+        self._text += text
+        self._text_ends.append(len(self._text))
+        self._metadata.append(item.metadata or None)
+        self._bytes += _ITEM_BYTES + sys.getsizeof(item.id) + len(text)
+        self._bytes += _dict_bytes(item.metadata) if item.metadata else 0
+        return slot
+
+    def _put_time(self, name: str, slot: int, moment: datetime | None) -> float:
+        """The moment's timestamp; the moment itself is kept aside when that loses anything."""
+        if moment is None:
+            return math.inf
+        stamp = moment.timestamp()
+        self._zones[name].set(slot, moment.tzinfo)
+        if not _same_moment(datetime.fromtimestamp(stamp, moment.tzinfo), moment):
+            self._odd_times[(name, slot)] = moment
+        return stamp
+
+    def _time(self, name: str, slot: int) -> datetime | None:
+        stamp = float(self.numbers[name][slot])
+        if stamp == math.inf:
+            return None
+        odd = self._odd_times.get((name, slot))
+        if odd is not None:
+            return odd
+        return datetime.fromtimestamp(stamp, self._zones[name].get(slot))
+
+    def get(self, slot: int) -> Item:
+        """The item stored at `slot` (equal to the one appended)."""
+        category = self.categories
+        numbers = self.numbers
+        created = self._time("created", slot)
+        assert created is not None  # every item has a creation time
+        return Item(
+            type=category["type"].get(slot),
+            id=self.ids[slot],
+            text=self.text(slot),
+            created_at=created,
+            session_id=category["session_id"].get(slot),
+            seq=int(numbers["seq"][slot]),
+            role=category["role"].get(slot),
+            speaker=category["speaker"].get(slot),
+            channel=category["channel"].get(slot),
+            agent_id=category["agent_id"].get(slot),
+            kind=category["kind"].get(slot),
+            tier=category["tier"].get(slot),
+            tags=self._tags.get(slot),
+            importance=float(numbers["importance"][slot]),
+            access_count=int(numbers["access_count"][slot]),
+            pinned=bool(numbers["pinned"][slot]),
+            superseded=bool(numbers["superseded"][slot]),
+            expires_at=self._time("expires", slot),
+            rev=int(numbers["rev"][slot]),
+            metadata=self._metadata[slot] or {},
+        )
+
+    def text(self, slot: int) -> str:
+        start = self._text_ends[slot - 1] if slot else 0
+        return self._text[start : self._text_ends[slot]].decode("utf-8", "surrogatepass")
+
+    def tags_cover(self, size: int, wanted: frozenset[str]) -> npt.NDArray[np.bool_]:
+        """Mask of the first `size` slots whose tags include every tag in `wanted`."""
+        codes = (code for code, tags in enumerate(self._tags.values) if wanted <= set(tags))
+        return self._tags.codes_in(size, codes)
+
+    def release(self, slot: int) -> None:
+        """Let go of a removed slot's metadata (its other columns stay until compaction)."""
+        self._metadata[slot] = None
+
+    def nbytes(self) -> int:
+        columns = [*self.categories.values(), self._tags, *self._zones.values()]
+        arrays = sum(int(values.nbytes) for values in self.numbers.values())
+        return self._bytes + arrays + sum(c.nbytes() for c in columns) + 200 * len(self._odd_times)
+
+
+def _same_moment(rebuilt: datetime, moment: datetime) -> bool:
+    """Equal as instants and on the wall clock, so the offset and every field agree too."""
+    return rebuilt == moment and rebuilt.replace(tzinfo=None) == moment.replace(tzinfo=None)
+
+
+def _dict_bytes(values: dict[str, Any]) -> int:
+    """A metadata dict's size with its keys and (top-level) values."""
+    return sys.getsizeof(values) + sum(
+        sys.getsizeof(key) + sys.getsizeof(value) for key, value in values.items()
     )
