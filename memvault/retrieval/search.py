@@ -184,7 +184,6 @@ def _context_signals(
 ) -> dict[str, Signal]:
     """Signals beyond the text match: session topic, speaker, time, recency, use."""
     signals: dict[str, Signal] = {}
-    items = [index.item(int(s)) for s in slots]
     if weights.session > 0:
         signals["session"] = index.session_scores(query_terms, slots)
     if weights.speaker > 0:
@@ -200,10 +199,10 @@ def _context_signals(
         half_life = weights.recency_half_life_days
         signals["recency"] = np.power(0.5, age_days / half_life).astype(np.float32)
     if weights.importance > 0:
-        signals["importance"] = np.asarray([i.importance for i in items], dtype=np.float32)
+        signals["importance"] = index.importance(slots).astype(np.float32)
     if weights.access > 0:
         scale = math.log1p(100)
-        uses = [min(math.log1p(i.access_count) / scale, 1.0) for i in items]
+        uses = [min(math.log1p(n) / scale, 1.0) for n in index.access_counts(slots).tolist()]
         signals["access"] = np.asarray(uses, dtype=np.float32)
     return signals
 
