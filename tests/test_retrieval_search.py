@@ -9,6 +9,7 @@ import pytest
 
 from memvault import Vault
 from memvault.errors import Invalid
+from memvault.retrieval.fusion import Weights
 from memvault.retrieval.search import Hit
 
 NOW = datetime(2024, 3, 20, 12, 0, tzinfo=UTC)
@@ -99,6 +100,39 @@ def test_a_time_expression_in_the_query_favours_that_period(recall_vault: Vault)
     assert vault.search("u", "dinner with Sam yesterday", now=NOW)[0].session_id == "new"
     two_months = (NOW - timedelta(days=60)).strftime("%B %Y")
     assert vault.search("u", f"dinner with Sam in {two_months}", now=NOW)[0].session_id == "old"
+
+
+def test_a_when_question_favours_the_turn_that_says_when(recall_vault: Vault) -> None:
+    vault = recall_vault
+    said_when = "We went to the pottery class last Tuesday evening"
+    vault.add_turn("u", "s1", "user", "We went to the pottery class", speaker="Ann")
+    vault.add_turn("u", "s2", "user", said_when, speaker="Ann")
+    question = "When did Ann go to the pottery class?"
+    first, second = vault.search("u", question, explain=True)
+    assert first.text == said_when
+    assert first.signals is not None and second.signals is not None
+    assert (first.signals["answer"], second.signals["answer"]) == (1.0, 0.0)
+    # the shorter turn matches better on words alone: the answer signal decides
+    assert vault.search("u", question, weights=Weights(answer=0))[0].text != said_when
+    (hit, _) = vault.search("u", "Did Ann go to the pottery class?", explain=True)
+    assert hit.signals is not None and "answer" not in hit.signals  # no kind of answer asked
+
+
+def test_a_statement_outranks_a_question_with_the_same_words(recall_vault: Vault) -> None:
+    vault = recall_vault
+    statement = "I adopted the dog from the shelter downtown with my sister"
+    vault.add_turn("u", "s1", "user", "Did you adopt the dog from the shelter?", speaker="Bo")
+    vault.add_turn("u", "s2", "user", statement, speaker="Ann")
+    memory = vault.add_memory("u", "adopted dog from the shelter")
+    query = "dog adopted from the shelter"
+    hits = vault.search("u", query, explain=True)
+    turns = [h.text for h in hits if h.type == "turn"]
+    assert turns == [statement, "Did you adopt the dog from the shelter?"]
+    salience = {h.text: h.signals["salience"] for h in hits if h.signals is not None}
+    assert salience[memory.text] == 1.0  # memories were saved to be recalled
+    assert salience[turns[0]] > salience[turns[1]]
+    unweighted = vault.search("u", query, weights=Weights(salience=0))
+    assert next(h.text for h in unweighted if h.type == "turn") != statement
 
 
 def test_search_records_memory_access_in_the_background(recall_vault: Vault) -> None:

@@ -17,7 +17,10 @@ import numpy.typing as npt
 from memvault.errors import Invalid
 
 Signal = npt.NDArray[np.float32]
-SIGNALS = ("bm25", "dense", "session", "speaker", "time", "recency", "importance", "access")
+SIGNALS = (
+    "bm25", "dense", "session", "speaker", "time", "answer", "salience", "recency", "importance",
+    "access",
+)  # fmt: skip
 MODES = ("hybrid", "bm25", "dense")
 
 
@@ -30,6 +33,8 @@ class Weights:
     session: float = 0.8
     speaker: float = 0.5
     time: float = 1.0
+    answer: float = 0.7  # the item gives the kind of answer the question asks for (cues.py)
+    salience: float = 0.8  # how much the item tells, whatever the question (cues.py)
     recency: float = 0.05
     importance: float = 0.1
     access: float = 0.05

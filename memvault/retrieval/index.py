@@ -22,6 +22,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
+from memvault.retrieval.cues import Answers, CueColumns
 from memvault.retrieval.dense import DEFAULT_ANN_THRESHOLD, DenseIndex, Slots, Vectors
 from memvault.retrieval.embed import Embedder
 from memvault.retrieval.items import MEMORY, TURN, Item, ItemTable, grown
@@ -131,6 +132,7 @@ class UserIndex:
         self._bm25 = BM25Index()
         self._dense = DenseIndex(embedder.dim, ann_threshold=ann_threshold)
         self._sessions = _SessionDocs()
+        self._cues = CueColumns()
         self._session_tail: dict[str, list[list[str]]] = {}
         self._session_last: dict[str, int] = {}
         # speaker codes by each word of the speaker's name, lower-cased
@@ -182,6 +184,7 @@ class UserIndex:
             session_terms.setdefault(item.session_id, []).extend(own)
         self._bm25.add(slot, document)
         self._items.append(item)
+        self._cues.set(slot, item)
         self._slot.setdefault(item.type, {})[item.id] = slot
         self._alive[slot] = True
         speaker = self._items.categories["speaker"].codes[slot]
@@ -230,6 +233,7 @@ class UserIndex:
             + self._bm25.nbytes()
             + self._dense.nbytes()
             + self._sessions.nbytes()
+            + self._cues.nbytes()
         )
 
     # -- reading ---------------------------------------------------------------------------
@@ -307,6 +311,12 @@ class UserIndex:
 
     def access_counts(self, slots: Slots) -> npt.NDArray[np.int64]:
         return self._items.numbers["access_count"][slots]
+
+    def salience(self, slots: Slots) -> npt.NDArray[np.float32]:
+        return self._cues.salience(slots)
+
+    def gives_answer(self, wanted: Answers, slots: Slots) -> npt.NDArray[np.float32]:
+        return self._cues.gives(wanted, slots)
 
     def speakers_named(self, query: str, slots: Slots) -> npt.NDArray[np.float32]:
         """1.0 where the query names the slot's speaker ("When did Caroline ..."), else 0."""

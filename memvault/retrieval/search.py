@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from memvault.errors import Invalid
+from memvault.retrieval.cues import expected_answer
 from memvault.retrieval.dense import Vectors
 from memvault.retrieval.fusion import Signal, Weights, fuse, scale_to_max
 from memvault.retrieval.index import Filters, UserIndex
@@ -182,7 +183,8 @@ def _context_signals(
     query_terms: list[str],
     window: TimeWindow | None,
 ) -> dict[str, Signal]:
-    """Signals beyond the text match: session topic, speaker, time, recency, use."""
+    """Signals beyond the text match: session topic, speaker, time, the kind of answer asked
+    for, salience, recency, use."""
     signals: dict[str, Signal] = {}
     if weights.session > 0:
         signals["session"] = index.session_scores(query_terms, slots)
@@ -194,6 +196,11 @@ def _context_signals(
         width = max(end - start, _DAY)
         distance = np.maximum(start - created, 0) + np.maximum(created - end, 0)
         signals["time"] = np.exp(-distance / width).astype(np.float32)
+    wanted = expected_answer(query.text) if weights.answer > 0 else None
+    if wanted:
+        signals["answer"] = index.gives_answer(wanted, slots)
+    if weights.salience > 0:
+        signals["salience"] = index.salience(slots)
     if weights.recency > 0:
         age_days = np.maximum(query.now.timestamp() - created, 0) / _DAY
         half_life = weights.recency_half_life_days
