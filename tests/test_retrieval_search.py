@@ -135,6 +135,18 @@ def test_a_statement_outranks_a_question_with_the_same_words(recall_vault: Vault
     assert next(h.text for h in unweighted if h.type == "turn") != statement
 
 
+def test_a_speaker_named_in_the_possessive_counts_as_named(recall_vault: Vault) -> None:
+    vault = recall_vault
+    vault.add_turn("u", "s1", "user", "I love sci-fi movies", speaker="Nate")
+    vault.add_turn("u", "s1", "user", "I love sci-fi movies too", speaker="Joanna")
+    for question in ("What movies does Nate love?", "What are Nate's favourite movies?",
+                     "What are Nate\u2019s favourite movies?"):  # fmt: skip
+        hits = vault.search("u", question, explain=True)
+        assert [(h.speaker, h.signals and h.signals["speaker"]) for h in hits] == [
+            ("Nate", 1.0), ("Joanna", 0.0),
+        ], question  # fmt: skip
+
+
 def test_search_records_memory_access_in_the_background(recall_vault: Vault) -> None:
     vault = recall_vault
     memory = vault.add_memory("u", "allergic to penicillin")

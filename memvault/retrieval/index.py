@@ -319,8 +319,11 @@ class UserIndex:
         return self._cues.gives(wanted, slots)
 
     def speakers_named(self, query: str, slots: Slots) -> npt.NDArray[np.float32]:
-        """1.0 where the query names the slot's speaker ("When did Caroline ..."), else 0."""
-        named = set().union(*(self._speaker_by_word.get(w, set()) for w in words(query)))
+        """1.0 where the query names the slot's speaker ("When did Caroline ...", "What is
+        Nate's ..."), else 0."""
+        named = set().union(
+            *(self._speaker_by_word.get(w.removesuffix("'s"), set()) for w in words(query))
+        )
         if not named:
             return np.zeros(len(slots), dtype=np.float32)
         speakers = self._items.categories["speaker"].codes[slots]
