@@ -9,7 +9,7 @@ LoCoMo (see docs/retrieval.md). Dividing by the weight total keeps scores in [0,
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -53,8 +53,7 @@ class Weights:
             raise Invalid("weights.recency_half_life_days", "must be positive")
 
     def signal_weights(self) -> dict[str, float]:
-        values = asdict(self)
-        return {name: float(values[name]) for name in SIGNALS}
+        return {name: float(getattr(self, name)) for name in SIGNALS}
 
     @classmethod
     def for_mode(cls, mode: str, base: Weights | None = None) -> Weights:

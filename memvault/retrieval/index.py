@@ -215,7 +215,7 @@ class UserIndex:
         """A fresh index of the live items, reusing their vectors (no model call)."""
         index = UserIndex(self.embedder, ann_threshold=self._ann_threshold)
         live = np.flatnonzero(self._alive[: len(self._items)])
-        items = [self.item(int(slot)) for slot in live]
+        items = self.items(live.tolist())
         order = sorted(
             range(len(items)),
             key=lambda i: (items[i].created_at, items[i].session_id or "", items[i].seq),
@@ -240,9 +240,14 @@ class UserIndex:
 
     def item(self, slot: int) -> Item:
         """The item at a live slot, made anew from the table (equal to the one added)."""
-        if not (0 <= slot < len(self._items) and self._alive[slot]):
-            raise KeyError(slot)
-        return self._items.get(slot)
+        return self.items([slot])[0]
+
+    def items(self, slots: Sequence[int]) -> list[Item]:
+        """The items at live slots, in order (one read of each column for all of them)."""
+        for slot in slots:
+            if not (0 <= slot < len(self._items) and self._alive[slot]):
+                raise KeyError(slot)
+        return self._items.get_many(slots)
 
     def allowed(self, filters: Filters) -> npt.NDArray[np.bool_] | None:
         """Mask of slots that pass the filters; None when every live slot passes."""

@@ -145,22 +145,21 @@ def search_index(
             textual |= signals[name] > 0
     scores[~textual] = 0.0  # recency or importance alone never makes an item relevant
     order = np.argsort(-scores, kind="stable")
+    floor = query.min_score
+    chosen = [
+        int(p)
+        for p in order[: query.limit]
+        if scores[p] > 0 and (floor is None or scores[p] >= floor)
+    ]
+    items = index.items([int(slots[p]) for p in chosen])
     hits = []
-    for position in order:
-        score = float(scores[position])
-        if query.min_score is not None and score < query.min_score:
-            break
-        if score <= 0:
-            break
-        item = index.item(int(slots[position]))
+    for position, item in zip(chosen, items, strict=True):
         explained = (
             {name: round(float(v[position]), 4) for name, v in signals.items()}
             if query.explain
             else None
         )
-        hits.append(_hit(item, score, explained))
-        if len(hits) == query.limit:
-            break
+        hits.append(_hit(item, float(scores[position]), explained))
     return hits
 
 
