@@ -65,13 +65,17 @@ class BM25Index:
             self._lengths = np.concatenate([self._lengths, np.zeros(grow, dtype=np.float32)])
             self._alive = np.concatenate([self._alive, np.zeros(grow, dtype=bool)])
         counts = Counter(terms)
-        for term, tf in counts.items():
-            tid = self._term_id(term)
-            docs, tfs = self._postings_for(tid, tf)
+        vocab, postings, df, cached = self._vocab, self._postings, self._df, self._arrays
+        for term, tf in counts.items():  # the hot loop of an index build: calls only when rare
+            tid = vocab.get(term)
+            if tid is None:
+                tid = self._term_id(term)
+            docs, tfs = postings[tid] if tf <= _NARROW_TF_MAX else self._postings_for(tid, tf)
             docs.append(slot)
             tfs.append(tf)
-            self._df[tid] += 1
-            self._forget_arrays(tid)
+            df[tid] += 1
+            if tid in cached:
+                self._forget_arrays(tid)
         self._posting_count += len(counts)
         length = float(sum(counts.values()))
         self._lengths[slot] = length
@@ -90,8 +94,11 @@ class BM25Index:
         if not (0 <= slot < self._size and self._alive[slot]):
             raise ValueError("only a live document can be extended")
         counts = Counter(terms)
+        vocab, cached = self._vocab, self._arrays
         for term, tf in counts.items():
-            tid = self._term_id(term)
+            tid = vocab.get(term)
+            if tid is None:
+                tid = self._term_id(term)
             docs, tfs = self._postings[tid]
             at = bisect.bisect_left(docs, slot)
             if at < len(docs) and docs[at] == slot:
@@ -103,7 +110,8 @@ class BM25Index:
                 tfs.insert(at, tf)
                 self._df[tid] += 1
                 self._posting_count += 1
-            self._forget_arrays(tid)
+            if tid in cached:
+                self._forget_arrays(tid)
         length = float(sum(counts.values()))
         self._lengths[slot] += length
         self._total_length += length
