@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import pytest
 
 from memvault.retrieval.embed import HashingEmbedder, normalise
 from memvault.retrieval.index import Filters, UserIndex
@@ -45,6 +46,15 @@ def test_items_come_back_equal_with_every_field() -> None:
         assert back.created_at.tzinfo == item.created_at.tzinfo
         assert back.created_at.isoformat() == item.created_at.isoformat()
         assert back.key == item.key
+
+
+def test_a_batch_of_slots_comes_back_in_the_order_asked() -> None:
+    table = ItemTable()
+    for item in ODD_ITEMS:
+        table.append(item)
+    order = [2, 0, 3, 1, 0]
+    assert table.get_many(order) == [ODD_ITEMS[slot] for slot in order]
+    assert table.get_many([]) == []
 
 
 def test_an_empty_metadata_dict_is_not_shared_between_items() -> None:
@@ -100,6 +110,16 @@ def test_removal_and_compaction_keep_every_live_item_and_filter_right() -> None:
     mask = compacted.allowed(Filters(session_id="s1"))
     assert mask is not None
     assert sorted(compacted.item(s).id for s in np.flatnonzero(mask)) == ["t5", "t7", "t8"]
+
+
+def test_a_batch_with_a_removed_slot_is_refused() -> None:
+    index = UserIndex(HashingEmbedder(32))
+    index.add(_turns(6), _vectors(6))
+    index.remove([("turn", "t2")])
+    assert [item.id for item in index.items([5, 0])] == ["t5", "t0"]
+    for slots in ([1, 2], [6], [-1]):
+        with pytest.raises(KeyError):
+            index.items(slots)
 
 
 def test_a_replaced_item_comes_back_as_rewritten() -> None:
