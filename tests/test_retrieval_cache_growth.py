@@ -64,3 +64,24 @@ def test_a_server_settles_the_collector_after_a_large_build(vault: Vault) -> Non
         assert gc.get_freeze_count() > frozen
     finally:
         gc.unfreeze()
+
+
+def test_the_cache_keeps_to_its_byte_budget_least_recently_used_out(vault: Vault) -> None:
+    cache = vault.recall.cache
+    for user_id in ("ann", "bea", "cid"):
+        _add(vault, user_id, 200)
+
+    def index(user_id: str) -> object:
+        return cache.get(user_id, vault.store.revision(user_id))
+
+    ann = index("ann")
+    cache.max_bytes = int(2.5 * cache.nbytes())  # room for two indexes of this size
+    bea = index("bea")
+    assert index("ann") is ann  # now the most recently used
+    index("cid")  # three do not fit: bea, used least recently, goes
+    assert cache.nbytes() <= cache.max_bytes
+    assert index("ann") is ann
+    assert index("bea") is not bea  # built again
+    for user_id in ("ann", "bea", "cid"):
+        cache.forget(user_id)
+    assert cache.nbytes() == 0

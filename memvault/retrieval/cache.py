@@ -71,6 +71,10 @@ class IndexCache:
         self.max_bytes = max_bytes
         self._ann = {} if ann_threshold is None else {"ann_threshold": ann_threshold}
         self._indexes: OrderedDict[str, UserIndex] = OrderedDict()
+        # each index's bytes as of its last checkout, and their sum: a search measures only its
+        # own user's index (about 5 us), not every cached one
+        self._sizes: dict[str, int] = {}
+        self._total = 0
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         # called after a top-up of at least GROWN_ITEMS items (a server settles its garbage
@@ -105,9 +109,12 @@ class IndexCache:
             index = UserIndex(self.embedder, **self._ann)
         if index.revision < revision:
             index = self._top_up(user_id, index)
+        size = index.nbytes()
         with self._lock:
             self._indexes[user_id] = index
             self._indexes.move_to_end(user_id)
+            self._total += size - self._sizes.get(user_id, 0)
+            self._sizes[user_id] = size
             self._evict(keep=user_id)
         return index
 
@@ -157,22 +164,27 @@ class IndexCache:
         return out
 
     def _evict(self, keep: str) -> None:
-        total = sum(i.nbytes() for i in self._indexes.values())
+        """Called with the lock held: drop the least recently used indexes until the total fits."""
         for user_id in list(self._indexes):
-            if total <= self.max_bytes:
+            if self._total <= self.max_bytes:
                 break
             if user_id != keep:
-                total -= self._indexes.pop(user_id).nbytes()
+                self._drop(user_id)
                 lock = self._locks.get(user_id)
                 if lock is not None and not lock.locked():
                     del self._locks[user_id]
 
+    def _drop(self, user_id: str) -> None:
+        self._indexes.pop(user_id, None)
+        self._total -= self._sizes.pop(user_id, 0)
+
     def forget(self, user_id: str) -> None:
         """Drop a user's index (deleted user, or a change the revision cannot show)."""
         with self._lock:
-            self._indexes.pop(user_id, None)
+            self._drop(user_id)
             self._locks.pop(user_id, None)
 
     def nbytes(self) -> int:
+        """Bytes of the cached indexes, each as measured at its last checkout."""
         with self._lock:
-            return sum(i.nbytes() for i in self._indexes.values())
+            return self._total
