@@ -288,8 +288,8 @@ class UserIndex:
 
     def session_scores(self, query_terms: Sequence[str], slots: Slots) -> Scores:
         """How well each slot's whole session matches the query (0 for memories)."""
-        sessions = self._items.categories["session_id"]
-        return self._sessions.scores(query_terms, [sessions.get(int(s)) for s in slots])
+        session_ids = self._items.categories["session_id"].values_at(slots)
+        return self._sessions.scores(query_terms, session_ids)
 
     def nearest(self, query: Vectors, k: int, mask: npt.NDArray[np.bool_] | None) -> Slots:
         """Best `k` slots by cosine among those the mask allows."""

@@ -207,9 +207,8 @@ def _context_signals(
     if weights.importance > 0:
         signals["importance"] = index.importance(slots).astype(np.float32)
     if weights.access > 0:
-        scale = math.log1p(100)
-        uses = [min(math.log1p(n) / scale, 1.0) for n in index.access_counts(slots).tolist()]
-        signals["access"] = np.asarray(uses, dtype=np.float32)
+        uses = np.log1p(index.access_counts(slots)) / math.log1p(100)
+        signals["access"] = np.minimum(uses, 1.0).astype(np.float32)
     return signals
 
 
