@@ -151,6 +151,26 @@ def test_search_then_context_embeds_the_query_once(tmp_path: Path) -> None:
         vault.close()
 
 
+def test_the_query_is_embedded_without_the_speakers_names(tmp_path: Path) -> None:
+    counting = Counting()
+    vault = Vault(tmp_path, embedder=counting)
+    try:
+        vault.add_turn("u", "s1", "user", "Hey Caroline! I'm off swimming", speaker="Melanie")
+        vault.search("u", "What activities does Melanie partake in?")  # builds the index first
+        assert counting.texts[-1] == "What activities does partake in?"
+        counting.texts.clear()
+        vault.search("u", "What did Melanie and Jon paint?")  # started before the checkout
+        vault.add_turn("u", "s1", "user", "We painted a lake", speaker="Jon Smith")
+        vault.search("u", "What did Melanie and Jon paint?")  # a speaker new since: again
+        vault.search("u", "Melanie?")  # nothing but a name: kept whole
+        assert counting.texts == [
+            "What did and Jon paint?", "Jon Smith: We painted a lake", "What did and paint?",
+            "Melanie?",
+        ]  # fmt: skip
+    finally:
+        vault.close()
+
+
 def test_a_vector_computed_ahead_ranks_exactly_like_one_computed_inline(tmp_path: Path) -> None:
     vault = Vault(tmp_path, embedder=HashingEmbedder(64))
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from memvault.retrieval.text import stem, terms
+from memvault.retrieval.text import stem, terms, without_words
 
 
 def test_inflections_and_derivations_share_a_term() -> None:
@@ -35,3 +35,11 @@ def test_threads_stem_alike() -> None:
     for thread in threads:
         thread.join()
     assert results == [expected] * 4
+
+
+def test_without_words_drops_names_and_their_possessives_only() -> None:
+    names = frozenset({"nate", "joanna"})
+    assert without_words("What is Nate's dog called?", names) == "What is dog called?"
+    assert without_words("Did Joanna and Nate\u2019s sister meet?", names) == "Did and sister meet?"
+    assert without_words("What did Natalie paint?", names) == "What did Natalie paint?"
+    assert without_words("What did Nate paint?", frozenset()) == "What did Nate paint?"

@@ -100,6 +100,14 @@ class IndexCache:
         with self.checkout(user_id, revision) as index:
             return index
 
+    def speaker_words(self, user_id: str) -> frozenset[str] | None:
+        """The speakers' names in the user's cached index, or None when none is cached: what a
+        search needs to start embedding its query before the checkout (which may top the index
+        up with a new speaker, so the search looks again once it holds the index)."""
+        with self._lock:
+            index = self._indexes.get(user_id)
+        return None if index is None else index.speaker_words
+
     def _current(self, user_id: str, revision: int) -> UserIndex:
         with self._lock:
             index = self._indexes.get(user_id)

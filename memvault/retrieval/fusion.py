@@ -29,9 +29,9 @@ class Weights:
     """How much each signal counts. Zero switches a signal off (and skips computing it)."""
 
     bm25: float = 1.0
-    dense: float = 1.3
+    dense: float = 1.7
     session: float = 0.8
-    speaker: float = 0.5
+    speaker: float = 0.9
     time: float = 1.0
     answer: float = 0.7  # the item gives the kind of answer the question asks for (cues.py)
     salience: float = 0.8  # how much the item tells, whatever the question (cues.py)

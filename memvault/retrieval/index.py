@@ -137,6 +137,9 @@ class UserIndex:
         self._session_last: dict[str, int] = {}
         # speaker codes by each word of the speaker's name, lower-cased
         self._speaker_by_word: dict[str, set[int]] = {}
+        # the same words, replaced whole when one is added: another thread may read it while
+        # this index is topped up (see IndexCache.speaker_words)
+        self.speaker_words: frozenset[str] = frozenset()
         self._alive = np.zeros(0, dtype=bool)
         self._dead = 0
 
@@ -189,7 +192,11 @@ class UserIndex:
         self._alive[slot] = True
         speaker = self._items.categories["speaker"].codes[slot]
         for word in words(item.speaker.lower() if item.speaker else ""):
-            self._speaker_by_word.setdefault(word, set()).add(int(speaker))
+            codes = self._speaker_by_word.get(word)
+            if codes is None:
+                codes = self._speaker_by_word[word] = set()
+                self.speaker_words = self.speaker_words | {word}
+            codes.add(int(speaker))
 
     def remove(self, keys: Iterable[tuple[str, str]]) -> None:
         """Drop items by (type, id); unknown keys are ignored (a tombstone may be older)."""

@@ -31,7 +31,14 @@ from memvault.retrieval.embed import Embedder, Vectors
 from memvault.retrieval.fusion import Weights
 from memvault.retrieval.index import Filters
 from memvault.retrieval.items import ITEM_TYPES, MEMORY
-from memvault.retrieval.search import Hit, Query, check_query, check_search_limit, search_index
+from memvault.retrieval.search import (
+    Hit,
+    Query,
+    check_query,
+    check_search_limit,
+    dense_query_text,
+    search_index,
+)
 from memvault.retrieval.thesaurus import shipped_thesaurus
 
 log = logging.getLogger(__name__)
@@ -265,8 +272,16 @@ class Recall:
         if revision == 0:
             return []
         chosen = weights or self.weights
-        vector = self.query_vectors.vector(user_id, request.text) if chosen.dense > 0 else None
+        embed = chosen.dense > 0
+        # started before the checkout with the names of the cached index, if there is one; the
+        # checkout may add a speaker (or build the index), so the text is checked again inside
+        known = self.cache.speaker_words(user_id) if embed else None
+        early = None if known is None else dense_query_text(request.text, known)
+        vector = None if early is None else self.query_vectors.vector(user_id, early)
         with self.cache.checkout(user_id, revision) as index:
+            wanted = dense_query_text(request.text, index.speaker_words) if embed else None
+            if wanted is not None and wanted != early:
+                vector = self.query_vectors.vector(user_id, wanted)
             hits = search_index(
                 index, request, chosen, query_vector=vector.result if vector else None
             )

@@ -24,7 +24,7 @@ from memvault.retrieval.fusion import Signal, Weights, fuse, scale_to_max
 from memvault.retrieval.index import Filters, UserIndex
 from memvault.retrieval.items import Item
 from memvault.retrieval.lexical import Scores
-from memvault.retrieval.text import terms
+from memvault.retrieval.text import terms, without_words
 from memvault.retrieval.thesaurus import shipped_thesaurus
 from memvault.retrieval.timeexpr import TimeWindow, resolve_time
 
@@ -84,6 +84,20 @@ def check_search_limit(limit: object) -> int:
     return limit
 
 
+def dense_query_text(text: str, speaker_words: frozenset[str]) -> str:
+    """The query as the dense model is asked it: without the names of the user's speakers.
+
+    People ask about a participant by name ("What activities does Melanie partake in?"), but
+    that participant's own turns say "I" and name the one they talk to ("Hey Caroline! I'm off
+    to go swimming with the kids"). Left in, the name pulls the query's vector towards the turns
+    addressed to that person rather than those they told; who spoke is the speaker signal's
+    business. On LoCoMo, MiniLM alone finds 0.60 of the evidence in its top 10 with the names
+    left out, against 0.44 with them. A query that is nothing but names is kept whole.
+    """
+    stripped = without_words(text, speaker_words)
+    return stripped if terms(stripped) else text
+
+
 def search_index(
     index: UserIndex,
     query: Query,
@@ -94,7 +108,8 @@ def search_index(
     """Rank the user's items for the query; best first, at most `query.limit`.
 
     `query_vector`, when given, supplies the query's embedding (one row) instead of embedding
-    `query.text` here, so a caller can compute it ahead, beside the lexical work, or reuse it.
+    `dense_query_text` here, so a caller can compute it ahead, beside the lexical work, or
+    reuse it.
     """
     if len(index) == 0:
         return []
@@ -115,7 +130,9 @@ def search_index(
         if len(matched) > pool:
             matched = matched[np.argpartition(-bm25_all[matched], pool - 1)[:pool]]
         parts.append(matched)
-    embed = query_vector or (lambda: index.embedder.embed_query(query.text))
+    embed = query_vector or (
+        lambda: index.embedder.embed_query(dense_query_text(query.text, index.speaker_words))
+    )
     vector = embed()[0] if weights.dense > 0 else None
     if vector is not None:
         parts.append(index.nearest(vector, pool, mask))

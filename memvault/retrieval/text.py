@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Set
 from functools import lru_cache
 
 import Stemmer
@@ -63,3 +64,16 @@ def terms(text: str) -> list[str]:
     """Index terms of `text`: words minus stop words, stemmed, cut to `TERM_CHARS` letters.
     Used for documents and queries alike."""
     return [stem(w.removesuffix("'s"))[:TERM_CHARS] for w in words(text) if w not in STOP_WORDS]
+
+
+def without_words(text: str, dropped: Set[str]) -> str:
+    """`text` less every word whose lower-case form, a possessive "'s" aside, is in `dropped`
+    ("What is Nate's dog called?" less {"nate"} is "What is dog called?")."""
+    if not dropped:
+        return text
+
+    def kept(match: re.Match[str]) -> str:
+        word = match.group(0)
+        return "" if word.lower().removesuffix("'s") in dropped else word
+
+    return " ".join(_WORD.sub(kept, text.replace("\u2019", "'")).split())
