@@ -166,7 +166,8 @@ def search_index(
     chosen = [
         int(p)
         for p in order[: query.limit]
-        if scores[p] > 0 and (floor is None or scores[p] >= floor)
+        # against the score as a hit shows it (rounded), so a hit's own score passes as a floor
+        if scores[p] > 0 and (floor is None or _shown(scores[p]) >= floor)
     ]
     items = index.items([int(slots[p]) for p in chosen])
     hits = []
@@ -176,7 +177,7 @@ def search_index(
             if query.explain
             else None
         )
-        hits.append(_hit(item, float(scores[position]), explained))
+        hits.append(_hit(item, _shown(scores[position]), explained))
     return hits
 
 
@@ -229,11 +230,15 @@ def _context_signals(
     return signals
 
 
+def _shown(score: np.float32) -> float:
+    return round(float(score), 6)
+
+
 def _hit(item: Item, score: float, signals: dict[str, float] | None) -> Hit:
     return Hit(
         type=item.type,
         id=item.id,
-        score=round(score, 6),
+        score=score,
         text=item.text,
         session_id=item.session_id,
         role=item.role,
