@@ -102,6 +102,27 @@ def test_a_time_expression_in_the_query_favours_that_period(recall_vault: Vault)
     assert vault.search("u", f"dinner with Sam in {two_months}", now=NOW)[0].session_id == "old"
 
 
+def test_the_period_a_query_names_is_searched_whatever_ranks_first_overall(
+    recall_vault: Vault,
+) -> None:
+    vault = recall_vault
+    older = [
+        {"role": "user", "content": f"pasta night {n}: pasta, pasta and more pasta",
+         "created_at": NOW - timedelta(days=100 + n)}
+        for n in range(80)
+    ]  # fmt: skip
+    vault.add_turns("u", "old", older)
+    told = "after the long walk along the river we cooked some pasta with friends"
+    vault.add_turn("u", "new", "user", told, created_at=NOW - timedelta(days=3))
+    # 80 better matches elsewhere, so the turn is not among the best 50 of either signal; with
+    # the time weighed heavily, it ranks first once it is among the candidates at all
+    timely = Weights(time=10.0)
+    everywhere = vault.search("u", "what pasta did we have?", now=NOW, limit=5, weights=timely)
+    assert told not in [h.text for h in everywhere]
+    hits = vault.search("u", "what pasta did we have last week?", now=NOW, limit=5, weights=timely)
+    assert hits[0].text == told
+
+
 def test_a_when_question_favours_the_turn_that_says_when(recall_vault: Vault) -> None:
     vault = recall_vault
     said_when = "We went to the pottery class last Tuesday evening"

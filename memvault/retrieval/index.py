@@ -287,6 +287,16 @@ class UserIndex:
             mask &= self._items.tags_cover(size, filters.tags)
         return None if mask.sum() == len(self) else mask
 
+    def created_within(
+        self, start: datetime, end: datetime, mask: npt.NDArray[np.bool_] | None
+    ) -> npt.NDArray[np.bool_]:
+        """Mask of live slots created in [start, end), narrowed by `mask` when given."""
+        size = len(self._items)
+        created = self._items.numbers["created"][:size]
+        inside = (created >= start.timestamp()) & (created < end.timestamp())
+        inside &= self._alive[:size] if mask is None else mask
+        return inside
+
     def bm25(self, query_terms: Sequence[str] | Mapping[str, float]) -> Scores:
         """BM25 of every slot, for query terms or for terms with weights."""
         if isinstance(query_terms, Mapping):

@@ -16,10 +16,11 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from memvault.errors import Invalid
 from memvault.retrieval.cues import expected_answer
-from memvault.retrieval.dense import Vectors
+from memvault.retrieval.dense import Slots, Vectors
 from memvault.retrieval.fusion import Signal, Weights, fuse, scale_to_max
 from memvault.retrieval.index import Filters, UserIndex
 from memvault.retrieval.items import Item
@@ -36,6 +37,9 @@ MAX_LIMIT = 200
 # share of a search at 100k items down by a third.
 CANDIDATES = 50
 CANDIDATES_PER_RESULT = 4
+# and, for a query that names a time ("last week", "in May"), the best 20 of each from inside
+# that window, whatever their rank overall: LoCoMo temporal R@10 +1.1 points
+WINDOW_CANDIDATES = 20
 _DAY = 86_400.0
 
 
@@ -124,18 +128,15 @@ def search_index(
     bm25_all = _bm25(index, lexical_text, query_terms, weights) if weights.bm25 > 0 else None
     if bm25_all is not None and mask is not None:
         bm25_all[~mask] = 0.0
-    parts = []
-    if bm25_all is not None:
-        matched = np.flatnonzero(bm25_all > 0)  # a bool mask: nonzero of floats is 9x slower
-        if len(matched) > pool:
-            matched = matched[np.argpartition(-bm25_all[matched], pool - 1)[:pool]]
-        parts.append(matched)
     embed = query_vector or (
         lambda: index.embedder.embed_query(dense_query_text(query.text, index.speaker_words))
     )
     vector = embed()[0] if weights.dense > 0 else None
-    if vector is not None:
-        parts.append(index.nearest(vector, pool, mask))
+    parts = _best(index, bm25_all, vector, mask, pool)
+    if window is not None and weights.time > 0:
+        inside = index.created_within(window.start, window.end, mask)
+        if inside.any():
+            parts += _best(index, bm25_all, vector, inside, WINDOW_CANDIDATES)
     if not parts:
         return []
     slots = np.unique(np.concatenate(parts)).astype(np.int64)
@@ -179,6 +180,26 @@ def search_index(
         )
         hits.append(_hit(item, _shown(scores[position]), explained))
     return hits
+
+
+def _best(
+    index: UserIndex,
+    bm25_all: Scores | None,
+    vector: Vectors | None,
+    mask: npt.NDArray[np.bool_] | None,
+    k: int,
+) -> list[Slots]:
+    """The best `k` BM25 slots and the nearest `k` vectors among the slots the mask allows."""
+    parts = []
+    if bm25_all is not None:
+        positive = bm25_all > 0  # a bool mask: nonzero of floats is 9x slower
+        matched = np.flatnonzero(positive if mask is None else positive & mask)
+        if len(matched) > k:
+            matched = matched[np.argpartition(-bm25_all[matched], k - 1)[:k]]
+        parts.append(matched)
+    if vector is not None:
+        parts.append(index.nearest(vector, k, mask))
+    return parts
 
 
 def _bm25(index: UserIndex, text: str, query_terms: list[str], weights: Weights) -> Scores:
