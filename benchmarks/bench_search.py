@@ -10,7 +10,9 @@ embeddings is reported separately per 1k items.
 `hybrid` times `search_index` alone, embedding the query inline; `recall` times `Recall.search`
 (what `Vault.search` runs once it has the user's revision), which embeds the query on a worker
 thread beside the BM25 walk; `recall_repeat` is the same text searched a second time, as
-`Vault.context` does after a search, when the query vector is reused. The baseline in the same
+`Vault.context` does after a search, when the query vector is reused; `recall_naming_a_time`
+is `recall` with "last month" added to each query, which adds the best matches from inside that
+month to the candidates. The baseline in the same
 run, `recall_full_model_queries`, embeds queries with the full model instead of the quantised
 query model (query_model.py); the two are timed in alternating blocks of 25 queries, so that the
 machine's drift falls on both alike while each block runs with one model's weights in cache, as
@@ -270,6 +272,7 @@ def context_assembly(count: int, texts: list[str]) -> dict[str, Any]:
 def main() -> None:
     large = "--large" in sys.argv
     texts = queries()
+    timed = [f"{text} last month" for text in texts]  # adds the window's own candidates
     hybrid = Weights()
     results: dict[str, Any] = {
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -284,6 +287,7 @@ def main() -> None:
             "hybrid": summary_ms(latencies(index, texts, hybrid)),
             **recall_against_full_model(recall, texts),
             "recall_repeat": summary_ms(recall_latencies(recall, texts, repeat=True)),
+            "recall_naming_a_time": summary_ms(recall_latencies(recall, timed, repeat=False)),
             "hybrid_without_query_embedding": without_query_embedding(index, texts),
             "bm25_only": summary_ms(latencies(index, texts, Weights.for_mode("bm25"))),
             "index_mb": round(index.nbytes() / 2**20, 1),
