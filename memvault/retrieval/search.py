@@ -128,15 +128,20 @@ def search_index(
     bm25_all = _bm25(index, lexical_text, query_terms, weights) if weights.bm25 > 0 else None
     if bm25_all is not None and mask is not None:
         bm25_all[~mask] = 0.0
+    parts = [] if bm25_all is None else [_best_matches(bm25_all, None, pool)]  # mask applied
     embed = query_vector or (
         lambda: index.embedder.embed_query(dense_query_text(query.text, index.speaker_words))
     )
-    vector = embed()[0] if weights.dense > 0 else None
-    parts = _best(index, bm25_all, vector, mask, pool)
+    vector = embed()[0] if weights.dense > 0 else None  # after the BM25 walk: it ran meanwhile
+    if vector is not None:
+        parts.append(index.nearest(vector, pool, mask))
     if window is not None and weights.time > 0:
         inside = index.created_within(window.start, window.end, mask)
         if inside.any():
-            parts += _best(index, bm25_all, vector, inside, WINDOW_CANDIDATES)
+            if bm25_all is not None:
+                parts.append(_best_matches(bm25_all, inside, WINDOW_CANDIDATES))
+            if vector is not None:
+                parts.append(index.nearest(vector, WINDOW_CANDIDATES, inside))
     if not parts:
         return []
     slots = np.unique(np.concatenate(parts)).astype(np.int64)
@@ -182,24 +187,13 @@ def search_index(
     return hits
 
 
-def _best(
-    index: UserIndex,
-    bm25_all: Scores | None,
-    vector: Vectors | None,
-    mask: npt.NDArray[np.bool_] | None,
-    k: int,
-) -> list[Slots]:
-    """The best `k` BM25 slots and the nearest `k` vectors among the slots the mask allows."""
-    parts = []
-    if bm25_all is not None:
-        positive = bm25_all > 0  # a bool mask: nonzero of floats is 9x slower
-        matched = np.flatnonzero(positive if mask is None else positive & mask)
-        if len(matched) > k:
-            matched = matched[np.argpartition(-bm25_all[matched], k - 1)[:k]]
-        parts.append(matched)
-    if vector is not None:
-        parts.append(index.nearest(vector, k, mask))
-    return parts
+def _best_matches(bm25_all: Scores, mask: npt.NDArray[np.bool_] | None, k: int) -> Slots:
+    """The best `k` slots by BM25 among those with a match that the mask allows."""
+    positive = bm25_all > 0  # a bool mask: nonzero of floats is 9x slower
+    matched = np.flatnonzero(positive if mask is None else positive & mask)
+    if len(matched) > k:
+        matched = matched[np.argpartition(-bm25_all[matched], k - 1)[:k]]
+    return matched
 
 
 def _bm25(index: UserIndex, text: str, query_terms: list[str], weights: Weights) -> Scores:
