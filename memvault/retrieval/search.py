@@ -96,7 +96,8 @@ def dense_query_text(text: str, speaker_words: frozenset[str]) -> str:
     to go swimming with the kids"). Left in, the name pulls the query's vector towards the turns
     addressed to that person rather than those they told; who spoke is the speaker signal's
     business. On LoCoMo, MiniLM alone finds 0.60 of the evidence in its top 10 with the names
-    left out, against 0.44 with them. A query that is nothing but names is kept whole.
+    left out, against 0.44 with them. A query left with nothing but stop words ("What did Nate
+    do?") is kept whole: the name is then all it says.
     """
     stripped = without_words(text, speaker_words)
     return stripped if terms(stripped) else text
