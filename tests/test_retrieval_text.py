@@ -42,4 +42,5 @@ def test_without_words_drops_names_and_their_possessives_only() -> None:
     assert without_words("What is Nate's dog called?", names) == "What is dog called?"
     assert without_words("Did Joanna and Nate\u2019s sister meet?", names) == "Did and sister meet?"
     assert without_words("What did Natalie paint?", names) == "What did Natalie paint?"
+    assert without_words("Where did you go, Nate?", names) == "Where did you go,?"
     assert without_words("What did Nate paint?", frozenset()) == "What did Nate paint?"

@@ -66,6 +66,9 @@ def terms(text: str) -> list[str]:
     return [stem(w.removesuffix("'s"))[:TERM_CHARS] for w in words(text) if w not in STOP_WORDS]
 
 
+_SPACE_BEFORE_MARK = re.compile(r"\s+([?!.,;:])")
+
+
 def without_words(text: str, dropped: Set[str]) -> str:
     """`text` less every word whose lower-case form, a possessive "'s" aside, is in `dropped`
     ("What is Nate's dog called?" less {"nate"} is "What is dog called?")."""
@@ -76,4 +79,5 @@ def without_words(text: str, dropped: Set[str]) -> str:
         word = match.group(0)
         return "" if word.lower().removesuffix("'s") in dropped else word
 
-    return " ".join(_WORD.sub(kept, text.replace("\u2019", "'")).split())
+    left = " ".join(_WORD.sub(kept, text.replace("\u2019", "'")).split())
+    return _SPACE_BEFORE_MARK.sub(r"\1", left)
