@@ -273,15 +273,17 @@ class Recall:
             return []
         chosen = weights or self.weights
         embed = chosen.dense > 0
-        # started before the checkout with the names of the cached index, if there is one; the
-        # checkout may add a speaker (or build the index), so the text is checked again inside
+        # started before the checkout with the names of the cached index, if there is one; if
+        # the checkout builds the index or adds a speaker, the text is made again from the new
+        # names (when it comes out the same, its vector is the one already under way)
         known = self.cache.speaker_words(user_id) if embed else None
-        early = None if known is None else dense_query_text(request.text, known)
-        vector = None if early is None else self.query_vectors.vector(user_id, early)
+        vector = None
+        if known is not None:
+            vector = self.query_vectors.vector(user_id, dense_query_text(request.text, known))
         with self.cache.checkout(user_id, revision) as index:
-            wanted = dense_query_text(request.text, index.speaker_words) if embed else None
-            if wanted is not None and wanted != early:
-                vector = self.query_vectors.vector(user_id, wanted)
+            if embed and index.speaker_words is not known:
+                names = index.speaker_words
+                vector = self.query_vectors.vector(user_id, dense_query_text(request.text, names))
             hits = search_index(
                 index, request, chosen, query_vector=vector.result if vector else None
             )
