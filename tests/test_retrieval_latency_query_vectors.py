@@ -164,10 +164,11 @@ def test_the_query_is_embedded_without_the_speakers_names(tmp_path: Path) -> Non
         vault.search("u", "What did Melanie and Jon paint?")  # a speaker new since: again
         vault.search("u", "What did Melanie do?")  # nothing left but stop words: kept whole
         vault.add_turn("u", "s1", "user", "Sure", speaker="Will")
-        vault.search("u", "Will I need a visa, Melanie?")  # a name that is a stop word stays
+        vault.search("u", "Will I need a visa, Melanie?")  # a stop word, here not a name
+        vault.search("u", "What did Will say about it?")  # here a name
         assert counting.texts == [
             "What did and Jon paint?", "Jon Smith: We painted a lake", "What did and paint?",
-            "What did Melanie do?", "Will I need a visa,?", "Will: Sure",
+            "What did Melanie do?", "Will I need a visa,?", "Will: Sure", "What did say about it?",
         ]  # fmt: skip
     finally:
         vault.close()

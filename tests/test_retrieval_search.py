@@ -168,6 +168,21 @@ def test_a_speaker_named_in_the_possessive_counts_as_named(recall_vault: Vault) 
         ], question  # fmt: skip
 
 
+def test_a_speaker_whose_name_is_a_stop_word_is_named_only_as_a_name(recall_vault: Vault) -> None:
+    vault = recall_vault
+    vault.add_turn("u", "s1", "user", "You will need a visa for the trip", speaker="Will")
+    vault.add_turn("u", "s1", "user", "A visa takes weeks to come through", speaker="Ann")
+    named = {
+        question: {h.speaker: h.signals and h.signals["speaker"] for h in
+                   vault.search("u", question, explain=True)}
+        for question in ("What did Will say about the visa?", "Will I need a visa?",
+                         "Do I really need a visa, will it take long?")
+    }  # fmt: skip
+    assert named["What did Will say about the visa?"] == {"Will": 1.0, "Ann": 0.0}
+    assert named["Will I need a visa?"] == {"Will": 0.0, "Ann": 0.0}
+    assert named["Do I really need a visa, will it take long?"] == {"Will": 0.0, "Ann": 0.0}
+
+
 def test_search_records_memory_access_in_the_background(recall_vault: Vault) -> None:
     vault = recall_vault
     memory = vault.add_memory("u", "allergic to penicillin")

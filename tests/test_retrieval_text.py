@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from memvault.retrieval.text import stem, terms, without_words
+from memvault.retrieval.text import names_in, stem, terms, without_names
 
 
 def test_inflections_and_derivations_share_a_term() -> None:
@@ -37,10 +37,21 @@ def test_threads_stem_alike() -> None:
     assert results == [expected] * 4
 
 
-def test_without_words_drops_names_and_their_possessives_only() -> None:
+def test_without_names_drops_names_and_their_possessives_only() -> None:
     names = frozenset({"nate", "joanna"})
-    assert without_words("What is Nate's dog called?", names) == "What is dog called?"
-    assert without_words("Did Joanna and Nate\u2019s sister meet?", names) == "Did and sister meet?"
-    assert without_words("What did Natalie paint?", names) == "What did Natalie paint?"
-    assert without_words("Where did you go, Nate?", names) == "Where did you go,?"
-    assert without_words("What did Nate paint?", frozenset()) == "What did Nate paint?"
+    assert without_names("What is Nate's dog called?", names) == "What is dog called?"
+    assert without_names("Did Joanna and Nate\u2019s sister meet?", names) == "Did and sister meet?"
+    assert without_names("What did Natalie paint?", names) == "What did Natalie paint?"
+    assert without_names("Where did you go, Nate?", names) == "Where did you go,?"
+    assert without_names("What did Nate paint?", frozenset()) == "What did Nate paint?"
+
+
+def test_a_name_that_is_a_stop_word_names_only_capitalised_within_a_sentence() -> None:
+    names = frozenset({"will", "may", "nate"})
+    assert names_in("What did Will say to Nate?", names) == {"will", "nate"}
+    assert names_in("Will I need a visa?", names) == set()
+    assert names_in("Where will we meet in May?", names) == {"may"}
+    assert names_in("I will go. Will you?", names) == set()
+    assert names_in('Who said "Will is late"?', names) == set()
+    assert without_names("What will Will do?", names) == "What will do?"
+    assert without_names("Will I need a visa?", names) == "Will I need a visa?"

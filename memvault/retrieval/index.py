@@ -27,7 +27,7 @@ from memvault.retrieval.dense import DEFAULT_ANN_THRESHOLD, DenseIndex, Slots, V
 from memvault.retrieval.embed import Embedder
 from memvault.retrieval.items import MEMORY, TURN, Item, ItemTable, grown
 from memvault.retrieval.lexical import BM25Index, Scores
-from memvault.retrieval.text import terms, words
+from memvault.retrieval.text import names_in, terms, words
 
 CONTEXT_TURNS = 2
 OWN_WEIGHT = 2
@@ -342,9 +342,9 @@ class UserIndex:
 
     def speakers_named(self, query: str, slots: Slots) -> npt.NDArray[np.float32]:
         """1.0 where the query names the slot's speaker ("When did Caroline ...", "What is
-        Nate's ..."), else 0."""
+        Nate's ..."), else 0. A speaker called Will is not named by "Will I need a visa?"."""
         named = set().union(
-            *(self._speaker_by_word.get(w.removesuffix("'s"), set()) for w in words(query))
+            *(self._speaker_by_word[w] for w in names_in(query, self.speaker_words))
         )
         if not named:
             return np.zeros(len(slots), dtype=np.float32)

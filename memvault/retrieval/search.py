@@ -25,7 +25,7 @@ from memvault.retrieval.fusion import Signal, Weights, fuse, scale_to_max
 from memvault.retrieval.index import Filters, UserIndex
 from memvault.retrieval.items import Item
 from memvault.retrieval.lexical import Scores
-from memvault.retrieval.text import STOP_WORDS, terms, without_words
+from memvault.retrieval.text import terms, without_names
 from memvault.retrieval.thesaurus import shipped_thesaurus
 from memvault.retrieval.timeexpr import TimeWindow, resolve_time
 
@@ -96,11 +96,11 @@ def dense_query_text(text: str, speaker_words: frozenset[str]) -> str:
     to go swimming with the kids"). Left in, the name pulls the query's vector towards the turns
     addressed to that person rather than those they told; who spoke is the speaker signal's
     business. On LoCoMo, MiniLM alone finds 0.60 of the evidence in its top 10 with the names
-    left out, against 0.44 with them. A name that is also a stop word ("Will") is left in: "Will
-    I need a visa?" asks nothing of Will. A query left with nothing but stop words ("What did
-    Nate do?") is kept whole: the name is then all it says.
+    left out, against 0.44 with them. A name that is also a stop word is taken out only where it
+    is one ("What did Will say?", not "Will I need a visa?"; `text.names_in`). A query left with
+    nothing but stop words ("What did Nate do?") is kept whole: the name is then all it says.
     """
-    stripped = without_words(text, speaker_words - STOP_WORDS)
+    stripped = without_names(text, speaker_words)
     return stripped if terms(stripped) else text
 
 

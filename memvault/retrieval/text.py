@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Set
+from collections.abc import Iterator, Set
 from functools import lru_cache
 
 import Stemmer
@@ -54,7 +54,7 @@ def stem(word: str) -> str:
 
 def words(text: str) -> list[str]:
     """Lower-cased words with apostrophe contractions kept whole ("don't")."""
-    return _WORD.findall(text.lower().replace("\u2019", "'"))
+    return _WORD.findall(_straight_quotes(text.lower()))
 
 
 TERM_CHARS = 6
@@ -69,15 +69,43 @@ def terms(text: str) -> list[str]:
 _SPACE_BEFORE_MARK = re.compile(r"\s+([?!.,;:])")
 
 
-def without_words(text: str, dropped: Set[str]) -> str:
-    """`text` less every word whose lower-case form, a possessive "'s" aside, is in `dropped`
+def _names(text: str, names: Set[str]) -> Iterator[tuple[re.Match[str], str]]:
+    """Each word of `text` that uses one of `names` (lower-case words) as a name, with that
+    name. A name that is also a stop word ("Will", "May") is one only when written with a
+    capital and not first in its sentence: "What did Will say?" names Will, while "Will I need
+    a visa?" and "I will go" do not."""
+    for match in _WORD.finditer(text):
+        name = match.group(0).lower().removesuffix("'s")
+        if name in names and (name not in STOP_WORDS or _capitalised_mid_sentence(text, match)):
+            yield match, name
+
+
+def _capitalised_mid_sentence(text: str, match: re.Match[str]) -> bool:
+    """Capitalised, and not after a sentence's end or an opening quote or bracket (which start
+    a sentence of their own)."""
+    before = text[: match.start()].rstrip()
+    return match.group(0)[0].isupper() and bool(before) and before[-1] not in _SENTENCE_STARTS
+
+
+_SENTENCE_STARTS = frozenset(".!?\"'(\u201c\u2018")
+
+
+def names_in(text: str, names: Set[str]) -> set[str]:
+    """The `names` (lower-case words) that `text` names someone by ("What is Nate's dog
+    called?" names "nate")."""
+    return {name for _, name in _names(_straight_quotes(text), names)}
+
+
+def without_names(text: str, names: Set[str]) -> str:
+    """`text` less every word that names someone by one of `names`, a possessive "'s" with it
     ("What is Nate's dog called?" less {"nate"} is "What is dog called?")."""
-    if not dropped:
+    straight = _straight_quotes(text)
+    named = {match.start() for match, _ in _names(straight, names)}
+    if not named:
         return text
+    left = _WORD.sub(lambda match: "" if match.start() in named else match.group(0), straight)
+    return _SPACE_BEFORE_MARK.sub(r"\1", " ".join(left.split()))
 
-    def kept(match: re.Match[str]) -> str:
-        word = match.group(0)
-        return "" if word.lower().removesuffix("'s") in dropped else word
 
-    left = " ".join(_WORD.sub(kept, text.replace("\u2019", "'")).split())
-    return _SPACE_BEFORE_MARK.sub(r"\1", left)
+def _straight_quotes(text: str) -> str:
+    return text.replace("\u2019", "'")
