@@ -61,7 +61,7 @@ def test_bm25_extending_a_document_scores_as_if_it_had_been_whole() -> None:
 
 
 def test_bm25_keeps_growing_between_searches() -> None:
-    """Searching caches each term's postings as arrays; later adds and extensions of the same
+    """A search reads each term's arrays as they stand; later adds and extensions of the same
     terms must still go through and be seen (a server searches and appends all day)."""
     grown, whole = BM25Index(), BM25Index()
     grown.add(0, ["heron", "pond"])
@@ -72,6 +72,30 @@ def test_bm25_keeps_growing_between_searches() -> None:
     whole.add(1, ["heron", "mill", "pond"])
     assert first[0] > 0
     assert np.allclose(grown.scores(["heron", "mill"]), whole.scores(["heron", "mill"]))
+
+
+def test_bm25_grown_in_any_order_scores_as_if_built_whole() -> None:
+    """Postings are arrays with room to spare: appends, extensions of older documents (entries
+    inserted before newer slots) and searches in between must leave them exactly as a build
+    from the finished documents would."""
+    rng = np.random.default_rng(11)
+    vocabulary = [f"w{n}" for n in range(12)]
+    grown, documents = BM25Index(), []
+    for slot in range(300):
+        words = list(rng.choice(vocabulary, size=int(rng.integers(1, 6))))
+        grown.add(slot, words)
+        documents.append(words)
+        older = int(rng.integers(0, slot + 1))
+        more = list(rng.choice(vocabulary, size=2))
+        grown.extend(older, more)
+        documents[older] += more
+        if slot % 25 == 0:
+            grown.scores(vocabulary[:4])  # a search between writes
+    whole = BM25Index()
+    for slot, words in enumerate(documents):
+        whole.add(slot, words)
+    for term in vocabulary:
+        assert np.allclose(grown.scores([term]), whole.scores([term])), term
 
 
 def test_bm25_term_weights_scale_each_terms_share() -> None:
