@@ -175,6 +175,8 @@ class BM25Index:
             docs, tfs = self._docs[tid][:df], self._tfs[tid][:df]
             idf = math.log(1 + (self._live - df + 0.5) / (df + 0.5))
             norm = self.k1 * (1 - self.b + self.b * self._lengths[docs] / avg_length)
+            # float32 throughout: uint16 frequencies meet float32 operands, so no copy of the
+            # postings is made at a wider type (int32 ones, past 65,535, give float64 here)
             out[docs] += np.float32(weight * idf * (self.k1 + 1)) * tfs / (tfs + norm)
         if self._live < self._size:  # removed documents keep their postings until a rebuild
             out[~self._alive[: self._size]] = 0.0
