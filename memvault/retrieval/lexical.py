@@ -112,8 +112,9 @@ class BM25Index:
             else:
                 if count == len(docs) or tf > _NARROW_TF_MAX:
                     docs, tfs = self._room(tid, count + 1, tf)
-                docs[at + 1 : count + 1] = docs[at:count]
-                tfs[at + 1 : count + 1] = tfs[at:count]
+                if at < count:  # before newer slots: shift them up one (nearly never)
+                    docs[at + 1 : count + 1] = docs[at:count]
+                    tfs[at + 1 : count + 1] = tfs[at:count]
                 docs[at] = slot
                 tfs[at] = tf
                 self._filled[tid] = count + 1

@@ -67,6 +67,7 @@ def terms(text: str) -> list[str]:
 
 
 _SPACE_BEFORE_MARK = re.compile(r"\s+([?!.,;:])")
+_SENTENCE_STARTS = frozenset(".!?\"'(\u201c\u2018")
 
 
 def _names(text: str, names: Set[str]) -> Iterator[tuple[re.Match[str], str]]:
@@ -85,9 +86,6 @@ def _capitalised_mid_sentence(text: str, match: re.Match[str]) -> bool:
     a sentence of their own)."""
     before = text[: match.start()].rstrip()
     return match.group(0)[0].isupper() and bool(before) and before[-1] not in _SENTENCE_STARTS
-
-
-_SENTENCE_STARTS = frozenset(".!?\"'(\u201c\u2018")
 
 
 def names_in(text: str, names: Set[str]) -> set[str]:
