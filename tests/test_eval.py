@@ -3,9 +3,11 @@ the shared datasets folder is present (it is licensed for evaluation and never c
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +18,7 @@ from memvault.evals.metrics import hit_at, recall_at, reciprocal_rank
 from memvault.evals.report import format_table
 from memvault.retrieval.embed import HashingEmbedder
 
-CASE = {
+CASE: dict[str, Any] = {
     "case_id": "mini",
     "dataset": "test",
     "metadata": {"speakers": ["Ann", "Bo"]},
@@ -74,6 +76,83 @@ def test_reader_rejects_a_missing_or_malformed_file(tmp_path: Path) -> None:
     with pytest.raises(Invalid) as error:
         list(read_cases(broken))
     assert "line 1" in str(error.value)
+
+
+def _broken(change: str) -> dict[str, Any]:
+    """CASE with one field changed, given as `path=value` (`-` removes the field)."""
+    case = copy.deepcopy(CASE)
+    path, value = change.split("=", 1)
+    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+    target: Any = case
+    for part in parents:
+        target = target[part]
+    if value == "-":
+        del target[last]
+    else:
+        target[last] = json.loads(value)
+    return case
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("sessions=-", "sessions is missing"),
+        ('sessions.0.turns.1.text="  "', "sessions[0].turns[1].text is empty"),
+        ("sessions.0.turns.0.speaker=null", "sessions[0].turns[0].speaker must be a string"),
+        ('sessions.1.turns.0.turn_id="D1:1"', "sessions[1].turns[0].turn_id 'D1:1' appears twice"),
+        ('sessions.1.date="in June"', "sessions[1].date is not an ISO 8601 date"),
+        ('questions.0.question=""', "questions[0].question is empty"),
+        (f'questions.0.question="{"x" * 4097}"',
+         "questions[0].question is longer than 4096 characters"),
+        ('questions.1.evidence_turn_ids="D1:2"', "questions[1].evidence_turn_ids must be a list"),
+        ("questions.1.evidence_turn_ids=[3]",
+         "questions[1].evidence_turn_ids must be a list of strings"),
+        ("questions.2.category=true", "questions[2].category must be a string or a number"),
+        ('questions.2.abstention="yes"', "questions[2].abstention must be true or false"),
+        ("case_id=-", "case_id is missing"),
+    ],
+)  # fmt: skip
+def test_reader_names_the_line_and_field_of_a_malformed_case(
+    tmp_path: Path, change: str, named: str
+) -> None:
+    """The line number counts blank lines (an editor's line 3), and only the field's path is
+    named: a value may be somebody's words."""
+    path = tmp_path / "cases.jsonl"
+    lines = [json.dumps(CASE), "", json.dumps(_broken(change))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(Invalid) as error:
+        list(read_cases(path))
+    assert str(error.value) == f"dataset: line 3: {named}"
+
+
+def test_reader_limit_counts_cases_not_lines(tmp_path: Path) -> None:
+    path = tmp_path / "cases.jsonl"
+    second = {**CASE, "case_id": "second"}
+    path.write_text(f"\n{json.dumps(CASE)}\n\n{json.dumps(second)}\n", encoding="utf-8")
+    assert [c.case_id for c in read_cases(path, limit=2)] == ["mini", "second"]
+    assert [c.case_id for c in read_cases(path, limit=1)] == ["mini"]
+    with pytest.raises(Invalid, match="cases: must be at least 1"):
+        list(read_cases(path, limit=0))
+
+
+def test_harness_refuses_a_dataset_with_nothing_to_score_before_replaying(tmp_path: Path) -> None:
+    unscored = {**CASE, "questions": [CASE["questions"][2]]}  # adversarial only
+    path = tmp_path / "cases.jsonl"
+    path.write_text(json.dumps(unscored) + "\n", encoding="utf-8")
+    with pytest.raises(Invalid, match="dataset: no question to score"):
+        evaluate(read_cases(path), embedder=HashingEmbedder(), progress=False)
+
+
+def test_harness_names_the_case_and_session_where_a_store_limit_is_met(tmp_path: Path) -> None:
+    """The reader checks the shape; the store's own limits (here: an id that would be a path)
+    are met while replaying, and the error says where."""
+    path = tmp_path / "cases.jsonl"
+    path.write_text(json.dumps(_broken('sessions.1.session_id="a/b"')) + "\n", encoding="utf-8")
+    with pytest.raises(Invalid) as error:
+        evaluate(read_cases(path), embedder=HashingEmbedder(), progress=False)
+    assert str(error.value) == (
+        "dataset: case 'mini', session 'a/b': session_id: contains a path separator"
+    )
 
 
 def test_metrics() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from memvault.errors import Invalid
+from memvault.retrieval.search import MAX_QUERY_CHARS
 
 DATASETS_ENV = "MEMVAULT_DATASETS"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -77,40 +78,112 @@ def _date(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _case(data: dict[str, Any]) -> Case:
+class _Malformed(Exception):
+    """A field of a case that is missing or of the wrong kind, named by its path in the case."""
+
+
+_KIND_NAMES: dict[Any, str] = {
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+    bool: "true or false",
+    (str, int): "a string or a number",
+}
+
+
+def _field(parent: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """`parent[key]`, which must be present and of `kind`; `where` is the parent's path."""
+    if not isinstance(parent, dict) or key not in parent:
+        raise _Malformed(f"{where}{key} is missing")
+    value = parent[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise _Malformed(f"{where}{key} must be {_KIND_NAMES.get(kind, 'of another kind')}")
+    return value
+
+
+def _text(parent: Any, key: str, where: str, *, max_chars: int | None = None) -> str:
+    """A string field that must hold something other than spaces (turns and questions)."""
+    value: str = _field(parent, key, str, where)
+    if not value.strip():
+        raise _Malformed(f"{where}{key} is empty")
+    if max_chars is not None and len(value) > max_chars:
+        raise _Malformed(f"{where}{key} is longer than {max_chars} characters")
+    return value
+
+
+def _optional(parent: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    return None if parent.get(key) is None else _field(parent, key, kind, where)
+
+
+def _moment(parent: Any, key: str, where: str) -> datetime:
+    text = _field(parent, key, str, where)
+    try:
+        return _date(text)
+    except ValueError:
+        raise _Malformed(f"{where}{key} is not an ISO 8601 date") from None
+
+
+def _case(data: Any) -> Case:
+    """One case, checked field by field so that a bad one is refused before anything is replayed."""
+    if not isinstance(data, dict):
+        raise _Malformed("the line is not a JSON object")
     sessions = []
-    for raw in data["sessions"]:
-        turns = tuple(
-            SourceTurn(t["turn_id"], t["speaker"], t["text"], t.get("image_caption"))
-            for t in raw["turns"]
+    seen: set[str] = set()
+    for s, raw in enumerate(_field(data, "sessions", list, "")):
+        where = f"sessions[{s}]."
+        turns = []
+        for t, turn in enumerate(_field(raw, "turns", list, where)):
+            at = f"{where}turns[{t}]."
+            turn_id = _field(turn, "turn_id", str, at)
+            if turn_id in seen:
+                raise _Malformed(f"{at}turn_id {turn_id!r} appears twice")
+            seen.add(turn_id)
+            speaker = _text(turn, "speaker", at)
+            caption = _optional(turn, "image_caption", str, at)
+            turns.append(SourceTurn(turn_id, speaker, _text(turn, "text", at), caption))
+        session_id = str(_field(raw, "session_id", (str, int), where))
+        sessions.append(SourceSession(session_id, _moment(raw, "date", where), tuple(turns)))
+    questions = []
+    for n, q in enumerate(_field(data, "questions", list, "")):
+        where = f"questions[{n}]."
+        evidence = _field(q, "evidence_turn_ids", list, where)
+        if not all(isinstance(e, str) for e in evidence):
+            raise _Malformed(f"{where}evidence_turn_ids must be a list of strings")
+        questions.append(
+            Question(
+                question_id=str(_field(q, "question_id", (str, int), where)),
+                question=_text(q, "question", where, max_chars=MAX_QUERY_CHARS),
+                answer=str(q.get("answer", "")),
+                category=str(_field(q, "category", (str, int), where)),
+                date=_moment(q, "question_date", where) if q.get("question_date") else None,
+                evidence=tuple(e for e in evidence if e in seen),
+                abstention=bool(_optional(q, "abstention", bool, where)),
+            )
         )
-        sessions.append(SourceSession(raw["session_id"], _date(raw["date"]), turns))
-    known = {t.turn_id for s in sessions for t in s.turns}
-    questions = tuple(
-        Question(
-            question_id=q["question_id"],
-            question=q["question"],
-            answer=str(q.get("answer", "")),
-            category=str(q["category"]),
-            date=_date(q["question_date"]) if q.get("question_date") else None,
-            evidence=tuple(e for e in q["evidence_turn_ids"] if e in known),
-            abstention=bool(q.get("abstention")),
-        )
-        for q in data["questions"]
-    )
-    return Case(str(data["case_id"]), tuple(sessions), questions)
+    return Case(str(_field(data, "case_id", (str, int), "")), tuple(sessions), tuple(questions))
 
 
 def read_cases(path: Path, *, limit: int | None = None) -> Iterator[Case]:
-    """Cases from a JSONL file, in file order; at most `limit` of them."""
+    """Cases from a JSONL file, in file order; at most `limit` of them (blank lines skipped).
+
+    A line that is not a case is refused with its line number and the path of the first field
+    at fault ("line 3: sessions[2].turns[0].text is empty"), never with the field's content.
+    """
+    if limit is not None and limit < 1:
+        raise Invalid("cases", "must be at least 1")
     if not path.is_file():
         raise Invalid("dataset", "file not found")
+    read = 0
     with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines):
-            if limit is not None and number >= limit:
+        for number, line in enumerate(lines, start=1):
+            if limit is not None and read >= limit:
                 return
-            if line.strip():
-                try:
-                    yield _case(json.loads(line))
-                except (KeyError, TypeError, ValueError):
-                    raise Invalid("dataset", f"line {number + 1} is not a valid case") from None
+            if not line.strip():
+                continue
+            try:
+                yield _case(json.loads(line))
+            except _Malformed as exc:
+                raise Invalid("dataset", f"line {number}: {exc}") from None
+            except ValueError:
+                raise Invalid("dataset", f"line {number} is not valid JSON") from None
+            read += 1

@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from memvault.errors import Invalid
 from memvault.evals.dataset import Case, Question
 from memvault.evals.metrics import Tally, percentiles_ms
 from memvault.retrieval.embed import Embedder
@@ -50,7 +51,7 @@ class Run:
 
 def replay(vault: Vault, user_id: str, case: Case) -> dict[str, str]:
     """Append the case's sessions to `user_id`; return vault turn id -> source turn id."""
-    source_of = {}
+    source_of: dict[str, str] = {}
     for session in case.sessions:
         rows = [
             {
@@ -64,8 +65,12 @@ def replay(vault: Vault, user_id: str, case: Case) -> dict[str, str]:
             }
             for turn in session.turns
         ]
-        for stored in vault.add_turns(user_id, session.session_id, rows):
-            source_of[stored.id] = turn_source(stored.metadata)
+        try:
+            stored = vault.add_turns(user_id, session.session_id, rows)
+        except Invalid as exc:  # a limit of the store's: say where in the dataset it was met
+            where = f"case {case.case_id!r}, session {session.session_id!r}"
+            raise Invalid("dataset", f"{where}: {exc}") from None
+        source_of |= {turn.id: turn_source(turn.metadata) for turn in stored}
     return source_of
 
 
@@ -127,7 +132,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run the whole evaluation in a temporary vault and return the report."""
     run = Run()
-    case_list = list(cases)
+    case_list = list(cases)  # the whole file is read, and checked, before anything is replayed
+    if not any(q.scored for case in case_list for q in case.questions):
+        raise Invalid("dataset", "no question to score (categories 1 to 4, with evidence turns)")
     with tempfile.TemporaryDirectory(prefix="memvault-eval-") as folder:
         vault = Vault(folder, embedder=embedder)
         try:
