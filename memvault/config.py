@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     embedding_api_key: str | None = Field(
         None, description="Bearer key for the endpoint, with embedder=remote."
     )
+    embedding_relevance_floor: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="With embedder=remote: the cosine under which an item without a query word "
+        "is no match (MiniLM's is 0.2). 0: any positive cosine matches.",
+    )  # fmt: skip
     model_cache: Path | None = Field(
         None,
         description="Folder for the query model memvault derives from MiniLM on first use; "

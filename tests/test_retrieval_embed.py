@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 
 from memvault.errors import Invalid, MemvaultError
-from memvault.retrieval.embed import HashingEmbedder, MiniLMEmbedder, RemoteEmbedder
+from memvault.retrieval.embed import (
+    HashingEmbedder,
+    MiniLMEmbedder,
+    RemoteEmbedder,
+    relevance_floor,
+)
 from memvault.retrieval.tokens import count_tokens
 from memvault.vault import Vault
 
@@ -32,6 +37,34 @@ def test_minilm_ranks_meaning_not_words(minilm: MiniLMEmbedder) -> None:
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     similar, unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
     assert similar > unrelated + 0.3
+
+
+HISTORY = (
+    "I adopted a puppy called Rex last week",
+    "Congratulations! What breed is Rex?",
+    "A beagle. Also my sister Jo moved to Lisbon in May.",
+    "Remind me to buy dog food tomorrow",
+)
+
+
+def test_minilm_search_brings_back_nothing_the_history_does_not_hold(
+    minilm: MiniLMEmbedder, tmp_path: Path
+) -> None:
+    """The dense signal is scaled to the best candidate, so without the relevance floor the
+    allergy (cosine 0.14 to the query) was the best match for quantum physics, and the
+    context took it in as relevant."""
+    with Vault(tmp_path, embedder=minilm) as vault:
+        for number, text in enumerate(HISTORY):
+            vault.add_turn("ann", "s1", "assistant" if number == 1 else "user", text)
+        vault.add_memory("ann", "Ann is allergic to peanuts", kind="episodic")
+        assert vault.search("ann", "explain quantum entanglement") == []
+        context = vault.context("ann", "explain quantum entanglement")
+        assert context.items == [] and context.text == ""
+        dogs = {h.text for h in vault.search("ann", "what dog do I have")}
+        assert dogs >= {HISTORY[0], HISTORY[2]}
+        assert "Ann is allergic to peanuts" not in dogs
+        # an outside embedder that predates the floor counts any positive cosine, as before
+        assert relevance_floor(object()) == 0.0  # type: ignore[arg-type]
 
 
 def test_minilm_batch_order_and_padding_do_not_change_vectors(minilm: MiniLMEmbedder) -> None:
@@ -142,6 +175,9 @@ def test_remote_embedder_validates_its_configuration() -> None:
     with pytest.raises(Invalid) as error:
         RemoteEmbedder("http://127.0.0.1:9", "")
     assert error.value.field == "model"
+    with pytest.raises(Invalid) as error:
+        RemoteEmbedder("http://127.0.0.1:9", "m", relevance_floor=1.0)
+    assert error.value.field == "relevance_floor"
 
 
 def test_settings_choose_the_embedder(
@@ -165,6 +201,10 @@ def test_settings_choose_the_embedder(
         assert [h.text for h in vault.search("u", "remote endpoint")] == [
             "the remote endpoint embeds this"
         ]
+        assert relevance_floor(vault.embedder) == 0.0  # a model of unknown scale: unset
+    floored = remote.model_copy(update={"embedding_relevance_floor": 0.3})
+    with Vault(settings=floored) as vault:
+        assert relevance_floor(vault.embedder) == 0.3
     with pytest.raises(ValidationError, match="needs embedding_url and embedding_model"):
         Settings(data=tmp_path / "x", embedder="remote")
 

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from memvault.errors import Invalid
 from memvault.retrieval.cues import expected_answer
 from memvault.retrieval.dense import Slots, Vectors
+from memvault.retrieval.embed import relevance_floor
 from memvault.retrieval.fusion import Signal, Weights, fuse, scale_to_max
 from memvault.retrieval.index import Filters, UserIndex
 from memvault.retrieval.items import Item
@@ -156,19 +157,16 @@ def search_index(
         signals["bm25"] = (
             bm25_all[slots] / top if top > 0 else np.zeros(len(slots), dtype=np.float32)
         )
-    if vector is not None:
-        signals["dense"] = scale_to_max(index.cosine(vector, slots))
+    cosines = index.cosine(vector, slots) if vector is not None else None
+    if cosines is not None:
+        signals["dense"] = scale_to_max(cosines)
     signals.update(
         _context_signals(
             index, slots=slots, query=query, weights=weights, query_terms=query_terms, window=window
         )
     )
     scores = fuse(signals, weights)
-    textual = np.zeros(len(slots), dtype=bool)
-    for name in ("bm25", "dense"):
-        if name in signals:
-            textual |= signals[name] > 0
-    scores[~textual] = 0.0  # recency or importance alone never makes an item relevant
+    scores[~_matched(len(slots), signals, cosines, relevance_floor(index.embedder))] = 0.0
     order = np.argsort(-scores, kind="stable")
     floor = query.min_score
     chosen = [
@@ -187,6 +185,26 @@ def search_index(
         )
         hits.append(_hit(item, _shown(scores[position]), explained))
     return hits
+
+
+def _matched(
+    count: int, signals: dict[str, Signal], cosines: Signal | None, floor: float
+) -> npt.NDArray[np.bool_]:
+    """Which candidates match the query at all: a query term (or a related word) in the key, or
+    a cosine at the embedder's relevance floor or above.
+
+    Recency, importance or salience alone never make an item relevant; nor does being the
+    nearest vector when nothing is near. The dense signal is scaled to the best candidate, so
+    in a small history, or for a question the history has nothing on, an unrelated item would
+    otherwise score as the best match ("explain quantum entanglement" against "Ann is allergic
+    to peanuts", cosine 0.14) and be padded into the LLM's context.
+    """
+    matched = np.zeros(count, dtype=bool)
+    if "bm25" in signals:
+        matched |= signals["bm25"] > 0
+    if cosines is not None:
+        matched |= (cosines > 0) & (cosines >= floor)
+    return matched
 
 
 def _best_matches(bm25_all: Scores, mask: npt.NDArray[np.bool_] | None, k: int) -> Slots:
