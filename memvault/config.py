@@ -82,7 +82,7 @@ class Settings(BaseSettings):
         None, description="Bearer key for the endpoint, with embedder=remote."
     )
     embedding_relevance_floor: float = Field(
-        0.0, ge=0.0, lt=1.0,
+        0.0, ge=0.0, le=1.0,
         description="With embedder=remote: the cosine under which an item without a query word "
         "is no match (MiniLM's is 0.2). 0: any positive cosine matches.",
     )  # fmt: skip

@@ -176,7 +176,7 @@ def test_remote_embedder_validates_its_configuration() -> None:
         RemoteEmbedder("http://127.0.0.1:9", "")
     assert error.value.field == "model"
     with pytest.raises(Invalid) as error:
-        RemoteEmbedder("http://127.0.0.1:9", "m", relevance_floor=1.0)
+        RemoteEmbedder("http://127.0.0.1:9", "m", relevance_floor=1.5)
     assert error.value.field == "relevance_floor"
 
 

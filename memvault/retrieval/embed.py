@@ -272,7 +272,7 @@ class RemoteEmbedder:
         if not model:
             raise Invalid("model", "must not be empty")
         # each model has its own scale of cosines: the operator, who knows it, may set a floor
-        self.relevance_floor = check_number("relevance_floor", relevance_floor, 0.0, 0.999)
+        self.relevance_floor = check_number("relevance_floor", relevance_floor, 0.0, 1.0)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
         self._model = model
