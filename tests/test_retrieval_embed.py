@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -52,17 +53,22 @@ def test_minilm_search_brings_back_nothing_the_history_does_not_hold(
 ) -> None:
     """The dense signal is scaled to the best candidate, so without the relevance floor the
     allergy (cosine 0.14 to the query) was the best match for quantum physics, and the
-    context took it in as relevant."""
+    context took it in as relevant. Inside the time a query names, the floor is waived: a
+    question about that time asks for what was said then."""
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
     with Vault(tmp_path, embedder=minilm) as vault:
         for number, text in enumerate(HISTORY):
-            vault.add_turn("ann", "s1", "assistant" if number == 1 else "user", text)
+            role = "assistant" if number == 1 else "user"
+            vault.add_turns("ann", "s1", [{"role": role, "content": text, "created_at": now}])
         vault.add_memory("ann", "Ann is allergic to peanuts", kind="episodic")
-        assert vault.search("ann", "explain quantum entanglement") == []
-        context = vault.context("ann", "explain quantum entanglement")
+        assert vault.search("ann", "explain quantum entanglement", now=now) == []
+        context = vault.context("ann", "explain quantum entanglement", now=now)
         assert context.items == [] and context.text == ""
-        dogs = {h.text for h in vault.search("ann", "what dog do I have")}
+        dogs = {h.text for h in vault.search("ann", "what dog do I have", now=now)}
         assert dogs >= {HISTORY[0], HISTORY[2]}
         assert "Ann is allergic to peanuts" not in dogs
+        today = {h.text for h in vault.search("ann", "what did we talk about today", now=now)}
+        assert today >= set(HISTORY)
         # an outside embedder that predates the floor counts any positive cosine, as before
         assert relevance_floor(object()) == 0.0  # type: ignore[arg-type]
 

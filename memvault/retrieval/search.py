@@ -138,6 +138,7 @@ def search_index(
     vector = embed()[0] if weights.dense > 0 else None  # after the BM25 walk: it ran meanwhile
     if vector is not None:
         parts.append(index.nearest(vector, pool, mask))
+    inside = None  # the slots created in the time the query names, if it names one
     if window is not None and weights.time > 0:
         inside = index.created_within(window.start, window.end, mask)
         if inside.any():
@@ -166,7 +167,10 @@ def search_index(
         )
     )
     scores = fuse(signals, weights)
-    scores[~_matched(len(slots), signals, cosines, relevance_floor(index.embedder))] = 0.0
+    floors = np.full(len(slots), relevance_floor(index.embedder), dtype=np.float32)
+    if inside is not None:
+        floors[inside[slots]] = 0.0
+    scores[~_matched(signals, cosines, floors)] = 0.0
     order = np.argsort(-scores, kind="stable")
     floor = query.min_score
     chosen = [
@@ -188,22 +192,24 @@ def search_index(
 
 
 def _matched(
-    count: int, signals: dict[str, Signal], cosines: Signal | None, floor: float
+    signals: dict[str, Signal], cosines: Signal | None, floors: Signal
 ) -> npt.NDArray[np.bool_]:
     """Which candidates match the query at all: a query term (or a related word) in the key, or
-    a cosine at the embedder's relevance floor or above.
+    a positive cosine at the candidate's floor or above.
 
     Recency, importance or salience alone never make an item relevant; nor does being the
     nearest vector when nothing is near. The dense signal is scaled to the best candidate, so
     in a small history, or for a question the history has nothing on, an unrelated item would
     otherwise score as the best match ("explain quantum entanglement" against "Ann is allergic
-    to peanuts", cosine 0.14) and be padded into the LLM's context.
+    to peanuts", cosine 0.14) and be padded into the LLM's context. The floor is the embedder's
+    relevance floor, and 0 inside the time the query names: "what did we talk about in
+    November?" asks for November, whatever was said.
     """
-    matched = np.zeros(count, dtype=bool)
+    matched = np.zeros(len(floors), dtype=bool)
     if "bm25" in signals:
         matched |= signals["bm25"] > 0
     if cosines is not None:
-        matched |= (cosines > 0) & (cosines >= floor)
+        matched |= (cosines > 0) & (cosines >= floors)
     return matched
 
 
