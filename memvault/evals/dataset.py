@@ -85,7 +85,6 @@ class _Malformed(Exception):
 _KIND_NAMES: dict[Any, str] = {
     str: "a string",
     list: "a list",
-    dict: "an object",
     bool: "true or false",
     (str, int): "a string or a number",
 }
@@ -97,7 +96,7 @@ def _field(parent: Any, key: str, kind: type | tuple[type, ...], where: str) -> 
         raise _Malformed(f"{where}{key} is missing")
     value = parent[key]
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise _Malformed(f"{where}{key} must be {_KIND_NAMES.get(kind, 'of another kind')}")
+        raise _Malformed(f"{where}{key} must be {_KIND_NAMES[kind]}")
     return value
 
 
@@ -112,6 +111,7 @@ def _text(parent: Any, key: str, where: str, *, max_chars: int | None = None) ->
 
 
 def _optional(parent: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    """`parent[key]` when present and not null, which must then be of `kind`; else None."""
     return None if parent.get(key) is None else _field(parent, key, kind, where)
 
 

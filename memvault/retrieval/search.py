@@ -167,10 +167,9 @@ def search_index(
         )
     )
     scores = fuse(signals, weights)
-    floors = np.full(len(slots), relevance_floor(index.embedder), dtype=np.float32)
-    if inside is not None:
-        floors[inside[slots]] = 0.0
-    scores[~_matched(signals, cosines, floors)] = 0.0
+    in_window = inside[slots] if inside is not None else None
+    relevance = relevance_floor(index.embedder)
+    scores[~_matched(len(slots), signals, cosines, relevance, in_window)] = 0.0
     order = np.argsort(-scores, kind="stable")
     floor = query.min_score
     chosen = [
@@ -192,24 +191,31 @@ def search_index(
 
 
 def _matched(
-    signals: dict[str, Signal], cosines: Signal | None, floors: Signal
+    count: int,
+    signals: dict[str, Signal],
+    cosines: Signal | None,
+    floor: float,
+    in_window: npt.NDArray[np.bool_] | None,
 ) -> npt.NDArray[np.bool_]:
     """Which candidates match the query at all: a query term (or a related word) in the key, or
-    a positive cosine at the candidate's floor or above.
+    a positive cosine at the embedder's relevance floor or above.
 
     Recency, importance or salience alone never make an item relevant; nor does being the
     nearest vector when nothing is near. The dense signal is scaled to the best candidate, so
     in a small history, or for a question the history has nothing on, an unrelated item would
     otherwise score as the best match ("explain quantum entanglement" against "Ann is allergic
-    to peanuts", cosine 0.14) and be padded into the LLM's context. The floor is the embedder's
-    relevance floor, and 0 inside the time the query names: "what did we talk about in
-    November?" asks for November, whatever was said.
+    to peanuts", cosine 0.14) and be padded into the LLM's context. Inside the time the query
+    names (`in_window`), any positive cosine will do: "what did we talk about in November?"
+    asks for November, whatever was said.
     """
-    matched = np.zeros(len(floors), dtype=bool)
+    matched = np.zeros(count, dtype=bool)
     if "bm25" in signals:
         matched |= signals["bm25"] > 0
     if cosines is not None:
-        matched |= (cosines > 0) & (cosines >= floors)
+        near = cosines >= floor
+        if in_window is not None:
+            near |= in_window
+        matched |= (cosines > 0) & near
     return matched
 
 
