@@ -98,6 +98,32 @@ def test_bm25_grown_in_any_order_scores_as_if_built_whole() -> None:
         assert np.allclose(grown.scores([term]), whole.scores([term])), term
 
 
+def test_bm25_counts_only_live_documents_in_a_terms_frequency() -> None:
+    """Removed documents keep their postings but leave every term's document frequency, also
+    when searches, removals and appends take turns. Counting them drove a common term's IDF
+    below zero once they outnumbered the live ones: the live 'dog' documents matched nothing."""
+    rng = np.random.default_rng(5)
+    vocabulary = ["dog", "park", "violin", "lake"]
+    topped_up, live = BM25Index(), {}
+    for slot in range(200):
+        words = list(rng.choice(vocabulary, size=int(rng.integers(1, 4))))
+        topped_up.add(slot, words)
+        live[slot] = words
+        if slot % 3 and rng.random() < 0.6:
+            gone = int(rng.choice(list(live)))
+            topped_up.remove(gone)
+            del live[gone]
+        if slot % 7 == 0:
+            topped_up.scores(vocabulary)  # counts made between removals must not go stale
+    rebuilt = BM25Index()
+    for slot, words in enumerate(live.values()):
+        rebuilt.add(slot, words)
+    for term in vocabulary:
+        kept = topped_up.scores([term])[list(live)]
+        assert np.allclose(kept, rebuilt.scores([term])), term
+        assert (kept > 0).sum() == sum(term in words for words in live.values())
+
+
 def test_bm25_term_weights_scale_each_terms_share() -> None:
     index = BM25Index()
     for slot, doc in enumerate([["dog", "park"], ["child", "park"], ["violin"]]):
@@ -123,6 +149,23 @@ def test_dense_index_exact_and_ann_agree_on_the_nearest() -> None:
     ann.remove(123)
     assert 123 not in exact.nearest(query, 5)
     assert 123 not in ann.nearest(query, 5)
+
+
+def test_moved_vectors_are_found_at_their_new_slots_only() -> None:
+    """A session's turns indexed anew take their vectors along (`DenseIndex.move`): the graph
+    renames them, and neither search may return a slot they left."""
+    rng = np.random.default_rng(3)
+    vectors = normalise(rng.normal(size=(300, 32)).astype(np.float32))
+    for index in (DenseIndex(32, ann_threshold=10_000), DenseIndex(32, ann_threshold=100)):
+        index.add(0, vectors)
+        index.move(np.array([40, 41, 42]), 300)
+        for old, new in ((40, 300), (41, 301), (42, 302)):
+            found = index.nearest(vectors[old] + 0.01, 5)
+            assert found[0] == new and old not in found
+            assert np.array_equal(index.vectors(np.array([new])), vectors[[old]])
+        assert len(index) == 303
+        with pytest.raises(ValueError, match="in order"):
+            index.move(np.array([7]), 400)
 
 
 def _turn(i: int, text: str, session: str = "s1", speaker: str = "Ann", days: int = 0) -> Item:
@@ -173,6 +216,16 @@ def test_a_turn_learns_of_its_reply_across_appends_and_keeps_it_after_compaction
     compacted = index.compacted()
     first = [compacted.item(s).id for s in range(len(compacted))].index("t1")
     assert compacted.bm25(terms("sharks"))[first] > 0
+
+
+def test_a_speaker_whose_turns_are_all_gone_names_nobody() -> None:
+    index = UserIndex(HashingEmbedder(64))
+    index.add([_turn(1, "hello"), _turn(2, "hi Ann", speaker="Bo Li"), _turn(3, "how are you")])
+    assert index.speaker_words == {"ann", "bo", "li"}
+    index.remove([("turn", "t2")])
+    assert index.speaker_words == {"ann"}
+    index.remove([("turn", "t1")])
+    assert index.speaker_words == {"ann"}  # t3 is Ann's too
 
 
 def test_compaction_keeps_live_items_and_their_vectors() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -190,6 +191,18 @@ def test_search_records_memory_access_in_the_background(recall_vault: Vault) -> 
     vault.search("u", "penicillin")
     vault.recall.close()  # waits for the background writes
     assert vault.get_memory("u", memory.id).access_count == 2
+
+
+def test_the_access_signal_sees_uses_since_the_index_was_built(recall_vault: Vault) -> None:
+    """Access counts do not move the revision, so the cached index counts each use itself;
+    it used to keep the counts it was built with for as long as it stayed cached."""
+    vault = recall_vault
+    memory = vault.add_memory("u", "allergic to penicillin")
+    for _ in range(3):
+        vault.search("u", "penicillin")
+    (hit,) = vault.search("u", "penicillin", explain=True, record_access=False)
+    assert hit.id == memory.id and hit.signals is not None
+    assert hit.signals["access"] == pytest.approx(math.log1p(3) / math.log1p(100), abs=1e-4)
 
 
 def test_an_agents_view_fills_its_page_and_records_only_what_it_was_shown(

@@ -15,6 +15,7 @@ chance match elsewhere.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,11 +53,13 @@ class Filters:
 
 
 class _SessionDocs:
-    """BM25 over whole sessions, re-indexing a session when it grows.
+    """BM25 over whole sessions. A session's document grows in place as its turns arrive.
 
-    A grown session is re-added under a new slot; the old slot is masked and the whole index is
-    rebuilt once dead slots outnumber live ones, which keeps the cost of a turn-by-turn
-    conversation linear.
+    Growing in place keeps every session at one slot: a session re-added under a new slot each
+    time it grew left its old slots behind, and with a turn appended at a time (a chat) those
+    outnumbered the live sessions between rebuilds. A session that loses turns is dropped and
+    added again from the turns it has left (`UserIndex.remove`); the index is rebuilt once
+    dropped slots outnumber live ones.
     """
 
     def __init__(self) -> None:
@@ -69,20 +72,17 @@ class _SessionDocs:
         self._term_count = 0
 
     def extend(self, new_terms: dict[str, list[str]]) -> None:
-        """Add terms to sessions (one batch of turns), re-indexing each grown session once."""
+        """Add terms to sessions (one batch of turns), each session's document grown in place."""
         for session_id, more in new_terms.items():
             known = self._terms.get(session_id)
             added = " ".join(more)
             self._terms[session_id] = f"{known} {added}" if known else added
             self._term_count += len(more)
-            if session_id in self._slot:
-                self._bm25.remove(self._slot.pop(session_id))
-                self._dead += 1
-        if self._dead > len(self._terms) + 16:
-            self._rebuild()
-            return
-        for session_id in new_terms:
-            self._add(session_id)
+            slot = self._slot.get(session_id)
+            if slot is None:
+                self._add(session_id)
+            else:
+                self._bm25.extend(slot, more)
 
     def drop(self, session_id: str) -> None:
         self._term_count -= len(self._terms.pop(session_id, "").split())
@@ -90,6 +90,8 @@ class _SessionDocs:
         if slot is not None:
             self._bm25.remove(slot)
             self._dead += 1
+            if self._dead > len(self._terms) + 16:
+                self._rebuild()
 
     def _add(self, session_id: str) -> None:
         slot = len(self._bm25)
@@ -135,8 +137,10 @@ class UserIndex:
         self._cues = CueColumns()
         self._session_tail: dict[str, list[list[str]]] = {}
         self._session_last: dict[str, int] = {}
-        # speaker codes by each word of the speaker's name, lower-cased
+        # speaker codes by each word of the speaker's name, lower-cased, and how many live
+        # slots each code has: a speaker whose turns are all gone names nobody any more
         self._speaker_by_word: dict[str, set[int]] = {}
+        self._speaker_slots: Counter[int] = Counter()
         # the same words, replaced whole when one is added: another thread may read it while
         # this index is topped up (see IndexCache.speaker_words)
         self.speaker_words: frozenset[str] = frozenset()
@@ -162,6 +166,10 @@ class UserIndex:
             self.remove((i.type, i.id) for i in items if self._has(i.type, i.id))
         if vectors is None:
             vectors = self.embedder.embed([item.key for item in items])
+        self._dense.add(self._append(items), vectors)
+
+    def _append(self, items: Sequence[Item]) -> int:
+        """Index items at the next slots, but for their vectors; the first slot is returned."""
         first = len(self._items)
         if first + len(items) > len(self._alive):
             self._alive = grown(self._alive, first + len(items))
@@ -169,7 +177,7 @@ class UserIndex:
         for offset, item in enumerate(items):
             self._add_one(first + offset, item, session_terms)
         self._sessions.extend(session_terms)
-        self._dense.add(first, vectors)
+        return first
 
     def _add_one(self, slot: int, item: Item, session_terms: dict[str, list[str]]) -> None:
         own = terms(item.key)
@@ -190,33 +198,80 @@ class UserIndex:
         self._cues.set(slot, item)
         self._slot.setdefault(item.type, {})[item.id] = slot
         self._alive[slot] = True
-        speaker = self._items.categories["speaker"].codes[slot]
-        for word in words(item.speaker.lower() if item.speaker else ""):
+        self._count_speaker(int(self._items.categories["speaker"].codes[slot]), item.speaker)
+
+    def _count_speaker(self, speaker: int, name: str | None) -> None:
+        """Count one more slot of `speaker` (a code); their name's words now name them."""
+        if speaker < 0 or name is None:
+            return
+        self._speaker_slots[speaker] += 1
+        for word in words(name.lower()):
             codes = self._speaker_by_word.get(word)
             if codes is None:
                 codes = self._speaker_by_word[word] = set()
                 self.speaker_words = self.speaker_words | {word}
-            codes.add(int(speaker))
+            codes.add(speaker)
+
+    def _forget_speaker(self, speaker: int) -> None:
+        """Count one slot of `speaker` gone; with their last one, their name's words go too."""
+        if speaker < 0:
+            return
+        self._speaker_slots[speaker] -= 1
+        if self._speaker_slots[speaker]:
+            return
+        del self._speaker_slots[speaker]
+        for word, codes in list(self._speaker_by_word.items()):
+            codes.discard(speaker)
+            if not codes:
+                del self._speaker_by_word[word]
+        self.speaker_words = frozenset(self._speaker_by_word)
 
     def remove(self, keys: Iterable[tuple[str, str]]) -> None:
-        """Drop items by (type, id); unknown keys are ignored (a tombstone may be older)."""
+        """Drop items by (type, id); unknown keys are ignored (a tombstone may be older).
+
+        The turns a session has left are then indexed again, so that each one's lexical
+        document holds its live neighbours and the session's document only its live turns, as
+        an index built now would have them; their vectors are reused (no model call).
+        """
+        touched: set[str] = set()
         for item_type, item_id in keys:
             slot = self._slot.get(item_type, {}).pop(item_id, None)
             if slot is None:
                 continue
-            self._bm25.remove(slot)
-            self._dense.remove(slot)
-            self._alive[slot] = False
             session_id = self._items.categories["session_id"].get(slot)
             if session_id is not None:
-                self.drop_session(session_id)  # its remaining turns regain it at compaction
-            self._items.release(slot)
-            self._dead += 1
+                touched.add(session_id)
+            self._release(slot)
+            self._dense.remove(slot)
+        for session_id in touched:
+            self._reindex_session(session_id)
 
-    def drop_session(self, session_id: str) -> None:
+    def _release(self, slot: int) -> None:
+        """Empty a slot whose id has left `_slot` (but for its vector, the caller's business):
+        out of the lexical index and the filters, counted as dead."""
+        self._bm25.remove(slot)
+        self._alive[slot] = False
+        self._forget_speaker(int(self._items.categories["speaker"].codes[slot]))
+        self._items.release(slot)
+        self._dead += 1
+
+    def _reindex_session(self, session_id: str) -> None:
+        """Index a session's live turns again, in order, under new slots (their vectors move
+        with them: no model call, no insertion into the HNSW graph)."""
         self._sessions.drop(session_id)
         self._session_tail.pop(session_id, None)
         self._session_last.pop(session_id, None)
+        size = len(self._items)
+        in_session = self._items.categories["session_id"].matches(size, (session_id,))
+        slots = np.flatnonzero(in_session & self._alive[:size])
+        if len(slots) == 0:
+            return
+        slots = slots[np.argsort(self._items.numbers["seq"][slots], kind="stable")]
+        turns = self.items(slots.tolist())
+        for slot, turn in zip(slots.tolist(), turns, strict=True):
+            del self._slot[TURN][turn.id]
+            self._release(slot)
+        self._dense.move(slots, self._append(turns))
 
     def compacted(self) -> UserIndex:
         """A fresh index of the live items, reusing their vectors (no model call)."""
@@ -333,6 +388,16 @@ class UserIndex:
 
     def access_counts(self, slots: Slots) -> npt.NDArray[np.int64]:
         return self._items.numbers["access_count"][slots]
+
+    def count_access(self, memory_ids: Iterable[str]) -> None:
+        """One more use of each memory, as the store counts it: a search's access signal then
+        sees the uses since this index was built (access counts do not move the revision)."""
+        slots = self._slot.get(MEMORY, {})
+        counts = self._items.numbers["access_count"]
+        for memory_id in memory_ids:
+            slot = slots.get(memory_id)
+            if slot is not None:
+                counts[slot] += 1
 
     def salience(self, slots: Slots) -> npt.NDArray[np.float32]:
         return self._cues.salience(slots)

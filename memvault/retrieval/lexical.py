@@ -38,6 +38,11 @@ class BM25Index:
 
     Slots are appended and never reused; removing an item zeroes its postings' effect through the
     `alive` mask, so positions stay stable for the dense index and the metadata arrays beside it.
+    A removed document's postings stay, but it no longer counts in any term's document
+    frequency: a term's live count is made again, once, the first time a search uses the term
+    after a removal (`_document_frequency`). Counting the removed ones too, as this index did,
+    drove the IDF of a common term below zero once removals outnumbered the live documents that
+    held it, and a term scoring below zero matches nothing.
     """
 
     def __init__(self, *, k1: float = 1.2, b: float = 0.75) -> None:
@@ -49,6 +54,11 @@ class BM25Index:
         self._docs: list[Slots] = []
         self._tfs: list[Frequencies] = []
         self._filled: list[int] = []
+        # by term id: its live document frequency and the removal count it was made at; kept up
+        # to date by appends, made again after a removal only when a search asks for it
+        self._live_df: list[int] = []
+        self._df_removals: list[int] = []
+        self._removals = 0
         self._array_bytes = 0
         self._lengths = np.zeros(0, dtype=np.float32)
         self._alive = np.zeros(0, dtype=bool)
@@ -69,6 +79,7 @@ class BM25Index:
             self._alive = np.concatenate([self._alive, np.zeros(grow, dtype=bool)])
         counts = Counter(terms)
         vocab, all_docs, all_tfs, filled = self._vocab, self._docs, self._tfs, self._filled
+        live_df = self._live_df
         for term, tf in counts.items():  # the hot loop of an index build: calls only when rare
             tid = vocab.get(term)
             if tid is None:
@@ -80,6 +91,7 @@ class BM25Index:
             docs[at] = slot
             tfs[at] = tf
             filled[tid] = at + 1
+            live_df[tid] += 1
         length = float(sum(counts.values()))
         self._lengths[slot] = length
         self._alive[slot] = True
@@ -118,6 +130,7 @@ class BM25Index:
                 docs[at] = slot
                 tfs[at] = tf
                 self._filled[tid] = count + 1
+                self._live_df[tid] += 1
         length = float(sum(counts.values()))
         self._lengths[slot] += length
         self._total_length += length
@@ -127,6 +140,8 @@ class BM25Index:
         self._docs.append(np.empty(0, dtype=np.int32))
         self._tfs.append(np.empty(0, dtype=np.uint16))
         self._filled.append(0)
+        self._live_df.append(0)
+        self._df_removals.append(self._removals)
         return tid
 
     def _room(self, tid: int, entries: int, tf: int) -> tuple[Slots, Frequencies]:
@@ -150,12 +165,24 @@ class BM25Index:
         return grown_docs, grown_tfs
 
     def remove(self, slot: int) -> None:
-        """Forget a slot's document. Document frequencies keep counting it until the next
-        rebuild, a small IDF drift that is cheaper than rewriting postings on every delete."""
+        """Forget a slot's document. Its postings stay (rewriting them on every delete would
+        cost more than it saves); the live document frequencies of its terms are counted again
+        when next needed."""
         if 0 <= slot < self._size and self._alive[slot]:
             self._alive[slot] = False
             self._live -= 1
             self._total_length -= float(self._lengths[slot])
+            self._removals += 1
+
+    def _document_frequency(self, tid: int) -> int:
+        """How many live documents hold the term. Exact: after a removal, the term's postings
+        are counted again against the live mask the first time a search needs them (one pass
+        over them, about 0.1 ms for 100k postings); appends keep the count up to date."""
+        if self._df_removals[tid] != self._removals:
+            filled = self._filled[tid]
+            self._live_df[tid] = int(np.count_nonzero(self._alive[self._docs[tid][:filled]]))
+            self._df_removals[tid] = self._removals
+        return self._live_df[tid]
 
     def scores(self, query_terms: Iterable[str]) -> Scores:
         """BM25 score of every slot (zero where no query term occurs or the slot is removed)."""
@@ -172,8 +199,9 @@ class BM25Index:
             tid = self._vocab.get(term)
             if tid is None or weight <= 0:
                 continue
-            df = self._filled[tid]
-            docs, tfs = self._docs[tid][:df], self._tfs[tid][:df]
+            filled = self._filled[tid]
+            docs, tfs = self._docs[tid][:filled], self._tfs[tid][:filled]
+            df = self._document_frequency(tid)
             idf = math.log(1 + (self._live - df + 0.5) / (df + 0.5))
             norm = self.k1 * (1 - self.b + self.b * self._lengths[docs] / avg_length)
             # float32 throughout: uint16 frequencies meet float32 operands, so no copy of the

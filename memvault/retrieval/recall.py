@@ -287,8 +287,11 @@ class Recall:
             hits = search_index(
                 index, request, chosen, query_vector=vector.result if vector else None
             )
-        recalled = [h.id for h in hits if h.type == MEMORY]
-        if record_access and recalled and not self._closed.is_set():
+            recalled = [h.id for h in hits if h.type == MEMORY]
+            recording = record_access and recalled and not self._closed.is_set()
+            if recording:  # the store's count is written on another thread: this index's now
+                index.count_access(recalled)
+        if recording:
             self._writer.submit(self._record, user_id, recalled, utcnow())
         return hits
 
