@@ -230,6 +230,31 @@ def without_query_embedding(index: UserIndex, texts: list[str]) -> dict[str, flo
         index.embedder = model
 
 
+def turn_by_turn(index: UserIndex, texts: list[str]) -> dict[str, dict[str, float]]:
+    """A chat at this size: one turn appended (its vector given: the model's share is in
+    `top_up_per_1k`), then a search; against a search with no write before it, alternating.
+    The searches embed their queries with hashing vectors: the index's share of a query."""
+    model = index.embedder
+    index.embedder = HashingEmbedder(model.dim)
+    turns, vectors = items(len(texts), start=20_000_000), random_vectors(len(texts))
+    times: dict[str, list[float]] = {"append_one_turn": [], "search_after_it": [], "search": []}
+    try:
+        for n, text in enumerate(texts):
+            request = Query(text=text, limit=10, filters=Filters(now=NOW), now=NOW)
+            started = time.perf_counter()
+            search_index(index, request, Weights())
+            times["search"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            index.add(turns[n : n + 1], vectors[n : n + 1])
+            times["append_one_turn"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            search_index(index, request, Weights())
+            times["search_after_it"].append(time.perf_counter() - started)
+    finally:
+        index.embedder = model
+    return {name: summary_ms(values) for name, values in times.items()}
+
+
 def query_embedding(texts: list[str]) -> dict[str, dict[str, float]]:
     """One query's embedding alone, by the query model and by the full model, in alternating
     blocks."""
@@ -308,6 +333,7 @@ def main() -> None:
         }
         if size == SIZES[-1]:
             row["top_up_per_1k"] = top_up_cost(index)
+            row["turn_by_turn"] = turn_by_turn(index, queries())
         results["search"][str(size)] = row
         print(size, json.dumps(row))
         recall.close()

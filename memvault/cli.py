@@ -113,7 +113,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     path = args.dataset or datasets_dir() / "locomo.jsonl"
     embedder = HashingEmbedder() if args.embedder == "hashing" else None
-    report = evaluate(read_cases(path, limit=args.cases), embedder=embedder)
+    report = evaluate(read_cases(path, limit=args.cases), embedder=embedder, replay=args.replay)
     report["dataset"] = path.name
     print(format_table(report))
     if args.output:
@@ -181,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument(
         "--embedder", choices=["minilm", "hashing"], default="minilm",
         help="hashing: no model, for a quick check of the harness",
+    )  # fmt: skip
+    evaluation.add_argument(
+        "--replay", choices=["sessions", "turns"], default="sessions",
+        help="write a session a call, or a turn a call with the index topped up after each "
+        "(as a chat writes; slower)",
     )  # fmt: skip
     evaluation.set_defaults(run=cmd_eval)
     move = commands.add_parser("migrate", help="copy a SQLite deployment into PostgreSQL")

@@ -175,6 +175,20 @@ def test_harness_replays_and_scores_a_made_up_case(mini_dataset: Path) -> None:
     assert "hybrid" in table and "p99" in table
 
 
+def test_a_case_written_turn_by_turn_scores_as_one_written_a_session_at_a_time(
+    mini_dataset: Path,
+) -> None:
+    """What a chat gets (a turn a call, the index topped up in between) is what is measured."""
+    by_session = evaluate(read_cases(mini_dataset), embedder=HashingEmbedder(), progress=False)
+    by_turn = evaluate(
+        read_cases(mini_dataset), embedder=HashingEmbedder(), progress=False, replay="turns"
+    )
+    assert by_turn["modes"] == by_session["modes"]
+    assert (by_session["replay"], by_turn["replay"]) == ("sessions", "turns")
+    with pytest.raises(Invalid, match="replay"):
+        evaluate(read_cases(mini_dataset), embedder=HashingEmbedder(), replay="words")
+
+
 LOCOMO = datasets_dir() / "locomo.jsonl"
 
 
@@ -195,6 +209,8 @@ def test_locomo_slice_recalls_most_single_hop_evidence() -> None:
         report["modes"]["hybrid"]["all"]["recall@10"]
         >= report["modes"]["dense"]["all"]["recall@10"]
     )
+    by_turn = evaluate([small], embedder=HashingEmbedder(), progress=False, replay="turns")
+    assert by_turn["modes"] == report["modes"]  # a chat's index scores as a batch-built one
 
 
 def test_eval_command_prints_the_table_and_writes_json(

@@ -4,6 +4,10 @@ Each case becomes one user: its sessions are appended in order, every turn dated
 session's date and carrying its source turn id in metadata. Each question is then asked with
 `now` set to its date (or the last session's date when it has none), in three modes (hybrid,
 BM25 only, dense only) and through context assembly at two token budgets. No LLM is called.
+
+A session is written in one call by default. `replay="turns"` writes each turn in its own call
+and tops the user's index up after every one, as a chat does that recalls on each turn: what
+users of a live index get, which must score as the same data written in one go.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from memvault.vault import Vault
 SOURCE_ID = "source_turn_id"
 CONTEXT_BUDGETS = (1000, 2000)
 SEARCH_LIMIT = 20
+REPLAYS = ("sessions", "turns")
 
 
 @dataclass
@@ -49,8 +54,9 @@ class Run:
         }
 
 
-def replay(vault: Vault, user_id: str, case: Case) -> dict[str, str]:
-    """Append the case's sessions to `user_id`; return vault turn id -> source turn id."""
+def replay(vault: Vault, user_id: str, case: Case, *, by_turn: bool = False) -> dict[str, str]:
+    """Append the case's sessions to `user_id`, a session a call or (`by_turn`) a turn a call
+    with the index topped up after each; return vault turn id -> source turn id."""
     source_of: dict[str, str] = {}
     for session in case.sessions:
         rows = [
@@ -66,11 +72,14 @@ def replay(vault: Vault, user_id: str, case: Case) -> dict[str, str]:
             for turn in session.turns
         ]
         try:
-            stored = vault.add_turns(user_id, session.session_id, rows)
+            for batch in [[row] for row in rows] if by_turn else [rows]:
+                stored = vault.add_turns(user_id, session.session_id, batch)
+                source_of |= {turn.id: turn_source(turn.metadata) for turn in stored}
+                if by_turn:
+                    vault.recall.cache.get(user_id, vault.store.revision(user_id))
         except Invalid as exc:  # a limit of the store's: say where in the dataset it was met
             where = f"case {case.case_id!r}, session {session.session_id!r}"
             raise Invalid("dataset", f"{where}: {exc}") from None
-        source_of |= {turn.id: turn_source(turn.metadata) for turn in stored}
     return source_of
 
 
@@ -78,10 +87,10 @@ def turn_source(metadata: dict[str, Any]) -> str:
     return str(metadata.get(SOURCE_ID, ""))
 
 
-def evaluate_case(vault: Vault, case: Case, run: Run) -> None:
+def evaluate_case(vault: Vault, case: Case, run: Run, *, by_turn: bool = False) -> None:
     """Replay one case into its own user and score every recall question against it."""
     user_id = f"eval-{case.case_id}"
-    source_of = replay(vault, user_id, case)
+    source_of = replay(vault, user_id, case, by_turn=by_turn)
     run.turns += len(source_of)
     started = time.perf_counter()
     vault.recall.cache.get(user_id, vault.store.revision(user_id))
@@ -128,9 +137,16 @@ def _context_recall(
 
 
 def evaluate(
-    cases: Iterable[Case], *, embedder: Embedder | None = None, progress: bool = True
+    cases: Iterable[Case],
+    *,
+    embedder: Embedder | None = None,
+    progress: bool = True,
+    replay: str = "sessions",
 ) -> dict[str, Any]:
-    """Run the whole evaluation in a temporary vault and return the report."""
+    """Run the whole evaluation in a temporary vault and return the report. `replay` is how
+    turns are written: a session a call (`sessions`) or a turn a call (`turns`)."""
+    if replay not in REPLAYS:
+        raise Invalid("replay", f"unknown value; expected one of: {', '.join(REPLAYS)}")
     run = Run()
     case_list = list(cases)  # the whole file is read, and checked, before anything is replayed
     if not any(q.scored for case in case_list for q in case.questions):
@@ -139,10 +155,11 @@ def evaluate(
         vault = Vault(folder, embedder=embedder)
         try:
             for case in tqdm(case_list, desc="cases", unit="case", disable=not progress):
-                evaluate_case(vault, case, run)
+                evaluate_case(vault, case, run, by_turn=replay == "turns")
         finally:
             vault.close()
     report = run.report()
     report["cases"] = len(case_list)
+    report["replay"] = replay
     report["embedder"] = vault.recall.cache.embedder.name
     return report

@@ -23,8 +23,9 @@ Frequencies = npt.NDArray[np.uint16] | npt.NDArray[np.int32]
 # every count stays exact.
 _NARROW_TF_MAX = 0xFFFF
 # per term, beside its arrays' contents: the vocabulary entry and string, two array headers,
-# its list slots and its posting count
-_TERM_BYTES = 360
+# its list slots, its posting count and its live document count (with the removal count it
+# was made at)
+_TERM_BYTES = 400
 
 
 class BM25Index:
@@ -177,7 +178,7 @@ class BM25Index:
     def _document_frequency(self, tid: int) -> int:
         """How many live documents hold the term. Exact: after a removal, the term's postings
         are counted again against the live mask the first time a search needs them (one pass
-        over them, about 0.1 ms for 100k postings); appends keep the count up to date."""
+        over them, 0.1 to 0.3 ms for 100k postings); appends keep the count up to date."""
         if self._df_removals[tid] != self._removals:
             filled = self._filled[tid]
             self._live_df[tid] = int(np.count_nonzero(self._alive[self._docs[tid][:filled]]))
