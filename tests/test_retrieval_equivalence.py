@@ -2,10 +2,12 @@
 
 The cache tops a user's index up from the rows written since its revision instead of
 rebuilding it, so every write path must leave the index as a fresh build would be: turns
-appended one at a time with searches in between (a chat), memories rewritten, superseded and
-deleted, sessions deleted, a channel cleared out of sessions that mix channels, and the
-compactions all this leads to. Each case replays a seeded random history, then asks every query
-of the live vault and of a second vault opened on the same store, and compares hits and scores.
+appended one at a time with searches in between (a chat) or through the server's group commit,
+memories rewritten (text, kind, tier, importance, tags), superseded and deleted, sessions
+deleted, a channel cleared out of sessions that mix channels, and the compactions all this leads
+to. Each case replays a seeded random history, then asks every query, bare and under each
+filter, of the live vault and of a second vault opened on the same store, and compares hits and
+scores.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ WORDS = [
     "marathon", "chess", "movie",
 ]  # fmt: skip
 QUERIES = WORDS + [f"{a} {b}" for a, b in zip(WORDS, WORDS[3:], strict=False)] + ["what did Bo say"]
+FILTERS: list[dict[str, object]] = [
+    {"types": ["memory"], "kinds": ["fact"]},
+    {"tiers": ["working", "archive"]},
+    {"tags": ["home"]},
+    {"types": ["turn"], "session_id": "the newest live session"},
+    {"since": START + timedelta(days=50), "until": START + timedelta(days=150)},
+]
 
 
 class History:
@@ -50,17 +59,19 @@ class History:
         if choice < 0.45 or not self.sessions:
             self.append_turns()
         elif choice < 0.60:
-            self.memories.append(self.vault.add_memory("u", self.sentence()).id)
+            memory = self.vault.add_memory("u", self.sentence(), **self.memory_fields())
+            self.memories.append(memory.id)
         elif choice < 0.67 and self.memories:
             memory_id = self.rng.choice(self.memories)
-            self.vault.update_memory("u", memory_id, text=self.sentence())
+            fields = self.rng.choice([{"text": self.sentence()}, self.memory_fields()])
+            self.vault.update_memory("u", memory_id, **fields)
         elif choice < 0.74 and self.memories:
             memory_id = self.memories.pop(self.rng.randrange(len(self.memories)))
             self.vault.delete_memory("u", memory_id)
         elif choice < 0.80 and self.memories:
             memory_id = self.memories.pop(self.rng.randrange(len(self.memories)))
             self.memories.append(self.vault.supersede_memory("u", memory_id, self.sentence()).id)
-        elif choice < 0.88:
+        elif choice < 0.94:
             session_id = self.sessions.pop(self.rng.randrange(len(self.sessions)))
             self.vault.delete_session("u", session_id)
         else:
@@ -68,6 +79,16 @@ class History:
             self.sessions = [s for s in self.sessions if self._has_turns(s)]
         if self.rng.random() < 0.5:  # the index is topped up between some writes, not others
             self.vault.search("u", self.rng.choice(WORDS), limit=5)
+
+    def memory_fields(self) -> dict[str, object]:
+        """What a memory may be given or changed to, beside its text: every filter's column."""
+        fields = {
+            "kind": self.rng.choice(("fact", "episodic", "procedural")),
+            "tier": self.rng.choice(("working", "long_term", "archive")),
+            "importance": round(self.rng.random(), 2),
+            "tags": self.rng.sample(("home", "work", "health"), self.rng.randint(0, 2)),
+        }
+        return dict(self.rng.sample(sorted(fields.items()), self.rng.randint(1, len(fields))))
 
     def append_turns(self) -> None:
         if self.sessions and self.rng.random() < 0.6:
@@ -85,7 +106,10 @@ class History:
             }
             for _ in range(self.rng.randint(1, 4))
         ]
-        self.vault.add_turns("u", session_id, turns)
+        if self.rng.random() < 0.5:
+            self.vault.add_turns("u", session_id, turns)
+        else:  # the server's group commit, one group per turn
+            self.vault.add_turn_groups([("u", session_id, [turn]) for turn in turns])
 
     def _has_turns(self, session_id: str) -> bool:
         try:
@@ -114,14 +138,22 @@ def test_an_index_topped_up_write_by_write_ranks_as_a_fresh_build(
     for _ in range(150):
         history.step()
     now = START + timedelta(days=history.day + 1)
-    live = {q: vault.search("u", q, now=now, record_access=False) for q in QUERIES}
+    filters = [
+        {**f, "session_id": history.sessions[-1]} if "session_id" in f else f for f in FILTERS
+    ]
+    asked = [(q, {}) for q in QUERIES] + [(q, f) for q in WORDS[::3] for f in filters]
+    live = [vault.search("u", q, now=now, record_access=False, **f) for q, f in asked]
     assert vault.recall.cache.get("u", vault.store.revision("u")) is not first_index  # compacted
     vault.recall.close()  # the access counts searches recorded are written before the rebuild
     fresh_vault = Vault(settings=vault.settings, embedder=HashingEmbedder())
     try:
-        for query, hits in live.items():
-            fresh = fresh_vault.search("u", query, now=now, record_access=False)
-            assert _ranked(hits) == _ranked(fresh), query
-        assert sum(len(hits) for hits in live.values()) > len(QUERIES)  # the check checked much
+        for (query, filters), hits in zip(asked, live, strict=True):
+            fresh = fresh_vault.search("u", query, now=now, record_access=False, **filters)
+            assert _ranked(hits) == _ranked(fresh), (query, filters)
+        assert sum(len(hits) for hits in live) > len(asked)  # the check checked much
+        assert all(
+            any(live[i] for i in range(len(QUERIES) + n, len(asked), len(FILTERS)))
+            for n in range(len(FILTERS))
+        )  # and every filter let something through
     finally:
         fresh_vault.close()
