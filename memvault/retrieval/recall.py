@@ -26,7 +26,7 @@ from datetime import datetime
 from memvault import validate as v
 from memvault.errors import Invalid
 from memvault.model import Channel, MemoryKind, Tier, utcnow
-from memvault.retrieval.cache import DEFAULT_MAX_BYTES, IndexCache, Loader, VectorStore
+from memvault.retrieval.cache import DEFAULT_MAX_BYTES, Changes, IndexCache, Loader, VectorStore
 from memvault.retrieval.embed import Embedder, Vectors
 from memvault.retrieval.fusion import Weights
 from memvault.retrieval.index import Filters
@@ -218,8 +218,16 @@ class Recall:
         weights: Weights | None = None,
         vectors: VectorStore | None = None,
     ) -> None:
+        # by user, the last access write submitted and not yet done (the writer runs them in
+        # order, so it stands for all of them)
+        self._access_writes: dict[str, Future[None]] = {}
+        self._access_lock = threading.Lock()
         self.cache = IndexCache(
-            embedder, loader, max_bytes=max_bytes, ann_threshold=ann_threshold, vectors=vectors
+            embedder,
+            self._after_access_writes(loader),
+            max_bytes=max_bytes,
+            ann_threshold=ann_threshold,
+            vectors=vectors,
         )
         self.weights = weights or Weights()
         self.query_vectors = QueryVectors(embedder)
@@ -227,6 +235,21 @@ class Recall:
         self._record_access = record_access
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memvault-access")
         self._closed = threading.Event()
+
+    def _after_access_writes(self, loader: Loader) -> Loader:
+        """`loader`, run once the user's access counts in flight are written. The cached index
+        counts a use at once and the store a moment later; a memory rewritten in that moment
+        would otherwise come back into the index without the use. Searches never wait here:
+        only a top-up does, and only while a write for the same user is under way."""
+
+        def load(user_id: str, revision: int) -> Changes:
+            with self._access_lock:
+                pending = self._access_writes.get(user_id)
+            if pending is not None:
+                pending.result()  # `_record` logs its own errors: this never raises
+            return loader(user_id, revision)
+
+        return load
 
     def search(
         self,
@@ -288,12 +311,24 @@ class Recall:
                 index, request, chosen, query_vector=vector.result if vector else None
             )
             recalled = [h.id for h in hits if h.type == MEMORY]
-            recording = record_access and recalled and not self._closed.is_set()
-            if recording:  # the store's count is written on another thread: this index's now
-                index.count_access(recalled)
-        if recording:
-            self._writer.submit(self._record, user_id, recalled, utcnow())
+            if record_access and recalled and not self._closed.is_set():
+                index.count_access(recalled)  # this index's count now, the store's on the writer
+                self._submit_access(user_id, recalled)
         return hits
+
+    def _submit_access(self, user_id: str, memory_ids: list[str]) -> None:
+        """Queue the store's access write, remembered as the user's latest until it is done
+        (called with the user's index held, so no top-up reads the rows before it is queued)."""
+        write = self._writer.submit(self._record, user_id, memory_ids, utcnow())
+        with self._access_lock:
+            self._access_writes[user_id] = write
+
+        def done(finished: Future[None]) -> None:
+            with self._access_lock:
+                if self._access_writes.get(user_id) is finished:
+                    del self._access_writes[user_id]
+
+        write.add_done_callback(done)
 
     def prepare(self) -> None:
         """Load now what the first search would otherwise load: the query model (derived on a
