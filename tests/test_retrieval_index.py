@@ -168,6 +168,30 @@ def test_moved_vectors_are_found_at_their_new_slots_only() -> None:
             index.move(np.array([7]), 400)
 
 
+def test_compaction_takes_the_hnsw_graph_along_under_the_new_slots() -> None:
+    """The graph is renamed, not built again: the same neighbours come back, at their new
+    slots; the index left behind still answers, exactly."""
+    rng = np.random.default_rng(9)
+    vectors = normalise(rng.normal(size=(400, 32)).astype(np.float32))
+    old = DenseIndex(32, ann_threshold=100)
+    old.add(0, vectors)
+    for slot in range(0, 400, 5):
+        old.remove(slot)
+    queries = vectors[1:200:7] + 0.01
+    before = [old.nearest(q, 5) for q in queries]
+    live = rng.permutation(np.array([s for s in range(400) if s % 5]))  # any new order
+    new = old.compacted(live)
+    assert len(new) == len(live) == 320 and new.nbytes() > old.nbytes()  # the graph moved
+    kept = np.sort(live)
+    for query, found in zip(queries, before, strict=True):
+        assert live[new.nearest(query, 5)].tolist() == found.tolist()
+        exact = kept[np.argsort(-(vectors[kept] @ query), kind="stable")[:5]]
+        assert old.nearest(query, 5).tolist() == exact.tolist()  # without a graph: exact
+    small = DenseIndex(32, ann_threshold=100)
+    small.add(0, vectors[:120])
+    assert small.compacted(np.arange(50)).nbytes() < 100_000  # below it, no graph (megabytes)
+
+
 def _turn(i: int, text: str, session: str = "s1", speaker: str = "Ann", days: int = 0) -> Item:
     return Item(
         type="turn", id=f"t{i}", text=text, created_at=NOW - timedelta(days=days),

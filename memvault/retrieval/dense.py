@@ -19,6 +19,8 @@ Vectors = npt.NDArray[np.float32]
 Slots = npt.NDArray[np.int64]
 
 DEFAULT_ANN_THRESHOLD = 10_000
+# keys a graph's vectors pass through while compaction renames them: above any slot
+_STAGED_KEYS = 1 << 48
 # The matrix grows by a quarter at a time: at 100k x 384 a doubling would leave up to 150 MB
 # reserved and unused, and copying a quarter more now and then costs little beside an append.
 GROWTH = 1.25
@@ -81,6 +83,29 @@ class DenseIndex:
             renamed = np.arange(self._size, needed, dtype=np.uint64)
             self._ann.rename(slots.astype(np.uint64), renamed)
         self._size = needed
+
+    def compacted(self, slots: Slots) -> DenseIndex:
+        """The vectors at `slots`, in that order, at slots 0, 1, ... of a new index.
+
+        The HNSW graph goes with them, its keys renamed (through keys no slot can have, since
+        old and new slots overlap), instead of being built again: at 70k vectors the rename
+        takes well under a second where a build took most of a compaction's 46 s. This index
+        then searches exactly, without a graph. Below the threshold the graph is left behind,
+        as a build of that size would have none.
+        """
+        dense = DenseIndex(self.dim, ann_threshold=self.ann_threshold)
+        dense._size = dense._append_rows(self._matrix[slots])
+        if self._ann is not None and dense._size >= self.ann_threshold:
+            final = np.arange(len(slots), dtype=np.uint64)
+            staged = final + np.uint64(_STAGED_KEYS)
+            self._ann.rename(slots.astype(np.uint64), staged)
+            self._ann.rename(staged, final)
+            dense._ann, self._ann, self._ann_bytes = self._ann, None, 0
+            dense._size_ann()
+        elif dense._size >= self.ann_threshold:
+            dense._build_ann()
+            dense._size_ann()
+        return dense
 
     def _append_rows(self, vectors: Vectors) -> int:
         """Write `vectors` after the last slot, growing the matrix if needed; the new size."""

@@ -274,7 +274,8 @@ class UserIndex:
         self._dense.move(slots, self._append(turns))
 
     def compacted(self) -> UserIndex:
-        """A fresh index of the live items, reusing their vectors (no model call)."""
+        """A fresh index of the live items, reusing their vectors (no model call) and the
+        HNSW graph (`DenseIndex.compacted`): this index then searches its vectors exactly."""
         index = UserIndex(self.embedder, ann_threshold=self._ann_threshold)
         live = np.flatnonzero(self._alive[: len(self._items)])
         items = self.items(live.tolist())
@@ -282,7 +283,8 @@ class UserIndex:
             range(len(items)),
             key=lambda i: (items[i].created_at, items[i].session_id or "", items[i].seq),
         )
-        index.add([items[i] for i in order], self._dense.vectors(live[order]))
+        index._append([items[i] for i in order])
+        index._dense = self._dense.compacted(live[order])
         index.revision = self.revision
         return index
 
