@@ -382,6 +382,10 @@ class UserIndex:
     def cosine(self, query: Vectors, slots: Slots) -> Vectors:
         return self._dense.similarity(query, slots)
 
+    def vectors(self, slots: Sequence[int] | Slots) -> Vectors:
+        """The stored vectors of live slots (a copy), as `items` gives their items."""
+        return self._dense.vectors(np.asarray(slots, dtype=np.int64))
+
     def created(self, slots: Slots) -> npt.NDArray[np.float64]:
         return self._items.numbers["created"][slots]
 

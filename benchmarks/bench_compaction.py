@@ -1,0 +1,74 @@
+"""Compaction of a user's index at 100k items against building the same index from scratch.
+
+Once removed slots pass a quarter of an index, the search that finds it compacts it: a fresh
+index of the live items, their vectors reused. It keeps the HNSW graph, its keys renamed to the
+new slots (`DenseIndex.compacted`); the baseline in the same run is what compaction used to do,
+a build of the live items with their vectors, graph included. The corpus is the search
+benchmark's (synthetic turns in sessions of 20, random unit vectors); 30% of it is removed, whole
+sessions, before each compaction. Both are timed three times, the first of them alternating;
+the results are medians, with the search latency of each index (its own share: hashing query
+vectors) as a check that the graph still answers as fast.
+
+Run: `python -m benchmarks compaction` (about 10 minutes on 2 cores, most of it the builds).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+from benchmarks.bench_search import build, latencies, queries
+from benchmarks.common import summary_ms, write_results
+from memvault.retrieval.embed import HashingEmbedder
+from memvault.retrieval.fusion import Weights
+from memvault.retrieval.index import UserIndex
+
+SIZE = 100_000
+REMOVED = 30_000  # the first 1,500 sessions, whole
+ROUNDS = 3
+
+
+def rebuilt(index: UserIndex) -> UserIndex:
+    """The baseline: a new index of the live items and their vectors, graph built anew."""
+    fresh = UserIndex(index.embedder)
+    live = list(range(REMOVED, SIZE))  # the removed ones are the first slots
+    fresh.add(index.items(live), index.vectors(live))
+    return fresh
+
+
+def main() -> None:
+    texts = queries()[:100]
+    times: dict[str, list[float]] = {"compaction": [], "build_of_the_live_items": []}
+    searches: dict[str, list[float]] = {name: [] for name in times}
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    ways = [("compaction", UserIndex.compacted), ("build_of_the_live_items", rebuilt)]
+    for _ in range(ROUNDS):
+        recall, index, _seconds = build(SIZE)
+        index.remove([("turn", f"t{n}") for n in range(REMOVED)])
+        for name, make in ways:
+            started = time.perf_counter()
+            made = make(index)
+            times[name].append(time.perf_counter() - started)
+            model, made.embedder = made.embedder, HashingEmbedder(made.embedder.dim)
+            searches[name] += latencies(made, texts, Weights())  # the index's share alone
+            made.embedder = model
+            del made
+        ways.reverse()  # the other one first next time
+        recall.close()
+        del recall, index
+    results = {
+        "items": SIZE,
+        "removed": REMOVED,
+        "rounds": ROUNDS,
+        "seconds_median": {name: round(statistics.median(v), 2) for name, v in times.items()},
+        "seconds_each": {name: [round(s, 2) for s in v] for name, v in times.items()},
+        "search_after": {name: summary_ms(v) for name, v in searches.items()},
+        "load_average": {"start": load_before, "end": [round(x, 2) for x in os.getloadavg()]},
+    }
+    print(results)
+    write_results("compaction", results)
+
+
+if __name__ == "__main__":
+    main()
