@@ -256,12 +256,14 @@ def test_compaction_keeps_live_items_and_their_vectors() -> None:
     index = UserIndex(HashingEmbedder())
     index.add([_turn(i, f"note number {i} about topic{i}") for i in range(1, 6)])
     before = index.cosine(index.embedder.embed(["topic4"])[0], np.array([3]))
+    stored = index.vectors([3])
     index.remove([("turn", "t2"), ("turn", "t3")])
     compacted = index.compacted()
     assert len(compacted) == 3 and compacted.dead == 0
     slot = [compacted.item(s).id for s in range(3)].index("t4")
     after = compacted.cosine(index.embedder.embed(["topic4"])[0], np.array([slot]))
     assert np.allclose(before, after)
+    assert np.array_equal(compacted.vectors([slot]), stored)
 
 
 @pytest.mark.parametrize(
