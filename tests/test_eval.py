@@ -225,3 +225,7 @@ def test_eval_command_prints_the_table_and_writes_json(
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["dataset"] == "mini.jsonl"
     assert report["modes"]["hybrid"]["all"]["questions"] == 2
+    args = ["eval", "--dataset", str(mini_dataset), "--embedder", "hashing", "--replay", "turns"]
+    assert main([*args, "-o", str(out)]) == 0
+    assert "replayed by turn" in capsys.readouterr().out
+    assert json.loads(out.read_text(encoding="utf-8"))["replay"] == "turns"
