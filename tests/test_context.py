@@ -78,6 +78,27 @@ def test_the_budget_holds_and_what_does_not_fit_is_reported(recall_vault: Vault)
     assert not kept & {(i.type, i.id) for i in context.dropped}
 
 
+def test_many_facts_crowd_out_neither_the_conversation_nor_the_fact_asked_about(
+    recall_vault: Vault,
+) -> None:
+    """Filled in order alone, a hundred facts took the whole budget: the conversation under way
+    was dropped from the context, and which facts got in was down to their age."""
+    vault = recall_vault
+    for i in range(100):
+        if i == 50:
+            allergy = vault.add_memory("u", "Ann is allergic to penicillin", kind="fact")
+        vault.add_memory("u", f"Ann rates restaurant number {i} highly", kind="fact")
+    for i in range(6):
+        vault.add_turn("u", "now", "user", f"chat message {i} about the weekend", speaker="Ann")
+    context = vault.context("u", "is Ann allergic to anything?", session_id="now", token_budget=600)
+    assert context.tokens <= 600 and context.dropped
+    assert sum(item.source == "recent" for item in context.items) == 6
+    facts = [item for item in context.items if item.source == "fact"]
+    assert facts[0].id == allergy.id and facts[0].score is not None  # the one asked about first
+    roomy = vault.context("u", "is Ann allergic to anything?", session_id="now", token_budget=9000)
+    assert not roomy.dropped  # with room for everything, everything is in
+
+
 def test_nothing_irrelevant_is_padded_in(recall_vault: Vault) -> None:
     recall_vault.add_turn("u", "s", "user", "The dentist appointment is on Friday")
     context = recall_vault.context("u", "quantum chromodynamics lecture")

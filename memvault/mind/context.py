@@ -1,11 +1,17 @@
 """Context assembly: what an LLM should know about the user for this turn, inside a budget.
 
-Sections go in a fixed order, each filled until the token budget runs out: pinned memories and
-deployment-wide context, the user's standing facts, memories and past turns relevant to the
-query, then the current session's recent turns (per-channel limits). Relevant items must clear a
-score threshold: when nothing is relevant, nothing is padded in. Items already shown in an
-earlier section are not repeated. Whatever does not fit is reported in `dropped`, so a caller
-can see what the budget cost.
+Sections are shown in a fixed order: pinned memories and deployment-wide context, the user's
+standing facts (those the query is about first), memories and past turns relevant to the query,
+then the current session's recent turns (per-channel limits). Relevant items must clear a score
+threshold: when nothing is relevant, nothing is padded in. Items already shown in an earlier
+section are not repeated. Whatever does not fit is reported in `dropped`, so a caller can see
+what the budget cost.
+
+The budget is not simply filled in that order. The background comes first; then each other
+section takes its best lines up to its share of what is left (`SHARES`), and only then is the
+remainder given out in order. Filled in order alone, a user with a few hundred facts had the
+facts section take the whole budget and the current conversation dropped from every context.
+With room for everything, the shares change nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ SECTIONS = (
     ("relevant", "Relevant memories and past conversation"),
     ("recent", "Current conversation (oldest first)"),
 )
+# what each section may take of the budget the background leaves, before the sections after it
+# have had theirs: half for the conversation under way, a quarter each for facts and the rest
+SHARES: Mapping[str, float] = {"facts": 0.25, "relevant": 0.25, "recent": 0.5}
+_TITLES = dict(SECTIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +111,10 @@ def _candidates(sources: Sources) -> dict[str, list[ContextItem]]:
     for memory in sources.pinned:
         if fresh("memory", memory.id):
             lines["background"].append(("pinned", "memory", memory.id, memory.text, None))
-    for memory in sources.facts:
+    for memory, score in _facts_best_first(sources):
         if fresh("memory", memory.id):
             label = f"{memory.category}: {memory.text}" if memory.category else memory.text
-            lines["facts"].append(("fact", "memory", memory.id, label, None))
+            lines["facts"].append(("fact", "memory", memory.id, label, score))
     recent_ids = {t.id for t in sources.recent}
     for hit in sources.hits:
         if hit.id in recent_ids or not fresh(hit.type, hit.id):
@@ -127,6 +137,17 @@ def _candidates(sources: Sources) -> dict[str, list[ContextItem]]:
     }
 
 
+def _facts_best_first(sources: Sources) -> list[tuple[Memory, float | None]]:
+    """Facts the query is about (found by the search), best match first, then the others by
+    importance, newest first among equals (the order they come in): when not all of them fit,
+    the ones that matter to this turn do."""
+    scores = {hit.id: hit.score for hit in sources.hits if hit.type == "memory"}
+    ranked = sorted(
+        sources.facts, key=lambda m: (m.id not in scores, -scores.get(m.id, 0.0), -m.importance)
+    )
+    return [(memory, scores.get(memory.id)) for memory in ranked]
+
+
 @cache
 def _header_tokens(title: str) -> int:
     """Tokens of a section heading and the blank line before it (the same on every call)."""
@@ -134,19 +155,40 @@ def _header_tokens(title: str) -> int:
 
 
 def build_context(sources: Sources, *, token_budget: int) -> Context:
-    """Fill the sections in order until the budget is spent; report what was left out."""
+    """Give each section its share of the budget, then the rest in order; report what was left
+    out. Within a section, lines are taken best first."""
     budget = check_budget(token_budget)
     candidates = _candidates(sources)
-    used = 0
     chosen: dict[str, list[ContextItem]] = {}
+    waiting: dict[str, list[ContextItem]] = {}
+    used = 0
+
+    def cost(section: str, item: ContextItem) -> int:
+        header = 0 if section in chosen else _header_tokens(_TITLES[section])
+        return item.tokens + 2 + header
+
+    after_background = budget
+    for section in _TITLES:  # each section's best lines, while they fit its share
+        cap = budget if section == "background" else SHARES[section] * after_background
+        taken = 0
+        lines = candidates[section]
+        for at, item in enumerate(lines):
+            price = cost(section, item)
+            if taken + price > cap or used + price > budget:
+                waiting[section] = lines[at:]
+                break
+            chosen.setdefault(section, []).append(item)
+            taken += price
+            used += price
+        if section == "background":
+            after_background = budget - used
     dropped: list[ContextItem] = []
-    for section, title in SECTIONS:
-        header = _header_tokens(title)
-        for item in candidates[section]:
-            cost = item.tokens + 2 + (0 if section in chosen else header)
-            if used + cost <= budget:
+    for section in _TITLES:  # then what is left of the budget, in order
+        for item in waiting.get(section, []):
+            price = cost(section, item)
+            if used + price <= budget:
                 chosen.setdefault(section, []).append(item)
-                used += cost
+                used += price
             else:
                 dropped.append(item)
     blocks = []
