@@ -266,6 +266,27 @@ def test_compaction_keeps_live_items_and_their_vectors() -> None:
     assert np.array_equal(compacted.vectors([slot]), stored)
 
 
+def test_a_removal_that_would_reindex_most_sessions_is_a_compaction_instead() -> None:
+    index = UserIndex(HashingEmbedder(64))
+    index.add([_turn(i, f"note {i} on topic{i % 7}", session=f"s{i // 10}") for i in range(400)])
+    one_each = [("turn", f"t{s * 10 + 3}") for s in range(40)]  # 40 gone, 360 indexed again
+    two_sessions = [("turn", f"t{i}") for i in (3, 13)]  # 2 gone, 18 indexed again
+    assert index.compaction_due(one_each)
+    assert not index.compaction_due(two_sessions)
+    assert not index.compaction_due([("turn", "unknown"), ("memory", "m1")])
+    at_once = index.compacted(without=one_each)
+
+    patched = UserIndex(HashingEmbedder(64))
+    patched.add([_turn(i, f"note {i} on topic{i % 7}", session=f"s{i // 10}") for i in range(400)])
+    patched.remove(one_each)
+    assert patched.dead == 400  # as counted: the 40 and the 360 their sessions kept
+    patched = patched.compacted()
+    ids = [at_once.item(s).id for s in range(len(at_once))]
+    assert len(ids) == 360 and ids == [patched.item(s).id for s in range(len(patched))]
+    query = terms("note topic3")
+    assert np.array_equal(at_once.bm25(query), patched.bm25(query))
+
+
 @pytest.mark.parametrize(
     ("query", "start", "end"),
     [

@@ -130,7 +130,10 @@ class IndexCache:
         changes = self._loader(user_id, index.revision)
         if changes.reset:
             index = UserIndex(self.embedder, **self._ann)
-        index.remove(changes.removed)
+        if changes.removed and index.compaction_due(changes.removed):
+            index = index.compacted(without=changes.removed)  # no patching up before a build
+        else:
+            index.remove(changes.removed)
         turns = sorted(
             (i for i in changes.items if i.type == TURN),
             key=lambda i: (i.session_id or "", i.seq),
@@ -144,7 +147,7 @@ class IndexCache:
         if changes.removed and self._vectors is not None:
             self._vectors.delete(user_id, changes.removed)
         index.revision = changes.revision
-        if index.dead > max(64, len(index) // 4):
+        if index.compaction_due():
             index = index.compacted()
         return index
 

@@ -233,6 +233,20 @@ class UserIndex:
         document holds its live neighbours and the session's document only its live turns, as
         an index built now would have them; their vectors are reused (no model call).
         """
+        touched = self._forget(keys)
+        for session_id in touched:
+            self._sessions.drop(session_id)
+            self._session_tail.pop(session_id, None)
+            self._session_last.pop(session_id, None)
+        for slots in self._live_turns_by_session(touched):
+            turns = self.items(slots.tolist())
+            for slot, turn in zip(slots.tolist(), turns, strict=True):
+                del self._slot[TURN][turn.id]
+                self._release(slot)
+            self._dense.move(slots, self._append(turns))  # vectors along: no graph insertion
+
+    def _forget(self, keys: Iterable[tuple[str, str]]) -> set[str]:
+        """Take items out of every index; the sessions they belonged to are returned."""
         touched: set[str] = set()
         for item_type, item_id in keys:
             slot = self._slot.get(item_type, {}).pop(item_id, None)
@@ -243,8 +257,7 @@ class UserIndex:
                 touched.add(session_id)
             self._release(slot)
             self._dense.remove(slot)
-        for session_id in touched:
-            self._reindex_session(session_id)
+        return touched
 
     def _release(self, slot: int) -> None:
         """Empty a slot whose id has left `_slot` (but for its vector, the caller's business):
@@ -255,27 +268,45 @@ class UserIndex:
         self._items.release(slot)
         self._dead += 1
 
-    def _reindex_session(self, session_id: str) -> None:
-        """Index a session's live turns again, in order, under new slots (their vectors move
-        with them: no model call, no insertion into the HNSW graph)."""
-        self._sessions.drop(session_id)
-        self._session_tail.pop(session_id, None)
-        self._session_last.pop(session_id, None)
+    def _live_turns_by_session(self, session_ids: set[str]) -> list[Slots]:
+        """The live slots of each of the sessions, in `seq` order: one pass over the index
+        for all of them (a channel cleared out of thousands of sessions scanned it once per
+        session)."""
+        if not session_ids:
+            return []
         size = len(self._items)
-        in_session = self._items.categories["session_id"].matches(size, (session_id,))
-        slots = np.flatnonzero(in_session & self._alive[:size])
-        if len(slots) == 0:
-            return
-        slots = slots[np.argsort(self._items.numbers["seq"][slots], kind="stable")]
-        turns = self.items(slots.tolist())
-        for slot, turn in zip(slots.tolist(), turns, strict=True):
-            del self._slot[TURN][turn.id]
-            self._release(slot)
-        self._dense.move(slots, self._append(turns))
+        column = self._items.categories["session_id"]
+        slots = np.flatnonzero(column.matches(size, session_ids) & self._alive[:size])
+        codes = column.codes[slots]
+        slots = slots[np.lexsort((self._items.numbers["seq"][slots], codes))]
+        starts = np.flatnonzero(np.diff(column.codes[slots], prepend=-2))
+        return np.split(slots, starts[1:])
 
-    def compacted(self) -> UserIndex:
+    def compaction_due(self, removing: Sequence[tuple[str, str]] = ()) -> bool:
+        """Whether dead slots pass a quarter of the index (and 64), counting those that
+        removing `removing` would leave: its items' own, and those of the turns their sessions
+        keep, which `remove` indexes again. Then the index is compacted rather than patched up:
+        one turn taken out of every session would otherwise index the whole of it again, and
+        then compact it all the same."""
+        dead = self._dead
+        if removing:
+            slots = [self._slot.get(kind, {}).get(item_id) for kind, item_id in removing]
+            present = np.array([slot for slot in slots if slot is not None], dtype=np.int64)
+            column = self._items.categories["session_id"]
+            sessions = {sid for sid in column.values_at(present) if sid is not None}
+            size = len(self._items)
+            kept_turns = column.matches(size, sessions) & self._alive[:size]
+            dead += int(kept_turns.sum()) + int((column.codes[present] < 0).sum())
+        return dead > max(64, len(self) // 4)
+
+    def compacted(self, without: Iterable[tuple[str, str]] = ()) -> UserIndex:
         """A fresh index of the live items, reusing their vectors (no model call) and the
-        HNSW graph (`DenseIndex.compacted`): this index then searches its vectors exactly."""
+        HNSW graph (`DenseIndex.compacted`): this index then searches its vectors exactly.
+
+        Items `without` are removed first, their sessions not indexed again: the build gives
+        every turn its live neighbours anyway.
+        """
+        self._forget(without)
         index = UserIndex(self.embedder, ann_threshold=self._ann_threshold)
         live = np.flatnonzero(self._alive[: len(self._items)])
         items = self.items(live.tolist())

@@ -101,11 +101,13 @@ class BM25Index:
         self._total_length += length
 
     def extend(self, slot: int, terms: Iterable[str]) -> None:
-        """Add `terms` to the document already at `slot` (a turn learning of the reply to it).
+        """Add `terms` to the document already at `slot` (a turn learning of the reply to it, a
+        session of its new turn).
 
         Postings stay sorted by slot, so an older slot's entry is found by bisection; a term new
-        to the document is inserted in place, which is cheap because it is nearly always the
-        newest slot and so goes at the end (`_position`).
+        to the document is inserted in place. That is cheap for the newest slots, whose entries
+        go at the end (`_position`): a turn's, and the session under way's. An older session
+        taking a turn shifts the newer entries of each term new to it up one.
         """
         if not (0 <= slot < self._size and self._alive[slot]):
             raise ValueError("only a live document can be extended")
