@@ -1,15 +1,15 @@
 """Compaction of a user's index at 100k items against building the same index from scratch.
 
-Once removed slots pass a quarter of an index, the search that finds it compacts it: a fresh
-index of the live items, their vectors reused. It keeps the HNSW graph, its keys renamed to the
-new slots (`DenseIndex.compacted`); the baseline in the same run is what compaction used to do,
-a build of the live items with their vectors, graph included. The corpus is the search
-benchmark's (synthetic turns in sessions of 20, random unit vectors); 30% of it is removed, whole
-sessions, before each compaction. Both are timed three times, the first of them alternating;
-the results are medians, with the search latency of each index (its own share: hashing query
-vectors) as a check that the graph still answers as fast.
+Once removed slots pass a quarter of an index, the search that finds it compacts it: every part
+of the index carried over to the live items' new slots, the lexical postings renumbered and the
+HNSW graph's keys renamed (`UserIndex.compacted`). The baseline in the same run is what
+compaction first did, a build of the live items with their vectors, graph included. The corpus
+is the search benchmark's (synthetic turns in sessions of 20, random unit vectors); 30% of it is
+removed, whole sessions, before each compaction. Both are timed three times, the first of them
+alternating; the results are medians, with the search latency of each index (its own share:
+hashing query vectors) to show what the kept graph costs a search.
 
-Run: `python -m benchmarks compaction` (about 10 minutes on 2 cores, most of it the builds).
+Run: `python -m benchmarks compaction` (about 8 minutes on 2 cores, nearly all of it the builds).
 """
 
 from __future__ import annotations

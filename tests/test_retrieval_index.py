@@ -266,25 +266,36 @@ def test_compaction_keeps_live_items_and_their_vectors() -> None:
     assert np.array_equal(compacted.vectors([slot]), stored)
 
 
-def test_a_removal_that_would_reindex_most_sessions_is_a_compaction_instead() -> None:
+def test_compaction_carries_each_part_over_as_a_build_of_the_live_items_has_it() -> None:
+    turns = [
+        _turn(i, f"note {i} on topic{i % 7}", f"s{i // 10}", ("Ann", "Bo Li")[i // 200], i % 30)
+        for i in range(400)
+    ]
+    memories = [
+        Item(type="memory", id=f"m{i}", text=f"likes topic{i}", created_at=NOW, kind="fact",
+             tags=("home",) if i % 2 else ())
+        for i in range(5)
+    ]  # fmt: skip
     index = UserIndex(HashingEmbedder(64))
-    index.add([_turn(i, f"note {i} on topic{i % 7}", session=f"s{i // 10}") for i in range(400)])
-    one_each = [("turn", f"t{s * 10 + 3}") for s in range(40)]  # 40 gone, 360 indexed again
-    two_sessions = [("turn", f"t{i}") for i in (3, 13)]  # 2 gone, 18 indexed again
-    assert index.compaction_due(one_each)
-    assert not index.compaction_due(two_sessions)
-    assert not index.compaction_due([("turn", "unknown"), ("memory", "m1")])
-    at_once = index.compacted(without=one_each)
+    index.add(turns + memories)
+    index.remove([("turn", f"t{i}") for i in range(200, 400)] + [("memory", "m1")])
+    assert index.compaction_due()
+    compacted = index.compacted()
+    kept = turns[:200] + memories[:1] + memories[2:]
+    built = UserIndex(HashingEmbedder(64))
+    built.add(kept)
 
-    patched = UserIndex(HashingEmbedder(64))
-    patched.add([_turn(i, f"note {i} on topic{i % 7}", session=f"s{i // 10}") for i in range(400)])
-    patched.remove(one_each)
-    assert patched.dead == 400  # as counted: the 40 and the 360 their sessions kept
-    patched = patched.compacted()
-    ids = [at_once.item(s).id for s in range(len(at_once))]
-    assert len(ids) == 360 and ids == [patched.item(s).id for s in range(len(patched))]
-    query = terms("note topic3")
-    assert np.array_equal(at_once.bm25(query), patched.bm25(query))
+    assert len(compacted) == len(kept) and compacted.dead == 0 and not compacted.compaction_due()
+    assert compacted.items(list(range(len(kept)))) == kept
+    assert compacted.speaker_words == built.speaker_words == {"ann"}  # Bo Li's turns are gone
+    assert len(compacted._items.categories["session_id"].values) == 20  # and their sessions
+    filters = Filters(tags=frozenset({"home"}), since=NOW - timedelta(days=3))
+    assert np.array_equal(compacted.allowed(filters), built.allowed(filters))
+    compacted.add([_turn(400, "the sharks", "s0")])  # t9's reply: its document grows
+    built.add([_turn(400, "the sharks", "s0")])
+    for query in ("note topic3", "likes topic3", "note 17", "sharks"):
+        assert np.array_equal(compacted.bm25(terms(query)), built.bm25(terms(query))), query
+    assert compacted.bm25(terms("sharks"))[9] > 0
 
 
 @pytest.mark.parametrize(

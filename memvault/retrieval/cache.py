@@ -130,10 +130,7 @@ class IndexCache:
         changes = self._loader(user_id, index.revision)
         if changes.reset:
             index = UserIndex(self.embedder, **self._ann)
-        if changes.removed and index.compaction_due(changes.removed):
-            index = index.compacted(without=changes.removed)  # no patching up before a build
-        else:
-            index.remove(changes.removed)
+        index.remove(changes.removed)
         turns = sorted(
             (i for i in changes.items if i.type == TURN),
             key=lambda i: (i.session_id or "", i.seq),

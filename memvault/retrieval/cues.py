@@ -134,6 +134,13 @@ class CueColumns:
             self._salience[slot] = 1.0
         self._answers[slot] = _answers(text_words)
 
+    def compacted(self, keep: npt.NDArray[np.int64]) -> CueColumns:
+        """The cues of slots `keep`, now at slots 0, 1, ... (read from the text once only)."""
+        columns = CueColumns()
+        columns._salience = self._salience[keep]
+        columns._answers = self._answers[keep]
+        return columns
+
     def salience(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         values: npt.NDArray[np.float32] = self._salience[slots]
         return values

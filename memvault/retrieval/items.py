@@ -138,6 +138,20 @@ class Codes:
     def nbytes(self) -> int:
         return int(self.codes.nbytes) + _DISTINCT_VALUE_BYTES * len(self.values)
 
+    def compacted(self, keep: npt.NDArray[np.int64]) -> Codes:
+        """The values at slots `keep`, now at slots 0, 1, ...; a value none of them has is let
+        go (a session deleted long ago no longer costs its entry)."""
+        codes = np.full(len(keep), -1, dtype=np.int32)
+        inside = keep < len(self.codes)
+        codes[inside] = self.codes[keep[inside]]
+        used, renumbered = np.unique(codes, return_inverse=True)
+        absent = 1 if len(used) and used[0] < 0 else 0  # None sorts first, as code -1
+        column = Codes()
+        column.values = [self.values[code] for code in used[absent:].tolist()]
+        column.code = {value: code for code, value in enumerate(column.values)}
+        column.codes = (renumbered.reshape(-1) - absent).astype(np.int32)
+        return column
+
 
 def grown(values: npt.NDArray[Any], size: int) -> npt.NDArray[Any]:
     """`values` with room for at least `size` entries (by doubling, so appends stay cheap)."""
@@ -288,6 +302,38 @@ class ItemTable:
         """Mask of the first `size` slots whose tags include every tag in `wanted`."""
         codes = (code for code, tags in enumerate(self._tags.values) if wanted <= set(tags))
         return self._tags.codes_in(size, codes)
+
+    def compacted(self, keep: npt.NDArray[np.int64]) -> ItemTable:
+        """The items at slots `keep`, in that order, at slots 0, 1, ... of a new table: each
+        column taken whole, no `Item` made (a compaction of 100k items spent 2 s making them)."""
+        table = ItemTable()
+        table.categories = {name: codes.compacted(keep) for name, codes in self.categories.items()}
+        table._tags = self._tags.compacted(keep)
+        table._zones = {name: codes.compacted(keep) for name, codes in self._zones.items()}
+        table.numbers = {name: values[keep] for name, values in self.numbers.items()}
+        slots = keep.tolist()
+        table.ids = [self.ids[slot] for slot in slots]
+        ends = np.array(self._text_ends, dtype=np.int64)  # a copy: a view would pin the array
+        starts, ends = np.concatenate([[0], ends[:-1]])[keep], ends[keep]
+        with memoryview(self._text) as text:
+            pieces = zip(starts.tolist(), ends.tolist(), strict=True)
+            table._text = bytearray(b"".join(text[start:end] for start, end in pieces))
+        table._text_ends = array("q", np.cumsum(ends - starts).tolist())
+        table._metadata = [self._metadata[slot] for slot in slots]
+        if self._odd_times:
+            new_slot = dict(zip(slots, range(len(slots)), strict=True))
+            table._odd_times = {
+                (name, new_slot[slot]): moment
+                for (name, slot), moment in self._odd_times.items()
+                if slot in new_slot
+            }
+        table._bytes = (
+            _ITEM_BYTES * len(slots)
+            + sum(map(sys.getsizeof, table.ids))
+            + len(table._text)
+            + sum(_dict_bytes(values) for values in table._metadata if values)
+        )
+        return table
 
     def release(self, slot: int) -> None:
         """Let go of a removed slot's metadata (its other columns stay until compaction)."""

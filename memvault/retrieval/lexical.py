@@ -177,6 +177,38 @@ class BM25Index:
             self._total_length -= float(self._lengths[slot])
             self._removals += 1
 
+    def compacted(self, keep: npt.NDArray[np.int64]) -> BM25Index:
+        """The documents at `keep` (live slots, ascending) at slots 0, 1, ... of a new index.
+
+        Their postings are carried over, renumbered, rather than made again from their terms:
+        a slot's document may hold its neighbours' words, which only the index it grew in knows,
+        and carrying them is one vectorised pass per term (at 100k documents, a build from the
+        terms took about 12 s of a compaction's 12.5 s). A term no kept document holds is left
+        out, as a build would have no entry for it.
+        """
+        index = BM25Index(k1=self.k1, b=self.b)
+        new_slot = np.full(self._size, -1, dtype=np.int32)
+        new_slot[keep] = np.arange(len(keep), dtype=np.int32)
+        for term, tid in self._vocab.items():
+            filled = self._filled[tid]
+            slots = new_slot[self._docs[tid][:filled]]
+            kept = slots >= 0
+            count = int(np.count_nonzero(kept))
+            if count == 0:
+                continue
+            index._vocab[term] = len(index._docs)
+            index._docs.append(slots[kept])  # ascending still: `keep` is
+            index._tfs.append(self._tfs[tid][:filled][kept])
+            index._filled.append(count)
+            index._live_df.append(count)
+            index._df_removals.append(0)
+            index._array_bytes += index._docs[-1].nbytes + index._tfs[-1].nbytes
+        index._lengths = self._lengths[keep]
+        index._alive = np.ones(len(keep), dtype=bool)
+        index._size = index._live = len(keep)
+        index._total_length = float(index._lengths.sum(dtype=np.float64))
+        return index
+
     def _document_frequency(self, tid: int) -> int:
         """How many live documents hold the term. Exact: after a removal, the term's postings
         are counted again against the live mask the first time a search needs them (one pass
