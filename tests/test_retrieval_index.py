@@ -60,6 +60,27 @@ def test_bm25_extending_a_document_scores_as_if_it_had_been_whole() -> None:
         grown.extend(1, ["late"])
 
 
+def test_bm25_taking_terms_out_of_a_document_scores_as_if_built_without_them() -> None:
+    shrunk, built = BM25Index(), BM25Index()
+    for slot, doc in enumerate([["dog", "park", "park", "violin"], ["dog", "cat"], ["park"]]):
+        shrunk.add(slot, doc)
+    shrunk.retract(0, ["park", "violin"])
+    shrunk.retract(1, ["dog"])
+    for slot, doc in enumerate([["dog", "park"], ["cat"], ["park"]]):
+        built.add(slot, doc)
+    for query in (["dog"], ["park"], ["violin"], ["cat", "park"]):
+        assert np.array_equal(shrunk.scores(query), built.scores(query)), query
+    assert not shrunk.scores(["violin"]).any()  # its last posting went: no document holds it
+    before = shrunk.scores(["dog", "park", "cat"])
+    for slot, terms_held_too_few in ((0, ["dog", "dog"]), (0, ["violin"]), (2, ["nothing"])):
+        with pytest.raises(ValueError, match="holds"):
+            shrunk.retract(slot, ["park", *terms_held_too_few])
+    assert np.array_equal(shrunk.scores(["dog", "park", "cat"]), before)  # nothing changed
+    shrunk.remove(2)
+    with pytest.raises(ValueError, match="live document"):
+        shrunk.retract(2, ["park"])
+
+
 def test_bm25_keeps_growing_between_searches() -> None:
     """A search reads each term's arrays as they stand; later adds and extensions of the same
     terms must still go through and be seen (a server searches and appends all day)."""
@@ -151,23 +172,6 @@ def test_dense_index_exact_and_ann_agree_on_the_nearest() -> None:
     assert 123 not in ann.nearest(query, 5)
 
 
-def test_moved_vectors_are_found_at_their_new_slots_only() -> None:
-    """A session's turns indexed anew take their vectors along (`DenseIndex.move`): the graph
-    renames them, and neither search may return a slot they left."""
-    rng = np.random.default_rng(3)
-    vectors = normalise(rng.normal(size=(300, 32)).astype(np.float32))
-    for index in (DenseIndex(32, ann_threshold=10_000), DenseIndex(32, ann_threshold=100)):
-        index.add(0, vectors)
-        index.move(np.array([40, 41, 42]), 300)
-        for old, new in ((40, 300), (41, 301), (42, 302)):
-            found = index.nearest(vectors[old] + 0.01, 5)
-            assert found[0] == new and old not in found
-            assert np.array_equal(index.vectors(np.array([new])), vectors[[old]])
-        assert len(index) == 303
-        with pytest.raises(ValueError, match="in order"):
-            index.move(np.array([7]), 400)
-
-
 def test_compaction_takes_the_hnsw_graph_along_under_the_new_slots() -> None:
     """The graph is renamed, not built again: the same neighbours come back, at their new
     slots; the index left behind still answers, exactly."""
@@ -240,6 +244,48 @@ def test_a_turn_learns_of_its_reply_across_appends_and_keeps_it_after_compaction
     compacted = index.compacted()
     first = [compacted.item(s).id for s in range(len(compacted))].index("t1")
     assert compacted.bm25(terms("sharks"))[first] > 0
+
+
+def _word(i: int) -> str:
+    """A word of turn `i`'s alone (terms are cut to six letters: "topic27" would be "topic2")."""
+    return f"q{chr(97 + i // 26)}{chr(97 + i % 26)}x"
+
+
+def test_turns_taken_out_of_a_session_leave_it_as_a_build_without_them_would_be() -> None:
+    sessions = {"long": range(30), **{f"s{n}": range(100 + 3 * n, 103 + 3 * n) for n in range(20)}}
+    kept = {
+        name: [_turn(i, f"{name} {_word(i)} word{i % 3}", name) for i in ids]
+        for name, ids in sessions.items()
+    }
+    patched = UserIndex(HashingEmbedder(64))
+    patched.add([turn for turns in kept.values() for turn in turns])
+
+    def take_out(ids: list[int]) -> None:
+        patched.remove([("turn", f"t{i}") for i in ids])
+        for name, turns in kept.items():
+            kept[name] = [turn for turn in turns if int(turn.id[1:]) not in ids]
+
+    def same_as_a_build() -> None:
+        built = UserIndex(HashingEmbedder(64))
+        built.add([turn for turns in kept.values() for turn in turns])
+        slot_of = {built.item(slot).id: slot for slot in range(len(built))}
+        live = np.flatnonzero(patched._alive[: len(patched._items)])
+        same = np.array([slot_of[patched.item(slot).id] for slot in live.tolist()])
+        for word in [*map(_word, (9, 10, 12, 14, 27, 28, 29, 30)), "word1", "s3", "sharks"]:
+            query = terms(word)
+            assert np.array_equal(patched.bm25(query)[live], built.bm25(query)[same]), word
+            assert np.array_equal(
+                patched.session_scores(query, live), built.session_scores(query, same)
+            ), word
+
+    take_out([0, 10, 11, 13, 29])  # the first, two in a row, one between, the last
+    same_as_a_build()
+    patched.add([_turn(30, f"{_word(30)} sharks", "long")])  # the session's tail is right too
+    kept["long"].append(_turn(30, f"{_word(30)} sharks", "long"))
+    same_as_a_build()
+    take_out(list(range(100, 157)))  # 19 sessions dropped: the session documents are rebuilt
+    assert patched._sessions._dead == 0
+    same_as_a_build()
 
 
 def test_a_speaker_whose_turns_are_all_gone_names_nobody() -> None:

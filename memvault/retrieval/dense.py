@@ -69,21 +69,6 @@ class DenseIndex:
         else:
             self._ann_bytes = int(each * count)
 
-    def move(self, slots: Slots, first_slot: int) -> None:
-        """Give the vectors at `slots` the consecutive slots from `first_slot`, the next free
-        position, and free the old ones. The HNSW graph renames them rather than inserting them
-        again: a session's turns indexed anew at 100k items took 17 ms to insert, 0.5 to rename.
-        """
-        if first_slot != self._size:
-            raise ValueError("slots are appended in order")
-        vectors = self._matrix[slots]  # a copy: fancy indexing
-        needed = self._append_rows(vectors)
-        self._alive[slots] = False
-        if self._ann is not None:
-            renamed = np.arange(self._size, needed, dtype=np.uint64)
-            self._ann.rename(slots.astype(np.uint64), renamed)
-        self._size = needed
-
     def compacted(self, slots: Slots) -> DenseIndex:
         """The vectors at `slots`, in that order, at slots 0, 1, ... of a new index.
 

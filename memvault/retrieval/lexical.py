@@ -138,6 +138,36 @@ class BM25Index:
         self._lengths[slot] += length
         self._total_length += length
 
+    def retract(self, slot: int, terms: Iterable[str]) -> None:
+        """Take `terms` out of the document at `slot`, the inverse of `extend` (a turn whose
+        neighbour is removed no longer holds its words). A term left with no occurrence in the
+        document loses its posting there, so the document scores as if built without them.
+        Each term must be in the document as often as it is taken out: nothing is changed
+        otherwise."""
+        if not (0 <= slot < self._size and self._alive[slot]):
+            raise ValueError("only a live document can be retracted from")
+        counts = Counter(terms)
+        found = []
+        for term, tf in counts.items():
+            tid = self._vocab.get(term, -1)
+            count = self._filled[tid] if tid >= 0 else 0
+            at = _position(self._docs[tid], count, slot) if count else 0
+            if at == count or self._docs[tid][at] != slot or self._tfs[tid][at] < tf:
+                raise ValueError("only terms a document holds can be taken out of it")
+            found.append((tid, at, tf))
+        for tid, at, tf in found:
+            docs, tfs, count = self._docs[tid], self._tfs[tid], self._filled[tid]
+            if tfs[at] > tf:
+                tfs[at] -= tf
+                continue
+            docs[at : count - 1] = docs[at + 1 : count]
+            tfs[at : count - 1] = tfs[at + 1 : count]
+            self._filled[tid] = count - 1
+            self._live_df[tid] -= 1
+        length = float(sum(counts.values()))
+        self._lengths[slot] -= length
+        self._total_length -= length
+
     def _term_id(self, term: str) -> int:
         tid = self._vocab[term] = len(self._docs)
         self._docs.append(np.empty(0, dtype=np.int32))
@@ -261,4 +291,4 @@ def _position(docs: Slots, count: int, slot: int) -> int:
         return count
     if docs[count - 1] == slot:
         return count - 1
-    return int(np.searchsorted(docs[:count], slot))
+    return int(docs[:count].searchsorted(np.int32(slot)))  # an int key would copy `docs` wider
