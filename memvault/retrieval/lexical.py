@@ -284,9 +284,9 @@ class BM25Index:
 
 
 def _position(docs: Slots, count: int, slot: int) -> int:
-    """Where `slot` is or belongs among the first `count` sorted slots. Nearly always at or past
-    the end (an extension is of the newest document or close to it), which two comparisons
-    settle; bisection only otherwise."""
+    """Where `slot` is or belongs among the first `count` sorted slots. For the newest document,
+    the usual one to grow, that is at or past the end, which two comparisons settle; bisection
+    otherwise (an older session growing, a document losing a removed neighbour's words)."""
     if count == 0 or docs[count - 1] < slot:
         return count
     if docs[count - 1] == slot:
