@@ -315,9 +315,9 @@ class UserIndex:
         column = self._items.categories["session_id"]
         slots = np.flatnonzero(column.matches(size, session_ids) & self._alive[:size])
         codes = column.codes[slots]
-        slots = slots[np.lexsort((self._items.numbers["seq"][slots], codes))]
-        starts = np.flatnonzero(np.diff(column.codes[slots], prepend=-2))
-        return np.split(slots, starts[1:])
+        order = np.lexsort((self._items.numbers["seq"][slots], codes))
+        starts = np.flatnonzero(np.diff(codes[order], prepend=-2))
+        return np.split(slots[order], starts[1:])
 
     def compaction_due(self) -> bool:
         """Whether dead slots pass a quarter of the index (and 64): then `compacted` is worth
