@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from memvault.errors import Invalid
-from memvault.retrieval.dense import DenseIndex
+from memvault.retrieval.dense import KEPT_GRAPH_EXPANSION, DenseIndex
 from memvault.retrieval.embed import HashingEmbedder, normalise
 from memvault.retrieval.fusion import Weights, fuse, scale_to_max
 from memvault.retrieval.index import Filters, UserIndex
@@ -186,6 +186,7 @@ def test_compaction_takes_the_hnsw_graph_along_under_the_new_slots() -> None:
     live = rng.permutation(np.array([s for s in range(400) if s % 5]))  # any new order
     new = old.compacted(live)
     assert len(new) == len(live) == 320 and new.nbytes() > old.nbytes()  # the graph moved
+    assert new._ann.expansion_search == KEPT_GRAPH_EXPANSION  # searched wider: it has holes
     kept = np.sort(live)
     for query, found in zip(queries, before, strict=True):
         assert live[new.nearest(query, 5)].tolist() == found.tolist()
