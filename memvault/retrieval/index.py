@@ -258,10 +258,14 @@ class UserIndex:
             if slot is not None:
                 gone[slot] = self._items.categories["session_id"].get(slot)
         touched = {session_id for session_id in gone.values() if session_id is not None}
-        sequences = [slots.tolist() for slots in self._live_turns_by_session(touched)]
-        own = _OwnTerms(self, [slot for slots in sequences for slot in _near_gaps(slots, gone)])
-        for sequence in sequences:
-            self._close_gaps(sequence, gone, own)
+        column = self._items.categories["session_id"]
+        sessions = [
+            _Gaps.of(column.get(slots[0]), slots.tolist(), gone)
+            for slots in self._live_turns_by_session(touched)
+        ]
+        own = self._own_terms(set().union(*(gaps.slots_read() for gaps in sessions)))
+        for gaps in sessions:
+            self._close_gaps(gaps, own)
         for slot in gone:
             self._bm25.remove(slot)
             self._dense.remove(slot)
@@ -270,40 +274,30 @@ class UserIndex:
             self._items.release(slot)
             self._dead += 1
 
-    def _close_gaps(self, sequence: list[int], gone: Collection[int], own: _OwnTerms) -> None:
-        """Take the turns `gone` out of their session, whose live turns are `sequence` (slots in
-        `seq` order, those going included); the others stay at their slots.
-
-        A turn's document holds the words of the two turns before it and the one after it, so
-        only the turn before a removed one and the two after it can change; each of them loses
-        the words of the neighbours it had and not now, and gains those of the ones it has now.
-        """
-        session_id = self._items.categories["session_id"].get(sequence[0])
-        kept = [slot for slot in sequence if slot not in gone]
-        if not kept:
+    def _close_gaps(self, gaps: _Gaps, own: Mapping[int, list[str]]) -> None:
+        """Take a session's removed turns out of it (`_Gaps`); its other turns stay at their
+        slots, the few whose neighbours changed rewired."""
+        session_id = gaps.session_id
+        if not gaps.kept:
             self._sessions.drop(session_id)
             self._session_tail.pop(session_id, None)
             self._session_last.pop(session_id, None)
             return
-        was_at = {slot: at for at, slot in enumerate(sequence)}
-        now_at = {slot: at for at, slot in enumerate(kept)}
-        changed = {
-            sequence[at + step]
-            for at, slot in enumerate(sequence)
-            if slot in gone
-            for step in (-1, 1, 2)
-            if 0 <= at + step < len(sequence)
+        for slot, lost, gained in gaps.rewired:
+            self._bm25.retract(slot, _joined(own, lost))
+            self._bm25.extend(slot, _joined(own, gained))
+        self._sessions.retract(session_id, _joined(own, gaps.gone))
+        if gaps.tail is not None:
+            self._session_tail[session_id] = [list(own[slot]) for slot in gaps.tail]
+        self._session_last[session_id] = gaps.kept[-1]
+
+    def _own_terms(self, slots: set[int]) -> dict[int, list[str]]:
+        """Each slot's own terms, as `_add_one` made them, its items read in one pass (a turn
+        at a time cost 0.3 ms each)."""
+        ordered = sorted(slots)
+        return {
+            slot: terms(item.key) for slot, item in zip(ordered, self.items(ordered), strict=True)
         }
-        for slot in changed.difference(gone):
-            had = _neighbours(sequence, was_at[slot])
-            has = _neighbours(kept, now_at[slot])
-            if had != has:
-                self._bm25.retract(slot, own.of(had - has))
-                self._bm25.extend(slot, own.of(has - had))
-        self._sessions.retract(session_id, own.of(slot for slot in sequence if slot in gone))
-        if kept[-CONTEXT_TURNS:] != sequence[-CONTEXT_TURNS:]:
-            self._session_tail[session_id] = [own.of([slot]) for slot in kept[-CONTEXT_TURNS:]]
-        self._session_last[session_id] = kept[-1]
 
     def _live_turns_by_session(self, session_ids: set[str]) -> list[Slots]:
         """The live slots of each of the sessions, in `seq` order: one pass over the index
@@ -501,32 +495,57 @@ def _neighbours(sequence: list[int], at: int) -> set[int]:
     return {*sequence[max(at - CONTEXT_TURNS, 0) : at], *sequence[at + 1 : at + 2]}
 
 
-def _near_gaps(sequence: list[int], gone: Collection[int]) -> set[int]:
-    """The slots of a session whose own terms taking `gone` out of it may need: the removed
-    turns', their neighbours' and the neighbours' neighbours', and the session's last turns'."""
-    near = {*sequence[-CONTEXT_TURNS - 1 :]}
-    for at, slot in enumerate(sequence):
-        if slot in gone:
-            near.update(sequence[max(at - 3, 0) : at + 4])
-    return near
+def _joined(own: Mapping[int, list[str]], slots: Iterable[int]) -> list[str]:
+    return [term for slot in slots for term in own[slot]]
 
 
-class _OwnTerms:
-    """Each turn's own terms, as `_add_one` made them: those of `slots` read from the index in
-    one pass (one turn at a time cost 0.3 ms each), any other when first asked for."""
+@dataclass(frozen=True, slots=True)
+class _Gaps:
+    """What taking turns out of one session changes (`UserIndex.remove`), worked out before any
+    turn's terms are read, so that exactly the turns it needs are read, all in one pass."""
 
-    def __init__(self, index: UserIndex, slots: list[int]) -> None:
-        self._index = index
-        items = index.items(slots)
-        self._terms: dict[int, list[str]] = {
-            slot: terms(item.key) for slot, item in zip(slots, items, strict=True)
+    session_id: str
+    gone: list[int]  # its removed turns
+    kept: list[int]  # its live turns left, in `seq` order
+    # a kept turn whose neighbours changed: the ones it loses, and the ones it gains
+    rewired: list[tuple[int, set[int], set[int]]]
+    tail: list[int] | None  # its last turns, when they changed
+
+    @classmethod
+    def of(cls, session_id: str, sequence: list[int], gone: Collection[int]) -> _Gaps:
+        """The gaps `gone` leaves in a session whose live turns are `sequence` (slots in `seq`
+        order, those going included). A turn's document holds the words of the two turns before
+        it and the one after, so only the turn before a removed one and the two after it can be
+        rewired."""
+        kept = [slot for slot in sequence if slot not in gone]
+        near_a_gap = {
+            sequence[at + step]
+            for at, slot in enumerate(sequence)
+            if slot in gone
+            for step in (-1, *range(1, CONTEXT_TURNS + 1))
+            if 0 <= at + step < len(sequence)
         }
+        now_at = {slot: at for at, slot in enumerate(kept)}
+        rewired = []
+        for at, slot in enumerate(sequence):
+            if slot in near_a_gap and slot in now_at:
+                had, has = _neighbours(sequence, at), _neighbours(kept, now_at[slot])
+                if had != has:
+                    rewired.append((slot, had - has, has - had))
+        changed_tail = kept[-CONTEXT_TURNS:] != sequence[-CONTEXT_TURNS:]
+        return cls(
+            session_id=session_id,
+            gone=[slot for slot in sequence if slot in gone],
+            kept=kept,
+            rewired=rewired,
+            tail=kept[-CONTEXT_TURNS:] if changed_tail else None,
+        )
 
-    def of(self, slots: Iterable[int]) -> list[str]:
-        """The own terms of all the `slots`, one after another."""
-        out: list[str] = []
-        for slot in slots:
-            if slot not in self._terms:
-                self._terms[slot] = terms(self._index.item(slot).key)
-            out += self._terms[slot]
-        return out
+    def slots_read(self) -> set[int]:
+        """The turns whose own terms closing the gaps needs: none when the session goes whole."""
+        if not self.kept:
+            return set()
+        read = {*self.gone, *(self.tail or ())}
+        for _, lost, gained in self.rewired:
+            read |= lost | gained
+        return read
