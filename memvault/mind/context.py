@@ -167,21 +167,24 @@ def build_context(sources: Sources, *, token_budget: int) -> Context:
         header = 0 if section in chosen else _header_tokens(_TITLES[section])
         return item.tokens + 2 + header
 
-    after_background = budget
-    for section in _TITLES:  # each section's best lines, while they fit its share
-        cap = budget if section == "background" else SHARES[section] * after_background
+    def take(section: str, cap: float) -> None:
+        """The section's best lines while they fit `cap` and the budget; the others wait."""
+        nonlocal used
         taken = 0
         lines = candidates[section]
         for at, item in enumerate(lines):
             price = cost(section, item)
             if taken + price > cap or used + price > budget:
                 waiting[section] = lines[at:]
-                break
+                return
             chosen.setdefault(section, []).append(item)
             taken += price
             used += price
-        if section == "background":
-            after_background = budget - used
+
+    take("background", budget)
+    after_background = budget - used
+    for section, share in SHARES.items():  # in the sections' order
+        take(section, share * after_background)
     dropped: list[ContextItem] = []
     for section in _TITLES:  # then what is left of the budget, in order
         for item in waiting.get(section, []):
