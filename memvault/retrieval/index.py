@@ -326,7 +326,7 @@ class UserIndex:
         its new keys (`DenseIndex.compacted`). Building the index again from its live items, as
         this did, took 12.5 s at 70k items; the session documents, which hold no slots, go
         along as they are. This index is left to be dropped: it still answers searches, but it
-        must not be written to, as it shares its session documents with the new one.
+        must not be written to, as it shares its session documents and tails with the new one.
         """
         size = len(self._items)
         live = np.flatnonzero(self._alive[:size])
@@ -344,7 +344,7 @@ class UserIndex:
         index._dense = self._dense.compacted(live)
         index._sessions = self._sessions
         index._cues = self._cues.compacted(live)
-        index._session_tail = {sid: list(tail) for sid, tail in self._session_tail.items()}
+        index._session_tail = self._session_tail  # terms, not slots: they go along as they are
         index._session_last = {
             sid: renumber[slot] for sid, slot in self._session_last.items() if renumber[slot] >= 0
         }
