@@ -54,7 +54,7 @@ class Run:
         }
 
 
-def replay(vault: Vault, user_id: str, case: Case, *, by_turn: bool = False) -> dict[str, str]:
+def replay_case(vault: Vault, user_id: str, case: Case, *, by_turn: bool = False) -> dict[str, str]:
     """Append the case's sessions to `user_id`, a session a call or (`by_turn`) a turn a call
     with the index topped up after each; return vault turn id -> source turn id."""
     source_of: dict[str, str] = {}
@@ -90,7 +90,7 @@ def turn_source(metadata: dict[str, Any]) -> str:
 def evaluate_case(vault: Vault, case: Case, run: Run, *, by_turn: bool = False) -> None:
     """Replay one case into its own user and score every recall question against it."""
     user_id = f"eval-{case.case_id}"
-    source_of = replay(vault, user_id, case, by_turn=by_turn)
+    source_of = replay_case(vault, user_id, case, by_turn=by_turn)
     run.turns += len(source_of)
     started = time.perf_counter()
     vault.recall.cache.get(user_id, vault.store.revision(user_id))
