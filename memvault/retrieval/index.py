@@ -217,11 +217,11 @@ class UserIndex:
         self._alive[slot] = True
         self._count_speaker(int(self._items.categories["speaker"].codes[slot]), item.speaker)
 
-    def _count_speaker(self, speaker: int, name: str | None, slots: int = 1) -> None:
-        """Count `slots` more slots of `speaker` (a code); their name's words now name them."""
-        if speaker < 0 or name is None or slots == 0:
+    def _count_speaker(self, speaker: int, name: str | None, more: int = 1) -> None:
+        """Count `more` slots of `speaker` (a code); their name's words now name them."""
+        if speaker < 0 or name is None or more == 0:
             return
-        self._speaker_slots[speaker] += slots
+        self._speaker_slots[speaker] += more
         for word in words(name.lower()):
             codes = self._speaker_by_word.get(word)
             if codes is None:
