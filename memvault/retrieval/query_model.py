@@ -82,25 +82,40 @@ def _fingerprint(source: Path) -> str:
     digest = hashlib.blake2b(source.read_bytes(), digest_size=8)
     for package in ("onnx", "onnxruntime"):
         digest.update(f"{package}={version(package)}".encode())
-    digest.update(b"dynamic-int8-per-channel")
+    digest.update(b"fused-dynamic-int8-per-channel")
     return digest.hexdigest()
 
 
 def _quantise(source: Path, scratch: Path) -> Path:
-    """Fold the int8-to-float casts into float32 weights, then quantise them dynamically."""
+    """Fold the int8-to-float casts into float32 weights, lay the network out again in fused
+    operators (fused_graph.py), then quantise its products dynamically. The embedding tables
+    stay float: they are looked up, not multiplied, and quantised they moved the vectors."""
+    import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    folded, quantised = scratch / "folded.onnx", scratch / "query.onnx"
+    from memvault.retrieval.fused_graph import fused_bert
+
+    folded, fused = scratch / "folded.onnx", scratch / "fused.onnx"
+    quantised = scratch / "query.onnx"
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(folded)
     options.log_severity_level = 3
     ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"])
+    onnx.save(fused_bert(onnx.load(folded)), fused)
     root = logging.getLogger()
     root.addFilter(_drop_quantiser_advice)
     try:
-        quantize_dynamic(folded, quantised, weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(
+            fused,
+            quantised,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul", "Attention"],
+            # the fused operators' outputs have no inferred type: they are all float
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     finally:
         root.removeFilter(_drop_quantiser_advice)
     return quantised
