@@ -21,7 +21,7 @@ from memvault.retrieval.embed import (
     RemoteEmbedder,
     relevance_floor,
 )
-from memvault.retrieval.tokens import count_tokens
+from memvault.retrieval.tokens import _tokenizer, count_tokens, count_tokens_of
 from memvault.vault import Vault
 
 
@@ -114,6 +114,27 @@ def test_token_counts_follow_the_wordpiece_vocabulary() -> None:
     assert count_tokens("hello world") == 2
     assert count_tokens("unbelievably") > 1  # split into word pieces
     assert [count_tokens(t) for t in ("", "a b c")] == [0, 3]
+
+
+def test_token_counts_by_word_add_up_to_the_tokenizers_count_of_the_whole_line() -> None:
+    """Counted word by word from a cache, a line must come to what the tokenizer makes of it
+    whole: spaces doubled or at the ends, other white space, a control character inside a word
+    (dropped, so the word is one), accents, CJK characters (a token each), punctuation."""
+    lines = [
+        "[2023-05-08] Caroline: I went to the LGBTQ support group yesterday!",
+        "  two  spaces  ",
+        "tab\tand\nnew line\u00a0no-break\u2003em space",
+        "foot\x1fball and foot ball",  # the control character goes: "football", one token
+        "café naïve façade CAFÉ",
+        "中文字符 mixed中文 text",
+        "e-mail: someone@example.com!! (really?) 😀",
+        "",
+        " ",
+        "unbelievably unbelievably",  # the same word twice in one batch
+    ]
+    whole = [len(_tokenizer().encode(line, add_special_tokens=False).ids) for line in lines]
+    assert count_tokens_of(lines) == whole
+    assert count_tokens_of(lines[::-1]) == whole[::-1]  # again, now from the cache
 
 
 class _Embeddings(BaseHTTPRequestHandler):

@@ -23,7 +23,7 @@ from functools import cache
 from memvault.errors import Invalid
 from memvault.model import GlobalContextEntry, Memory, Turn
 from memvault.retrieval.search import Hit
-from memvault.retrieval.tokens import count_tokens
+from memvault.retrieval.tokens import count_tokens, count_tokens_of
 
 DEFAULT_CHANNEL_LIMITS: Mapping[str, int] = {"ai": 20, "general": 10}
 MAX_TOKEN_BUDGET = 200_000
@@ -128,9 +128,10 @@ def _candidates(sources: Sources) -> dict[str, list[ContextItem]]:
     for turn in reversed(sources.recent):  # newest first, so the budget keeps the latest
         text = f"{_speaker(turn.speaker, turn.role.value)}: {turn.content}"
         lines["recent"].append(("recent", "turn", turn.id, text, None))
+    counts = iter(count_tokens_of([line[3] for section in lines.values() for line in section]))
     return {
         section: [
-            ContextItem(source, kind, item_id, text, count_tokens(text), score)
+            ContextItem(source, kind, item_id, text, next(counts), score)
             for source, kind, item_id, text, score in section_lines
         ]
         for section, section_lines in lines.items()
