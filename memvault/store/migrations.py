@@ -199,6 +199,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX embeddings_by_rev ON embeddings (user_id, model, rev)",
         ),
     ),
+    Migration(
+        6,
+        "recent turns by channel",
+        (
+            # A session's newest turns of one channel (context assembly asks for each channel's
+            # own): without it the session's turns were walked from the newest until enough of
+            # that channel turned up, all of them for a channel the session seldom uses.
+            "CREATE INDEX turns_by_channel ON turns (user_id, session_id, channel, seq)",
+        ),
+    ),
 )
 
 
