@@ -614,18 +614,12 @@ class Vault:
                         user_id, session_id=session_id, channel=channel, limit=limit
                     )
             recent.sort(key=lambda t: t.seq)
+        moment = utcnow() if now is None else v.check_time("now", now)
         sources = Sources(
             global_entries=self.list_global_context(),
-            pinned=self.list_memories(
-                user_id, pinned=True, agent_id=agent_id, include_superseded=False, now=now
-            ),
-            facts=self.list_memories(
-                user_id,
-                kinds=["fact"],
-                pinned=False,
-                agent_id=agent_id,
-                include_superseded=False,
-                now=now,
+            pinned=self.recall.memories(user_id, pinned=True, agent_id=agent_id, now=moment),
+            facts=self.recall.memories(
+                user_id, pinned=False, kinds=["fact"], agent_id=agent_id, now=moment
             ),
             hits=hits,
             recent=recent,

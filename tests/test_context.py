@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import pytest
 
 from memvault import Vault
@@ -123,3 +126,49 @@ def test_bad_input_names_the_field(
     with pytest.raises(Invalid) as error:
         recall_vault.context("u", "anything", **options)  # type: ignore[arg-type]
     assert error.value.field == field
+
+
+def test_standing_memories_come_from_the_index_as_the_store_lists_them(
+    recall_vault: Vault,
+) -> None:
+    """A context reads pinned memories and facts from the user's search index, not from the
+    store. Both must give the same list: newest first (ties by id), at most 100, without
+    superseded or expired ones, one agent's alone when asked, rewrites and removals seen."""
+    vault = recall_vault
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    now = base + timedelta(days=30)
+    scout = vault.register_agent("u", "scout").id
+    made = [
+        vault.add_memory("u", f"fact {i}", created_at=base + timedelta(minutes=i // 2))
+        for i in range(104)  # pairs share a creation time
+    ]
+    vault.add_memory("u", "gone by now", created_at=now, expires_at=now - timedelta(hours=1))
+    vault.add_memory("u", "not yet gone", created_at=now, expires_at=now + timedelta(hours=1))
+    vault.add_memory("u", "the scout's", agent_id=scout, created_at=now, category="trips")
+    vault.add_memory("u", "pinned rule", pinned=True, kind="procedural", created_at=base)
+    vault.add_memory("u", "pinned fact", pinned=True, created_at=now)
+    vault.add_memory("u", "not a fact", kind="episodic", created_at=now)
+    vault.search("u", "fact")  # the index is built here; what follows is a top-up
+    vault.supersede_memory("u", made[103].id, "fact 103, corrected", created_at=now)
+    vault.update_memory(
+        "u", made[98].id, text="fact 98, rewritten", category="edited"
+    )  # a new slot
+    vault.delete_memory("u", made[101].id)
+
+    def same(**options: Any) -> list[tuple[str, str, str | None]]:
+        listed = vault.list_memories("u", include_superseded=False, now=now, **options)
+        indexed = vault.recall.memories("u", now=now, **options)
+        assert [(m.id, m.text, m.category) for m in indexed] == [
+            (m.id, m.text, m.category) for m in listed
+        ]
+        return [(m.id, m.text, m.category) for m in listed]
+
+    facts = same(pinned=False, kinds=["fact"])
+    assert len(facts) == 100
+    texts = [text for _, text, _ in facts]
+    assert texts[:3] == ["fact 103, corrected", "the scout's", "not yet gone"]
+    assert "gone by now" not in texts and "fact 101" not in texts and "not a fact" not in texts
+    assert ("fact 98, rewritten", "edited") in [(t, c) for _, t, c in facts]
+    assert [text for _, text, _ in same(pinned=True)] == ["pinned fact", "pinned rule"]
+    assert [text for _, text, _ in same(pinned=False, agent_id=scout)] == ["the scout's"]
+    assert same(pinned=False, kinds=["fact"], agent_id="nobody-like-this") == []

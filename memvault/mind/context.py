@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from memvault.errors import Invalid
-from memvault.model import GlobalContextEntry, Memory, Turn
+from memvault.model import GlobalContextEntry, Turn
+from memvault.retrieval.items import Item
 from memvault.retrieval.search import Hit
 from memvault.retrieval.tokens import count_tokens, count_tokens_of
 
@@ -65,8 +66,8 @@ class Sources:
     """Everything a context may draw on, gathered by `Vault.context`."""
 
     global_entries: Sequence[GlobalContextEntry] = ()
-    pinned: Sequence[Memory] = ()
-    facts: Sequence[Memory] = ()
+    pinned: Sequence[Item] = ()  # memories, as the search index holds them
+    facts: Sequence[Item] = ()
     hits: Sequence[Hit] = ()
     recent: Sequence[Turn] = ()
 
@@ -138,7 +139,7 @@ def _candidates(sources: Sources) -> dict[str, list[ContextItem]]:
     }
 
 
-def _facts_best_first(sources: Sources) -> list[tuple[Memory, float | None]]:
+def _facts_best_first(sources: Sources) -> list[tuple[Item, float | None]]:
     """Facts the query is about (found by the search), best match first, then the others by
     importance, newest first among equals (the order they come in): when not all of them fit,
     the ones that matter to this turn do."""

@@ -372,6 +372,32 @@ class UserIndex:
         """The item at a live slot, made anew from the table (equal to the one added)."""
         return self.items([slot])[0]
 
+    def memories(
+        self,
+        *,
+        pinned: bool,
+        kinds: frozenset[str] | None,
+        agent_id: str | None,
+        now: datetime,
+        limit: int,
+    ) -> list[Item]:
+        """Live memories, pinned or not, newest first as the store lists them (by creation,
+        then id), at most `limit`: a context's standing knowledge. Read here, it is not
+        decrypted from the store again on every call (5.5 of 16 ms with 500 facts)."""
+        filters = Filters(types=frozenset((MEMORY,)), kinds=kinds, agent_id=agent_id, now=now)
+        size = len(self._items)
+        passed = self.allowed(filters)
+        mask = self._alive[:size].copy() if passed is None else passed
+        mask &= self._items.numbers["pinned"][:size] == pinned
+        picked = np.flatnonzero(mask)
+        ids = self._items.ids
+        created = self._items.numbers["created"][picked].tolist()
+        newest = sorted(
+            zip(created, (ids[slot] for slot in picked.tolist()), picked.tolist(), strict=True),
+            reverse=True,
+        )
+        return self._items.get_many([slot for _, _, slot in newest[:limit]])
+
     def items(self, slots: Sequence[int]) -> list[Item]:
         """The items at live slots, in order (one read of each column for all of them)."""
         for slot in slots:

@@ -39,6 +39,7 @@ class Item:
     agent_id: str | None = None
     kind: str | None = None
     tier: str | None = None
+    category: str | None = None
     tags: tuple[str, ...] = ()
     importance: float = 0.0
     access_count: int = 0
@@ -82,6 +83,7 @@ def item_from_memory(memory: Memory, rev: int = 0) -> Item:
         agent_id=memory.agent_id,
         kind=memory.kind.value,
         tier=memory.tier.value,
+        category=memory.category,
         tags=memory.tags,
         importance=memory.importance,
         access_count=memory.access_count,
@@ -161,7 +163,9 @@ def grown(values: npt.NDArray[Any], size: int) -> npt.NDArray[Any]:
 
 
 _DISTINCT_VALUE_BYTES = 160  # a distinct value's table entries and (typically) its string
-_CATEGORIES = ("type", "session_id", "role", "speaker", "channel", "agent_id", "kind", "tier")
+_CATEGORIES = (
+    "type", "session_id", "role", "speaker", "channel", "agent_id", "kind", "tier", "category"
+)  # fmt: skip
 _NUMBERS: dict[str, type[np.generic]] = {
     "seq": np.int64,
     "importance": np.float64,
@@ -282,6 +286,7 @@ class ItemTable:
                     agent_id=category["agent_id"][i],
                     kind=category["kind"][i],
                     tier=category["tier"][i],
+                    category=category["category"][i],
                     tags=tags[i],
                     importance=numbers["importance"][i],
                     access_count=numbers["access_count"][i],

@@ -30,7 +30,7 @@ from memvault.retrieval.cache import DEFAULT_MAX_BYTES, Changes, IndexCache, Loa
 from memvault.retrieval.embed import Embedder, Vectors
 from memvault.retrieval.fusion import Weights
 from memvault.retrieval.index import Filters
-from memvault.retrieval.items import ITEM_TYPES, MEMORY
+from memvault.retrieval.items import ITEM_TYPES, MEMORY, Item
 from memvault.retrieval.search import (
     Hit,
     Query,
@@ -315,6 +315,31 @@ class Recall:
                 index.count_access(recalled)  # this index's count now, the store's on the writer
                 self._submit_access(user_id, recalled)
         return hits
+
+    def memories(
+        self,
+        user_id: str,
+        *,
+        pinned: bool,
+        kinds: Iterable[str] | None = None,
+        agent_id: str | None = None,
+        now: datetime,
+        limit: int = 100,
+    ) -> list[Item]:
+        """The user's live memories, pinned or not, newest first, from the index (topped up to
+        the user's revision like a search): a context's standing knowledge, already decrypted."""
+        v.check_id("user_id", user_id)
+        revision = self._revision(user_id)
+        if revision == 0:
+            return []
+        with self.cache.checkout(user_id, revision) as index:
+            return index.memories(
+                pinned=pinned,
+                kinds=None if kinds is None else frozenset(kinds),
+                agent_id=agent_id,
+                now=now,
+                limit=limit,
+            )
 
     def _submit_access(self, user_id: str, memory_ids: list[str]) -> None:
         """Queue the store's access write, remembered as the user's latest until it is done
