@@ -59,24 +59,27 @@ def test_a_fresh_database_needs_no_backup(
 
 
 @SQLITE_FILES
-def test_a_sessions_newest_turns_of_one_channel_are_read_through_their_own_index(
+def test_the_newest_turns_of_one_channel_are_read_through_their_own_index(
     backend: str, make_vault: MakeVault, tmp_path: Path
 ) -> None:
-    """Not by walking the session's turns from the newest until enough of the channel turn up:
-    for a channel the session seldom uses, that read every turn of it."""
+    """In a session and across the user's sessions: not by walking turns from the newest until
+    enough of the channel turn up, which for a channel seldom used read every turn."""
     vault = make_vault(tmp_path / "d")
     vault.add_turns("u", "s", [{"role": "user", "content": f"t{i}"} for i in range(30)])
     vault.add_turn("u", "s", "user", "the one general turn", channel="general")
-    assert [t.content for t in vault.recent_turns("u", session_id="s", channel="general")] == [
-        "the one general turn"
-    ]
+    for session in ("s", None):
+        turns = vault.recent_turns("u", session_id=session, channel="general")
+        assert [t.content for t in turns] == ["the one general turn"]
     vault.close()
+    queries = {
+        "turns_by_channel": "SELECT * FROM turns WHERE user_id = ? AND session_id = ? "
+        "AND channel = ? ORDER BY seq DESC LIMIT ?",
+        "turns_by_channel_time": "SELECT * FROM turns WHERE user_id = ? AND channel = ? "
+        "ORDER BY created_at DESC, id DESC LIMIT ?",
+    }
     with sqlite3.connect(tmp_path / "d" / "memvault.db") as conn:
-        plan = conn.execute(
-            "EXPLAIN QUERY PLAN SELECT * FROM turns WHERE user_id = ? AND session_id = ? "
-            "AND channel = ? ORDER BY seq DESC LIMIT ?",
-            ("u", "s", "general", 10),
-        ).fetchall()
+        for index, query in queries.items():
+            plan = conn.execute(f"EXPLAIN QUERY PLAN {query}", [1] * query.count("?")).fetchall()
+            steps = " ".join(str(row[-1]) for row in plan)
+            assert f"USING INDEX {index} " in steps and "TEMP B-TREE" not in steps, steps
     conn.close()
-    steps = " ".join(str(row[-1]) for row in plan)
-    assert "turns_by_channel" in steps and "TEMP B-TREE" not in steps

@@ -203,10 +203,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         6,
         "recent turns by channel",
         (
-            # A session's newest turns of one channel (context assembly asks for each channel's
-            # own): without it the session's turns were walked from the newest until enough of
-            # that channel turned up, all of them for a channel the session seldom uses.
+            # The newest turns of one channel, in a session (context assembly asks for each
+            # channel's own) or across the user's sessions. Without these, turns were walked from
+            # the newest until enough of that channel turned up: all of them, for a channel
+            # seldom used.
             "CREATE INDEX turns_by_channel ON turns (user_id, session_id, channel, seq)",
+            "CREATE INDEX turns_by_channel_time ON turns (user_id, channel, created_at, id)",
         ),
     ),
 )
