@@ -122,16 +122,21 @@ class _SessionDocs:
         for session_id in self._terms:
             self._add(session_id)
 
-    def scores(self, query_terms: Sequence[str], session_ids: Sequence[str | None]) -> Scores:
-        """Each given session's BM25 score, scaled so the best session overall scores 1."""
+    def match(self, query_terms: Sequence[str]) -> Scores:
+        """Every session's BM25 score, scaled so the best session scores 1 (all 0 when none
+        matches)."""
         raw = self._bm25.scores(query_terms)
         top = float(raw.max()) if len(raw) else 0.0
-        if top <= 0:
+        scaled: Scores = (raw / top if top > 0 else np.zeros_like(raw)).astype(np.float32)
+        return scaled
+
+    def scores(self, match: Scores, session_ids: Sequence[str | None]) -> Scores:
+        """The given sessions' scores out of `match` (0 for no session)."""
+        if not len(match):
             return np.zeros(len(session_ids), dtype=np.float32)
         slots = [self._slot.get(sid, -1) if sid is not None else -1 for sid in session_ids]
-        picked = np.where(np.asarray(slots) >= 0, raw[slots], 0.0)
-        scaled: Scores = (picked / top).astype(np.float32)
-        return scaled
+        picked: Scores = np.where(np.asarray(slots) >= 0, match[slots], 0.0).astype(np.float32)
+        return picked
 
     def nbytes(self) -> int:
         return self._bm25.nbytes() + self._term_count * 60
@@ -452,10 +457,15 @@ class UserIndex:
             return self._bm25.weighted_scores(query_terms)
         return self._bm25.scores(query_terms)
 
-    def session_scores(self, query_terms: Sequence[str], slots: Slots) -> Scores:
-        """How well each slot's whole session matches the query (0 for memories)."""
+    def session_match(self, query_terms: Sequence[str]) -> Scores:
+        """How well each session as a whole matches the query: needs no query vector, so a
+        search works it out while the query is being embedded (`session_scores` reads it)."""
+        return self._sessions.match(query_terms)
+
+    def session_scores(self, match: Scores, slots: Slots) -> Scores:
+        """Each slot's session's score out of `session_match` (0 for memories)."""
         session_ids = self._items.categories["session_id"].values_at(slots)
-        return self._sessions.scores(query_terms, session_ids)
+        return self._sessions.scores(match, session_ids)
 
     def nearest(self, query: Vectors, k: int, mask: npt.NDArray[np.bool_] | None) -> Slots:
         """Best `k` slots by cosine among those the mask allows."""
@@ -503,12 +513,15 @@ class UserIndex:
     def gives_answer(self, wanted: Answers, slots: Slots) -> npt.NDArray[np.float32]:
         return self._cues.gives(wanted, slots)
 
-    def speakers_named(self, query: str, slots: Slots) -> npt.NDArray[np.float32]:
-        """1.0 where the query names the slot's speaker ("When did Caroline ...", "What is
-        Nate's ..."), else 0. A speaker called Will is not named by "Will I need a visa?"."""
-        named = set().union(
-            *(self._speaker_by_word[w] for w in names_in(query, self.speaker_words))
-        )
+    def named_speakers(self, query: str) -> frozenset[int]:
+        """The speakers the query names ("When did Caroline ...", "What is Nate's ..."), as
+        codes for `speakers_named`. A speaker called Will is not named by "Will I need a
+        visa?"."""
+        words = names_in(query, self.speaker_words)
+        return frozenset(code for word in words for code in self._speaker_by_word[word])
+
+    def speakers_named(self, named: frozenset[int], slots: Slots) -> npt.NDArray[np.float32]:
+        """1.0 where the slot's speaker is one of `named` (from `named_speakers`), else 0."""
         if not named:
             return np.zeros(len(slots), dtype=np.float32)
         speakers = self._items.categories["speaker"].codes[slots]

@@ -132,20 +132,23 @@ def search_index(
     if bm25_all is not None and mask is not None:
         bm25_all[~mask] = 0.0
     parts = [] if bm25_all is None else [_best_matches(bm25_all, None, pool)]  # mask applied
-    embed = query_vector or (
-        lambda: index.embedder.embed_query(dense_query_text(query.text, index.speaker_words))
-    )
-    vector = embed()[0] if weights.dense > 0 else None  # after the BM25 walk: it ran meanwhile
-    if vector is not None:
-        parts.append(index.nearest(vector, pool, mask))
     inside = None  # the slots created in the time the query names, if it names one
     if window is not None and weights.time > 0:
         inside = index.created_within(window.start, window.end, mask)
-        if inside.any():
-            if bm25_all is not None:
-                parts.append(_best_matches(bm25_all, inside, WINDOW_CANDIDATES))
-            if vector is not None:
-                parts.append(index.nearest(vector, WINDOW_CANDIDATES, inside))
+        if bm25_all is not None and inside.any():
+            parts.append(_best_matches(bm25_all, inside, WINDOW_CANDIDATES))
+    session_match = index.session_match(query_terms) if weights.session > 0 else None
+    named = index.named_speakers(query.text) if weights.speaker > 0 else None
+
+    # everything above needs no query vector: a caller's embedding of the query ran meanwhile
+    embed = query_vector or (
+        lambda: index.embedder.embed_query(dense_query_text(query.text, index.speaker_words))
+    )
+    vector = embed()[0] if weights.dense > 0 else None
+    if vector is not None:
+        parts.append(index.nearest(vector, pool, mask))
+        if inside is not None and inside.any():
+            parts.append(index.nearest(vector, WINDOW_CANDIDATES, inside))
     if not parts:
         return []
     slots = np.unique(np.concatenate(parts)).astype(np.int64)
@@ -163,9 +166,10 @@ def search_index(
         signals["dense"] = scale_to_max(cosines)
     signals.update(
         _context_signals(
-            index, slots=slots, query=query, weights=weights, query_terms=query_terms, window=window
+            index, slots=slots, query=query, weights=weights, window=window,
+            session_match=session_match, named=named,
         )
-    )
+    )  # fmt: skip
     scores = fuse(signals, weights)
     in_window = inside[slots] if inside is not None else None
     relevance = relevance_floor(index.embedder)
@@ -244,16 +248,18 @@ def _context_signals(
     slots: np.ndarray[Any, np.dtype[np.int64]],
     query: Query,
     weights: Weights,
-    query_terms: list[str],
     window: TimeWindow | None,
+    session_match: Scores | None,
+    named: frozenset[int] | None,
 ) -> dict[str, Signal]:
     """Signals beyond the text match: session topic, speaker, time, the kind of answer asked
-    for, salience, recency, use."""
+    for, salience, recency, use. The session and speaker signals come from what the search
+    worked out before the query's vector (`session_match`, `named`), for these slots."""
     signals: dict[str, Signal] = {}
-    if weights.session > 0:
-        signals["session"] = index.session_scores(query_terms, slots)
-    if weights.speaker > 0:
-        signals["speaker"] = index.speakers_named(query.text, slots)
+    if session_match is not None:
+        signals["session"] = index.session_scores(session_match, slots)
+    if named is not None:
+        signals["speaker"] = index.speakers_named(named, slots)
     created = index.created(slots)
     if weights.time > 0 and window is not None:
         start, end = window.start.timestamp(), window.end.timestamp()
