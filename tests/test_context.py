@@ -143,8 +143,15 @@ def test_standing_memories_come_from_the_index_as_the_store_lists_them(
         for i in range(104)  # pairs share a creation time
     ]
     vault.add_memory("u", "gone by now", created_at=now, expires_at=now - timedelta(hours=1))
-    vault.add_memory("u", "not yet gone", created_at=now, expires_at=now + timedelta(hours=1))
-    vault.add_memory("u", "the scout's", agent_id=scout, created_at=now, category="trips")
+    vault.add_memory(
+        "u",
+        "not yet gone",
+        created_at=now - timedelta(minutes=2),
+        expires_at=now + timedelta(hours=1),
+    )
+    vault.add_memory(
+        "u", "the scout's", agent_id=scout, created_at=now - timedelta(minutes=1), category="trips"
+    )  # newer than the one before: ids made in the same millisecond are in no set order
     vault.add_memory("u", "pinned rule", pinned=True, kind="procedural", created_at=base)
     vault.add_memory("u", "pinned fact", pinned=True, created_at=now)
     vault.add_memory("u", "not a fact", kind="episodic", created_at=now)
