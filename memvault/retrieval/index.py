@@ -388,20 +388,24 @@ class UserIndex:
     ) -> list[Item]:
         """Live memories, pinned or not, newest first as the store lists them (by creation,
         then id), at most `limit`: a context's standing knowledge. Read here, it is not
-        decrypted from the store again on every call (5.5 of 16 ms with 500 facts)."""
-        filters = Filters(types=frozenset((MEMORY,)), kinds=kinds, agent_id=agent_id, now=now)
-        size = len(self._items)
-        passed = self.allowed(filters)
-        mask = self._alive[:size].copy() if passed is None else passed
-        mask &= self._items.numbers["pinned"][:size] == pinned
-        picked = np.flatnonzero(mask)
+        decrypted from the store again on every call (5.5 of 16 ms with 500 facts). Only the
+        memories' own slots are looked at, however many turns the index holds."""
+        slots = np.fromiter(self._slot.get(MEMORY, {}).values(), dtype=np.int64)
+        numbers, column = self._items.numbers, self._items.categories
+        keep = ~numbers["superseded"][slots] & (numbers["pinned"][slots] == pinned)
+        keep &= numbers["expires"][slots] > now.timestamp()
+        if kinds is not None:
+            keep &= column["kind"].matches_at(slots, kinds)
+        if agent_id is not None:
+            keep &= column["agent_id"].matches_at(slots, (agent_id,))
+        picked = slots[keep]
         ids = self._items.ids
-        created = self._items.numbers["created"][picked].tolist()
+        created = numbers["created"][picked].tolist()
         newest = sorted(
             zip(created, (ids[slot] for slot in picked.tolist()), picked.tolist(), strict=True),
             reverse=True,
         )
-        return self._items.get_many([slot for _, _, slot in newest[:limit]])
+        return self._items.get_many([slot for _, _, slot in newest[:limit]]) if newest else []
 
     def items(self, slots: Sequence[int]) -> list[Item]:
         """The items at live slots, in order (one read of each column for all of them)."""

@@ -124,15 +124,24 @@ class Codes:
 
     def values_at(self, slots: npt.NDArray[np.int64]) -> list[Any]:
         """The values at `slots`; None for slots never set (a column grows only when set)."""
+        values = self.values
+        return [None if code < 0 else values[code] for code in self._codes_at(slots).tolist()]
+
+    def _codes_at(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
         codes = np.full(len(slots), -1, dtype=np.int32)
         inside = slots < len(self.codes)
         codes[inside] = self.codes[slots[inside]]
-        values = self.values
-        return [None if code < 0 else values[code] for code in codes.tolist()]
+        return codes
 
     def matches(self, size: int, wanted: Iterable[Hashable]) -> npt.NDArray[np.bool_]:
         """Mask of the first `size` slots whose value is one of `wanted`."""
         return self.codes_in(size, [self.code[w] for w in wanted if w in self.code])
+
+    def matches_at(
+        self, slots: npt.NDArray[np.int64], wanted: Iterable[Hashable]
+    ) -> npt.NDArray[np.bool_]:
+        """Mask over `slots` of those whose value is one of `wanted`."""
+        return np.isin(self._codes_at(slots), [self.code[w] for w in wanted if w in self.code])
 
     def codes_in(self, size: int, codes: Iterable[int]) -> npt.NDArray[np.bool_]:
         return np.isin(self.codes[:size], list(codes))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,7 @@ from memvault.retrieval.embed import TOKENIZER_PATH
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-KEPT_WORDS = 65_536
+KEPT = 65_536  # lines, and words, each
 
 
 @cache
@@ -31,37 +31,59 @@ def _tokenizer() -> Tokenizer:
     return tokenizer
 
 
-class _Counts:
-    """Token counts of words (runs of text between spaces), the least recently used let go past
-    `KEPT_WORDS`.
+class _Kept:
+    """Counts by text, the least recently used let go past `KEPT`."""
 
-    A line's count is the sum of its words' counts, exactly: WordPiece splits at every space and
-    never merges across one, and its normalisation maps each character on its own. People reuse
-    their words, so after the first few contexts nearly every word is known, and a line is
-    counted in a few microseconds instead of 83 by the tokenizer. Words not yet known are
-    tokenized in one batch, without the offsets a plain call tracks.
+    def __init__(self) -> None:
+        self._counts: OrderedDict[str, int] = OrderedDict()
+
+    def known(self, texts: Iterable[str]) -> dict[str, int]:
+        found = {text: self._counts[text] for text in texts if text in self._counts}
+        for text in found:
+            self._counts.move_to_end(text)
+        return found
+
+    def keep(self, counts: dict[str, int]) -> None:
+        self._counts.update(counts)
+        while len(self._counts) > KEPT:
+            self._counts.popitem(last=False)
+
+
+class _Counts:
+    """Token counts of lines, and of the words (runs of text between spaces) of lines not seen.
+
+    Context assembly meets the same lines call after call (the conversation under way, the
+    facts, what the search finds again), and those are one lookup each. A new line's count is
+    the sum of its words' counts, exactly: WordPiece splits at every space and never merges
+    across one, and its normalisation maps each character on its own. People reuse their words,
+    so most of a new line's words are known, and it is counted in a few microseconds instead of
+    83 by the tokenizer. Words not yet known are tokenized in one batch, without the offsets a
+    plain call tracks.
     """
 
     def __init__(self) -> None:
-        self._kept: OrderedDict[str, int] = OrderedDict()
+        self._lines = _Kept()
+        self._words = _Kept()
         self._lock = threading.Lock()
 
     def of(self, texts: Sequence[str]) -> list[int]:
-        lines = [text.split(" ") for text in texts]
         with self._lock:
-            known = {w: self._kept[w] for words in lines for w in words if w in self._kept}
-            for word in known:
-                self._kept.move_to_end(word)
-        missing = [w for w in dict.fromkeys(w for words in lines for w in words) if w not in known]
-        if missing:
-            encoded = _tokenizer().encode_batch_fast(missing, add_special_tokens=False)
-            counted = {word: len(e.ids) for word, e in zip(missing, encoded, strict=True)}
+            known = self._lines.known(texts)
+        new = {text: text.split(" ") for text in texts if text not in known}
+        if new:
             with self._lock:
-                self._kept.update(counted)
-                while len(self._kept) > KEPT_WORDS:
-                    self._kept.popitem(last=False)
+                words = self._words.known(w for split in new.values() for w in split)
+            missing = [w for w in dict.fromkeys(w for split in new.values() for w in split)
+                       if w not in words]  # fmt: skip
+            if missing:
+                encoded = _tokenizer().encode_batch_fast(missing, add_special_tokens=False)
+                words.update({w: len(e.ids) for w, e in zip(missing, encoded, strict=True)})
+            counted = {text: sum(words[w] for w in split) for text, split in new.items()}
+            with self._lock:
+                self._words.keep({w: words[w] for w in missing})
+                self._lines.keep(counted)
             known.update(counted)
-        return [sum(known[w] for w in words) for words in lines]
+        return [known[text] for text in texts]
 
 
 _counts = _Counts()
