@@ -615,12 +615,11 @@ class Vault:
                     )
             recent.sort(key=lambda t: t.seq)
         moment = utcnow() if now is None else v.check_time("now", now)
+        pinned, facts = self.recall.standing(user_id, agent_id=agent_id, now=moment)
         sources = Sources(
             global_entries=self.list_global_context(),
-            pinned=self.recall.memories(user_id, pinned=True, agent_id=agent_id, now=moment),
-            facts=self.recall.memories(
-                user_id, pinned=False, kinds=["fact"], agent_id=agent_id, now=moment
-            ),
+            pinned=pinned,
+            facts=facts,
             hits=hits,
             recent=recent,
         )

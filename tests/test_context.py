@@ -162,20 +162,23 @@ def test_standing_memories_come_from_the_index_as_the_store_lists_them(
     )  # a new slot
     vault.delete_memory("u", made[101].id)
 
-    def same(**options: Any) -> list[tuple[str, str, str | None]]:
-        listed = vault.list_memories("u", include_superseded=False, now=now, **options)
-        indexed = vault.recall.memories("u", now=now, **options)
-        assert [(m.id, m.text, m.category) for m in indexed] == [
-            (m.id, m.text, m.category) for m in listed
-        ]
-        return [(m.id, m.text, m.category) for m in listed]
+    def listed(**options: Any) -> list[tuple[str, str, str | None]]:
+        found = vault.list_memories("u", include_superseded=False, now=now, **options)
+        return [(m.id, m.text, m.category) for m in found]
 
-    facts = same(pinned=False, kinds=["fact"])
+    def standing(agent_id: str | None = None) -> tuple[list[tuple[str, str, str | None]], ...]:
+        lists = vault.recall.standing("u", agent_id=agent_id, now=now)
+        return tuple([(m.id, m.text, m.category) for m in items] for items in lists)
+
+    pinned, facts = standing()
+    assert pinned == listed(pinned=True)
+    assert facts == listed(pinned=False, kinds=["fact"])
     assert len(facts) == 100
     texts = [text for _, text, _ in facts]
     assert texts[:3] == ["fact 103, corrected", "the scout's", "not yet gone"]
     assert "gone by now" not in texts and "fact 101" not in texts and "not a fact" not in texts
     assert ("fact 98, rewritten", "edited") in [(t, c) for _, t, c in facts]
-    assert [text for _, text, _ in same(pinned=True)] == ["pinned fact", "pinned rule"]
-    assert [text for _, text, _ in same(pinned=False, agent_id=scout)] == ["the scout's"]
-    assert same(pinned=False, kinds=["fact"], agent_id="nobody-like-this") == []
+    assert [text for _, text, _ in pinned] == ["pinned fact", "pinned rule"]
+    assert standing(scout) == ([], listed(pinned=False, kinds=["fact"], agent_id=scout))
+    assert [text for _, text, _ in standing(scout)[1]] == ["the scout's"]
+    assert standing("nobody-like-this") == ([], [])

@@ -316,30 +316,26 @@ class Recall:
                 self._submit_access(user_id, recalled)
         return hits
 
-    def memories(
-        self,
-        user_id: str,
-        *,
-        pinned: bool,
-        kinds: Iterable[str] | None = None,
-        agent_id: str | None = None,
-        now: datetime,
-        limit: int = 100,
-    ) -> list[Item]:
-        """The user's live memories, pinned or not, newest first, from the index (topped up to
-        the user's revision like a search): a context's standing knowledge, already decrypted."""
+    def standing(
+        self, user_id: str, *, agent_id: str | None = None, now: datetime, limit: int = 100
+    ) -> tuple[list[Item], list[Item]]:
+        """A context's standing knowledge: the user's pinned memories, and their facts not
+        pinned, each newest first and live at `now` (one agent's alone with `agent_id`).
+
+        Read from the index, topped up to the user's revision like a search, in one checkout:
+        already decrypted, where the store would decrypt them again on every call."""
         v.check_id("user_id", user_id)
         revision = self._revision(user_id)
         if revision == 0:
-            return []
+            return [], []
         with self.cache.checkout(user_id, revision) as index:
-            return index.memories(
-                pinned=pinned,
-                kinds=None if kinds is None else frozenset(kinds),
-                agent_id=agent_id,
-                now=now,
-                limit=limit,
+            pinned = index.memories(
+                pinned=True, kinds=None, agent_id=agent_id, now=now, limit=limit
             )
+            facts = index.memories(
+                pinned=False, kinds=frozenset(("fact",)), agent_id=agent_id, now=now, limit=limit
+            )
+        return pinned, facts
 
     def _submit_access(self, user_id: str, memory_ids: list[str]) -> None:
         """Queue the store's access write, remembered as the user's latest until it is done
