@@ -128,6 +128,7 @@ class Codes:
         return [None if code < 0 else values[code] for code in self._codes_at(slots).tolist()]
 
     def _codes_at(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
+        """The codes at `slots`; -1 for slots never set."""
         codes = np.full(len(slots), -1, dtype=np.int32)
         inside = slots < len(self.codes)
         codes[inside] = self.codes[slots[inside]]
@@ -152,10 +153,7 @@ class Codes:
     def compacted(self, keep: npt.NDArray[np.int64]) -> Codes:
         """The values at slots `keep`, now at slots 0, 1, ...; a value none of them has is let
         go (a session deleted long ago no longer costs its entry)."""
-        codes = np.full(len(keep), -1, dtype=np.int32)
-        inside = keep < len(self.codes)
-        codes[inside] = self.codes[keep[inside]]
-        used, renumbered = np.unique(codes, return_inverse=True)
+        used, renumbered = np.unique(self._codes_at(keep), return_inverse=True)
         absent = 1 if len(used) and used[0] < 0 else 0  # None sorts first, as code -1
         column = Codes()
         column.values = [self.values[code] for code in used[absent:].tolist()]
