@@ -357,6 +357,24 @@ def test_compaction_carries_each_part_over_as_a_build_of_the_live_items_has_it()
         ("last month", datetime(2023, 5, 1), datetime(2023, 6, 1)),
         ("on Monday", datetime(2023, 6, 12), datetime(2023, 6, 13)),
         ("what happened in 2021", datetime(2021, 1, 1), datetime(2022, 1, 1)),
+        ("the day before yesterday", datetime(2023, 6, 12), datetime(2023, 6, 13)),
+        ("what did we eat last night", datetime(2023, 6, 13, 18), datetime(2023, 6, 14, 6)),
+        # a named day, and the days it is told in ("I went to Boston yesterday")
+        (
+            "Which city was Calvin at on October 3, 2022?",
+            datetime(2022, 10, 3),
+            datetime(2022, 10, 6),
+        ),
+        ("on 30 August, 2022", datetime(2022, 8, 30), datetime(2022, 9, 2)),
+        ("the 5th of June", datetime(2023, 6, 5), datetime(2023, 6, 8)),
+        ("on June 20th", datetime(2022, 6, 20), datetime(2022, 6, 23)),  # not yet this year
+        ("notes from 2023-02-28", datetime(2023, 2, 28), datetime(2023, 3, 3)),
+        ("last summer", datetime(2022, 6, 1), datetime(2022, 9, 1)),  # this one is under way
+        ("in the spring", datetime(2023, 3, 1), datetime(2023, 6, 1)),
+        ("the winter of 2022", datetime(2022, 12, 1), datetime(2023, 3, 1)),
+        ("towards the end of summer 2021", datetime(2021, 6, 1), datetime(2021, 9, 1)),
+        ("between April and June", datetime(2023, 4, 1), datetime(2023, 7, 1)),
+        ("from November to February", datetime(2022, 11, 1), datetime(2023, 3, 1)),
     ],
 )
 def test_time_expressions_resolve_against_now(query: str, start: datetime, end: datetime) -> None:
@@ -371,7 +389,19 @@ def test_relative_ago_is_a_window_around_the_day() -> None:
     assert window.start <= datetime(2023, 6, 11, tzinfo=UTC) < window.end
 
 
-@pytest.mark.parametrize("query", ["May I ask you something?", "what is my name", "mar"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "May I ask you something?",
+        "what is my name",
+        "mar",
+        "I may 5 times",  # the verb, written small
+        "we fall 2 times",  # a season's name alone is a verb, a noun or a name
+        "spring cleaning",
+        "Summer Smith called",
+        "on 2023-02-30",  # no such day
+    ],
+)
 def test_text_without_a_time_expression_resolves_to_nothing(query: str) -> None:
     assert resolve_time(query, NOW) is None
 
