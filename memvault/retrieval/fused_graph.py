@@ -2,12 +2,13 @@
 
 The packaged model was exported op by op: each layer's attention is some forty small nodes
 (reshapes, transposes, slices, a mask built from ranges, NaN guards), and onnxruntime's own
-fusions do not recognise that pattern. With a query of a dozen tokens those nodes cost as much
-as the matrix products: a third of the quantised model's time, by onnxruntime's profiler.
-Written again with onnxruntime's fused operators (`EmbedLayerNormalization`, `Attention`,
-`SkipLayerNormalization`, `BiasGelu`), the same weights give the same vectors (cosine 1.0000
-with the packaged model's) from 57 nodes instead of 420, and the attention's three products
-become one that the quantiser turns into `QAttention`.
+fusions do not recognise that pattern. Written again with onnxruntime's fused operators
+(`EmbedLayerNormalization`, `Attention`, `SkipLayerNormalization`, `BiasGelu`), the same weights
+give the same vectors (cosine 1.0000 with the packaged model's) from 57 nodes instead of 420,
+and the attention's three products become one that the quantiser turns into `QAttention`.
+Quantised, a query of a dozen tokens embeds in 3.49 ms against 3.87 on an AVX2 CPU (the
+profiler put the small nodes at a third of the time, but it overstates them); the matrix
+products are what is left.
 
 The weights are found by what they feed, not by their exported names: each product's weight
 is the one whose result gets the bias named after its role (`...attention.self.query.bias`),
