@@ -603,8 +603,10 @@ class Vault:
         """
         check_budget(token_budget)
         limits = check_channel_limits(channel_limits)
+        v.check_id("user_id", user_id)
+        moment = utcnow() if now is None else v.check_time("now", now)  # one moment for all
         hits = self.search(
-            user_id, query, limit=50, now=now, min_score=min_score, seen_by_agent=agent_id
+            user_id, query, limit=50, now=moment, min_score=min_score, seen_by_agent=agent_id
         )
         recent: list[Turn] = []
         if session_id is not None:
@@ -614,7 +616,6 @@ class Vault:
                         user_id, session_id=session_id, channel=channel, limit=limit
                     )
             recent.sort(key=lambda t: t.seq)
-        moment = utcnow() if now is None else v.check_time("now", now)
         pinned, facts = self.recall.standing(user_id, agent_id=agent_id, now=moment)
         sources = Sources(
             global_entries=self.list_global_context(),

@@ -257,13 +257,13 @@ class UserIndex:
         the session is touched: one turn out of a session of 20,000 used to index the other
         19,999 again.
         """
+        column = self._items.categories["session_id"]
         gone: dict[int, str | None] = {}
         for item_type, item_id in keys:
             slot = self._slot.get(item_type, {}).pop(item_id, None)
             if slot is not None:
-                gone[slot] = self._items.categories["session_id"].get(slot)
+                gone[slot] = column.get(slot)
         touched = {session_id for session_id in gone.values() if session_id is not None}
-        column = self._items.categories["session_id"]
         sessions = [
             _Gaps.of(column.get(slots[0]), slots.tolist(), gone)
             for slots in self._live_turns_by_session(touched)
@@ -405,7 +405,7 @@ class UserIndex:
             zip(created, (ids[slot] for slot in picked.tolist()), picked.tolist(), strict=True),
             reverse=True,
         )
-        return self._items.get_many([slot for _, _, slot in newest[:limit]]) if newest else []
+        return self._items.get_many([slot for _, _, slot in newest[:limit]])
 
     def items(self, slots: Sequence[int]) -> list[Item]:
         """The items at live slots, in order (one read of each column for all of them)."""

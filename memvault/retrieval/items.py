@@ -136,13 +136,17 @@ class Codes:
 
     def matches(self, size: int, wanted: Iterable[Hashable]) -> npt.NDArray[np.bool_]:
         """Mask of the first `size` slots whose value is one of `wanted`."""
-        return self.codes_in(size, [self.code[w] for w in wanted if w in self.code])
+        return self.codes_in(size, self._codes_of(wanted))
 
     def matches_at(
         self, slots: npt.NDArray[np.int64], wanted: Iterable[Hashable]
     ) -> npt.NDArray[np.bool_]:
         """Mask over `slots` of those whose value is one of `wanted`."""
-        return np.isin(self._codes_at(slots), [self.code[w] for w in wanted if w in self.code])
+        return np.isin(self._codes_at(slots), self._codes_of(wanted))
+
+    def _codes_of(self, wanted: Iterable[Hashable]) -> list[int]:
+        """The codes of those of `wanted` the column holds at all."""
+        return [self.code[w] for w in wanted if w in self.code]
 
     def codes_in(self, size: int, codes: Iterable[int]) -> npt.NDArray[np.bool_]:
         return np.isin(self.codes[:size], list(codes))
@@ -269,6 +273,8 @@ class ItemTable:
     def get_many(self, slots: Sequence[int]) -> list[Item]:
         """The items at `slots`, in order. Each column is read once for all of them: a search's
         hits cost about a third of what one slot at a time did."""
+        if len(slots) == 0:
+            return []
         picked = np.asarray(slots, dtype=np.int64)
         category = {name: codes.values_at(picked) for name, codes in self.categories.items()}
         tags = self._tags.values_at(picked)

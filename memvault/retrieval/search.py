@@ -135,8 +135,9 @@ def search_index(
     inside = None  # the slots created in the time the query names, if it names one
     if window is not None and weights.time > 0:
         inside = index.created_within(window.start, window.end, mask)
-        if bm25_all is not None and inside.any():
-            parts.append(_best_matches(bm25_all, inside, WINDOW_CANDIDATES))
+    window_holds_any = inside is not None and bool(inside.any())
+    if bm25_all is not None and window_holds_any:
+        parts.append(_best_matches(bm25_all, inside, WINDOW_CANDIDATES))
     session_match = index.session_match(query_terms) if weights.session > 0 else None
     named = index.named_speakers(query.text) if weights.speaker > 0 else None
 
@@ -147,7 +148,7 @@ def search_index(
     vector = embed()[0] if weights.dense > 0 else None
     if vector is not None:
         parts.append(index.nearest(vector, pool, mask))
-        if inside is not None and inside.any():
+        if window_holds_any:
             parts.append(index.nearest(vector, WINDOW_CANDIDATES, inside))
     if not parts:
         return []
