@@ -113,7 +113,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     path = args.dataset or datasets_dir() / "locomo.jsonl"
     embedder = HashingEmbedder() if args.embedder == "hashing" else None
-    report = evaluate(read_cases(path, limit=args.cases), embedder=embedder, replay=args.replay)
+    cases = read_cases(path, limit=args.cases)
+    report = evaluate(cases, embedder=embedder, replay=args.replay, speakers=args.speakers)
     report["dataset"] = path.name
     print(format_table(report))
     if args.output:
@@ -186,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--replay", choices=["sessions", "turns"], default="sessions",
         help="write a session a call, or a turn a call with the index topped up after each "
         "(as a chat writes; slower)",
+    )  # fmt: skip
+    evaluation.add_argument(
+        "--speakers", choices=["named", "roles", "unnamed"], default="named",
+        help="roles: the first speaker as the user (named in their profile), the other as the "
+        "assistant, no speaker names (as an assistant's chat is stored); unnamed: the same "
+        "without the profile's name",
     )  # fmt: skip
     evaluation.set_defaults(run=cmd_eval)
     move = commands.add_parser("migrate", help="copy a SQLite deployment into PostgreSQL")

@@ -120,6 +120,13 @@ class User(_Serialisable):
     updated_at: datetime
     profile: dict[str, JSON] = dataclasses.field(default_factory=dict)
 
+    @property
+    def name(self) -> str | None:
+        """What the user is called: their profile's `name`, when it is text. Search takes it as
+        the speaker of their turns that give only a role ("What does Alice like?")."""
+        name = self.profile.get("name")
+        return (name.strip() or None) if isinstance(name, str) else None
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Agent(_Serialisable):

@@ -53,6 +53,7 @@ from memvault.model import (
 from memvault.relay import open_relay
 from memvault.retrieval.cache import Changes
 from memvault.retrieval.embed import Embedder, RemoteEmbedder, embedder_from_settings
+from memvault.retrieval.index import People
 from memvault.retrieval.items import item_from_memory, item_from_turn
 from memvault.retrieval.recall import Recall
 from memvault.retrieval.search import Hit
@@ -634,7 +635,13 @@ class Vault:
             item_from_memory(open_memory(self.sealer, r), int(r["rev"])) for r in feed.memories
         ]
         removed = [(t["item_type"], t["item_id"]) for t in feed.tombstones]
-        return Changes(revision=feed.revision, items=items, removed=removed, reset=feed.reset)
+        people = People(
+            user=None if feed.user is None else open_user(self.sealer, feed.user).name,
+            agents={row["id"]: open_agent(self.sealer, row).name for row in feed.agents},
+        )
+        return Changes(
+            revision=feed.revision, items=items, removed=removed, reset=feed.reset, people=people
+        )
 
     # -- statistics ------------------------------------------------------------------------
 

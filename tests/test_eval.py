@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from memvault import Vault
 from memvault.errors import Invalid
 from memvault.evals.dataset import datasets_dir, read_cases
-from memvault.evals.harness import evaluate
+from memvault.evals.harness import evaluate, replay_case
 from memvault.evals.metrics import hit_at, recall_at, reciprocal_rank
 from memvault.evals.report import format_table
 from memvault.retrieval.embed import HashingEmbedder
@@ -211,6 +212,37 @@ def test_locomo_slice_recalls_most_single_hop_evidence() -> None:
     )
     by_turn = evaluate([small], embedder=HashingEmbedder(), progress=False, replay="turns")
     assert by_turn["modes"] == report["modes"]  # a chat's index scores as a batch-built one
+    # written as a chat stores it (roles, no speakers), the names of the user and agent given
+    # make up for the speakers' names: here exactly, and without them recall falls
+    by_role = {
+        speakers: evaluate([small], embedder=HashingEmbedder(), progress=False, speakers=speakers)
+        for speakers in ("roles", "unnamed")
+    }
+    recall = {k: r["modes"]["hybrid"]["all"]["recall@10"] for k, r in by_role.items()}
+    assert recall["roles"] == report["modes"]["hybrid"]["all"]["recall@10"] > recall["unnamed"]
+
+
+def test_a_case_written_as_roles_names_the_user_in_their_profile_and_the_other_as_an_agent(
+    mini_dataset: Path, tmp_path: Path
+) -> None:
+    (case,) = read_cases(mini_dataset)
+    with Vault(tmp_path / "data", embedder=HashingEmbedder()) as vault:
+        replay_case(vault, "u", case, speakers="roles")
+        (agent,) = vault.list_agents("u")
+        assert vault.get_user("u").name == "Ann" and agent.name == "Bo"
+        turns = [
+            t for s in ("session_1", "session_2") for t in vault.recent_turns("u", session_id=s)
+        ]
+        assert [(t.role, t.speaker, t.agent_id) for t in turns] == [
+            ("user", None, None), ("assistant", None, agent.id), ("user", None, None),
+        ]  # fmt: skip
+        hits = vault.search("u", "What did Bo photograph at the lake?", explain=True)
+        assert [h.signals and h.signals["speaker"] for h in hits][:1] == [1.0]
+        assert hits[0].text == "Nice! I went fishing."
+        replay_case(vault, "v", case, speakers="unnamed")
+        assert vault.list_agents("v") == [] and vault.get_user("v").name is None
+    with pytest.raises(Invalid, match="speakers"):
+        evaluate(read_cases(mini_dataset), embedder=HashingEmbedder(), speakers="words")
 
 
 def test_eval_command_prints_the_table_and_writes_json(

@@ -12,7 +12,7 @@ from memvault.errors import Invalid
 from memvault.retrieval.dense import KEPT_GRAPH_EXPANSION, DenseIndex
 from memvault.retrieval.embed import HashingEmbedder, normalise
 from memvault.retrieval.fusion import Weights, fuse, scale_to_max
-from memvault.retrieval.index import Filters, UserIndex
+from memvault.retrieval.index import Filters, Named, People, UserIndex
 from memvault.retrieval.items import Item
 from memvault.retrieval.lexical import BM25Index
 from memvault.retrieval.text import stem, terms
@@ -298,6 +298,28 @@ def test_a_speaker_whose_turns_are_all_gone_names_nobody() -> None:
     assert index.speaker_words == {"ann"}
     index.remove([("turn", "t1")])
     assert index.speaker_words == {"ann"}  # t3 is Ann's too
+
+
+def test_the_users_and_agents_names_stay_among_the_speakers_words_whatever_they_do() -> None:
+    index = UserIndex(HashingEmbedder(64))
+    index.add(
+        [_turn(1, "hi", speaker="Bo"), _turn(2, "yo", speaker="Cy"), _turn(3, "ok", speaker="Di")]
+    )
+    index.name_people(People(user="Ann Lee", agents={"a1": "Jarvis", "a2": "Jarvis Two"}))
+    assert index.speaker_words == {"ann", "lee", "jarvis", "two", "bo", "cy", "di"}
+    assert index.named_speakers("What did Lee tell Jarvis?") == Named(
+        user=True, agents=frozenset({"a1", "a2"})
+    )
+    assert index.named_speakers("What did Di say?") == Named(speakers=frozenset({2}))
+    index.remove([("turn", "t1")])  # Bo's last turn
+    assert index.speaker_words == {"ann", "lee", "jarvis", "two", "cy", "di"}
+    index.remove([("turn", "t2")])
+    compacted = index.compacted()
+    assert compacted.speaker_words == {"ann", "lee", "jarvis", "two", "di"}
+    assert compacted.named_speakers("What did Ann say?") == Named(user=True)
+    compacted.name_people(People(agents={"a2": "Jarvis Two"}))
+    assert compacted.speaker_words == {"jarvis", "two", "di"}
+    assert not compacted.named_speakers("Did Ann?")
 
 
 def test_compaction_keeps_live_items_and_their_vectors() -> None:

@@ -184,6 +184,39 @@ def test_a_speaker_whose_name_is_a_stop_word_is_named_only_as_a_name(recall_vaul
     assert named["Do I really need a visa, will it take long?"] == {"Will": 0.0, "Ann": 0.0}
 
 
+def test_the_users_and_agents_names_name_their_turns_that_give_only_a_role(
+    recall_vault: Vault,
+) -> None:
+    """A chat stores roles, not names: "What does Alice like?" finds what the user said once
+    their profile says they are Alice, and stops doing so when it says otherwise; an agent's
+    name names the assistant turns written as that agent."""
+    vault = recall_vault
+    jarvis = vault.register_agent("u", "Jarvis")
+    vault.add_turns("u", "s1", [
+        {"role": "user", "content": "I really like hiking in the hills", "agent_id": jarvis.id},
+        {"role": "assistant", "content": "Hiking is a fine way to like the hills",
+         "agent_id": jarvis.id},
+        {"role": "assistant", "content": "Another assistant likes hiking in the hills"},
+        {"role": "user", "content": "Walks and hiking: what Nate likes", "speaker": "Nate"},
+    ])  # fmt: skip
+
+    def named(question: str) -> dict[str, float | None]:
+        hits = vault.search("u", question, explain=True)
+        return {h.text.split()[0]: h.signals and h.signals["speaker"] for h in hits}
+
+    alice, jarvis_says = "What does Alice like about hiking?", "What did Jarvis say of hiking?"
+    assert set(named(alice).values()) == {0.0}
+    vault.put_user("u", {"name": " Alice Smith "})
+    assert vault.get_user("u").name == "Alice Smith"
+    assert named(alice) == {"I": 1.0, "Hiking": 0.0, "Another": 0.0, "Walks": 0.0}
+    assert vault.search("u", alice)[0].text == "I really like hiking in the hills"
+    assert named(jarvis_says) == {"I": 0.0, "Hiking": 1.0, "Another": 0.0, "Walks": 0.0}
+    vault.put_user("u", {"name": "Bea"})
+    assert set(named(alice).values()) == {0.0}
+    vault.put_user("u", {"name": 42})  # not text: no name
+    assert vault.get_user("u").name is None and set(named(alice).values()) == {0.0}
+
+
 def test_search_records_memory_access_in_the_background(recall_vault: Vault) -> None:
     vault = recall_vault
     memory = vault.add_memory("u", "allergic to penicillin")

@@ -8,6 +8,13 @@ BM25 only, dense only) and through context assembly at two token budgets. No LLM
 A session is written in one call by default. `replay="turns"` writes each turn in its own call
 and tops the user's index up after every one, as a chat does that recalls on each turn: what
 users of a live index get, which must score as the same data written in one go.
+
+Turns are written with their speakers' names by default (`speakers="named"`). An assistant's
+chat gives only roles: `speakers="roles"` writes the case's first speaker as the user (role
+"user", no speaker), named by their profile, and the other as an agent of theirs (role
+"assistant", the agent's id), named by the agent's name, so that a question about either by
+name still finds their turns (`retrieval.index.People`); `"unnamed"` is the same without the
+names, the baseline for it.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ SOURCE_ID = "source_turn_id"
 CONTEXT_BUDGETS = (1000, 2000)
 SEARCH_LIMIT = 20
 REPLAYS = ("sessions", "turns")
+SPEAKERS = ("named", "roles", "unnamed")
 
 
 @dataclass
@@ -54,16 +62,19 @@ class Run:
         }
 
 
-def replay_case(vault: Vault, user_id: str, case: Case, *, by_turn: bool = False) -> dict[str, str]:
+def replay_case(
+    vault: Vault, user_id: str, case: Case, *, by_turn: bool = False, speakers: str = "named"
+) -> dict[str, str]:
     """Append the case's sessions to `user_id`, a session a call or (`by_turn`) a turn a call
-    with the index topped up after each; return vault turn id -> source turn id."""
+    with the index topped up after each, the speakers as `speakers` says (see the module's
+    doc); return vault turn id -> source turn id."""
     source_of: dict[str, str] = {}
+    who = _speakers(vault, user_id, case, speakers)
     for session in case.sessions:
         rows = [
             {
-                "role": "user",
+                **who[turn.speaker],
                 "content": turn.text,
-                "speaker": turn.speaker,
                 "channel": "general",
                 "created_at": session.date,
                 "metadata": {SOURCE_ID: turn.turn_id}
@@ -83,14 +94,33 @@ def replay_case(vault: Vault, user_id: str, case: Case, *, by_turn: bool = False
     return source_of
 
 
+def _speakers(vault: Vault, user_id: str, case: Case, speakers: str) -> dict[str, dict[str, str]]:
+    """By speaker's name, who their turns say spoke, as `speakers` says (see the module doc);
+    with `"roles"`, the user's profile and the agents that name them are written first."""
+    names = list(dict.fromkeys(turn.speaker for s in case.sessions for turn in s.turns))
+    if speakers == "named":
+        return {name: {"role": "user", "speaker": name} for name in names}
+    if not names:
+        return {}
+    user, others = names[0], names[1:]
+    who = {user: {"role": "user"}} | {name: {"role": "assistant"} for name in others}
+    if speakers == "roles":
+        vault.put_user(user_id, {"name": user})
+        for name in others:
+            who[name]["agent_id"] = vault.register_agent(user_id, name).id
+    return who
+
+
 def turn_source(metadata: dict[str, Any]) -> str:
     return str(metadata.get(SOURCE_ID, ""))
 
 
-def evaluate_case(vault: Vault, case: Case, run: Run, *, by_turn: bool = False) -> None:
+def evaluate_case(
+    vault: Vault, case: Case, run: Run, *, by_turn: bool = False, speakers: str = "named"
+) -> None:
     """Replay one case into its own user and score every recall question against it."""
     user_id = f"eval-{case.case_id}"
-    source_of = replay_case(vault, user_id, case, by_turn=by_turn)
+    source_of = replay_case(vault, user_id, case, by_turn=by_turn, speakers=speakers)
     run.turns += len(source_of)
     started = time.perf_counter()
     vault.recall.cache.get(user_id, vault.store.revision(user_id))
@@ -142,11 +172,15 @@ def evaluate(
     embedder: Embedder | None = None,
     progress: bool = True,
     replay: str = "sessions",
+    speakers: str = "named",
 ) -> dict[str, Any]:
     """Run the whole evaluation in a temporary vault and return the report. `replay` is how
-    turns are written: a session a call (`sessions`) or a turn a call (`turns`)."""
+    turns are written: a session a call (`sessions`) or a turn a call (`turns`); `speakers`
+    is how they say who spoke (see the module's doc)."""
     if replay not in REPLAYS:
         raise Invalid("replay", f"unknown value; expected one of: {', '.join(REPLAYS)}")
+    if speakers not in SPEAKERS:
+        raise Invalid("speakers", f"unknown value; expected one of: {', '.join(SPEAKERS)}")
     run = Run()
     case_list = list(cases)  # the whole file is read, and checked, before anything is replayed
     if not any(q.scored for case in case_list for q in case.questions):
@@ -155,11 +189,12 @@ def evaluate(
         vault = Vault(folder, embedder=embedder)
         try:
             for case in tqdm(case_list, desc="cases", unit="case", disable=not progress):
-                evaluate_case(vault, case, run, by_turn=replay == "turns")
+                evaluate_case(vault, case, run, by_turn=replay == "turns", speakers=speakers)
         finally:
             vault.close()
     report = run.report()
     report["cases"] = len(case_list)
     report["replay"] = replay
+    report["speakers"] = speakers
     report["embedder"] = vault.recall.cache.embedder.name
     return report

@@ -19,7 +19,7 @@ import numpy as np
 
 from memvault.retrieval.dense import Vectors
 from memvault.retrieval.embed import Embedder
-from memvault.retrieval.index import UserIndex
+from memvault.retrieval.index import People, UserIndex
 from memvault.retrieval.items import TURN, Item
 
 ItemKey = tuple[str, str]
@@ -36,6 +36,7 @@ class Changes:
     items: list[Item] = field(default_factory=list)
     removed: list[tuple[str, str]] = field(default_factory=list)
     reset: bool = False  # the user was deleted and made anew since: drop the old index
+    people: People = field(default_factory=People)  # what the user and agents are called now
 
 
 Loader = Callable[[str, int], Changes]
@@ -144,6 +145,7 @@ class IndexCache:
         if changes.removed and self._vectors is not None:
             self._vectors.delete(user_id, changes.removed)
         index.revision = changes.revision
+        index.name_people(changes.people)
         if index.compaction_due():
             index = index.compacted()
         return index

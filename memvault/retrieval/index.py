@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 
+from memvault.model import Role
 from memvault.retrieval.cues import Answers, CueColumns
 from memvault.retrieval.dense import DEFAULT_ANN_THRESHOLD, DenseIndex, Slots, Vectors
 from memvault.retrieval.embed import Embedder
@@ -142,6 +143,28 @@ class _SessionDocs:
         return self._bm25.nbytes() + self._term_count * 60
 
 
+@dataclass(frozen=True, slots=True)
+class People:
+    """What the user and their agents are called (`User.name`, `Agent.name`). A chat's turns
+    give a role, not a speaker; these names are theirs all the same (`UserIndex.name_people`)."""
+
+    user: str | None = None
+    agents: Mapping[str, str] = field(default_factory=dict)  # agent id -> name
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """Whom a query names (`UserIndex.named_speakers`): speakers by their code, the user, and
+    agents by id."""
+
+    speakers: frozenset[int] = frozenset()
+    user: bool = False
+    agents: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.speakers or self.user or self.agents)
+
+
 class UserIndex:
     """Everything needed to rank one user's items for a query, held in memory."""
 
@@ -163,8 +186,12 @@ class UserIndex:
         # slots each code has: a speaker whose turns are all gone names nobody any more
         self._speaker_by_word: dict[str, set[int]] = {}
         self._speaker_slots: Counter[int] = Counter()
-        # the same words, replaced whole when one is added: another thread may read it while
-        # this index is topped up (see IndexCache.speaker_words)
+        # what the user and their agents are called (`name_people`), and their names' words
+        self._people = People()
+        self._user_words: frozenset[str] = frozenset()
+        self._agents_by_word: dict[str, frozenset[str]] = {}
+        # the words of all of those names, replaced whole when one is added: another thread
+        # may read it while this index is topped up (see IndexCache.speaker_words)
         self.speaker_words: frozenset[str] = frozenset()
         self._alive = np.zeros(0, dtype=bool)
         self._dead = 0
@@ -246,7 +273,29 @@ class UserIndex:
             codes.discard(speaker)
             if not codes:
                 del self._speaker_by_word[word]
-        self.speaker_words = frozenset(self._speaker_by_word)
+        self._publish_speaker_words()
+
+    def _publish_speaker_words(self) -> None:
+        self.speaker_words = (
+            frozenset(self._speaker_by_word) | self._user_words | frozenset(self._agents_by_word)
+        )
+
+    def name_people(self, people: People) -> None:
+        """What the user and their agents are called now. A turn that gives a role and no
+        speaker, as a chat's do, is the user's (role "user") or its agent's (role "assistant"),
+        and is named by their name as a speaker's turns are by the speaker's: "What does Alice
+        like?" asks about the user Alice's turns, and its dense query leaves "Alice" out
+        (`search.dense_query_text`)."""
+        if people == self._people:
+            return
+        self._people = people
+        self._user_words = frozenset(words(people.user.lower())) if people.user else frozenset()
+        by_word: dict[str, set[str]] = {}
+        for agent_id, name in people.agents.items():
+            for word in words(name.lower()):
+                by_word.setdefault(word, set()).add(agent_id)
+        self._agents_by_word = {word: frozenset(ids) for word, ids in by_word.items()}
+        self._publish_speaker_words()
 
     def remove(self, keys: Iterable[tuple[str, str]]) -> None:
         """Drop items by (type, id); unknown keys are ignored (a tombstone may be older).
@@ -356,6 +405,7 @@ class UserIndex:
         speakers = index._items.categories["speaker"]
         for code, count in enumerate(np.bincount(speakers.codes[speakers.codes >= 0]).tolist()):
             index._count_speaker(code, speakers.values[code], count)
+        index.name_people(self._people)
         index._alive = np.ones(len(live), dtype=bool)
         return index
 
@@ -517,19 +567,31 @@ class UserIndex:
     def gives_answer(self, wanted: Answers, slots: Slots) -> npt.NDArray[np.float32]:
         return self._cues.gives(wanted, slots)
 
-    def named_speakers(self, query: str) -> frozenset[int]:
-        """The speakers the query names ("When did Caroline ...", "What is Nate's ..."), as
-        codes for `speakers_named`. A speaker called Will is not named by "Will I need a
-        visa?"."""
-        words = names_in(query, self.speaker_words)
-        return frozenset(code for word in words for code in self._speaker_by_word[word])
+    def named_speakers(self, query: str) -> Named:
+        """Whom the query names ("When did Caroline ...", "What is Nate's ..."), for
+        `speakers_named`: speakers, and the user and agents by their names (`name_people`). A
+        speaker called Will is not named by "Will I need a visa?"."""
+        named = names_in(query, self.speaker_words)
+        return Named(
+            speakers=frozenset(c for w in named for c in self._speaker_by_word.get(w, ())),
+            user=bool(named & self._user_words),
+            agents=frozenset(a for w in named for a in self._agents_by_word.get(w, ())),
+        )
 
-    def speakers_named(self, named: frozenset[int], slots: Slots) -> npt.NDArray[np.float32]:
-        """1.0 where the slot's speaker is one of `named` (from `named_speakers`), else 0."""
-        if not named:
-            return np.zeros(len(slots), dtype=np.float32)
+    def speakers_named(self, named: Named, slots: Slots) -> npt.NDArray[np.float32]:
+        """1.0 where the slot's speaker is named, or where a turn that gives no speaker is the
+        named user's (role "user") or a named agent's (role "assistant"); else 0."""
         speakers = self._items.categories["speaker"].codes[slots]
-        return np.isin(speakers, list(named)).astype(np.float32)
+        found = np.isin(speakers, list(named.speakers))
+        if named.user or named.agents:
+            roles = self._items.categories["role"]
+            unnamed = speakers < 0
+            if named.user:
+                found |= unnamed & roles.matches_at(slots, (Role.USER.value,))
+            if named.agents:
+                agents = self._items.categories["agent_id"].matches_at(slots, named.agents)
+                found |= unnamed & agents & roles.matches_at(slots, (Role.ASSISTANT.value,))
+        return found.astype(np.float32)
 
 
 def _neighbours(sequence: list[int], at: int) -> set[int]:

@@ -23,7 +23,7 @@ from memvault.retrieval.cues import expected_answer
 from memvault.retrieval.dense import Slots, Vectors
 from memvault.retrieval.embed import relevance_floor
 from memvault.retrieval.fusion import Signal, Weights, fuse, scale_to_max
-from memvault.retrieval.index import Filters, UserIndex
+from memvault.retrieval.index import Filters, Named, UserIndex
 from memvault.retrieval.items import Item
 from memvault.retrieval.lexical import Scores
 from memvault.retrieval.text import terms, without_names
@@ -251,7 +251,7 @@ def _context_signals(
     weights: Weights,
     window: TimeWindow | None,
     session_match: Scores | None,
-    named: frozenset[int] | None,
+    named: Named | None,
 ) -> dict[str, Signal]:
     """Signals beyond the text match: session topic, speaker, time, the kind of answer asked
     for, salience, recency, use. The session and speaker signals come from what the search

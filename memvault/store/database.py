@@ -74,6 +74,8 @@ class ChangeSet(NamedTuple):
     turns: list[Row]
     memories: list[Row]
     tombstones: list[Row]
+    user: Row | None  # the user's row (its profile sealed), None when there is no such user
+    agents: list[Row]  # all of the user's agents (their names sealed)
 
 
 # One `append_turns` call: (user_id, session_id, new_session, turn rows, now).

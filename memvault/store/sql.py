@@ -583,13 +583,15 @@ class SqlStore:
 
     @retried
     def changes_since(self, user_id: str, rev: int) -> ChangeSet:
-        """Turns and memories written after `rev`, and tombstones after it.
+        """Turns and memories written after `rev`, tombstones after it, and the user's row and
+        agents, whole: what they are called names their turns (`retrieval.index.People`), and
+        a new profile or agent moves the revision too.
 
         `reset` says `rev` belongs to an earlier incarnation of the user (deleted since): the
         caller must drop what it holds; the rows returned are then the whole user.
         """
         with self.db.read() as tx:
-            head = tx.one("SELECT revision, base_revision FROM users WHERE id = ?", (user_id,))
+            head = tx.one("SELECT * FROM users WHERE id = ?", (user_id,))
             turns = tx.all(
                 "SELECT * FROM turns WHERE user_id = ? AND rev > ? ORDER BY created_at, id",
                 (user_id, rev),
@@ -602,10 +604,11 @@ class SqlStore:
                 "SELECT item_type, item_id, rev FROM tombstones WHERE user_id = ? AND rev > ?",
                 (user_id, rev),
             )
+            agents = tx.all("SELECT * FROM agents WHERE user_id = ?", (user_id,))
         if head is None:
-            return ChangeSet(0, rev > 0, turns, memories, tombstones)
+            return ChangeSet(0, rev > 0, turns, memories, tombstones, None, agents)
         reset = rev < int(head["base_revision"])
-        return ChangeSet(int(head["revision"]), reset, turns, memories, tombstones)
+        return ChangeSet(int(head["revision"]), reset, turns, memories, tombstones, head, agents)
 
     # -- global context ------------------------------------------------------------------------
 
