@@ -5,9 +5,14 @@ Then the same data written a turn at a time, the index topped up after each turn
 writes it: its recall must equal the first run's (`turn_by_turn` in the results), since search
 quality must not depend on how the index grew.
 
+Then the data written as an assistant's chat stores it, roles and no speakers' names
+(`memvault eval --speakers`): with the user named by their profile and the other speaker as a
+named agent (`roles`), and without those names (`unnamed`, the baseline for it). Only the
+hybrid figures are kept for these (`by_speakers`).
+
 Writes `results/locomo.json`. Needs the dataset (`MEMVAULT_DATASETS`, or `../shared/datasets`
-beside the repository); without it the benchmark says so and writes nothing. About 6 minutes on
-2 cores, most of it embedding the turns (one at a time in the second run).
+beside the repository); without it the benchmark says so and writes nothing. About 8 minutes on
+2 cores (AVX2), most of it embedding the turns (one at a time in the second run).
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ def main() -> None:
         "replay_seconds": round(time.perf_counter() - started, 1),
     }
     print(format_table(by_turn))
+    report["by_speakers"] = {}
+    for speakers in ("roles", "unnamed"):
+        run = evaluate(cases, speakers=speakers)
+        report["by_speakers"][speakers] = {"hybrid": run["modes"]["hybrid"]["all"]}
+        print(format_table(run))
     report["load_average"] = {"start": load_before, "end": [round(x, 2) for x in os.getloadavg()]}
     write_results("locomo", report)
 
