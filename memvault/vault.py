@@ -605,25 +605,20 @@ class Vault:
         check_budget(token_budget)
         limits = check_channel_limits(channel_limits)
         v.check_id("user_id", user_id)
+        v.check_optional_id("session_id", session_id)
         moment = utcnow() if now is None else v.check_time("now", now)  # one moment for all
         hits = self.search(
             user_id, query, limit=50, now=moment, min_score=min_score, seen_by_agent=agent_id
         )
-        recent: list[Turn] = []
-        if session_id is not None:
-            for channel, limit in limits.items():
-                if limit:
-                    recent += self.recent_turns(
-                        user_id, session_id=session_id, channel=channel, limit=limit
-                    )
-            recent.sort(key=lambda t: t.seq)
-        pinned, facts = self.recall.standing(user_id, agent_id=agent_id, now=moment)
+        standing = self.recall.standing(
+            user_id, agent_id=agent_id, now=moment, session_id=session_id, channel_limits=limits
+        )
         sources = Sources(
             global_entries=self.list_global_context(),
-            pinned=pinned,
-            facts=facts,
+            pinned=standing.pinned,
+            facts=standing.facts,
             hits=hits,
-            recent=recent,
+            recent=standing.recent,
         )
         return build_context(sources, token_budget=token_budget)
 

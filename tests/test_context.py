@@ -11,6 +11,8 @@ from memvault import Vault
 from memvault.errors import Invalid
 from memvault.retrieval.tokens import count_tokens
 
+NOW = datetime(2024, 3, 20, 12, 0, tzinfo=UTC)
+
 
 def _fill(vault: Vault) -> None:
     vault.set_global_context("house-rules", "Answer in British English.")
@@ -56,6 +58,38 @@ def test_an_agents_context_holds_only_its_own_memories(recall_vault: Vault) -> N
     assert hidden == []
     assert not any("costs 900" in item.text for item in seen.dropped)
     assert all(line in everything.text for line in ("no wifi", "costs 900", "trip is in July"))
+
+
+def test_a_contexts_recent_turns_are_the_stores_newest_of_each_channel(recall_vault: Vault) -> None:
+    """Read from the search index, they are what the store lists: after turns of a channel are
+    cleared from a session that mixes channels, and after the session grows again."""
+    vault = recall_vault
+    for i in range(12):
+        vault.add_turn("u", "now", "user", f"chat {i}", channel="general" if i % 3 else "ai")
+    vault.add_turn("u", "other", "user", "another session's turn")
+    limits = {"ai": 2, "general": 3}
+
+    def from_index() -> list[tuple[str, int, str]]:
+        recent = vault.recall.standing("u", now=NOW, session_id="now", channel_limits=limits)[2]
+        return [(t.id, t.seq, t.text) for t in recent]
+
+    def from_store() -> list[tuple[str, int, str]]:
+        turns = [
+            t for channel, limit in limits.items()
+            for t in vault.recent_turns("u", session_id="now", channel=channel, limit=limit)
+        ]  # fmt: skip
+        return [(t.id, t.seq, t.content) for t in sorted(turns, key=lambda t: t.seq)]
+
+    assert from_index() == from_store()
+    newest = ["chat 6", "chat 8", "chat 9", "chat 10", "chat 11"]  # ai: 6, 9; general: 8, 10, 11
+    assert [text for _, _, text in from_index()] == newest
+    vault.clear("u", channel="general")
+    vault.add_turn("u", "now", "user", "chat 12", channel="general")
+    assert from_index() == from_store()
+    assert [text for _, _, text in from_index()] == ["chat 6", "chat 9", "chat 12"]
+    assert (
+        vault.recall.standing("u", now=NOW, session_id="none such", channel_limits=limits)[2] == []
+    )
 
 
 def test_recent_turns_follow_channel_limits_oldest_first(recall_vault: Vault) -> None:
@@ -170,7 +204,8 @@ def test_standing_memories_come_from_the_index_as_the_store_lists_them(
         lists = vault.recall.standing("u", agent_id=agent_id, now=now)
         return tuple([(m.id, m.text, m.category) for m in items] for items in lists)
 
-    pinned, facts = standing()
+    pinned, facts, recent = standing()
+    assert recent == []  # no session asked for
     assert pinned == listed(pinned=True)
     assert facts == listed(pinned=False, kinds=["fact"])
     assert len(facts) == 100
@@ -179,6 +214,6 @@ def test_standing_memories_come_from_the_index_as_the_store_lists_them(
     assert "gone by now" not in texts and "fact 101" not in texts and "not a fact" not in texts
     assert ("fact 98, rewritten", "edited") in [(t, c) for _, t, c in facts]
     assert [text for _, text, _ in pinned] == ["pinned fact", "pinned rule"]
-    assert standing(scout) == ([], listed(pinned=False, kinds=["fact"], agent_id=scout))
+    assert standing(scout) == ([], listed(pinned=False, kinds=["fact"], agent_id=scout), [])
     assert [text for _, text, _ in standing(scout)[1]] == ["the scout's"]
-    assert standing("nobody-like-this") == ([], [])
+    assert standing("nobody-like-this") == ([], [], [])

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from memvault.errors import Invalid
-from memvault.model import GlobalContextEntry, Turn
+from memvault.model import GlobalContextEntry
 from memvault.retrieval.items import Item
 from memvault.retrieval.search import Hit
 from memvault.retrieval.tokens import count_tokens, count_tokens_of
@@ -69,7 +69,7 @@ class Sources:
     pinned: Sequence[Item] = ()  # memories, as the search index holds them
     facts: Sequence[Item] = ()
     hits: Sequence[Hit] = ()
-    recent: Sequence[Turn] = ()
+    recent: Sequence[Item] = ()  # turns of the session under way, as the index holds them
 
 
 def check_budget(token_budget: object) -> int:
@@ -127,7 +127,7 @@ def _candidates(sources: Sources) -> dict[str, list[ContextItem]]:
             text = f"[{when}] {hit.text}"
         lines["relevant"].append((hit.type, hit.type, hit.id, text, hit.score))
     for turn in reversed(sources.recent):  # newest first, so the budget keeps the latest
-        text = f"{_speaker(turn.speaker, turn.role.value)}: {turn.content}"
+        text = f"{_speaker(turn.speaker, turn.role)}: {turn.text}"
         lines["recent"].append(("recent", "turn", turn.id, text, None))
     counts = iter(count_tokens_of([line[3] for section in lines.values() for line in section]))
     return {

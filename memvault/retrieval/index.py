@@ -457,6 +457,21 @@ class UserIndex:
         )
         return self._items.get_many([slot for _, _, slot in newest[:limit]])
 
+    def recent_turns(self, session_id: str, limits: Mapping[str, int]) -> list[Item]:
+        """The session's newest turns, at most `limits[channel]` of each channel, oldest first:
+        the conversation under way, for a context. Read here, in the checkout its search
+        used, it agrees with the search and is not read and decrypted from the store again."""
+        if not any(limits.values()):
+            return []
+        (slots,) = self._live_turns_by_session({session_id}) or [np.zeros(0, dtype=np.int64)]
+        channels = self._items.categories["channel"]
+        newest = [  # places in `slots`, which are in `seq` order
+            np.flatnonzero(channels.matches_at(slots, (channel,)))[-limit:]
+            for channel, limit in limits.items()
+            if limit
+        ]
+        return self._items.get_many(slots[np.sort(np.concatenate(newest))].tolist())
+
     def items(self, slots: Sequence[int]) -> list[Item]:
         """The items at live slots, in order (one read of each column for all of them)."""
         for slot in slots:

@@ -19,9 +19,10 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
+from typing import NamedTuple
 
 from memvault import validate as v
 from memvault.errors import Invalid
@@ -203,6 +204,14 @@ def _failed(future: Future[Vectors]) -> bool:
     return future.done() and (future.cancelled() or future.exception() is not None)
 
 
+class Standing(NamedTuple):
+    """What `Recall.standing` reads for a context."""
+
+    pinned: list[Item]
+    facts: list[Item]
+    recent: list[Item]
+
+
 class Recall:
     """Search over per-user indexes kept in a byte-bounded cache."""
 
@@ -317,17 +326,26 @@ class Recall:
         return hits
 
     def standing(
-        self, user_id: str, *, agent_id: str | None = None, now: datetime, limit: int = 100
-    ) -> tuple[list[Item], list[Item]]:
-        """A context's standing knowledge: the user's pinned memories, and their facts not
-        pinned, each newest first and live at `now` (one agent's alone with `agent_id`).
+        self,
+        user_id: str,
+        *,
+        agent_id: str | None = None,
+        now: datetime,
+        session_id: str | None = None,
+        channel_limits: Mapping[str, int] | None = None,
+        limit: int = 100,
+    ) -> Standing:
+        """What a context holds besides what the search found: the user's pinned memories and
+        their facts not pinned, each newest first and live at `now` (one agent's alone with
+        `agent_id`), and the newest turns of the session under way, `channel_limits[channel]`
+        of each channel, oldest first.
 
         Read from the index, topped up to the user's revision like a search, in one checkout:
         already decrypted, where the store would decrypt them again on every call."""
         v.check_id("user_id", user_id)
         revision = self._revision(user_id)
         if revision == 0:
-            return [], []
+            return Standing([], [], [])
         with self.cache.checkout(user_id, revision) as index:
             pinned = index.memories(
                 pinned=True, kinds=None, agent_id=agent_id, now=now, limit=limit
@@ -335,7 +353,10 @@ class Recall:
             facts = index.memories(
                 pinned=False, kinds=frozenset(("fact",)), agent_id=agent_id, now=now, limit=limit
             )
-        return pinned, facts
+            recent = (
+                [] if session_id is None else index.recent_turns(session_id, channel_limits or {})
+            )
+        return Standing(pinned, facts, recent)
 
     def _submit_access(self, user_id: str, memory_ids: list[str]) -> None:
         """Queue the store's access write, remembered as the user's latest until it is done
