@@ -607,12 +607,10 @@ class Vault:
         v.check_id("user_id", user_id)
         v.check_optional_id("session_id", session_id)
         moment = utcnow() if now is None else v.check_time("now", now)  # one moment for all
-        hits = self.search(
-            user_id, query, limit=50, now=moment, min_score=min_score, seen_by_agent=agent_id
-        )
-        standing = self.recall.standing(
-            user_id, agent_id=agent_id, now=moment, session_id=session_id, channel_limits=limits
-        )
+        hits, standing = self.recall.for_context(
+            user_id, query, limit=50, now=moment, min_score=min_score, agent_id=agent_id,
+            session_id=session_id, channel_limits=limits,
+        )  # fmt: skip
         sources = Sources(
             global_entries=self.list_global_context(),
             pinned=standing.pinned,

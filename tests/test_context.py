@@ -70,8 +70,10 @@ def test_a_contexts_recent_turns_are_the_stores_newest_of_each_channel(recall_va
     limits = {"ai": 2, "general": 3}
 
     def from_index() -> list[tuple[str, int, str]]:
-        recent = vault.recall.standing("u", now=NOW, session_id="now", channel_limits=limits)[2]
-        return [(t.id, t.seq, t.text) for t in recent]
+        _, standing = vault.recall.for_context(
+            "u", "chat", limit=10, now=NOW, min_score=None, session_id="now", channel_limits=limits
+        )
+        return [(t.id, t.seq, t.text) for t in standing.recent]
 
     def from_store() -> list[tuple[str, int, str]]:
         turns = [
@@ -87,9 +89,10 @@ def test_a_contexts_recent_turns_are_the_stores_newest_of_each_channel(recall_va
     vault.add_turn("u", "now", "user", "chat 12", channel="general")
     assert from_index() == from_store()
     assert [text for _, _, text in from_index()] == ["chat 6", "chat 9", "chat 12"]
-    assert (
-        vault.recall.standing("u", now=NOW, session_id="none such", channel_limits=limits)[2] == []
+    _, elsewhere = vault.recall.for_context(
+        "u", "chat", limit=10, now=NOW, min_score=None, session_id="none such"
     )
+    assert elsewhere.recent == []
 
 
 def test_recent_turns_follow_channel_limits_oldest_first(recall_vault: Vault) -> None:
@@ -201,7 +204,9 @@ def test_standing_memories_come_from_the_index_as_the_store_lists_them(
         return [(m.id, m.text, m.category) for m in found]
 
     def standing(agent_id: str | None = None) -> tuple[list[tuple[str, str, str | None]], ...]:
-        lists = vault.recall.standing("u", agent_id=agent_id, now=now)
+        _, lists = vault.recall.for_context(
+            "u", "fact", limit=10, now=now, min_score=None, agent_id=agent_id
+        )
         return tuple([(m.id, m.text, m.category) for m in items] for items in lists)
 
     pinned, facts, recent = standing()

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from memvault import validate as v
 from memvault.errors import Invalid
@@ -30,7 +30,7 @@ from memvault.model import Channel, MemoryKind, Tier, utcnow
 from memvault.retrieval.cache import DEFAULT_MAX_BYTES, Changes, IndexCache, Loader, VectorStore
 from memvault.retrieval.embed import Embedder, Vectors
 from memvault.retrieval.fusion import Weights
-from memvault.retrieval.index import Filters
+from memvault.retrieval.index import Filters, UserIndex
 from memvault.retrieval.items import ITEM_TYPES, MEMORY, Item
 from memvault.retrieval.search import (
     Hit,
@@ -48,6 +48,9 @@ QUERY_VECTORS = 256
 QUERY_VECTOR_SECONDS = 60.0
 HANDOVER_SECONDS = 0.005  # at most: a worker is normally picked up in well under 0.1 ms
 EMBED_THREADS = 32  # threads are made only when none is idle: one or two on a quiet server
+STANDING_LIMIT = 100  # pinned memories, and facts, that a context may hold
+
+_T = TypeVar("_T")
 
 _Key = tuple[str, bytes]  # user id, keyed digest of the query text
 
@@ -212,6 +215,28 @@ class Standing(NamedTuple):
     recent: list[Item]
 
 
+def _standing_of(
+    index: UserIndex,
+    *,
+    agent_id: str | None,
+    now: datetime,
+    session_id: str | None,
+    channel_limits: Mapping[str, int],
+) -> Standing:
+    """What a context holds besides what the search found: the user's pinned memories and
+    their facts not pinned, each newest first and live at `now` (one agent's alone with
+    `agent_id`), at most `STANDING_LIMIT` of each, and the newest turns of the session under way,
+    `channel_limits[channel]` of each channel, oldest first. Read from the index, they are
+    already decrypted, where the store would decrypt them again on every call."""
+    limit = STANDING_LIMIT
+    pinned = index.memories(pinned=True, kinds=None, agent_id=agent_id, now=now, limit=limit)
+    facts = index.memories(
+        pinned=False, kinds=frozenset(("fact",)), agent_id=agent_id, now=now, limit=limit
+    )
+    recent = [] if session_id is None else index.recent_turns(session_id, channel_limits)
+    return Standing(pinned, facts, recent)
+
+
 class Recall:
     """Search over per-user indexes kept in a byte-bounded cache."""
 
@@ -300,10 +325,60 @@ class Recall:
             min_score=v.check_optional_number("min_score", min_score, 0, 1),
             explain=v.check_bool("explain", explain),
         )
+        hits, _ = self._ranked(user_id, request, weights or self.weights, record_access)
+        return hits
+
+    def for_context(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        limit: int,
+        now: datetime,
+        min_score: float | None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        channel_limits: Mapping[str, int] | None = None,
+    ) -> tuple[list[Hit], Standing]:
+        """What a context reads of the index, in one checkout at one revision: the search's
+        hits for `query` (memories of `agent_id` alone, when given) and what it holds besides
+        them (`_standing_of`). Read in two checkouts, a write landing between them could show a
+        memory in one section and leave it out of another."""
+        filters = build_filters(
+            types=None, kinds=None, tiers=None, session_id=None, agent_id=None, channel=None,
+            since=None, until=None, tags=None, now=now, seen_by_agent=agent_id,
+        )  # fmt: skip
+        request = Query(
+            text=check_query(query),
+            limit=check_search_limit(limit),
+            filters=filters,
+            now=now,
+            min_score=v.check_optional_number("min_score", min_score, 0, 1),
+        )
+
+        def standing(index: UserIndex) -> Standing:
+            return _standing_of(
+                index, agent_id=agent_id, now=now, session_id=session_id,
+                channel_limits=channel_limits or {},
+            )  # fmt: skip
+
+        hits, read = self._ranked(user_id, request, self.weights, record_access=True, also=standing)
+        return hits, read or Standing([], [], [])
+
+    def _ranked(
+        self,
+        user_id: str,
+        request: Query,
+        chosen: Weights,
+        record_access: bool,
+        also: Callable[[UserIndex], _T] | None = None,
+    ) -> tuple[list[Hit], _T | None]:
+        """The search of a checked request, and what `also` reads of the index in the same
+        checkout (None for a user with nothing to search)."""
+        v.check_id("user_id", user_id)
         revision = self._revision(user_id)
         if revision == 0:
-            return []
-        chosen = weights or self.weights
+            return [], None
         embed = chosen.dense > 0
         # started before the checkout with the names of the cached index, if there is one; if
         # the checkout builds the index or adds a speaker, the text is made again from the new
@@ -323,40 +398,8 @@ class Recall:
             if record_access and recalled and not self._closed.is_set():
                 index.count_access(recalled)  # this index's count now, the store's on the writer
                 self._submit_access(user_id, recalled)
-        return hits
-
-    def standing(
-        self,
-        user_id: str,
-        *,
-        agent_id: str | None = None,
-        now: datetime,
-        session_id: str | None = None,
-        channel_limits: Mapping[str, int] | None = None,
-        limit: int = 100,
-    ) -> Standing:
-        """What a context holds besides what the search found: the user's pinned memories and
-        their facts not pinned, each newest first and live at `now` (one agent's alone with
-        `agent_id`), and the newest turns of the session under way, `channel_limits[channel]`
-        of each channel, oldest first.
-
-        Read from the index, topped up to the user's revision like a search, in one checkout:
-        already decrypted, where the store would decrypt them again on every call."""
-        v.check_id("user_id", user_id)
-        revision = self._revision(user_id)
-        if revision == 0:
-            return Standing([], [], [])
-        with self.cache.checkout(user_id, revision) as index:
-            pinned = index.memories(
-                pinned=True, kinds=None, agent_id=agent_id, now=now, limit=limit
-            )
-            facts = index.memories(
-                pinned=False, kinds=frozenset(("fact",)), agent_id=agent_id, now=now, limit=limit
-            )
-            recent = (
-                [] if session_id is None else index.recent_turns(session_id, channel_limits or {})
-            )
-        return Standing(pinned, facts, recent)
+            read = None if also is None else also(index)
+        return hits, read
 
     def _submit_access(self, user_id: str, memory_ids: list[str]) -> None:
         """Queue the store's access write, remembered as the user's latest until it is done
