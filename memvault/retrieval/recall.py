@@ -104,6 +104,26 @@ def build_filters(
     )
 
 
+def _checked_query(
+    text: str,
+    *,
+    limit: int,
+    filters: Filters,
+    now: datetime,
+    min_score: float | None,
+    explain: bool,
+) -> Query:
+    """A search request, each argument checked (an `Invalid` names the bad one)."""
+    return Query(
+        text=check_query(text),
+        limit=check_search_limit(limit),
+        filters=filters,
+        now=now,
+        min_score=v.check_optional_number("min_score", min_score, 0, 1),
+        explain=v.check_bool("explain", explain),
+    )
+
+
 class QueryVectors:
     """Query embeddings by user and text, computed on worker threads and kept briefly.
 
@@ -317,13 +337,8 @@ class Recall:
             channel=channel, since=since, until=until, tags=tags, now=moment,
             seen_by_agent=seen_by_agent,
         )  # fmt: skip
-        request = Query(
-            text=check_query(query),
-            limit=check_search_limit(limit),
-            filters=filters,
-            now=moment,
-            min_score=v.check_optional_number("min_score", min_score, 0, 1),
-            explain=v.check_bool("explain", explain),
+        request = _checked_query(
+            query, limit=limit, filters=filters, now=moment, min_score=min_score, explain=explain
         )
         hits, _ = self._ranked(user_id, request, weights or self.weights, record_access)
         return hits
@@ -348,12 +363,8 @@ class Recall:
             types=None, kinds=None, tiers=None, session_id=None, agent_id=None, channel=None,
             since=None, until=None, tags=None, now=now, seen_by_agent=agent_id,
         )  # fmt: skip
-        request = Query(
-            text=check_query(query),
-            limit=check_search_limit(limit),
-            filters=filters,
-            now=now,
-            min_score=v.check_optional_number("min_score", min_score, 0, 1),
+        request = _checked_query(
+            query, limit=limit, filters=filters, now=now, min_score=min_score, explain=False
         )
 
         def standing(index: UserIndex) -> Standing:
