@@ -141,7 +141,7 @@ def build(count: int) -> tuple[Recall, UserIndex, float]:
     recall = Recall(
         default_embedder(),
         revision=lambda _user: len(chunks),
-        loader=lambda _user, since: Changes(revision=since + 1, items=chunks[since]),
+        loader=lambda _user, since, _accessed: Changes(revision=since + 1, items=chunks[since]),
         record_access=lambda *_: None,
         max_bytes=1 << 40,
         vectors=FixedVectors(corpus, random_vectors(count)),

@@ -620,9 +620,10 @@ class Vault:
         )
         return build_context(sources, token_budget=token_budget)
 
-    def _index_changes(self, user_id: str, revision: int) -> Changes:
-        """Decrypted rows written after `revision`, for topping up the user's search index."""
-        feed = self.store.changes_since(user_id, revision)
+    def _index_changes(self, user_id: str, revision: int, accessed: int) -> Changes:
+        """Decrypted rows written after `revision`, and the access counts that moved after the
+        user's recall count `accessed`, for topping up the user's search index."""
+        feed = self.store.changes_since(user_id, revision, accessed)
         items = [item_from_turn(open_turn(self.sealer, r), int(r["rev"])) for r in feed.turns]
         items += [
             item_from_memory(open_memory(self.sealer, r), int(r["rev"])) for r in feed.memories
@@ -633,7 +634,13 @@ class Vault:
             agents={row["id"]: open_agent(self.sealer, row).name for row in feed.agents},
         )
         return Changes(
-            revision=feed.revision, items=items, removed=removed, reset=feed.reset, people=people
+            revision=feed.revision,
+            items=items,
+            removed=removed,
+            reset=feed.reset,
+            people=people,
+            accessed=0 if feed.user is None else int(feed.user["accessed"]),
+            access_counts={row["id"]: int(row["access_count"]) for row in feed.recalled},
         )
 
     # -- statistics ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,30 @@ def test_another_process_writes_under_the_recreated_users_new_key(
         "a new key, made by the second process",
         "written by the first process afterwards",
     ]
+
+
+def test_recalls_served_by_another_process_reach_this_ones_index_with_its_next_top_up(
+    two_vaults: tuple[Vault, Vault],
+) -> None:
+    """Access counts move no revision, so another process's cached index learns of them only
+    when it next tops up: then from the store's counts, not its own."""
+    here, there = two_vaults
+    memory = here.add_memory("u", "allergic to penicillin")
+    here.add_memory("u", "keeps bees")
+
+    def access() -> float:
+        (hit,) = here.search("u", "penicillin", explain=True, record_access=False)
+        assert hit.id == memory.id and hit.signals is not None
+        return hit.signals["access"]
+
+    assert access() == 0.0  # the index is built here
+    for _ in range(3):
+        there.search("u", "penicillin")
+    there.recall.close()  # waits for its access writes
+    assert here.get_memory("u", memory.id).access_count == 3
+    assert access() == 0.0  # no revision moved: the cached index still counts none
+    here.add_turn("u", "s", "user", "a write: the next search tops the index up")
+    assert access() == pytest.approx(math.log1p(3) / math.log1p(100), abs=1e-4)
+    here.search("u", "penicillin")  # counted in this index at once, and in the store
+    here.recall.close()
+    assert here.get_memory("u", memory.id).access_count == 4

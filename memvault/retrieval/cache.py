@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -37,9 +37,14 @@ class Changes:
     removed: list[tuple[str, str]] = field(default_factory=list)
     reset: bool = False  # the user was deleted and made anew since: drop the old index
     people: People = field(default_factory=People)  # what the user and agents are called now
+    # the user's count of recalls, and the access counts of the memories recalled after the
+    # one the index had: recalls in other processes move no revision
+    accessed: int = 0
+    access_counts: Mapping[str, int] = field(default_factory=dict)
 
 
-Loader = Callable[[str, int], Changes]
+# user id, the index's revision and its count of the user's recalls (`UserIndex.accessed`)
+Loader = Callable[[str, int, int], Changes]
 
 
 class VectorStore(Protocol):
@@ -128,7 +133,7 @@ class IndexCache:
         return index
 
     def _top_up(self, user_id: str, index: UserIndex) -> UserIndex:
-        changes = self._loader(user_id, index.revision)
+        changes = self._loader(user_id, index.revision, index.accessed)
         if changes.reset:
             index = UserIndex(self.embedder, **self._ann)
         index.remove(changes.removed)
@@ -146,6 +151,7 @@ class IndexCache:
             self._vectors.delete(user_id, changes.removed)
         index.revision = changes.revision
         index.name_people(changes.people)
+        index.set_access_counts(changes.access_counts, changes.accessed)
         if index.compaction_due():
             index = index.compacted()
         return index

@@ -171,6 +171,7 @@ class UserIndex:
     def __init__(self, embedder: Embedder, *, ann_threshold: int = DEFAULT_ANN_THRESHOLD) -> None:
         self.embedder = embedder
         self.revision = 0
+        self.accessed = 0  # the user's count of recalls its access counts are current to
         self._ann_threshold = ann_threshold
         self._items = ItemTable()
         # slot by item type, then id: the id strings are the table's own, so the map adds no
@@ -388,7 +389,7 @@ class UserIndex:
         new_slot[live] = np.arange(len(live))
         renumber = new_slot.tolist()
         index = UserIndex(self.embedder, ann_threshold=self._ann_threshold)
-        index.revision = self.revision
+        index.revision, index.accessed = self.revision, self.accessed
         index._items = self._items.compacted(live)
         index._slot = {
             kind: {item_id: renumber[slot] for item_id, slot in slots.items()}
@@ -565,6 +566,19 @@ class UserIndex:
 
     def access_counts(self, slots: Slots) -> npt.NDArray[np.int64]:
         return self._items.numbers["access_count"][slots]
+
+    def set_access_counts(self, counts: Mapping[str, int], accessed: int) -> None:
+        """The store's access counts of the memories recalled after the user's recall count
+        `self.accessed`, which is now `accessed`: recalls served by other processes, which move
+        no revision, arrive with the next top-up (this process's own are counted at once,
+        `count_access`). A memory this index does not hold is left to its own top-up."""
+        slots = self._slot.get(MEMORY, {})
+        column = self._items.numbers["access_count"]
+        for memory_id, count in counts.items():
+            slot = slots.get(memory_id)
+            if slot is not None:
+                column[slot] = count
+        self.accessed = accessed
 
     def count_access(self, memory_ids: Iterable[str]) -> None:
         """One more use of each memory, as the store counts it: a search's access signal then

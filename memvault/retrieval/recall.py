@@ -296,12 +296,12 @@ class Recall:
         would otherwise come back into the index without the use. Searches never wait here:
         only a top-up does, and only while a write for the same user is under way."""
 
-        def load(user_id: str, revision: int) -> Changes:
+        def load(user_id: str, revision: int, accessed: int) -> Changes:
             with self._access_lock:
                 pending = self._access_writes.get(user_id)
             if pending is not None:
                 pending.result()  # `_record` logs its own errors: this never raises
-            return loader(user_id, revision)
+            return loader(user_id, revision, accessed)
 
         return load
 

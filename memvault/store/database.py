@@ -76,6 +76,7 @@ class ChangeSet(NamedTuple):
     tombstones: list[Row]
     user: Row | None  # the user's row (its profile sealed), None when there is no such user
     agents: list[Row]  # all of the user's agents (their names sealed)
+    recalled: list[Row]  # id and access_count of the memories recalled since `accessed`
 
 
 # One `append_turns` call: (user_id, session_id, new_session, turn rows, now).

@@ -211,6 +211,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX turns_by_channel_time ON turns (user_id, channel, created_at, id)",
         ),
     ),
+    Migration(
+        7,
+        "memory access order",
+        (
+            # A count of the user's recalls, and on each memory the count at its last recall:
+            # a cache in another process reads the access counts that moved since it last
+            # looked (`changes_since`), as it reads rows by revision, without any clock.
+            "ALTER TABLE users ADD COLUMN accessed {bigint} NOT NULL DEFAULT 0",
+            "ALTER TABLE memories ADD COLUMN accessed {bigint} NOT NULL DEFAULT 0",
+            "CREATE INDEX memories_by_access ON memories (user_id, accessed)",
+        ),
+    ),
 )
 
 

@@ -529,14 +529,22 @@ class SqlStore:
 
     @retried
     def record_access(self, user_id: str, memory_ids: Sequence[str], now: str) -> None:
-        """Count a recall. Not a content change: the revision stays, so caches stay warm."""
+        """Count a recall. Not a content change: the revision stays, so caches stay warm. The
+        user's count of recalls moves instead, and each memory recalled is stamped with it, so
+        that caches elsewhere read the counts that moved (`changes_since`)."""
         if not memory_ids:
             return
         with self.db.write() as tx:
+            row = tx.one(
+                "UPDATE users SET accessed = accessed + 1 WHERE id = ? RETURNING accessed",
+                (user_id,),
+            )
+            if row is None:  # deleted meanwhile
+                return
             tx.execute(
-                "UPDATE memories SET access_count = access_count + 1, last_accessed_at = ? "
-                f"WHERE user_id = ? AND id IN {_in(memory_ids)}",
-                (now, user_id, *memory_ids),
+                "UPDATE memories SET access_count = access_count + 1, last_accessed_at = ?, "
+                f"accessed = ? WHERE user_id = ? AND id IN {_in(memory_ids)}",
+                (now, int(row["accessed"]), user_id, *memory_ids),
             )
 
     # -- embeddings ----------------------------------------------------------------------------
@@ -582,10 +590,12 @@ class SqlStore:
     # -- change feed for caches ----------------------------------------------------------------
 
     @retried
-    def changes_since(self, user_id: str, rev: int) -> ChangeSet:
-        """Turns and memories written after `rev`, tombstones after it, and the user's row and
+    def changes_since(self, user_id: str, rev: int, accessed: int = 0) -> ChangeSet:
+        """Turns and memories written after `rev`, tombstones after it, the access counts of
+        memories recalled after the user's recall count `accessed`, and the user's row and
         agents, whole: what they are called names their turns (`retrieval.index.People`), and
-        a new profile or agent moves the revision too.
+        a new profile or agent moves the revision too. The user's row is read first: its
+        counts are then never ahead of the rows read after it.
 
         `reset` says `rev` belongs to an earlier incarnation of the user (deleted since): the
         caller must drop what it holds; the rows returned are then the whole user.
@@ -605,10 +615,16 @@ class SqlStore:
                 (user_id, rev),
             )
             agents = tx.all("SELECT * FROM agents WHERE user_id = ?", (user_id,))
+            recalled = tx.all(
+                "SELECT id, access_count FROM memories WHERE user_id = ? AND accessed > ?",
+                (user_id, accessed),
+            )
         if head is None:
-            return ChangeSet(0, rev > 0, turns, memories, tombstones, None, agents)
+            return ChangeSet(0, rev > 0, turns, memories, tombstones, None, agents, recalled)
         reset = rev < int(head["base_revision"])
-        return ChangeSet(int(head["revision"]), reset, turns, memories, tombstones, head, agents)
+        return ChangeSet(
+            int(head["revision"]), reset, turns, memories, tombstones, head, agents, recalled
+        )
 
     # -- global context ------------------------------------------------------------------------
 
