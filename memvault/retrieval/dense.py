@@ -84,7 +84,11 @@ class DenseIndex:
         as a build of that size would have none.
         """
         dense = DenseIndex(self.dim, ann_threshold=self.ann_threshold)
-        dense._size = dense._append_rows(self._matrix[slots])
+        # the gathered rows are the new matrix as they are: copied again into one with room to
+        # grow, they took 0.35 s more at 70k x 384 (a first append grows it anyway)
+        dense._matrix = np.take(self._matrix, slots, axis=0)
+        dense._alive = np.ones(len(slots), dtype=bool)
+        dense._size = len(slots)
         if self._ann is not None and dense._size >= self.ann_threshold:
             final = np.arange(len(slots), dtype=np.uint64)
             staged = final + np.uint64(_STAGED_KEYS)
