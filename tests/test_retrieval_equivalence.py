@@ -4,8 +4,10 @@ The cache tops a user's index up from the rows written since its revision instea
 rebuilding it, so every write path must leave the index as a fresh build would be: turns
 appended one at a time with searches in between (a chat) or through the server's group commit,
 memories rewritten (text, kind, tier, importance, tags), superseded and deleted, sessions
-deleted, a channel cleared out of sessions that mix channels, and the compactions all this leads
-to. Each case replays a seeded random history, then asks every query, bare and under each
+deleted, a channel cleared out of sessions that mix channels, the user renamed and agents
+registered (their names name the turns that give only a role), memories recalled by another
+process (access counts move no revision), and the compactions all this leads to. Each case
+replays a seeded random history, then asks every query, bare and under each
 filter, of the live vault and of a second vault opened on the same store, and compares hits and
 scores.
 """
@@ -29,7 +31,9 @@ WORDS = [
     "beach", "trip", "paris", "tokyo", "ramen", "pizza", "coffee", "garden", "roses", "yoga",
     "marathon", "chess", "movie",
 ]  # fmt: skip
-QUERIES = WORDS + [f"{a} {b}" for a, b in zip(WORDS, WORDS[3:], strict=False)] + ["what did Bo say"]
+NAMED = ["what did Bo say", "what does Cy like about hiking", "Dot said what of pizza",
+         "Ann Lee and the dog", "Lee on coffee"]  # fmt: skip
+QUERIES = WORDS + [f"{a} {b}" for a, b in zip(WORDS, WORDS[3:], strict=False)] + NAMED
 FILTERS: list[dict[str, object]] = [
     {"types": ["memory"], "kinds": ["fact"]},
     {"tiers": ["working", "archive"]},
@@ -42,11 +46,13 @@ FILTERS: list[dict[str, object]] = [
 class History:
     """A random but reproducible life of one user's data, written through the `Vault`."""
 
-    def __init__(self, vault: Vault, seed: int) -> None:
+    def __init__(self, vault: Vault, other: Vault, seed: int) -> None:
         self.vault = vault
+        self.other = other  # another process on the same store: its recalls move no revision
         self.rng = random.Random(seed)
         self.sessions: list[str] = []
         self.memories: list[str] = []
+        self.agents: list[str | None] = [None]
         self.day = 0
 
     def sentence(self) -> str:
@@ -74,11 +80,18 @@ class History:
         elif choice < 0.94:
             session_id = self.sessions.pop(self.rng.randrange(len(self.sessions)))
             self.vault.delete_session("u", session_id)
-        else:
+        elif choice < 0.97:
             self.vault.clear("u", channel=self.rng.choice(("ai", "general")))
             self.sessions = [s for s in self.sessions if self._has_turns(s)]
+        elif choice < 0.985:
+            self.vault.put_user("u", {"name": self.rng.choice(("Cy", "Ann Lee", 7))})
+        else:
+            name = self.rng.choice(("Dot", "Bo", "Dot Com"))
+            self.agents.append(self.vault.register_agent("u", name).id)
         if self.rng.random() < 0.5:  # the index is topped up between some writes, not others
             self.vault.search("u", self.rng.choice(WORDS), limit=5)
+        if self.rng.random() < 0.2:
+            self.other.search("u", self.rng.choice(WORDS), limit=5)
 
     def memory_fields(self) -> dict[str, object]:
         """What a memory may be given or changed to, beside its text: every filter's column."""
@@ -100,7 +113,8 @@ class History:
             {
                 "role": self.rng.choice(("user", "assistant")),
                 "content": self.sentence(),
-                "speaker": self.rng.choice(("Ann", "Bo", None)),
+                "speaker": self.rng.choice(("Ann", "Bo", None, None)),
+                "agent_id": self.rng.choice(self.agents),
                 "channel": self.rng.choice(("ai", "general")),
                 "created_at": START + timedelta(days=self.day),
             }
@@ -127,16 +141,19 @@ def _ranked(hits: list[Hit]) -> list[tuple[float, str]]:
     return ranked
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [3, 4, 5])  # each names the user and registers agents
 def test_an_index_topped_up_write_by_write_ranks_as_a_fresh_build(
     recall_vault: Vault, seed: int
 ) -> None:
     vault = recall_vault
-    history = History(vault, seed)
+    other = Vault(settings=vault.settings, embedder=HashingEmbedder())
+    history = History(vault, other, seed)
     history.append_turns()
     first_index = vault.recall.cache.get("u", vault.store.revision("u"))
     for _ in range(150):
         history.step()
+    other.close()  # its access writes done: the next top-up reads their counts
+    history.append_turns()
     now = START + timedelta(days=history.day + 1)
     filters = [
         {**f, "session_id": history.sessions[-1]} if "session_id" in f else f for f in FILTERS
