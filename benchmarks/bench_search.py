@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import summary_ms, write_results
-from memvault.api.serve import settle_garbage
+from memvault.api.serve import prepare, settle_garbage
 from memvault.retrieval.cache import Changes, ItemKey
 from memvault.retrieval.embed import (
     TOKENIZER_PATH,
@@ -284,9 +284,12 @@ def top_up_cost(index: UserIndex) -> dict[str, float]:
 
 
 def context_assembly(count: int, texts: list[str]) -> dict[str, Any]:
-    """`Vault.context` over a user with `count` turns (hashing vectors: see the module doc)."""
+    """`Vault.context` over a user with `count` turns (hashing vectors: see the module doc), the
+    vault prepared as `memvault serve` prepares it (models and token counter loaded, garbage
+    settled after the index is built)."""
     with tempfile.TemporaryDirectory() as folder:
         vault = Vault(folder, embedder=HashingEmbedder(384))
+        prepare(vault)  # as `memvault serve` does before it listens
         try:
             corpus = items(count)
             for first in range(0, count, 2_000):

@@ -12,6 +12,7 @@ import pytest
 
 from memvault.retrieval.embed import MiniLMEmbedder
 from memvault.retrieval.query_model import cached_path
+from memvault.retrieval.tokens import _tokenizer
 from memvault.vault import Vault
 
 QUESTIONS = [
@@ -97,7 +98,9 @@ def test_a_query_model_that_cannot_be_made_falls_back_to_the_full_model(
     assert "using the full model" in caplog.text and QUESTIONS[2] not in caplog.text
 
 
-def test_prepare_builds_the_query_model_and_keeps_only_the_newest_builds(tmp_path: Path) -> None:
+def test_prepare_builds_the_query_model_keeps_the_newest_builds_and_loads_the_token_counter(
+    tmp_path: Path,
+) -> None:
     models = tmp_path / "models"
     models.mkdir()
     for age in range(1, 4):  # as earlier package versions left them, the oldest last
@@ -105,8 +108,10 @@ def test_prepare_builds_the_query_model_and_keeps_only_the_newest_builds(tmp_pat
         older.write_bytes(b"an older build")
         os.utime(older, (1_700_000_000 - age * 86_400,) * 2)
     embedder = MiniLMEmbedder(model_cache=models)
+    _tokenizer.cache_clear()  # a context's token counter, loaded by whichever test came first
     with Vault(tmp_path / "vault", embedder=embedder) as vault:
         vault.recall.prepare()
+        assert _tokenizer.cache_info().currsize == 1  # loaded now, not by the first context
         assert {p.name for p in models.iterdir()} == {
             f"minilm-query-{1:016x}.onnx",
             f"minilm-query-{2:016x}.onnx",

@@ -41,6 +41,7 @@ from memvault.retrieval.search import (
     search_index,
 )
 from memvault.retrieval.thesaurus import shipped_thesaurus
+from memvault.retrieval.tokens import count_tokens
 
 log = logging.getLogger(__name__)
 
@@ -427,12 +428,14 @@ class Recall:
         write.add_done_callback(done)
 
     def prepare(self) -> None:
-        """Load now what the first search would otherwise load: the query model (derived on a
-        machine's first start, about 2 s) and the related-words file. A server calls this
-        before it listens, so its first user does not wait for them. An embedder that cannot
-        answer yet (a remote endpoint still starting) is left to the first search: a warm-up
-        must not keep the server from starting."""
+        """Load now what the first search or context would otherwise load: the query model
+        (derived on a machine's first start, about 2 s), the related-words file and the
+        tokenizer that counts a context's tokens (40 ms of the first context otherwise). A
+        server calls this before it listens, so its first user does not wait for them. An
+        embedder that cannot answer yet (a remote endpoint still starting) is left to the first
+        search: a warm-up must not keep the server from starting."""
         shipped_thesaurus()
+        count_tokens("memvault")
         try:
             self.cache.embedder.embed_query("memvault")
         except Exception as exc:  # logged by type only, and tried again by the first search
