@@ -464,7 +464,7 @@ class UserIndex:
         used, it agrees with the search and is not read and decrypted from the store again."""
         if not any(limits.values()):
             return []
-        (slots,) = self._live_turns_by_session({session_id}) or [np.zeros(0, dtype=np.int64)]
+        (slots,) = self._live_turns_by_session({session_id})  # empty for a session it lacks
         channels = self._items.categories["channel"]
         newest = [  # places in `slots`, which are in `seq` order
             np.flatnonzero(channels.matches_at(slots, (channel,)))[-limit:]
@@ -610,6 +610,8 @@ class UserIndex:
     def speakers_named(self, named: Named, slots: Slots) -> npt.NDArray[np.float32]:
         """1.0 where the slot's speaker is named, or where a turn that gives no speaker is the
         named user's (role "user") or a named agent's (role "assistant"); else 0."""
+        if not named:
+            return np.zeros(len(slots), dtype=np.float32)
         speakers = self._items.categories["speaker"].codes[slots]
         found = np.isin(speakers, list(named.speakers))
         if named.user or named.agents:

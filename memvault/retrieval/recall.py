@@ -229,7 +229,7 @@ def _failed(future: Future[Vectors]) -> bool:
 
 
 class Standing(NamedTuple):
-    """What `Recall.standing` reads for a context."""
+    """What a context holds besides the search's hits (`_standing_of`)."""
 
     pinned: list[Item]
     facts: list[Item]
