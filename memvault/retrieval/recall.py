@@ -41,7 +41,7 @@ from memvault.retrieval.search import (
     search_index,
 )
 from memvault.retrieval.thesaurus import shipped_thesaurus
-from memvault.retrieval.tokens import count_tokens
+from memvault.retrieval.tokens import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -435,7 +435,7 @@ class Recall:
         embedder that cannot answer yet (a remote endpoint still starting) is left to the first
         search: a warm-up must not keep the server from starting."""
         shipped_thesaurus()
-        count_tokens("memvault")
+        load_tokenizer()
         try:
             self.cache.embedder.embed_query("memvault")
         except Exception as exc:  # logged by type only, and tried again by the first search

@@ -94,6 +94,12 @@ def count_tokens_of(texts: Sequence[str]) -> list[int]:
     return _counts.of(texts)
 
 
+def load_tokenizer() -> None:
+    """Load the tokenizer now (about 40 ms), for a server's warm-up: counting a text would not
+    do it, when its count is already kept."""
+    _tokenizer()
+
+
 def count_tokens(text: str) -> int:
     """Tokens in `text`, without the special tokens a model would add around it."""
     return _counts.of([text])[0]
