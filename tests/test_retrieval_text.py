@@ -55,3 +55,14 @@ def test_a_name_that_is_a_stop_word_names_only_capitalised_within_a_sentence() -
     assert names_in('Who said "Will is late"?', names) == set()
     assert without_names("What will Will do?", names) == "What will do?"
     assert without_names("Will I need a visa?", names) == "Will I need a visa?"
+
+
+def test_a_text_that_uses_capitals_names_only_with_a_capital() -> None:
+    """A user or agent called Hope, or June: a question written with capitals names them only
+    with one; one written all in lower case may still name anyone."""
+    names = frozenset({"hope", "june", "nate"})
+    assert names_in("What does Hope like?", names) == {"hope"}
+    assert names_in("What do I hope for in june?", names) == set()
+    assert names_in("what does nate hope for", names) == {"nate", "hope"}
+    assert names_in("What did NATE say?", names) == {"nate"}
+    assert without_names("What do I hope Nate does?", names) == "What do I hope does?"

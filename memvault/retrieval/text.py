@@ -72,12 +72,20 @@ _SENTENCE_STARTS = frozenset(".!?\"'(\u201c\u2018")
 
 def _names(text: str, names: Set[str]) -> Iterator[tuple[re.Match[str], str]]:
     """Each word of `text` that uses one of `names` (lower-case words) as a name, with that
-    name. A name that is also a stop word ("Will", "May") is one only when written with a
-    capital and not first in its sentence: "What did Will say?" names Will, while "Will I need
-    a visa?" and "I will go" do not."""
+    name. A text that uses capitals at all writes its names with one: a user called Hope is
+    named by "What does Hope like?", not by "What do I hope for?"; a text all in lower case
+    ("what did nate say") may name anyone. A name that is also a stop word ("Will", "May") is
+    one only when written with a capital and not first in its sentence: "What did Will say?"
+    names Will, while "Will I need a visa?" and "I will go" do not."""
+    cased = text != text.lower()
     for match in _WORD.finditer(text):
         name = match.group(0).lower().removesuffix("'s")
-        if name in names and (name not in STOP_WORDS or _capitalised_mid_sentence(text, match)):
+        if name not in names:
+            continue
+        if name in STOP_WORDS:
+            if _capitalised_mid_sentence(text, match):
+                yield match, name
+        elif not cased or match.group(0)[0].isupper():
             yield match, name
 
 
