@@ -30,6 +30,7 @@ KEPT_GRAPH_EXPANSION = 100
 # reserved and unused, and copying a quarter more now and then costs little beside an append.
 GROWTH = 1.25
 MIN_ROWS = 64
+_MOVED_ROWS = 8192  # rows moved at a time when compaction packs the matrix in place
 
 
 class DenseIndex:
@@ -75,31 +76,41 @@ class DenseIndex:
             self._ann_bytes = int(each * count)
 
     def compacted(self, slots: Slots) -> DenseIndex:
-        """The vectors at `slots`, in that order, at slots 0, 1, ... of a new index.
+        """The vectors at `slots` (ascending), at slots 0, 1, ... of a new index, which takes
+        this one's matrix and graph: this index is left empty.
 
-        The HNSW graph goes with them, its keys renamed (through keys no slot can have, since
-        old and new slots overlap), instead of being built again: at 70k vectors the rename
-        takes well under a second where a build took most of a compaction's 46 s. This index
-        then searches exactly, without a graph. Below the threshold the graph is left behind,
-        as a build of that size would have none.
+        The rows move to the front of the matrix in place, a block at a time: a new matrix of
+        70k x 384 cost 0.3 s of fresh memory in a server's process, most of a compaction. The
+        HNSW graph goes along, its keys renamed (through keys no slot can have, since old and
+        new slots overlap), instead of being built again: at 70k vectors the rename takes well
+        under a second where a build took most of a compaction's 46 s. Below the threshold the
+        graph is left behind, as a build of that size would have none.
         """
+        if len(slots) > 1 and not bool(np.all(np.diff(slots) > 0)):
+            raise ValueError("slots must be ascending")
+        for first in range(0, len(slots), _MOVED_ROWS):
+            block = slots[first : first + _MOVED_ROWS]
+            # every row read here is at or after every row written: the blocks before this one
+            # wrote only below `first`, and slots[first] >= first
+            self._matrix[first : first + len(block)] = self._matrix[block]
         dense = DenseIndex(self.dim, ann_threshold=self.ann_threshold)
-        # the gathered rows are the new matrix as they are: copied again into one with room to
-        # grow, they took 0.35 s more at 70k x 384 (a first append grows it anyway)
-        dense._matrix = np.take(self._matrix, slots, axis=0)
-        dense._alive = np.ones(len(slots), dtype=bool)
-        dense._size = len(slots)
+        dense._matrix, dense._size = self._matrix, len(slots)
+        dense._alive = np.zeros(len(self._matrix), dtype=bool)
+        dense._alive[: len(slots)] = True
+        self._matrix = np.zeros((0, self.dim), dtype=np.float32)
+        self._alive, self._size = np.zeros(0, dtype=bool), 0
         if self._ann is not None and dense._size >= self.ann_threshold:
             final = np.arange(len(slots), dtype=np.uint64)
             staged = final + np.uint64(_STAGED_KEYS)
             self._ann.rename(slots.astype(np.uint64), staged)
             self._ann.rename(staged, final)
-            dense._ann, self._ann, self._ann_bytes = self._ann, None, 0
+            dense._ann = self._ann
             dense._ann.expansion_search = KEPT_GRAPH_EXPANSION
             dense._size_ann()
         elif dense._size >= self.ann_threshold:
             dense._build_ann()
             dense._size_ann()
+        self._ann, self._ann_bytes = None, 0
         return dense
 
     def _append_rows(self, vectors: Vectors) -> int:

@@ -380,8 +380,8 @@ class UserIndex:
         postings (`BM25Index.compacted`), the item columns, the cues, and the HNSW graph under
         its new keys (`DenseIndex.compacted`). Building the index again from its live items, as
         this did, took 12.5 s at 70k items; the session documents, which hold no slots, go
-        along as they are. This index is left to be dropped: it still answers searches, but it
-        must not be written to, as it shares its session documents and tails with the new one.
+        along as they are. This index is left to be dropped: its vectors and graph have moved to
+        the new one, which shares its session documents and tails.
         """
         size = len(self._items)
         live = np.flatnonzero(self._alive[:size])
