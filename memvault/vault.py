@@ -7,6 +7,7 @@ in one transaction, then publishes an event. Every method takes the user scope f
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -74,6 +75,20 @@ from memvault.store.database import Row, TurnGroup
 from memvault.transfer import export_document, read_export, seal_dump
 
 MAX_LIST = 1000
+
+
+def _people_key(user: Row | None, agents: Sequence[Row]) -> bytes:
+    """A digest of the sealed profile and agent names: a sealed value changes whenever it is
+    written again (its nonce is new), so an equal digest means nothing to open again."""
+    if user is None:
+        return b""
+    digest = hashlib.blake2b(digest_size=16)
+    parts = [bytes(user["profile"] or b"")]
+    parts += [part for row in agents for part in (row["id"].encode(), bytes(row["name"]))]
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.digest()
 
 
 class Vault:
@@ -629,15 +644,20 @@ class Vault:
             item_from_memory(open_memory(self.sealer, r), int(r["rev"])) for r in feed.memories
         ]
         removed = [(t["item_type"], t["item_id"]) for t in feed.tombstones]
-        people = People(
-            user=None if feed.user is None else open_user(self.sealer, feed.user).name,
-            agents={row["id"]: open_agent(self.sealer, row).name for row in feed.agents},
-        )
+        user, agents = feed.user, feed.agents
+
+        def people() -> People:
+            return People(
+                user=None if user is None else open_user(self.sealer, user).name,
+                agents={row["id"]: open_agent(self.sealer, row).name for row in agents},
+            )
+
         return Changes(
             revision=feed.revision,
             items=items,
             removed=removed,
             reset=feed.reset,
+            people_key=_people_key(user, agents),
             people=people,
             accessed=0 if feed.user is None else int(feed.user["accessed"]),
             access_counts={row["id"]: int(row["access_count"]) for row in feed.recalled},

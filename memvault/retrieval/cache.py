@@ -36,7 +36,11 @@ class Changes:
     items: list[Item] = field(default_factory=list)
     removed: list[tuple[str, str]] = field(default_factory=list)
     reset: bool = False  # the user was deleted and made anew since: drop the old index
-    people: People = field(default_factory=People)  # what the user and agents are called now
+    # what the user and agents are called now, opened only when `people_key` (a digest of the
+    # sealed names) is not the index's: a profile is whatever JSON the user keeps, and every
+    # write would open it again
+    people_key: bytes = b""
+    people: Callable[[], People] = People
     # the user's count of recalls, and the access counts of the memories recalled after the
     # one the index had: recalls in other processes move no revision
     accessed: int = 0
@@ -150,7 +154,8 @@ class IndexCache:
         if changes.removed and self._vectors is not None:
             self._vectors.delete(user_id, changes.removed)
         index.revision = changes.revision
-        index.name_people(changes.people)
+        if changes.people_key != index.people_key:
+            index.name_people(changes.people(), changes.people_key)
         index.set_access_counts(changes.access_counts, changes.accessed)
         if index.compaction_due():
             index = index.compacted()

@@ -187,8 +187,10 @@ class UserIndex:
         # slots each code has: a speaker whose turns are all gone names nobody any more
         self._speaker_by_word: dict[str, set[int]] = {}
         self._speaker_slots: Counter[int] = Counter()
-        # what the user and their agents are called (`name_people`), and their names' words
+        # what the user and their agents are called (`name_people`), the loader's key for it,
+        # and their names' words
         self._people = People()
+        self.people_key = b""
         self._user_words: frozenset[str] = frozenset()
         self._agents_by_word: dict[str, frozenset[str]] = {}
         # the words of all of those names, replaced whole when one is added: another thread
@@ -281,12 +283,14 @@ class UserIndex:
             frozenset(self._speaker_by_word) | self._user_words | frozenset(self._agents_by_word)
         )
 
-    def name_people(self, people: People) -> None:
+    def name_people(self, people: People, key: bytes = b"") -> None:
         """What the user and their agents are called now. A turn that gives a role and no
         speaker, as a chat's do, is the user's (role "user") or its agent's (role "assistant"),
         and is named by their name as a speaker's turns are by the speaker's: "What does Alice
         like?" asks about the user Alice's turns, and its dense query leaves "Alice" out
-        (`search.dense_query_text`)."""
+        (`search.dense_query_text`). `key` stands for `people` where they came from, so that
+        they are not opened again while it stays the same (`IndexCache`)."""
+        self.people_key = key
         if people == self._people:
             return
         self._people = people
@@ -406,7 +410,7 @@ class UserIndex:
         speakers = index._items.categories["speaker"]
         for code, count in enumerate(np.bincount(speakers.codes[speakers.codes >= 0]).tolist()):
             index._count_speaker(code, speakers.values[code], count)
-        index.name_people(self._people)
+        index.name_people(self._people, self.people_key)
         index._alive = np.ones(len(live), dtype=bool)
         return index
 

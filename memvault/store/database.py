@@ -122,6 +122,10 @@ class Transaction(Protocol):
         row of each. A backend that pipelines sends them in one round trip."""
         ...
 
+    def alls(self, statements: Sequence[Statement]) -> list[list[Row]]:
+        """`ones`, with every row of each."""
+        ...
+
     def send(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run a statement whose answer nobody waits for. A backend may hold it back until
         the next statement that has an answer, or the commit, and send them together: its

@@ -188,8 +188,11 @@ class _PostgresTransaction:
         return self._run(sql, params).fetchone()
 
     def ones(self, statements: Sequence[Statement]) -> list[Row | None]:
+        return [rows[0] if rows else None for rows in self.alls(statements)]
+
+    def alls(self, statements: Sequence[Statement]) -> list[list[Row]]:
         cursors = self._flush([_Held(sql, params) for sql, params in statements])
-        return [cursor.fetchone() for cursor in cursors]
+        return [cursor.fetchall() for cursor in cursors]
 
     def send(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._held.append(_Held(sql, params))

@@ -600,25 +600,32 @@ class SqlStore:
         `reset` says `rev` belongs to an earlier incarnation of the user (deleted since): the
         caller must drop what it holds; the rows returned are then the whole user.
         """
-        with self.db.read() as tx:
-            head = tx.one("SELECT * FROM users WHERE id = ?", (user_id,))
-            turns = tx.all(
-                "SELECT * FROM turns WHERE user_id = ? AND rev > ? ORDER BY created_at, id",
-                (user_id, rev),
+        with self.db.read() as tx:  # in order, in one round trip where the backend pipelines
+            heads, turns, memories, tombstones, agents, recalled = tx.alls(
+                [
+                    ("SELECT * FROM users WHERE id = ?", (user_id,)),
+                    (
+                        "SELECT * FROM turns WHERE user_id = ? AND rev > ? ORDER BY created_at, id",
+                        (user_id, rev),
+                    ),
+                    (
+                        "SELECT * FROM memories WHERE user_id = ? AND rev > ? "
+                        "ORDER BY created_at, id",
+                        (user_id, rev),
+                    ),
+                    (
+                        "SELECT item_type, item_id, rev FROM tombstones "
+                        "WHERE user_id = ? AND rev > ?",
+                        (user_id, rev),
+                    ),
+                    ("SELECT * FROM agents WHERE user_id = ? ORDER BY id", (user_id,)),
+                    (
+                        "SELECT id, access_count FROM memories WHERE user_id = ? AND accessed > ?",
+                        (user_id, accessed),
+                    ),
+                ]
             )
-            memories = tx.all(
-                "SELECT * FROM memories WHERE user_id = ? AND rev > ? ORDER BY created_at, id",
-                (user_id, rev),
-            )
-            tombstones = tx.all(
-                "SELECT item_type, item_id, rev FROM tombstones WHERE user_id = ? AND rev > ?",
-                (user_id, rev),
-            )
-            agents = tx.all("SELECT * FROM agents WHERE user_id = ?", (user_id,))
-            recalled = tx.all(
-                "SELECT id, access_count FROM memories WHERE user_id = ? AND accessed > ?",
-                (user_id, accessed),
-            )
+        head = heads[0] if heads else None
         if head is None:
             return ChangeSet(0, rev > 0, turns, memories, tombstones, None, agents, recalled)
         reset = rev < int(head["base_revision"])

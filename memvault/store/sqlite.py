@@ -57,6 +57,9 @@ class _SqliteTransaction:
     def ones(self, statements: Sequence[Statement]) -> list[Row | None]:
         return [self.one(sql, params) for sql, params in statements]
 
+    def alls(self, statements: Sequence[Statement]) -> list[list[Row]]:
+        return [self.all(sql, params) for sql, params in statements]
+
     def send(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._run(sql, params)
 
