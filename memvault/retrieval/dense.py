@@ -94,9 +94,8 @@ class DenseIndex:
             # wrote only below `first`, and slots[first] >= first
             self._matrix[first : first + len(block)] = self._matrix[block]
         dense = DenseIndex(self.dim, ann_threshold=self.ann_threshold)
-        dense._matrix, dense._size = self._matrix, len(slots)
-        dense._alive = np.zeros(len(self._matrix), dtype=bool)
-        dense._alive[: len(slots)] = True
+        self._alive[: len(slots)], self._alive[len(slots) :] = True, False
+        dense._matrix, dense._alive, dense._size = self._matrix, self._alive, len(slots)
         self._matrix = np.zeros((0, self.dim), dtype=np.float32)
         self._alive, self._size = np.zeros(0, dtype=bool), 0
         if self._ann is not None and dense._size >= self.ann_threshold:

@@ -13,6 +13,7 @@ the text just searched does not embed it again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -68,16 +69,16 @@ def _choices(field: str, values: Iterable[str] | None, allowed: Sequence[str]) -
 
 def build_filters(
     *,
-    types: Iterable[str] | None,
-    kinds: Iterable[str] | None,
-    tiers: Iterable[str] | None,
-    session_id: str | None,
-    agent_id: str | None,
-    channel: str | None,
-    since: datetime | str | None,
-    until: datetime | str | None,
-    tags: Iterable[str] | None,
     now: datetime,
+    types: Iterable[str] | None = None,
+    kinds: Iterable[str] | None = None,
+    tiers: Iterable[str] | None = None,
+    session_id: str | None = None,
+    agent_id: str | None = None,
+    channel: str | None = None,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    tags: Iterable[str] | None = None,
     seen_by_agent: str | None = None,
 ) -> Filters:
     """Check every filter argument, naming the bad one, and bundle them."""
@@ -360,20 +361,14 @@ class Recall:
         hits for `query` (memories of `agent_id` alone, when given) and what it holds besides
         them (`_standing_of`). Read in two checkouts, a write landing between them could show a
         memory in one section and leave it out of another."""
-        filters = build_filters(
-            types=None, kinds=None, tiers=None, session_id=None, agent_id=None, channel=None,
-            since=None, until=None, tags=None, now=now, seen_by_agent=agent_id,
-        )  # fmt: skip
+        filters = build_filters(now=now, seen_by_agent=agent_id)
         request = _checked_query(
             query, limit=limit, filters=filters, now=now, min_score=min_score, explain=False
         )
-
-        def standing(index: UserIndex) -> Standing:
-            return _standing_of(
-                index, agent_id=agent_id, now=now, session_id=session_id,
-                channel_limits=channel_limits or {},
-            )  # fmt: skip
-
+        standing = functools.partial(
+            _standing_of, agent_id=agent_id, now=now, session_id=session_id,
+            channel_limits=channel_limits or {},
+        )  # fmt: skip
         hits, read = self._ranked(user_id, request, self.weights, record_access=True, also=standing)
         return hits, read or Standing([], [], [])
 
