@@ -140,7 +140,7 @@ def build(count: int) -> tuple[Recall, UserIndex, float]:
     chunks = [corpus[first : first + CHUNK] for first in range(0, count, CHUNK)]
     recall = Recall(
         default_embedder(),
-        revision=lambda _user: len(chunks),
+        revision_and_recalls=lambda _user: (len(chunks), 0),
         loader=lambda _user, since, _accessed: Changes(revision=since + 1, items=chunks[since]),
         record_access=lambda *_: None,
         max_bytes=1 << 40,

@@ -152,7 +152,7 @@ def test_an_index_topped_up_write_by_write_ranks_as_a_fresh_build(
     first_index = vault.recall.cache.get("u", vault.store.revision("u"))
     for _ in range(150):
         history.step()
-    other.close()  # its access writes done: the next top-up reads their counts
+    other.close()  # its access writes done: the next search reads their counts
     history.append_turns()
     now = START + timedelta(days=history.day + 1)
     filters = [

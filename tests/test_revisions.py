@@ -74,11 +74,12 @@ def test_another_process_writes_under_the_recreated_users_new_key(
     ]
 
 
-def test_recalls_served_by_another_process_reach_this_ones_index_with_its_next_top_up(
+def test_recalls_served_by_another_process_reach_this_ones_index_at_its_next_search(
     two_vaults: tuple[Vault, Vault],
 ) -> None:
-    """Access counts move no revision, so another process's cached index learns of them only
-    when it next tops up: then from the store's counts, not its own."""
+    """Access counts move no revision, so a search reads the user's count of recalls with the
+    revision: an index that counts fewer than the store reads the counts that moved, though
+    nothing was written."""
     here, there = two_vaults
     memory = here.add_memory("u", "allergic to penicillin")
     here.add_memory("u", "keeps bees")
@@ -93,9 +94,38 @@ def test_recalls_served_by_another_process_reach_this_ones_index_with_its_next_t
         there.search("u", "penicillin")
     there.recall.close()  # waits for its access writes
     assert here.get_memory("u", memory.id).access_count == 3
-    assert access() == 0.0  # no revision moved: the cached index still counts none
-    here.add_turn("u", "s", "user", "a write: the next search tops the index up")
     assert access() == pytest.approx(math.log1p(3) / math.log1p(100), abs=1e-4)
     here.search("u", "penicillin")  # counted in this index at once, and in the store
     here.recall.close()
     assert here.get_memory("u", memory.id).access_count == 4
+    assert access() == pytest.approx(math.log1p(4) / math.log1p(100), abs=1e-4)
+
+
+def test_this_process_own_recalls_send_its_index_to_the_store_for_nothing(
+    two_vaults: tuple[Vault, Vault], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index counts its own process's recalls when it finds them, so the count of recalls
+    they move in the store is no news to it: only another process's recall is."""
+    here, there = two_vaults
+    memory = here.add_memory("u", "allergic to penicillin")
+    for _ in range(2):
+        here.search("u", "penicillin")
+    here.recall.close()  # waits for the access writes: the store now counts two more recalls
+    reads: list[int] = []
+    store_changes = here.store.changes_since
+
+    def counted(user_id: str, revision: int, accessed: int) -> Any:
+        reads.append(accessed)
+        return store_changes(user_id, revision, accessed)
+
+    monkeypatch.setattr(here.store, "changes_since", counted)
+    (hit,) = here.search("u", "penicillin", explain=True)
+    assert hit.signals is not None
+    assert hit.signals["access"] == pytest.approx(math.log1p(2) / math.log1p(100), abs=1e-4)
+    assert reads == []
+    there.search("u", "penicillin")
+    there.recall.close()
+    (hit,) = here.search("u", "penicillin", explain=True)
+    assert reads == [2]  # read the counts moved after this index's two
+    assert hit.signals is not None and here.get_memory("u", memory.id).access_count == 3
+    assert hit.signals["access"] == pytest.approx(math.log1p(3) / math.log1p(100), abs=1e-4)

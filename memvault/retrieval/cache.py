@@ -86,6 +86,9 @@ class IndexCache:
         self._sizes: dict[str, int] = {}
         self._total = 0
         self._locks: dict[str, threading.Lock] = {}
+        # by user, the counts of recalls this process's own access writes made (see
+        # `recalled_here`), until an index reaches them
+        self._recalls_here: dict[str, set[int]] = {}
         self._lock = threading.Lock()
         # called after a top-up of at least GROWN_ITEMS items (a server settles its garbage
         # collector there: see memvault.api.serve)
@@ -96,19 +99,34 @@ class IndexCache:
             return self._locks.setdefault(user_id, threading.Lock())
 
     @contextmanager
-    def checkout(self, user_id: str, revision: int) -> Iterator[UserIndex]:
-        """The user's index at `revision` or later, held exclusively while the block runs.
+    def checkout(self, user_id: str, revision: int, recalls: int = 0) -> Iterator[UserIndex]:
+        """The user's index at `revision` or later, counting the user's `recalls` or more,
+        held exclusively while the block runs.
 
         Top-ups change an index in place, so a search must not run beside one; holding the
-        user's lock for the search serialises the two for that user only.
+        user's lock for the search serialises the two for that user only. Recalls move no
+        revision, so an index that counts fewer than the store is topped up too, for the
+        access counts that other processes' recalls moved; this process's own are in the
+        index already (`recalled_here`).
         """
         with self._user_lock(user_id):
-            yield self._current(user_id, revision)
+            yield self._current(user_id, revision, recalls)
 
-    def get(self, user_id: str, revision: int) -> UserIndex:
+    def get(self, user_id: str, revision: int, recalls: int = 0) -> UserIndex:
         """Build or top up the user's index now (to warm it, or to measure the cost)."""
-        with self.checkout(user_id, revision) as index:
+        with self.checkout(user_id, revision, recalls) as index:
             return index
+
+    def recalled_here(self, user_id: str, recalls: int) -> None:
+        """An access write of this process made the user's count of recalls `recalls`.
+
+        The index counted its uses when the search found them (`UserIndex.count_access`), so
+        when it follows the count the index holds, the index needs nothing from the store for
+        it; after another process's recall, the top-up reads both. Takes only the cache's own
+        lock: the writer thread calling this must never wait for a user's index, whose top-up
+        may be waiting for that writer."""
+        with self._lock:
+            self._recalls_here.setdefault(user_id, set()).add(recalls)
 
     def speaker_words(self, user_id: str) -> frozenset[str] | None:
         """The speakers' names in the user's cached index, or None when none is cached: what a
@@ -118,15 +136,16 @@ class IndexCache:
             index = self._indexes.get(user_id)
         return None if index is None else index.speaker_words
 
-    def _current(self, user_id: str, revision: int) -> UserIndex:
+    def _current(self, user_id: str, revision: int, recalls: int) -> UserIndex:
         with self._lock:
             index = self._indexes.get(user_id)
         if index is not None and index.revision > revision:
             index = None  # the user was deleted and made anew: start again
         if index is None:
             index = UserIndex(self.embedder, **self._ann)
-        if index.revision < revision:
+        if index.revision < revision or self._recalls_behind(user_id, index) < recalls:
             index = self._top_up(user_id, index)
+            self._recalls_behind(user_id, index)  # forgets the recalls the top-up read
         size = index.nbytes()
         with self._lock:
             self._indexes[user_id] = index
@@ -160,6 +179,19 @@ class IndexCache:
         if index.compaction_due():
             index = index.compacted()
         return index
+
+    def _recalls_behind(self, user_id: str, index: UserIndex) -> int:
+        """The count of recalls `index` holds, moved on past this process's own recalls that
+        follow it (`recalled_here`); those at or below it are forgotten."""
+        with self._lock:
+            own = self._recalls_here.get(user_id)
+            if own:
+                while index.accessed + 1 in own:
+                    index.accessed += 1
+                own.difference_update([n for n in own if n <= index.accessed])
+                if not own:
+                    del self._recalls_here[user_id]
+        return index.accessed
 
     def _vectors_for(self, user_id: str, items: list[Item], since_rev: int) -> Vectors:
         """Vectors for `items`: stored ones where still current, the rest embedded and stored."""
@@ -198,6 +230,7 @@ class IndexCache:
     def _drop(self, user_id: str) -> None:
         self._indexes.pop(user_id, None)
         self._total -= self._sizes.pop(user_id, 0)
+        self._recalls_here.pop(user_id, None)  # a new index reads the store's count
 
     def forget(self, user_id: str) -> None:
         """Drop a user's index (deleted user, or a change the revision cannot show)."""

@@ -574,8 +574,8 @@ class UserIndex:
     def set_access_counts(self, counts: Mapping[str, int], accessed: int) -> None:
         """The store's access counts of the memories recalled after the user's recall count
         `self.accessed`, which is now `accessed`: recalls served by other processes, which move
-        no revision, arrive with the next top-up (this process's own are counted at once,
-        `count_access`). A memory this index does not hold is left to its own top-up."""
+        no revision, arrive with the next search, which reads the user's count of recalls with the
+        revision (this process's own are counted at once, `count_access`). A memory this index does not hold is left to its own top-up."""
         slots = self._slot.get(MEMORY, {})
         column = self._items.numbers["access_count"]
         for memory_id, count in counts.items():

@@ -266,9 +266,9 @@ class Recall:
         self,
         embedder: Embedder,
         *,
-        revision: Callable[[str], int],
+        revision_and_recalls: Callable[[str], tuple[int, int]],
         loader: Loader,
-        record_access: Callable[[str, list[str], datetime], None],
+        record_access: Callable[[str, list[str], datetime], int | None],
         max_bytes: int = DEFAULT_MAX_BYTES,
         ann_threshold: int | None = None,
         weights: Weights | None = None,
@@ -287,7 +287,7 @@ class Recall:
         )
         self.weights = weights or Weights()
         self.query_vectors = QueryVectors(embedder)
-        self._revision = revision
+        self._revision_and_recalls = revision_and_recalls
         self._record_access = record_access
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memvault-access")
         self._closed = threading.Event()
@@ -383,7 +383,7 @@ class Recall:
         """The search of a checked request, and what `also` reads of the index in the same
         checkout (None for a user with nothing to search)."""
         v.check_id("user_id", user_id)
-        revision = self._revision(user_id)
+        revision, recalls = self._revision_and_recalls(user_id)
         if revision == 0:
             return [], None
         embed = chosen.dense > 0
@@ -394,7 +394,7 @@ class Recall:
         vector = None
         if known is not None:
             vector = self.query_vectors.vector(user_id, dense_query_text(request.text, known))
-        with self.cache.checkout(user_id, revision) as index:
+        with self.cache.checkout(user_id, revision, recalls) as index:
             if embed and index.speaker_words is not known:
                 names = index.speaker_words
                 vector = self.query_vectors.vector(user_id, dense_query_text(request.text, names))
@@ -439,9 +439,12 @@ class Recall:
     def _record(self, user_id: str, memory_ids: list[str], moment: datetime) -> None:
         """Runs on the writer thread, where no caller can see an error: log it instead."""
         try:
-            self._record_access(user_id, memory_ids, moment)
+            recalls = self._record_access(user_id, memory_ids, moment)
         except Exception as exc:  # logged by type only: no stack, nothing of the user's
             log.error("recording memory access failed: %s", type(exc).__name__)
+            return
+        if recalls is not None:
+            self.cache.recalled_here(user_id, recalls)
 
     def forget(self, user_id: str) -> None:
         self.cache.forget(user_id)

@@ -131,11 +131,17 @@ class SqlStore:
         sql = f"SELECT id FROM {table} WHERE user_id = ? AND id = ?"
         return tx.one(sql, (user_id, row_id)) is not None
 
-    @retried
     def revision(self, user_id: str) -> int:
+        return self.revision_and_recalls(user_id)[0]
+
+    @retried
+    def revision_and_recalls(self, user_id: str) -> tuple[int, int]:
+        """The user's revision and count of recalls (0, 0 for no such user): what a cached
+        search index is current against. Recalls move no revision, and read here they cost
+        nothing more than the revision alone."""
         with self.db.read() as tx:
-            row = tx.one("SELECT revision FROM users WHERE id = ?", (user_id,))
-        return 0 if row is None else int(row["revision"])
+            row = tx.one("SELECT revision, accessed FROM users WHERE id = ?", (user_id,))
+        return (0, 0) if row is None else (int(row["revision"]), int(row["accessed"]))
 
     @retried
     def get_user(self, user_id: str) -> Row | None:
@@ -528,24 +534,28 @@ class SqlStore:
             return tx.all(sql, params)
 
     @retried
-    def record_access(self, user_id: str, memory_ids: Sequence[str], now: str) -> None:
-        """Count a recall. Not a content change: the revision stays, so caches stay warm. The
-        user's count of recalls moves instead, and each memory recalled is stamped with it, so
-        that caches elsewhere read the counts that moved (`changes_since`)."""
+    def record_access(self, user_id: str, memory_ids: Sequence[str], now: str) -> int | None:
+        """Count a recall; return the user's count of recalls it made (None: nothing written).
+
+        Not a content change: the revision stays, so caches stay warm. The user's count of
+        recalls moves instead, and each memory recalled is stamped with it, so that caches
+        elsewhere read the counts that moved (`changes_since`)."""
         if not memory_ids:
-            return
+            return None
         with self.db.write() as tx:
             row = tx.one(
                 "UPDATE users SET accessed = accessed + 1 WHERE id = ? RETURNING accessed",
                 (user_id,),
             )
             if row is None:  # deleted meanwhile
-                return
+                return None
+            recalls = int(row["accessed"])
             tx.execute(
                 "UPDATE memories SET access_count = access_count + 1, last_accessed_at = ?, "
                 f"accessed = ? WHERE user_id = ? AND id IN {_in(memory_ids)}",
-                (now, int(row["accessed"]), user_id, *memory_ids),
+                (now, recalls, user_id, *memory_ids),
             )
+        return recalls
 
     # -- embeddings ----------------------------------------------------------------------------
 
