@@ -7,8 +7,10 @@ quality must not depend on how the index grew.
 
 Then the data written as an assistant's chat stores it, roles and no speakers' names
 (`memvault eval --speakers`): with the user named by their profile and the other speaker as a
-named agent (`roles`), and without those names (`unnamed`, the baseline for it). Only the
-hybrid figures are kept for these (`by_speakers`).
+named agent (`roles`), and without those names (`unnamed`, the baseline for it); and written
+as roles, asked as an agent asks its memory, of "the user" and "the assistant" rather than by
+name (`roles_asked_as_roles`, `memvault eval --asked roles`). Only the hybrid figures are kept
+for these (`by_speakers`).
 
 Writes `results/locomo.json`. Needs the dataset (`MEMVAULT_DATASETS`, or `../shared/datasets`
 beside the repository); without it the benchmark says so and writes nothing. About 8 minutes on
@@ -45,9 +47,13 @@ def main() -> None:
     }
     print(format_table(by_turn))
     report["by_speakers"] = {}
-    for speakers in ("roles", "unnamed"):
-        run = evaluate(cases, speakers=speakers)
-        report["by_speakers"][speakers] = {"hybrid": run["modes"]["hybrid"]["all"]}
+    for name, speakers, asked in (
+        ("roles", "roles", "names"),
+        ("unnamed", "unnamed", "names"),
+        ("roles_asked_as_roles", "roles", "roles"),
+    ):
+        run = evaluate(cases, speakers=speakers, asked=asked)
+        report["by_speakers"][name] = {"hybrid": run["modes"]["hybrid"]["all"]}
         print(format_table(run))
     report["load_average"] = {"start": load_before, "end": [round(x, 2) for x in os.getloadavg()]}
     write_results("locomo", report)

@@ -114,7 +114,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     path = args.dataset or datasets_dir() / "locomo.jsonl"
     embedder = HashingEmbedder() if args.embedder == "hashing" else None
     cases = read_cases(path, limit=args.cases)
-    report = evaluate(cases, embedder=embedder, replay=args.replay, speakers=args.speakers)
+    report = evaluate(
+        cases, embedder=embedder, replay=args.replay, speakers=args.speakers, asked=args.asked
+    )
     report["dataset"] = path.name
     print(format_table(report))
     if args.output:
@@ -193,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="roles: the first speaker as the user (named in their profile), the other as the "
         "assistant, no speaker names (as an assistant's chat is stored); unnamed: the same "
         "without the profile's name",
+    )  # fmt: skip
+    evaluation.add_argument(
+        "--asked", choices=["names", "roles"], default="names",
+        help="how the questions name the speakers: by name, or the first as 'the user' and the "
+        "others as 'the assistant' (as an agent asks its memory)",
     )  # fmt: skip
     evaluation.set_defaults(run=cmd_eval)
     move = commands.add_parser("migrate", help="copy a SQLite deployment into PostgreSQL")

@@ -14,7 +14,7 @@ import pytest
 from memvault import Vault
 from memvault.errors import Invalid
 from memvault.evals.dataset import datasets_dir, read_cases
-from memvault.evals.harness import evaluate, replay_case
+from memvault.evals.harness import _as_roles, evaluate, replay_case
 from memvault.evals.metrics import hit_at, recall_at, reciprocal_rank
 from memvault.evals.report import format_table
 from memvault.retrieval.embed import HashingEmbedder
@@ -243,6 +243,28 @@ def test_a_case_written_as_roles_names_the_user_in_their_profile_and_the_other_a
         assert vault.list_agents("v") == [] and vault.get_user("v").name is None
     with pytest.raises(Invalid, match="speakers"):
         evaluate(read_cases(mini_dataset), embedder=HashingEmbedder(), speakers="words")
+
+
+def test_questions_can_be_asked_of_the_user_and_the_assistant_by_role(
+    mini_dataset: Path,
+) -> None:
+    """An agent asks about "the user", not Ann: written as roles and asked so, the mini case
+    recalls what it recalls asked by name."""
+    as_roles = _as_roles(["Ann", "Bo"])
+    assert as_roles("What is Ann's cat called?") == "What is the user's cat called?"
+    assert as_roles("Did Bo meet Ann, or Anna?") == "Did the assistant meet the user, or Anna?"
+    cases = list(read_cases(mini_dataset))
+    by = {
+        asked: evaluate(
+            cases, embedder=HashingEmbedder(), progress=False, speakers="roles", asked=asked
+        )
+        for asked in ("names", "roles")
+    }
+    assert by["roles"]["asked"] == "roles" and "asked by role" in format_table(by["roles"])
+    assert by["roles"]["modes"]["hybrid"] == by["names"]["modes"]["hybrid"]
+    assert by["roles"]["modes"]["hybrid"]["all"]["recall@10"] > 0
+    with pytest.raises(Invalid, match="asked"):
+        evaluate(cases, embedder=HashingEmbedder(), asked="pronouns")
 
 
 def test_eval_command_prints_the_table_and_writes_json(

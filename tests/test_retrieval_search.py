@@ -217,6 +217,36 @@ def test_the_users_and_agents_names_name_their_turns_that_give_only_a_role(
     assert vault.get_user("u").name is None and set(named(alice).values()) == {0.0}
 
 
+def test_the_words_of_the_roles_name_the_turns_that_give_only_that_role(
+    recall_vault: Vault,
+) -> None:
+    """An agent asks about "the user" as often as about Alice: the word names the user's turns
+    that give no speaker, with or without a name in the profile; "the assistant" names every
+    agent's. Turns that name their speaker keep their own name only."""
+    vault = recall_vault
+    jarvis = vault.register_agent("u", "Jarvis")
+    vault.add_turns("u", "s1", [
+        {"role": "user", "content": "I really like hiking in the hills", "agent_id": jarvis.id},
+        {"role": "assistant", "content": "Hiking is a fine way to like the hills",
+         "agent_id": jarvis.id},
+        {"role": "assistant", "content": "Another assistant likes hiking in the hills"},
+        {"role": "user", "content": "Walks and hiking: what Nate likes", "speaker": "Nate"},
+    ])  # fmt: skip
+
+    def named(question: str) -> dict[str, float | None]:
+        hits = vault.search("u", question, explain=True)
+        return {h.text.split()[0]: h.signals and h.signals["speaker"] for h in hits}
+
+    user = {"I": 1.0, "Hiking": 0.0, "Another": 0.0, "Walks": 0.0}
+    assert named("What does the user like about hiking?") == user
+    assert named("What is the User's view of hiking?") == user
+    assert vault.search("u", "What does the user like about hiking?")[0].text.startswith("I ")
+    assistant = {"I": 0.0, "Hiking": 1.0, "Another": 1.0, "Walks": 0.0}
+    assert named("What did the assistant say of hiking?") == assistant
+    vault.put_user("u", {"name": "Alice"})
+    assert named("What does the user like about hiking?") == user
+
+
 def test_search_records_memory_access_in_the_background(recall_vault: Vault) -> None:
     vault = recall_vault
     memory = vault.add_memory("u", "allergic to penicillin")

@@ -66,3 +66,12 @@ def test_a_text_that_uses_capitals_names_only_with_a_capital() -> None:
     assert names_in("what does nate hope for", names) == {"nate", "hope"}
     assert names_in("What did NATE say?", names) == {"nate"}
     assert without_names("What do I hope Nate does?", names) == "What do I hope does?"
+
+
+def test_a_roles_word_names_in_any_case() -> None:
+    """ "the user" is how an agent names the one it serves, written small in a capitalised
+    question; it leaves the dense query as a name does."""
+    names = frozenset({"user", "assistant", "hope"})
+    assert names_in("What does the user hope for?", names) == {"user"}
+    assert names_in("What did the Assistant suggest?", names) == {"assistant"}
+    assert without_names("What is the user's dog called?", names) == "What is the dog called?"

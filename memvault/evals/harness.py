@@ -15,13 +15,18 @@ chat gives only roles: `speakers="roles"` writes the case's first speaker as the
 "assistant", the agent's id), named by the agent's name, so that a question about either by
 name still finds their turns (`retrieval.index.People`); `"unnamed"` is the same without the
 names, the baseline for it.
+
+Questions name the speakers as the dataset writes them (`asked="names"`). An agent asks its
+memory about "the user" as often as about Alice: `asked="roles"` asks each question with the
+first speaker's name as "the user" and the others' as "the assistant".
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,7 +34,7 @@ from typing import Any
 from tqdm import tqdm
 
 from memvault.errors import Invalid
-from memvault.evals.dataset import Case, Question
+from memvault.evals.dataset import Case
 from memvault.evals.metrics import Tally, percentiles_ms
 from memvault.retrieval.embed import Embedder
 from memvault.retrieval.fusion import MODES, Weights
@@ -40,6 +45,7 @@ CONTEXT_BUDGETS = (1000, 2000)
 SEARCH_LIMIT = 20
 REPLAYS = ("sessions", "turns")
 SPEAKERS = ("named", "roles", "unnamed")
+ASKED = ("names", "roles")
 
 
 @dataclass
@@ -69,7 +75,7 @@ def replay_case(
     with the index topped up after each, the speakers as `speakers` says (see the module's
     doc); return vault turn id -> source turn id."""
     source_of: dict[str, str] = {}
-    who = _speakers(vault, user_id, case, speakers)
+    who = _speakers(vault, user_id, _speaker_names(case), speakers)
     for session in case.sessions:
         rows = [
             {
@@ -94,10 +100,16 @@ def replay_case(
     return source_of
 
 
-def _speakers(vault: Vault, user_id: str, case: Case, speakers: str) -> dict[str, dict[str, str]]:
+def _speaker_names(case: Case) -> list[str]:
+    """The case's speakers in the order they first speak: the first is taken as the user."""
+    return list(dict.fromkeys(turn.speaker for s in case.sessions for turn in s.turns))
+
+
+def _speakers(
+    vault: Vault, user_id: str, names: list[str], speakers: str
+) -> dict[str, dict[str, str]]:
     """By speaker's name, who their turns say spoke, as `speakers` says (see the module doc);
     with `"roles"`, the user's profile and the agents that name them are written first."""
-    names = list(dict.fromkeys(turn.speaker for s in case.sessions for turn in s.turns))
     if speakers == "named":
         return {name: {"role": "user", "speaker": name} for name in names}
     if not names:
@@ -115,8 +127,24 @@ def turn_source(metadata: dict[str, Any]) -> str:
     return str(metadata.get(SOURCE_ID, ""))
 
 
+def _as_roles(names: list[str]) -> Callable[[str], str]:
+    """A question with the first speaker's name as "the user" and the others' as "the
+    assistant" (possessives kept: "Nate's" is "the assistant's")."""
+    roles = {name: "the user" if n == 0 else "the assistant" for n, name in enumerate(names)}
+    if not roles:
+        return lambda text: text
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, roles)) + r")\b")
+    return lambda text: pattern.sub(lambda match: roles[match.group(1)], text)
+
+
 def evaluate_case(
-    vault: Vault, case: Case, run: Run, *, by_turn: bool = False, speakers: str = "named"
+    vault: Vault,
+    case: Case,
+    run: Run,
+    *,
+    by_turn: bool = False,
+    speakers: str = "named",
+    asked: str = "names",
 ) -> None:
     """Replay one case into its own user and score every recall question against it."""
     user_id = f"eval-{case.case_id}"
@@ -125,14 +153,16 @@ def evaluate_case(
     started = time.perf_counter()
     vault.recall.cache.get(user_id, vault.store.revision(user_id))
     run.build_seconds.append(time.perf_counter() - started)
+    as_asked = _as_roles(_speaker_names(case)) if asked == "roles" else str
     for question in case.questions:
         if not question.scored:
             continue
         now = question.date or case.last_date
+        text = as_asked(question.question)
         for mode in MODES:
             started = time.perf_counter()
             hits = vault.search(
-                user_id, question.question, limit=SEARCH_LIMIT, now=now,
+                user_id, text, limit=SEARCH_LIMIT, now=now,
                 weights=Weights.for_mode(mode), record_access=False,
             )  # fmt: skip
             run.latencies[mode].append(time.perf_counter() - started)
@@ -140,7 +170,7 @@ def evaluate_case(
             extra = None
             if mode == "hybrid":
                 extra = _context_recall(
-                    vault, user_id, question, now=now, source_of=source_of, run=run
+                    vault, user_id, text, question.evidence, now=now, source_of=source_of, run=run
                 )
             run.tallies[mode].add(question.category, ranked, question.evidence, extra)
 
@@ -148,7 +178,8 @@ def evaluate_case(
 def _context_recall(
     vault: Vault,
     user_id: str,
-    question: Question,
+    text: str,
+    evidence: Iterable[str],
     *,
     now: datetime,
     source_of: dict[str, str],
@@ -158,11 +189,11 @@ def _context_recall(
     scores = {}
     for budget in CONTEXT_BUDGETS:
         started = time.perf_counter()
-        context = vault.context(user_id, question.question, token_budget=budget, now=now)
+        context = vault.context(user_id, text, token_budget=budget, now=now)
         run.context_latencies.append(time.perf_counter() - started)
         included = {source_of.get(i.id, "") for i in context.items if i.type == "turn"}
-        evidence = set(question.evidence)
-        scores[f"context_recall@{budget}"] = len(evidence & included) / len(evidence)
+        wanted = set(evidence)
+        scores[f"context_recall@{budget}"] = len(wanted & included) / len(wanted)
     return scores
 
 
@@ -173,14 +204,18 @@ def evaluate(
     progress: bool = True,
     replay: str = "sessions",
     speakers: str = "named",
+    asked: str = "names",
 ) -> dict[str, Any]:
     """Run the whole evaluation in a temporary vault and return the report. `replay` is how
     turns are written: a session a call (`sessions`) or a turn a call (`turns`); `speakers`
-    is how they say who spoke (see the module's doc)."""
+    is how they say who spoke, and `asked` how the questions name them (see the module's
+    doc)."""
     if replay not in REPLAYS:
         raise Invalid("replay", f"unknown value; expected one of: {', '.join(REPLAYS)}")
     if speakers not in SPEAKERS:
         raise Invalid("speakers", f"unknown value; expected one of: {', '.join(SPEAKERS)}")
+    if asked not in ASKED:
+        raise Invalid("asked", f"unknown value; expected one of: {', '.join(ASKED)}")
     run = Run()
     case_list = list(cases)  # the whole file is read, and checked, before anything is replayed
     if not any(q.scored for case in case_list for q in case.questions):
@@ -189,12 +224,15 @@ def evaluate(
         vault = Vault(folder, embedder=embedder)
         try:
             for case in tqdm(case_list, desc="cases", unit="case", disable=not progress):
-                evaluate_case(vault, case, run, by_turn=replay == "turns", speakers=speakers)
+                evaluate_case(
+                    vault, case, run, by_turn=replay == "turns", speakers=speakers, asked=asked
+                )
         finally:
             vault.close()
     report = run.report()
     report["cases"] = len(case_list)
     report["replay"] = replay
     report["speakers"] = speakers
+    report["asked"] = asked
     report["embedder"] = vault.recall.cache.embedder.name
     return report

@@ -34,6 +34,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(
         f"{report['cases']} cases, {report['turns']} turns, index build "
         f"{report['index_build_seconds']:.1f} s, embedder {report['embedder']}, "
-        f"replayed by {report['replay'].rstrip('s')}, speakers {report['speakers']}"
+        f"replayed by {report['replay'].rstrip('s')}, speakers {report['speakers']}, "
+        f"asked by {report['asked'].rstrip('s')}"
     )
     return "\n".join(lines)

@@ -30,7 +30,7 @@ from memvault.retrieval.dense import DEFAULT_ANN_THRESHOLD, DenseIndex, Slots, V
 from memvault.retrieval.embed import Embedder
 from memvault.retrieval.items import MEMORY, TURN, Item, ItemTable, grown
 from memvault.retrieval.lexical import BM25Index, Scores
-from memvault.retrieval.text import names_in, terms, words
+from memvault.retrieval.text import ROLE_WORDS, names_in, terms, words
 
 CONTEXT_TURNS = 2
 OWN_WEIGHT = 2
@@ -155,14 +155,15 @@ class People:
 @dataclass(frozen=True, slots=True)
 class Named:
     """Whom a query names (`UserIndex.named_speakers`): speakers by their code, the user, and
-    agents by id."""
+    agents by id, or every agent (by the word "assistant")."""
 
     speakers: frozenset[int] = frozenset()
     user: bool = False
     agents: frozenset[str] = frozenset()
+    assistant: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.speakers or self.user or self.agents)
+        return bool(self.speakers or self.user or self.agents or self.assistant)
 
 
 class UserIndex:
@@ -193,9 +194,9 @@ class UserIndex:
         self.people_key = b""
         self._user_words: frozenset[str] = frozenset()
         self._agents_by_word: dict[str, frozenset[str]] = {}
-        # the words of all of those names, replaced whole when one is added: another thread
-        # may read it while this index is topped up (see IndexCache.speaker_words)
-        self.speaker_words: frozenset[str] = frozenset()
+        # the words of all of those names and of the roles, replaced whole when one is added:
+        # another thread may read it while this index is topped up (IndexCache.speaker_words)
+        self.speaker_words: frozenset[str] = ROLE_WORDS
         self._alive = np.zeros(0, dtype=bool)
         self._dead = 0
 
@@ -280,7 +281,10 @@ class UserIndex:
 
     def _publish_speaker_words(self) -> None:
         self.speaker_words = (
-            frozenset(self._speaker_by_word) | self._user_words | frozenset(self._agents_by_word)
+            frozenset(self._speaker_by_word)
+            | self._user_words
+            | frozenset(self._agents_by_word)
+            | ROLE_WORDS
         )
 
     def name_people(self, people: People, key: bytes = b"") -> None:
@@ -574,8 +578,9 @@ class UserIndex:
     def set_access_counts(self, counts: Mapping[str, int], accessed: int) -> None:
         """The store's access counts of the memories recalled after the user's recall count
         `self.accessed`, which is now `accessed`: recalls served by other processes, which move
-        no revision, arrive with the next search, which reads the user's count of recalls with the
-        revision (this process's own are counted at once, `count_access`). A memory this index does not hold is left to its own top-up."""
+        no revision, arrive with the next search, which reads the user's count of recalls with
+        the revision (this process's own are counted at once, `count_access`). A memory this
+        index does not hold is left to its own top-up."""
         slots = self._slot.get(MEMORY, {})
         column = self._items.numbers["access_count"]
         for memory_id, count in counts.items():
@@ -603,29 +608,34 @@ class UserIndex:
     def named_speakers(self, query: str) -> Named:
         """Whom the query names ("When did Caroline ...", "What is Nate's ..."), for
         `speakers_named`: speakers, and the user and agents by their names (`name_people`). A
-        speaker called Will is not named by "Will I need a visa?"."""
+        speaker called Will is not named by "Will I need a visa?". The words of the roles name
+        the turns that give them and no speaker ("What does the user like?": `ROLE_WORDS`)."""
         named = names_in(query, self.speaker_words)
         return Named(
             speakers=frozenset(c for w in named for c in self._speaker_by_word.get(w, ())),
-            user=bool(named & self._user_words),
+            user=bool(named & self._user_words) or Role.USER.value in named,
             agents=frozenset(a for w in named for a in self._agents_by_word.get(w, ())),
+            assistant=Role.ASSISTANT.value in named,
         )
 
     def speakers_named(self, named: Named, slots: Slots) -> npt.NDArray[np.float32]:
         """1.0 where the slot's speaker is named, or where a turn that gives no speaker is the
-        named user's (role "user") or a named agent's (role "assistant"); else 0."""
+        named user's (role "user") or a named agent's, or any agent's for "assistant" (role
+        "assistant"); else 0."""
         if not named:
             return np.zeros(len(slots), dtype=np.float32)
         speakers = self._items.categories["speaker"].codes[slots]
         found = np.isin(speakers, list(named.speakers))
-        if named.user or named.agents:
+        if named.user or named.agents or named.assistant:
             roles = self._items.categories["role"]
             unnamed = speakers < 0
             if named.user:
                 found |= unnamed & roles.matches_at(slots, (Role.USER.value,))
-            if named.agents:
-                agents = self._items.categories["agent_id"].matches_at(slots, named.agents)
-                found |= unnamed & agents & roles.matches_at(slots, (Role.ASSISTANT.value,))
+            if named.agents or named.assistant:
+                answers = unnamed & roles.matches_at(slots, (Role.ASSISTANT.value,))
+                if not named.assistant:
+                    answers &= self._items.categories["agent_id"].matches_at(slots, named.agents)
+                found |= answers
         return found.astype(np.float32)
 
 

@@ -17,6 +17,9 @@ from functools import lru_cache
 
 import Stemmer
 
+# The roles a chat's turns give, as words: an agent asks its memory "What does the user like?"
+# as often as "What does Alice like?". They name their turns in any case, unlike names.
+ROLE_WORDS = frozenset({"user", "assistant"})
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 
 STOP_WORDS = frozenset(
@@ -76,7 +79,8 @@ def _names(text: str, names: Set[str]) -> Iterator[tuple[re.Match[str], str]]:
     named by "What does Hope like?", not by "What do I hope for?"; a text all in lower case
     ("what did nate say") may name anyone. A name that is also a stop word ("Will", "May") is
     one only when written with a capital and not first in its sentence: "What did Will say?"
-    names Will, while "Will I need a visa?" and "I will go" do not."""
+    names Will, while "Will I need a visa?" and "I will go" do not. A role's word
+    (`ROLE_WORDS`) names in any case: "the user" is how an agent names the one it serves."""
     cased = text != text.lower()
     for match in _WORD.finditer(text):
         name = match.group(0).lower().removesuffix("'s")
@@ -85,7 +89,7 @@ def _names(text: str, names: Set[str]) -> Iterator[tuple[re.Match[str], str]]:
         if name in STOP_WORDS:
             if _capitalised_mid_sentence(text, match):
                 yield match, name
-        elif not cased or match.group(0)[0].isupper():
+        elif not cased or match.group(0)[0].isupper() or name in ROLE_WORDS:
             yield match, name
 
 
