@@ -383,17 +383,18 @@ class Recall:
         """The search of a checked request, and what `also` reads of the index in the same
         checkout (None for a user with nothing to search)."""
         v.check_id("user_id", user_id)
-        revision, recalls = self._revision_and_recalls(user_id)
-        if revision == 0:
-            return [], None
         embed = chosen.dense > 0
-        # started before the checkout with the names of the cached index, if there is one; if
-        # the checkout builds the index or adds a speaker, the text is made again from the new
-        # names (when it comes out the same, its vector is the one already under way)
+        # started before the revision is read (a round trip on PostgreSQL) and the checkout,
+        # with the names of the cached index, if there is one; if the checkout builds the
+        # index or adds a speaker, the text is made again from the new names (when it comes
+        # out the same, its vector is the one already under way)
         known = self.cache.speaker_words(user_id) if embed else None
         vector = None
         if known is not None:
             vector = self.query_vectors.vector(user_id, dense_query_text(request.text, known))
+        revision, recalls = self._revision_and_recalls(user_id)
+        if revision == 0:
+            return [], None
         with self.cache.checkout(user_id, revision, recalls) as index:
             if embed and index.speaker_words is not known:
                 names = index.speaker_words

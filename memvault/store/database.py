@@ -154,6 +154,12 @@ class Database(Protocol):
         """A consistent read-only snapshot that never waits for writers."""
         ...
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """One read statement on its own, in a snapshot of its own: where a transaction costs
+        round trips (BEGIN and COMMIT on PostgreSQL), this costs one. For the reads that every
+        search makes."""
+        ...
+
     def backup(self, label: str) -> str | None:
         """Copy the database aside before a schema change; return where, or None if not done."""
         ...

@@ -139,9 +139,8 @@ class SqlStore:
         """The user's revision and count of recalls (0, 0 for no such user): what a cached
         search index is current against. Recalls move no revision, and read here they cost
         nothing more than the revision alone."""
-        with self.db.read() as tx:
-            row = tx.one("SELECT revision, accessed FROM users WHERE id = ?", (user_id,))
-        return (0, 0) if row is None else (int(row["revision"]), int(row["accessed"]))
+        rows = self.db.query("SELECT revision, accessed FROM users WHERE id = ?", (user_id,))
+        return (0, 0) if not rows else (int(rows[0]["revision"]), int(rows[0]["accessed"]))
 
     @retried
     def get_user(self, user_id: str) -> Row | None:

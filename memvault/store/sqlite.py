@@ -129,6 +129,10 @@ class SqliteDatabase:
         finally:
             conn.execute("COMMIT")
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        rows: list[Row] = self._reader().execute(sql, params).fetchall()
+        return rows
+
     def backup(self, label: str) -> str:
         stamp = utcnow().strftime("%Y%m%dT%H%M%S")
         target = self.path.with_name(f"{self.path.name}.{label}.{stamp}.bak")
