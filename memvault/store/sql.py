@@ -656,8 +656,8 @@ class SqlStore:
 
     @retried
     def list_global(self) -> list[Row]:
-        with self.db.read() as tx:
-            return tx.all("SELECT * FROM global_context ORDER BY key")
+        """Every context reads these: one statement, no transaction around it."""
+        return self.db.query("SELECT * FROM global_context ORDER BY key")
 
     @retried
     def delete_global(self, key: str) -> bool:
