@@ -247,6 +247,31 @@ def test_the_words_of_the_roles_name_the_turns_that_give_only_that_role(
     assert named("What does the user like about hiking?") == user
 
 
+def test_a_month_that_is_someones_name_is_a_name_alone_and_a_time_in_a_time_phrase(
+    recall_vault: Vault,
+) -> None:
+    """Someone called June: "What did June say?" asks for her turns, not for last June's, and
+    "in June" asks for the month, not for her."""
+    vault = recall_vault
+    vault.add_turns("u", "s1", [
+        {"role": "user", "content": "The trip to the coast was lovely", "speaker": "June",
+         "created_at": datetime(2024, 2, 10, tzinfo=UTC)},
+        {"role": "user", "content": "The trip went well for me too", "speaker": "Nate",
+         "created_at": datetime(2023, 6, 12, tzinfo=UTC)},
+    ])  # fmt: skip
+
+    def signals(question: str) -> dict[str, dict[str, float]]:
+        hits = vault.search("u", question, now=NOW, explain=True)
+        return {h.speaker or "": h.signals or {} for h in hits}
+
+    by_june = signals("What did June say about the trip?")
+    assert "time" not in by_june["June"] and by_june["June"]["speaker"] == 1.0
+    assert by_june["Nate"]["speaker"] == 0.0
+    in_june = signals("What did we say about the trip in June?")
+    assert in_june["Nate"]["time"] == 1.0 > in_june["June"]["time"]
+    assert in_june["June"]["speaker"] == in_june["Nate"]["speaker"] == 0.0
+
+
 def test_search_records_memory_access_in_the_background(recall_vault: Vault) -> None:
     vault = recall_vault
     memory = vault.add_memory("u", "allergic to penicillin")

@@ -123,7 +123,7 @@ def search_index(
     mask = index.allowed(query.filters)
     if mask is not None and not mask.any():
         return []
-    window = resolve_time(query.text, query.now)
+    window = resolve_time(query.text, query.now, names=index.speaker_words)
     lexical_text = query.text.replace(window.phrase, " ") if window else query.text
     query_terms = terms(lexical_text)
     pool = max(CANDIDATES, CANDIDATES_PER_RESULT * query.limit)
@@ -139,7 +139,8 @@ def search_index(
     if bm25_all is not None and window_holds_any:
         parts.append(_best_matches(bm25_all, inside, WINDOW_CANDIDATES))
     session_match = index.session_match(query_terms) if weights.session > 0 else None
-    named = index.named_speakers(query.text) if weights.speaker > 0 else None
+    # named outside the time phrase: "in June" is a month even where someone is called June
+    named = index.named_speakers(lexical_text) if weights.speaker > 0 else None
 
     # everything above needs no query vector: a caller's embedding of the query ran meanwhile
     embed = query_vector or (

@@ -10,6 +10,7 @@ Only unambiguous phrases are recognised: "may" alone is a verb, "in May" is a mo
 from __future__ import annotations
 
 import re
+from collections.abc import Set
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -226,11 +227,16 @@ def _season_window(groups: tuple[str | None, ...], now: datetime) -> tuple[datet
     return start, datetime(end_index // 12, end_index % 12 + 1, 1, tzinfo=UTC)
 
 
-def resolve_time(query: str, now: datetime) -> TimeWindow | None:
-    """The first time expression in `query`, resolved against `now` (an aware datetime)."""
+def resolve_time(query: str, now: datetime, *, names: Set[str] = frozenset()) -> TimeWindow | None:
+    """The first time expression in `query`, resolved against `now` (an aware datetime).
+
+    A month's name alone is someone's name when one of `names` (lower-case words) is that:
+    "What did June say?" names June, while "in June" and "June 2023" stay times."""
     found: list[tuple[int, TimeWindow]] = []
     for kind, pattern in _PATTERNS:
         for match in pattern.finditer(query):
+            if match.group(0).lower().rstrip(".") in names:
+                continue
             try:
                 start, end = _window(kind, match.groups(), now.astimezone(UTC))
             except (KeyError, ValueError):
