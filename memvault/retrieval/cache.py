@@ -159,6 +159,8 @@ class IndexCache:
         changes = self._loader(user_id, index.revision, index.accessed)
         if changes.reset:
             index = UserIndex(self.embedder, **self._ann)
+            with self._lock:  # recalls counted for the user before it was made anew
+                self._recalls_here.pop(user_id, None)
         index.remove(changes.removed)
         turns = sorted(
             (i for i in changes.items if i.type == TURN),
