@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -184,13 +185,9 @@ def test_a_speaker_whose_name_is_a_stop_word_is_named_only_as_a_name(recall_vaul
     assert named["Do I really need a visa, will it take long?"] == {"Will": 0.0, "Ann": 0.0}
 
 
-def test_the_users_and_agents_names_name_their_turns_that_give_only_a_role(
-    recall_vault: Vault,
-) -> None:
-    """A chat stores roles, not names: "What does Alice like?" finds what the user said once
-    their profile says they are Alice, and stops doing so when it says otherwise; an agent's
-    name names the assistant turns written as that agent."""
-    vault = recall_vault
+def _chat_of_roles(vault: Vault) -> Callable[[str], dict[str, float | None]]:
+    """A chat of the user and the agent Jarvis that gives only roles, another agent's turn and
+    one of Nate's; and the speaker signal of each hit for a question, by the hit's first word."""
     jarvis = vault.register_agent("u", "Jarvis")
     vault.add_turns("u", "s1", [
         {"role": "user", "content": "I really like hiking in the hills", "agent_id": jarvis.id},
@@ -204,6 +201,17 @@ def test_the_users_and_agents_names_name_their_turns_that_give_only_a_role(
         hits = vault.search("u", question, explain=True)
         return {h.text.split()[0]: h.signals and h.signals["speaker"] for h in hits}
 
+    return named
+
+
+def test_the_users_and_agents_names_name_their_turns_that_give_only_a_role(
+    recall_vault: Vault,
+) -> None:
+    """A chat stores roles, not names: "What does Alice like?" finds what the user said once
+    their profile says they are Alice, and stops doing so when it says otherwise; an agent's
+    name names the assistant turns written as that agent."""
+    vault = recall_vault
+    named = _chat_of_roles(vault)
     alice, jarvis_says = "What does Alice like about hiking?", "What did Jarvis say of hiking?"
     assert set(named(alice).values()) == {0.0}
     vault.put_user("u", {"name": " Alice Smith "})
@@ -224,19 +232,7 @@ def test_the_words_of_the_roles_name_the_turns_that_give_only_that_role(
     that give no speaker, with or without a name in the profile; "the assistant" names every
     agent's. Turns that name their speaker keep their own name only."""
     vault = recall_vault
-    jarvis = vault.register_agent("u", "Jarvis")
-    vault.add_turns("u", "s1", [
-        {"role": "user", "content": "I really like hiking in the hills", "agent_id": jarvis.id},
-        {"role": "assistant", "content": "Hiking is a fine way to like the hills",
-         "agent_id": jarvis.id},
-        {"role": "assistant", "content": "Another assistant likes hiking in the hills"},
-        {"role": "user", "content": "Walks and hiking: what Nate likes", "speaker": "Nate"},
-    ])  # fmt: skip
-
-    def named(question: str) -> dict[str, float | None]:
-        hits = vault.search("u", question, explain=True)
-        return {h.text.split()[0]: h.signals and h.signals["speaker"] for h in hits}
-
+    named = _chat_of_roles(vault)
     user = {"I": 1.0, "Hiking": 0.0, "Another": 0.0, "Walks": 0.0}
     assert named("What does the user like about hiking?") == user
     assert named("What is the User's view of hiking?") == user
