@@ -12,7 +12,7 @@ import pytest
 
 from memvault.retrieval.embed import HashingEmbedder, normalise
 from memvault.retrieval.index import Filters, UserIndex
-from memvault.retrieval.items import Item, ItemTable
+from memvault.retrieval.items import Codes, Item, ItemTable
 from memvault.retrieval.lexical import BM25Index
 
 NOW = datetime(2023, 6, 14, 15, 0, 7, 123456, tzinfo=UTC)
@@ -157,3 +157,15 @@ def test_the_byte_estimate_is_close_to_what_the_index_holds() -> None:
     finally:
         tracemalloc.stop()
     assert 0.85 * held < index.nbytes() < 1.3 * held
+
+
+def test_a_column_read_past_the_slots_it_was_set_for_gives_none_there() -> None:
+    """A category column grows only when a value is set (an item sets every column at its
+    slot), so a read may reach past its end."""
+    column = Codes()
+    column.set(0, "s1")
+    column.set(2, None)
+    slots = np.array([0, 2, len(column.codes)], dtype=np.int64)
+    assert column.values_at(slots) == ["s1", None, None]
+    assert column.values_at(slots[:2]) == ["s1", None]
+    assert column.matches_at(slots, ["s1"]).tolist() == [True, False, False]
