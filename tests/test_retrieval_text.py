@@ -68,10 +68,13 @@ def test_a_text_that_uses_capitals_names_only_with_a_capital() -> None:
     assert without_names("What do I hope Nate does?", names) == "What do I hope does?"
 
 
-def test_a_roles_word_names_in_any_case() -> None:
-    """ "the user" is how an agent names the one it serves, written small in a capitalised
-    question; it leaves the dense query as a name does."""
+def test_a_roles_word_names_in_any_case_after_the() -> None:
+    """An agent names the one it serves "the user", written small in a capitalised question;
+    the words leave the dense query as a name does. "a user" or "user accounts" is a plain
+    word."""
     names = frozenset({"user", "assistant", "hope"})
     assert names_in("What does the user hope for?", names) == {"user"}
     assert names_in("What did the Assistant suggest?", names) == {"assistant"}
     assert without_names("What is the user's dog called?", names) == "What is the dog called?"
+    assert names_in("How do I add a user? The users' page", names) == set()
+    assert names_in("What did THE USER say of user accounts?", names) == {"user"}

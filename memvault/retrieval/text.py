@@ -18,7 +18,8 @@ from functools import lru_cache
 import Stemmer
 
 # The roles a chat's turns give, as words: an agent asks its memory "What does the user like?"
-# as often as "What does Alice like?". They name their turns in any case, unlike names.
+# as often as "What does Alice like?". They name their turns in any case, unlike names, but
+# only after "the" (`_names`).
 ROLE_WORDS = frozenset({"user", "assistant"})
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 
@@ -70,6 +71,7 @@ def terms(text: str) -> list[str]:
 
 
 _SPACE_BEFORE_MARK = re.compile(r"\s+([?!.,;:])")
+_AFTER_THE = re.compile(r"\bthe\s+$", re.IGNORECASE)
 _SENTENCE_STARTS = frozenset(".!?\"'(\u201c\u2018")
 
 
@@ -80,16 +82,20 @@ def _names(text: str, names: Set[str]) -> Iterator[tuple[re.Match[str], str]]:
     ("what did nate say") may name anyone. A name that is also a stop word ("Will", "May") is
     one only when written with a capital and not first in its sentence: "What did Will say?"
     names Will, while "Will I need a visa?" and "I will go" do not. A role's word
-    (`ROLE_WORDS`) names in any case: "the user" is how an agent names the one it serves."""
+    (`ROLE_WORDS`) names in any case, after "the": "the user" is how an agent names the one it
+    serves, while "add a user" or "user accounts" name nobody."""
     cased = text != text.lower()
     for match in _WORD.finditer(text):
         name = match.group(0).lower().removesuffix("'s")
         if name not in names:
             continue
-        if name in STOP_WORDS:
+        if name in ROLE_WORDS:
+            if _AFTER_THE.search(text, 0, match.start()):
+                yield match, name
+        elif name in STOP_WORDS:
             if _capitalised_mid_sentence(text, match):
                 yield match, name
-        elif not cased or match.group(0)[0].isupper() or name in ROLE_WORDS:
+        elif not cased or match.group(0)[0].isupper():
             yield match, name
 
 
