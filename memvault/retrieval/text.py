@@ -17,10 +17,12 @@ from functools import lru_cache
 
 import Stemmer
 
+from memvault.model import Role
+
 # The roles a chat's turns give, as words: an agent asks its memory "What does the user like?"
 # as often as "What does Alice like?". They name their turns in any case, unlike names, but
 # only after "the" (`_names`).
-ROLE_WORDS = frozenset({"user", "assistant"})
+ROLE_WORDS = frozenset({Role.USER.value, Role.ASSISTANT.value})
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 
 STOP_WORDS = frozenset(

@@ -599,7 +599,7 @@ class SqlStore:
     # -- change feed for caches ----------------------------------------------------------------
 
     @retried
-    def changes_since(self, user_id: str, rev: int, accessed: int = 0) -> ChangeSet:
+    def changes_since(self, user_id: str, rev: int, accessed: int) -> ChangeSet:
         """Turns and memories written after `rev`, tombstones after it, the access counts of
         memories recalled after the user's recall count `accessed`, and the user's row and
         agents, whole: what they are called names their turns (`retrieval.index.People`), and
