@@ -9,8 +9,9 @@ Then the data written as an assistant's chat stores it, roles and no speakers' n
 (`memvault eval --speakers`): with the user named by their profile and the other speaker as a
 named agent (`roles`), and without those names (`unnamed`, the baseline for it); and written
 as roles, asked as an agent asks its memory, of "the user" and "the assistant" rather than by
-name (`roles_asked_as_roles`, `memvault eval --asked roles`). Only the hybrid figures are kept
-for these (`by_speakers`).
+name (`roles_asked_as_roles`, `memvault eval --asked roles`); and unnamed, asked as the user
+asks in a chat, in the first person, saying so (`unnamed_asked_by_the_user`, `memvault eval
+--asked user`). Only the hybrid figures are kept for these (`by_speakers`).
 
 Writes `results/locomo.json`. Needs the dataset (`MEMVAULT_DATASETS`, or `../shared/datasets`
 beside the repository); without it the benchmark says so and writes nothing. About 8 minutes on
@@ -51,6 +52,7 @@ def main() -> None:
         ("roles", "roles", "names"),
         ("unnamed", "unnamed", "names"),
         ("roles_asked_as_roles", "roles", "roles"),
+        ("unnamed_asked_by_the_user", "unnamed", "user"),
     ):
         run = evaluate(cases, speakers=speakers, asked=asked)
         report["by_speakers"][name] = {"hybrid": run["modes"]["hybrid"]["all"]}

@@ -595,7 +595,7 @@ class Vault:
     def search(self, user_id: str, query: str, **options: Any) -> list[Hit]:
         """Hybrid search of the user's turns and memories; see `Recall.search` for options
         (limit, types, kinds, tiers, session_id, agent_id, channel, since, until, tags, now,
-        min_score, explain, seen_by_agent)."""
+        min_score, explain, asked_by, seen_by_agent)."""
         return self.recall.search(user_id, query, **options)
 
     def context(
@@ -609,6 +609,7 @@ class Vault:
         now: datetime | None = None,
         min_score: float = 0.2,
         agent_id: str | None = None,
+        asked_by: str | None = None,
     ) -> Context:
         """What an LLM should know for this query, inside `token_budget` tokens.
 
@@ -616,6 +617,10 @@ class Vault:
         and relevant ones) only of that agent; turns and global context as for the user. The
         narrowing happens before assembly, so the budget is spent only on lines the agent may
         read and nothing of another agent's shows, not even in `dropped`.
+
+        `asked_by` ("user" or "assistant") says who wrote `query`: a context for the user's
+        latest message is asked by the user, whose "I" and "my" then name the user's turns and
+        "you" the assistant's (`Recall.search`).
         """
         check_budget(token_budget)
         limits = check_channel_limits(channel_limits)
@@ -624,7 +629,7 @@ class Vault:
         moment = utcnow() if now is None else v.check_time("now", now)  # one moment for all
         hits, standing = self.recall.for_context(
             user_id, query, limit=50, now=moment, min_score=min_score, agent_id=agent_id,
-            session_id=session_id, channel_limits=limits,
+            session_id=session_id, channel_limits=limits, asked_by=asked_by,
         )  # fmt: skip
         sources = Sources(
             global_entries=self.list_global_context(),

@@ -225,3 +225,11 @@ def test_search_and_context(api: Api, alice: dict[str, str]) -> None:
     assert "Rex" in context.json()["text"] and context.json()["tokens"] <= 500
     bad = c.post("/v1/users/alice/search", json={"query": "x", "limit": 0}, headers=alice)
     assert bad.status_code == 422
+    mine = c.post("/v1/users/alice/search",
+                  json={"query": "what is my dog called?", "asked_by": "user", "explain": True},
+                  headers=alice).json()["items"]  # fmt: skip
+    speaker = {h["text"]: h["signals"]["speaker"] for h in mine}
+    assert speaker["My dog Rex loves the beach"] == 1.0 and speaker["Rex sounds fun"] == 0.0
+    asker = c.post("/v1/users/alice/context", json={"query": "my dog?", "asked_by": "dog"},
+                   headers=alice)  # fmt: skip
+    assert asker.status_code == 422 and "asked_by" in asker.text

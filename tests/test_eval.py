@@ -14,7 +14,7 @@ import pytest
 from memvault import Vault
 from memvault.errors import Invalid
 from memvault.evals.dataset import datasets_dir, read_cases
-from memvault.evals.harness import _as_roles, evaluate, replay_case
+from memvault.evals.harness import _as_roles, _in_person, evaluate, replay_case
 from memvault.evals.metrics import hit_at, recall_at, reciprocal_rank
 from memvault.evals.report import format_table
 from memvault.retrieval.embed import HashingEmbedder
@@ -265,6 +265,25 @@ def test_questions_can_be_asked_of_the_user_and_the_assistant_by_role(
     assert by["roles"]["modes"]["hybrid"]["all"]["recall@10"] > 0
     with pytest.raises(Invalid, match="asked"):
         evaluate(cases, embedder=HashingEmbedder(), asked="pronouns")
+
+
+def test_questions_can_be_asked_in_the_first_person_by_the_user(mini_dataset: Path) -> None:
+    """A chat's user asks "What is my cat called?", not "What is Ann's cat called?": asked so,
+    and saying who asks, the mini case written as roles recalls what it recalls by name."""
+    in_person = _in_person(["Ann", "Bo"])
+    assert in_person("What is Ann's cat called?") == "What is my cat called?"
+    assert in_person("What does Ann like?") == "What do I like?"
+    assert in_person("Did Bo meet Ann, or Anna?") == "Did you meet me, or Anna?"
+    assert in_person("Is Bo a painter?") == "Are you a painter?"
+    cases = list(read_cases(mini_dataset))
+    by = {
+        asked: evaluate(
+            cases, embedder=HashingEmbedder(), progress=False, speakers="unnamed", asked=asked
+        )
+        for asked in ("names", "user")
+    }
+    assert by["user"]["asked"] == "user" and "asked by user" in format_table(by["user"])
+    assert by["user"]["modes"]["hybrid"]["all"]["recall@10"] > 0
 
 
 def test_eval_command_prints_the_table_and_writes_json(

@@ -197,8 +197,8 @@ def _chat_of_roles(vault: Vault) -> Callable[[str], dict[str, float | None]]:
         {"role": "user", "content": "Walks and hiking: what Nate likes", "speaker": "Nate"},
     ])  # fmt: skip
 
-    def named(question: str) -> dict[str, float | None]:
-        hits = vault.search("u", question, explain=True)
+    def named(question: str, asked_by: str | None = None) -> dict[str, float | None]:
+        hits = vault.search("u", question, explain=True, asked_by=asked_by)
         return {h.text.split()[0]: h.signals and h.signals["speaker"] for h in hits}
 
     return named
@@ -241,6 +241,35 @@ def test_the_words_of_the_roles_name_the_turns_that_give_only_that_role(
     assert named("What did the assistant say of hiking?") == assistant
     vault.put_user("u", {"name": "Alice"})
     assert named("What does the user like about hiking?") == user
+
+
+def test_i_and_you_name_the_side_that_asks_and_the_other_when_the_query_says_who_asks(
+    recall_vault: Vault,
+) -> None:
+    """A user asks "What do I like?" of their own turns and "What did you say?" of the
+    assistant's; an agent writing its own query means itself by "I". A query that does not say
+    who asks names nobody by its persons: "I" could be either side."""
+    vault = recall_vault
+    named = _chat_of_roles(vault)
+    nobody = {"I": 0.0, "Hiking": 0.0, "Another": 0.0, "Walks": 0.0}
+    user = {"I": 1.0, "Hiking": 0.0, "Another": 0.0, "Walks": 0.0}
+    assistant = {"I": 0.0, "Hiking": 1.0, "Another": 1.0, "Walks": 0.0}
+    assert named("What do I like about hiking?") == nobody
+    assert named("What do I like about hiking?", asked_by="user") == user
+    assert named("What's my view of hiking?", asked_by="user") == user
+    assert named("What did you say of hiking?", asked_by="user") == assistant
+    assert named("What did I say of hiking?", asked_by="assistant") == assistant
+    assert named("What do you like about hiking?", asked_by="assistant") == user
+    both = {"I": 1.0, "Hiking": 1.0, "Another": 1.0, "Walks": 0.0}
+    assert named("What did I tell you about hiking?", asked_by="user") == both
+    first = vault.search("u", "What do I like about hiking?", asked_by="user")[0]
+    assert first.text.startswith("I ")
+    context = vault.context("u", "What do I like about hiking?", asked_by="user")
+    assert "I really like hiking" in context.text
+    with pytest.raises(Invalid, match="asked_by"):
+        vault.search("u", "What do I like?", asked_by="me")
+    with pytest.raises(Invalid, match="asked_by"):
+        vault.context("u", "What do I like?", asked_by="system")
 
 
 def test_a_month_that_is_someones_name_is_a_name_alone_and_a_time_in_a_time_phrase(

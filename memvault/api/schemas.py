@@ -143,6 +143,7 @@ class SearchIn(Body):
     now: datetime | None = None  # "last week" is resolved against this moment
     min_score: float | None = None
     explain: bool = False
+    asked_by: str | None = None  # "user" or "assistant": whom the query's "I" and "you" mean
 
 
 class ContextIn(Body):
@@ -152,3 +153,4 @@ class ContextIn(Body):
     channel_limits: dict[str, int] | None = None
     now: datetime | None = None
     min_score: float = 0.2
+    asked_by: str | None = None

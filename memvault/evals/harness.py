@@ -18,7 +18,9 @@ names, the baseline for it.
 
 Questions name the speakers as the dataset writes them (`asked="names"`). An agent asks its
 memory about "the user" as often as about Alice: `asked="roles"` asks each question with the
-first speaker's name as "the user" and the others' as "the assistant".
+first speaker's name as "the user" and the others' as "the assistant". A chat's user asks in
+the first person: `asked="user"` asks it as the first speaker would ("What did I research?",
+"When did you paint a sunrise?"), and says so (`asked_by="user"`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ CONTEXT_BUDGETS = (1000, 2000)
 SEARCH_LIMIT = 20
 REPLAYS = ("sessions", "turns")
 SPEAKERS = ("named", "roles", "unnamed")
-ASKED = ("names", "roles")
 
 
 @dataclass
@@ -131,10 +132,74 @@ def _as_roles(names: list[str]) -> Callable[[str], str]:
     """A question with the first speaker's name as "the user" and the others' as "the
     assistant" (possessives kept: "Nate's" is "the assistant's")."""
     roles = {name: "the user" if n == 0 else "the assistant" for n, name in enumerate(names)}
-    if not roles:
-        return lambda text: text
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, roles)) + r")\b")
-    return lambda text: pattern.sub(lambda match: roles[match.group(1)], text)
+    pattern = _naming(names)
+    return lambda text: pattern.sub(
+        lambda match: roles[match.group(1)] + (match.group(2) or ""), text
+    )
+
+
+# after these a name is its clause's subject ("What did Caroline ...", "When Caroline ...")
+_BEFORE_SUBJECT = frozenset(
+    """did does do is was has have had will would can could should might when where why how
+    what who which and""".split()  # noqa: SIM905 (a word list reads better as prose)
+)
+_AGREEMENT = [
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"\b([Dd])oes (I|you)\b", r"\1o \2"),
+        (r"\b([Hh])as (I|you)\b", r"\1ave \2"),
+        (r"\b(I|you) has\b", r"\1 have"),
+        (r"\bis I\b", "am I"),
+        (r"\bIs I\b", "Am I"),
+        (r"\bI is\b", "I am"),
+        (r"\bis you\b", "are you"),
+        (r"\bIs you\b", "Are you"),
+        (r"\byou is\b", "you are"),
+        (r"\bwas you\b", "were you"),
+        (r"\bWas you\b", "Were you"),
+        (r"\byou was\b", "you were"),
+    )
+]
+
+
+def _in_person(names: list[str]) -> Callable[[str], str]:
+    """A question as the first speaker asks it: their name as "I", "me" or "my", the others' as
+    "you" or "your", the verb agreeing ("What does Caroline like?" is "What do I like?",
+    "What did Melanie tell Caroline?" is "What did you tell me?")."""
+    asker = names[0] if names else None
+    pattern = _naming(names)
+
+    def person(match: re.Match[str]) -> str:
+        if match.group(2):
+            return "my" if match.group(1) == asker else "your"
+        if match.group(1) != asker:
+            return "you"
+        before = match.string[: match.start()].split()
+        return "I" if not before or before[-1].lower() in _BEFORE_SUBJECT else "me"
+
+    def asked(text: str) -> str:
+        text = pattern.sub(person, text)
+        for agreement, replacement in _AGREEMENT:
+            text = agreement.sub(replacement, text)
+        return text
+
+    return asked
+
+
+def _naming(names: list[str]) -> re.Pattern[str]:
+    """Any of `names` as a whole word (group 1), with its possessive "'s" if it has one (group
+    2); with no names, a pattern that matches nothing."""
+    if not names:
+        return re.compile(r"(?!)()()")
+    return re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")(['\u2019]s)?\b")
+
+
+# how each `asked` value words a case's questions, given its speakers' names
+_ASKING: dict[str, Callable[[list[str]], Callable[[str], str]]] = {
+    "names": lambda names: str,
+    "roles": _as_roles,
+    "user": _in_person,
+}
 
 
 def evaluate_case(
@@ -153,7 +218,8 @@ def evaluate_case(
     started = time.perf_counter()
     vault.recall.cache.get(user_id, vault.store.revision(user_id))
     run.build_seconds.append(time.perf_counter() - started)
-    as_asked = _as_roles(_speaker_names(case)) if asked == "roles" else str
+    as_asked = _ASKING[asked](_speaker_names(case))
+    asked_by = "user" if asked == "user" else None
     for question in case.questions:
         if not question.scored:
             continue
@@ -163,15 +229,16 @@ def evaluate_case(
             started = time.perf_counter()
             hits = vault.search(
                 user_id, text, limit=SEARCH_LIMIT, now=now,
-                weights=Weights.for_mode(mode), record_access=False,
+                weights=Weights.for_mode(mode), record_access=False, asked_by=asked_by,
             )  # fmt: skip
             run.latencies[mode].append(time.perf_counter() - started)
             ranked = [source_of.get(h.id, "") for h in hits if h.type == "turn"]
             extra = None
             if mode == "hybrid":
                 extra = _context_recall(
-                    vault, user_id, text, question.evidence, now=now, source_of=source_of, run=run
-                )
+                    vault, user_id, text, question.evidence, now=now, source_of=source_of,
+                    run=run, asked_by=asked_by,
+                )  # fmt: skip
             run.tallies[mode].add(question.category, ranked, question.evidence, extra)
 
 
@@ -184,12 +251,13 @@ def _context_recall(
     now: datetime,
     source_of: dict[str, str],
     run: Run,
+    asked_by: str | None,
 ) -> dict[str, float]:
     """Share of the evidence that reaches the assembled context at each token budget."""
     scores = {}
     for budget in CONTEXT_BUDGETS:
         started = time.perf_counter()
-        context = vault.context(user_id, text, token_budget=budget, now=now)
+        context = vault.context(user_id, text, token_budget=budget, now=now, asked_by=asked_by)
         run.context_latencies.append(time.perf_counter() - started)
         included = {source_of.get(i.id, "") for i in context.items if i.type == "turn"}
         wanted = set(evidence)
@@ -214,8 +282,8 @@ def evaluate(
         raise Invalid("replay", f"unknown value; expected one of: {', '.join(REPLAYS)}")
     if speakers not in SPEAKERS:
         raise Invalid("speakers", f"unknown value; expected one of: {', '.join(SPEAKERS)}")
-    if asked not in ASKED:
-        raise Invalid("asked", f"unknown value; expected one of: {', '.join(ASKED)}")
+    if asked not in _ASKING:
+        raise Invalid("asked", f"unknown value; expected one of: {', '.join(_ASKING)}")
     run = Run()
     case_list = list(cases)  # the whole file is read, and checked, before anything is replayed
     if not any(q.scored for case in case_list for q in case.questions):

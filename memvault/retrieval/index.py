@@ -30,7 +30,7 @@ from memvault.retrieval.dense import DEFAULT_ANN_THRESHOLD, DenseIndex, Slots, V
 from memvault.retrieval.embed import Embedder
 from memvault.retrieval.items import MEMORY, TURN, Item, ItemTable, grown
 from memvault.retrieval.lexical import BM25Index, Scores
-from memvault.retrieval.text import ROLE_WORDS, names_in, terms, words
+from memvault.retrieval.text import ROLE_WORDS, names_in, roles_in_person, terms, words
 
 CONTEXT_TURNS = 2
 OWN_WEIGHT = 2
@@ -605,17 +605,22 @@ class UserIndex:
     def gives_answer(self, wanted: Answers, slots: Slots) -> npt.NDArray[np.float32]:
         return self._cues.gives(wanted, slots)
 
-    def named_speakers(self, query: str) -> Named:
+    def named_speakers(self, query: str, asked_by: str | None = None) -> Named:
         """Whom the query names ("When did Caroline ...", "What is Nate's ..."), for
         `speakers_named`: speakers, and the user and agents by their names (`name_people`). A
         speaker called Will is not named by "Will I need a visa?". The words of the roles name
-        the turns that give them and no speaker ("What does the user like?": `ROLE_WORDS`)."""
+        the turns that give them and no speaker ("What does the user like?": `ROLE_WORDS`), and
+        so, when the query says which side asks it (`asked_by`, a role's word), do its persons:
+        the user's "What did I tell you?" names the user's turns and the assistant's."""
         named = names_in(query, self.speaker_words)
+        roles = named & ROLE_WORDS
+        if asked_by is not None:
+            roles |= roles_in_person(query, asked_by)
         return Named(
             speakers=frozenset(c for w in named for c in self._speaker_by_word.get(w, ())),
-            user=bool(named & self._user_words) or Role.USER.value in named,
+            user=bool(named & self._user_words) or Role.USER.value in roles,
             agents=frozenset(a for w in named for a in self._agents_by_word.get(w, ())),
-            assistant=Role.ASSISTANT.value in named,
+            assistant=Role.ASSISTANT.value in roles,
         )
 
     def speakers_named(self, named: Named, slots: Slots) -> npt.NDArray[np.float32]:

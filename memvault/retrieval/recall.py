@@ -27,7 +27,7 @@ from typing import NamedTuple, TypeVar
 
 from memvault import validate as v
 from memvault.errors import Invalid
-from memvault.model import Channel, MemoryKind, Tier, utcnow
+from memvault.model import Channel, MemoryKind, Role, Tier, utcnow
 from memvault.retrieval.cache import DEFAULT_MAX_BYTES, Changes, IndexCache, Loader, VectorStore
 from memvault.retrieval.embed import Embedder, Vectors
 from memvault.retrieval.fusion import Weights
@@ -55,6 +55,9 @@ STANDING_LIMIT = 100  # pinned memories, and facts, that a context may hold
 _T = TypeVar("_T")
 
 _Key = tuple[str, bytes]  # user id, keyed digest of the query text
+
+# the sides a query may say it is asked by (`Recall.search`'s `asked_by`)
+ASKERS = (Role.USER.value, Role.ASSISTANT.value)
 
 
 def _choices(field: str, values: Iterable[str] | None, allowed: Sequence[str]) -> frozenset[str]:
@@ -114,6 +117,7 @@ def _checked_query(
     now: datetime,
     min_score: float | None,
     explain: bool,
+    asked_by: str | None,
 ) -> Query:
     """A search request, each argument checked (an `Invalid` names the bad one)."""
     return Query(
@@ -123,7 +127,17 @@ def _checked_query(
         now=now,
         min_score=v.check_optional_number("min_score", min_score, 0, 1),
         explain=v.check_bool("explain", explain),
+        asked_by=_check_asker(asked_by),
     )
+
+
+def _check_asker(asked_by: object) -> str | None:
+    """Who asks a query, if it says: "user" or "assistant" (whom its "I" and "you" mean)."""
+    if asked_by is None:
+        return None
+    if asked_by not in ASKERS:
+        raise Invalid("asked_by", f"unknown value; expected one of: {', '.join(ASKERS)}")
+    return Role(asked_by).value
 
 
 class QueryVectors:
@@ -325,13 +339,16 @@ class Recall:
         now: datetime | str | None = None,
         min_score: float | None = None,
         explain: bool = False,
+        asked_by: str | None = None,
         weights: Weights | None = None,
         record_access: bool = True,
         seen_by_agent: str | None = None,
     ) -> list[Hit]:
         """Rank the user's turns and memories for `query`. With `seen_by_agent`, memories of
         other agents (and of none) are left out before ranking, so an agent's page is full and
-        only memories it was shown have their access recorded."""
+        only memories it was shown have their access recorded. `asked_by` ("user" or
+        "assistant") says who wrote the query, so that its "I" and "you" name that side's turns
+        and the other's ("What did I tell you about my sister?")."""
         v.check_id("user_id", user_id)
         moment = utcnow() if now is None else v.check_time("now", now)
         filters = build_filters(
@@ -340,8 +357,9 @@ class Recall:
             seen_by_agent=seen_by_agent,
         )  # fmt: skip
         request = _checked_query(
-            query, limit=limit, filters=filters, now=moment, min_score=min_score, explain=explain
-        )
+            query, limit=limit, filters=filters, now=moment, min_score=min_score,
+            explain=explain, asked_by=asked_by,
+        )  # fmt: skip
         hits, _ = self._ranked(user_id, request, weights or self.weights, record_access)
         return hits
 
@@ -356,6 +374,7 @@ class Recall:
         agent_id: str | None = None,
         session_id: str | None = None,
         channel_limits: Mapping[str, int] | None = None,
+        asked_by: str | None = None,
     ) -> tuple[list[Hit], Standing]:
         """What a context reads of the index, in one checkout at one revision: the search's
         hits for `query` (memories of `agent_id` alone, when given) and what it holds besides
@@ -363,8 +382,9 @@ class Recall:
         memory in one section and leave it out of another."""
         filters = build_filters(now=now, seen_by_agent=agent_id)
         request = _checked_query(
-            query, limit=limit, filters=filters, now=now, min_score=min_score, explain=False
-        )
+            query, limit=limit, filters=filters, now=now, min_score=min_score, explain=False,
+            asked_by=asked_by,
+        )  # fmt: skip
         standing = functools.partial(
             _standing_of, agent_id=agent_id, now=now, session_id=session_id,
             channel_limits=channel_limits or {},

@@ -71,6 +71,7 @@ class Query:
     now: datetime
     min_score: float | None = None
     explain: bool = False
+    asked_by: str | None = None  # the side that asks, a role's word: whom "I" and "you" mean
 
 
 def check_query(text: object) -> str:
@@ -140,7 +141,7 @@ def search_index(
         parts.append(_best_matches(bm25_all, inside, WINDOW_CANDIDATES))
     session_match = index.session_match(query_terms) if weights.session > 0 else None
     # named outside the time phrase: "in June" is a month even where someone is called June
-    named = index.named_speakers(lexical_text) if weights.speaker > 0 else None
+    named = index.named_speakers(lexical_text, query.asked_by) if weights.speaker > 0 else None
 
     # everything above needs no query vector: a caller's embedding of the query ran meanwhile
     embed = query_vector or (

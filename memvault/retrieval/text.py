@@ -23,6 +23,14 @@ from memvault.model import Role
 # as often as "What does Alice like?". They name their turns in any case, unlike names, but
 # only after "the" (`_names`).
 ROLE_WORDS = frozenset({Role.USER.value, Role.ASSISTANT.value})
+# The persons a question names its asker and the one it asks by ("What did I tell you about my
+# sister?"), and, as roles' words, whom they stand for when a question says who asks it
+# (`roles_in_person`).
+FIRST_PERSON = frozenset(["i", "i'm", "i've", "i'd", "i'll", "me", "my", "mine", "myself"])
+SECOND_PERSON = frozenset(
+    ["you", "you're", "you've", "you'd", "you'll", "your", "yours", "yourself", "yourselves"]
+)
+_OTHER_SIDE = {Role.USER.value: Role.ASSISTANT.value, Role.ASSISTANT.value: Role.USER.value}
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 
 STOP_WORDS = frozenset(
@@ -112,6 +120,18 @@ def names_in(text: str, names: Set[str]) -> set[str]:
     """The `names` (lower-case words) that `text` names someone by ("What is Nate's dog
     called?" names "nate")."""
     return {name for _, name in _names(_straight_quotes(text), names)}
+
+
+def roles_in_person(text: str, asked_by: str) -> set[str]:
+    """The roles' words (`ROLE_WORDS`) that `text`, asked by the side `asked_by` (a role's
+    word), names in the first and second person. A user asks "What did I tell you about my
+    sister?" of their own turns ("I", "my") and of the assistant's ("you"); an agent that
+    writes its own query means itself by "I" and the user by "you"."""
+    said = set(words(text))
+    named = {asked_by} if said & FIRST_PERSON else set()
+    if said & SECOND_PERSON:
+        named.add(_OTHER_SIDE[asked_by])
+    return named
 
 
 def without_names(text: str, names: Set[str]) -> str:
