@@ -11,11 +11,12 @@ named agent (`roles`), and without those names (`unnamed`, the baseline for it);
 as roles, asked as an agent asks its memory, of "the user" and "the assistant" rather than by
 name (`roles_asked_as_roles`, `memvault eval --asked roles`); and unnamed, asked as the user
 asks in a chat, in the first person, saying so (`unnamed_asked_by_the_user`, `memvault eval
---asked user`). Only the hybrid figures are kept for these (`by_speakers`).
+--asked user`), and as the agent asks in its own words (`unnamed_asked_by_the_assistant`).
+Only the hybrid figures are kept for these (`by_speakers`).
 
 Writes `results/locomo.json`. Needs the dataset (`MEMVAULT_DATASETS`, or `../shared/datasets`
-beside the repository); without it the benchmark says so and writes nothing. About 8 minutes on
-2 cores (AVX2), most of it embedding the turns (one at a time in the second run).
+beside the repository); without it the benchmark says so and writes nothing. About 10 minutes
+on 2 cores (AVX2), most of it embedding the turns (one at a time in the second run).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def main() -> None:
         ("unnamed", "unnamed", "names"),
         ("roles_asked_as_roles", "roles", "roles"),
         ("unnamed_asked_by_the_user", "unnamed", "user"),
+        ("unnamed_asked_by_the_assistant", "unnamed", "assistant"),
     ):
         run = evaluate(cases, speakers=speakers, asked=asked)
         report["by_speakers"][name] = {"hybrid": run["modes"]["hybrid"]["all"]}

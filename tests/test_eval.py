@@ -268,22 +268,24 @@ def test_questions_can_be_asked_of_the_user_and_the_assistant_by_role(
 
 
 def test_questions_can_be_asked_in_the_first_person_by_the_user(mini_dataset: Path) -> None:
-    """A chat's user asks "What is my cat called?", not "What is Ann's cat called?": asked so,
-    and saying who asks, the mini case written as roles recalls what it recalls by name."""
-    in_person = _in_person(["Ann", "Bo"])
+    """A chat's user asks "What is my cat called?", not "What is Ann's cat called?", and an
+    agent "Did I meet you?": the questions are worded so, and the report says who asked."""
+    in_person = _in_person(["Ann", "Bo"], ["Ann"])
     assert in_person("What is Ann's cat called?") == "What is my cat called?"
     assert in_person("What does Ann like?") == "What do I like?"
     assert in_person("Did Bo meet Ann, or Anna?") == "Did you meet me, or Anna?"
     assert in_person("Is Bo a painter?") == "Are you a painter?"
+    assert _in_person(["Ann", "Bo"], ["Bo"])("Did Bo meet Ann?") == "Did I meet you?"
     cases = list(read_cases(mini_dataset))
     by = {
         asked: evaluate(
             cases, embedder=HashingEmbedder(), progress=False, speakers="unnamed", asked=asked
         )
-        for asked in ("names", "user")
+        for asked in ("names", "user", "assistant")
     }
     assert by["user"]["asked"] == "user" and "asked by user" in format_table(by["user"])
     assert by["user"]["modes"]["hybrid"]["all"]["recall@10"] > 0
+    assert "asked by assistant" in format_table(by["assistant"])
 
 
 def test_eval_command_prints_the_table_and_writes_json(

@@ -20,7 +20,8 @@ Questions name the speakers as the dataset writes them (`asked="names"`). An age
 memory about "the user" as often as about Alice: `asked="roles"` asks each question with the
 first speaker's name as "the user" and the others' as "the assistant". A chat's user asks in
 the first person: `asked="user"` asks it as the first speaker would ("What did I research?",
-"When did you paint a sunrise?"), and says so (`asked_by="user"`).
+"When did you paint a sunrise?"), and says so (`asked_by="user"`); `asked="assistant"` as the
+other would, as an agent writes its own query.
 """
 
 from __future__ import annotations
@@ -162,17 +163,17 @@ _AGREEMENT = [
 ]
 
 
-def _in_person(names: list[str]) -> Callable[[str], str]:
-    """A question as the first speaker asks it: their name as "I", "me" or "my", the others' as
-    "you" or "your", the verb agreeing ("What does Caroline like?" is "What do I like?",
-    "What did Melanie tell Caroline?" is "What did you tell me?")."""
-    asker = names[0] if names else None
+def _in_person(names: list[str], askers: list[str]) -> Callable[[str], str]:
+    """A question as one side asks it: the names of `askers` as "I", "me" or "my", the other
+    `names` as "you" or "your", the verb agreeing (asked by Caroline, "What does Caroline like?"
+    is "What do I like?" and "What did Melanie tell Caroline?" is "What did you tell me?")."""
     pattern = _naming(names)
 
     def person(match: re.Match[str]) -> str:
+        mine = match.group(1) in askers
         if match.group(2):
-            return "my" if match.group(1) == asker else "your"
-        if match.group(1) != asker:
+            return "my" if mine else "your"
+        if not mine:
             return "you"
         before = match.string[: match.start()].split()
         return "I" if not before or before[-1].lower() in _BEFORE_SUBJECT else "me"
@@ -198,7 +199,9 @@ def _naming(names: list[str]) -> re.Pattern[str]:
 _ASKING: dict[str, Callable[[list[str]], Callable[[str], str]]] = {
     "names": lambda names: str,
     "roles": _as_roles,
-    "user": _in_person,
+    # as the user (the first speaker) asks, or the assistant (the others)
+    "user": lambda names: _in_person(names, names[:1]),
+    "assistant": lambda names: _in_person(names, names[1:]),
 }
 
 
@@ -219,7 +222,7 @@ def evaluate_case(
     vault.recall.cache.get(user_id, vault.store.revision(user_id))
     run.build_seconds.append(time.perf_counter() - started)
     as_asked = _ASKING[asked](_speaker_names(case))
-    asked_by = "user" if asked == "user" else None
+    asked_by = asked if asked in ("user", "assistant") else None
     for question in case.questions:
         if not question.scored:
             continue
