@@ -297,7 +297,7 @@ def _search(user_id: str, query: str, **options: Any) -> Call[list[Hit]]:
 
 def _context(user_id: str, query: str, **options: Any) -> Call[Context]:
     """Options as `Vault.context`: session_id, token_budget, channel_limits, now, min_score,
-    asked_by."""
+    asked_by, min_relative_score."""
     body = {"query": query, **{k: _jsonable(v) for k, v in options.items()}}
     return Call("POST", f"{_user(user_id)}/context", _one(Context), json=body)
 

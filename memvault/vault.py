@@ -30,11 +30,13 @@ from memvault.inputs import (
 from memvault.jobs import JobQueue
 from memvault.keys import ApiKeys
 from memvault.mind.context import (
+    MIN_RELATIVE_SCORE,
     Context,
     Sources,
     build_context,
     check_budget,
     check_channel_limits,
+    check_min_relative_score,
 )
 from memvault.model import (
     Agent,
@@ -610,6 +612,7 @@ class Vault:
         min_score: float = 0.2,
         agent_id: str | None = None,
         asked_by: str | None = None,
+        min_relative_score: float = MIN_RELATIVE_SCORE,
     ) -> Context:
         """What an LLM should know for this query, inside `token_budget` tokens.
 
@@ -621,8 +624,13 @@ class Vault:
         `asked_by` ("user" or "assistant") says who wrote `query`: a context for the user's
         latest message is asked by the user, whose "I" and "my" then name the user's turns and
         "you" the assistant's (`Recall.search`).
+
+        A relevant memory or turn must score at least `min_score`, and at least
+        `min_relative_score` times the best one's score: a question with a clear answer gets a
+        short context, and a caller who pays per token can ask for a higher share.
         """
         check_budget(token_budget)
+        check_min_relative_score(min_relative_score)
         limits = check_channel_limits(channel_limits)
         v.check_id("user_id", user_id)
         v.check_optional_id("session_id", session_id)
@@ -638,7 +646,9 @@ class Vault:
             hits=hits,
             recent=standing.recent,
         )
-        return build_context(sources, token_budget=token_budget)
+        return build_context(
+            sources, token_budget=token_budget, min_relative_score=min_relative_score
+        )
 
     def _index_changes(self, user_id: str, revision: int, accessed: int) -> Changes:
         """Decrypted rows written after `revision`, and the access counts that moved after the

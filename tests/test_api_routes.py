@@ -233,3 +233,6 @@ def test_search_and_context(api: Api, alice: dict[str, str]) -> None:
     asker = c.post("/v1/users/alice/context", json={"query": "my dog?", "asked_by": "dog"},
                    headers=alice)  # fmt: skip
     assert asker.status_code == 422 and "asked_by" in asker.text
+    share = c.post("/v1/users/alice/context", json={"query": "my dog?", "min_relative_score": 2},
+                   headers=alice)  # fmt: skip
+    assert share.status_code == 422 and "min_relative_score" in share.text

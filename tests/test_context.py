@@ -9,6 +9,8 @@ import pytest
 
 from memvault import Vault
 from memvault.errors import Invalid
+from memvault.mind.context import Sources, build_context
+from memvault.retrieval.search import Hit
 from memvault.retrieval.tokens import count_tokens
 
 NOW = datetime(2024, 3, 20, 12, 0, tzinfo=UTC)
@@ -146,6 +148,42 @@ def test_nothing_irrelevant_is_padded_in(recall_vault: Vault) -> None:
     relevant = recall_vault.context("u", "when is the dentist appointment")
     assert [i.source for i in relevant.items] == ["turn"]
     assert relevant.items[0].score is not None
+
+
+def _hit(number: int, score: float) -> Hit:
+    return Hit(type="turn", id=f"t{number}", score=score, text=f"line {number}", session_id="s",
+               role="user", speaker="Ann", created_at=NOW)  # fmt: skip
+
+
+def test_a_relevant_line_scores_at_least_a_share_of_the_best_ones() -> None:
+    """Fused scores lift a poor match to about half the best one's, so a context used to fill
+    its budget whatever the question; lines under the share are left out, and are not reported
+    as dropped for want of room."""
+    sources = Sources(hits=[_hit(1, 0.9), _hit(2, 0.46), _hit(3, 0.44), _hit(4, 0.2)])
+
+    def kept(**options: float) -> list[str]:
+        context = build_context(sources, token_budget=2000, **options)
+        assert context.dropped == []
+        return [item.id for item in context.items]
+
+    assert kept() == ["t1", "t2"]  # the default share is a half: 0.45
+    assert kept(min_relative_score=0.0) == ["t1", "t2", "t3", "t4"]
+    assert kept(min_relative_score=1.0) == ["t1"]
+    assert build_context(Sources(), token_budget=100).items == []
+
+
+def test_a_callers_share_of_the_best_score_is_checked_and_applied(recall_vault: Vault) -> None:
+    vault = recall_vault
+    vault.add_turn("u", "s", "user", "The dentist appointment is on Friday at noon")
+    vault.add_turn("u", "s", "user", "Friday is a good day for the market")
+    both = vault.context("u", "when is the dentist appointment on Friday", min_relative_score=0)
+    assert len(both.items) == 2
+    best = max(item.score or 0.0 for item in both.items)
+    only = vault.context("u", "when is the dentist appointment on Friday", min_relative_score=1)
+    assert [item.score for item in only.items] == [best]
+    with pytest.raises(Invalid) as error:
+        vault.context("u", "dentist", min_relative_score=1.5)
+    assert error.value.field == "min_relative_score"
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from memvault.mind.context import MIN_RELATIVE_SCORE
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -154,3 +156,4 @@ class ContextIn(Body):
     now: datetime | None = None
     min_score: float = 0.2
     asked_by: str | None = None
+    min_relative_score: float = MIN_RELATIVE_SCORE

@@ -256,7 +256,8 @@ def _context_recall(
     run: Run,
     asked_by: str | None,
 ) -> dict[str, float]:
-    """Share of the evidence that reaches the assembled context at each token budget."""
+    """Share of the evidence that reaches the assembled context at each token budget, and the
+    tokens the context spent of it."""
     scores = {}
     for budget in CONTEXT_BUDGETS:
         started = time.perf_counter()
@@ -265,6 +266,7 @@ def _context_recall(
         included = {source_of.get(i.id, "") for i in context.items if i.type == "turn"}
         wanted = set(evidence)
         scores[f"context_recall@{budget}"] = len(wanted & included) / len(wanted)
+        scores[f"context_tokens@{budget}"] = context.tokens
     return scores
 
 
