@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     ann_threshold: int = Field(
         10_000, ge=1, description="Items per user from which search uses an HNSW index."
     )
+    graph_builds: bool = Field(
+        True,
+        description="Build HNSW indexes in a separate process, searching exactly meanwhile; "
+        "false: build them inline, in the search that needs one.",
+    )
 
     @model_validator(mode="after")
     def _remote_embedder_is_complete(self) -> Settings:

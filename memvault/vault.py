@@ -130,6 +130,7 @@ class Vault:
             self.embedder,
             max_bytes=self.settings.index_cache_bytes,
             ann_threshold=self.settings.ann_threshold,
+            graph_builds=self.settings.graph_builds,
             revision_and_recalls=self.store.revision_and_recalls,
             loader=self._index_changes,
             record_access=lambda user_id, ids, now: self.store.record_access(

@@ -13,12 +13,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from memvault.retrieval.dense import Vectors
 from memvault.retrieval.embed import Embedder
+from memvault.retrieval.graphs import GraphBuilds
 from memvault.retrieval.index import People, UserIndex
 from memvault.retrieval.items import TURN, Item
 
@@ -74,12 +75,16 @@ class IndexCache:
         max_bytes: int = DEFAULT_MAX_BYTES,
         ann_threshold: int | None = None,
         vectors: VectorStore | None = None,
+        graphs: GraphBuilds | None = None,
     ) -> None:
         self.embedder = embedder
         self._loader = loader
         self._vectors = vectors
         self.max_bytes = max_bytes
-        self._ann = {} if ann_threshold is None else {"ann_threshold": ann_threshold}
+        # how each new index is made: its HNSW threshold, and where its graphs are built
+        self._ann: dict[str, Any] = {"graphs": graphs}
+        if ann_threshold is not None:
+            self._ann["ann_threshold"] = ann_threshold
         self._indexes: OrderedDict[str, UserIndex] = OrderedDict()
         # each index's bytes as of its last checkout, and their sum: a search measures only its
         # own user's index (about 5 us), not every cached one
@@ -233,6 +238,15 @@ class IndexCache:
         self._indexes.pop(user_id, None)
         self._total -= self._sizes.pop(user_id, 0)
         self._recalls_here.pop(user_id, None)  # a new index reads the store's count
+
+    def settle_graph(self, user_id: str, timeout: float | None = None) -> None:
+        """Wait for the HNSW graph being built for the user's cached index, if any, and take it
+        up (a search would, once it has come): to warm an index, or before measuring one."""
+        with self._user_lock(user_id):
+            with self._lock:
+                index = self._indexes.get(user_id)
+            if index is not None:
+                index.settle_graph(timeout)
 
     def forget(self, user_id: str) -> None:
         """Drop a user's index (deleted user, or a change the revision cannot show)."""

@@ -6,14 +6,26 @@ rows an HNSW graph (usearch) answers the candidate query instead. The graph stor
 int8-quantised vectors: ten times faster to build than float32 (21 s against 212 s for
 100k x 384 here) and about 0.4 ms a query. Quantisation only picks candidates; their scores are
 always recomputed exactly from the float32 matrix.
+
+Given `GraphBuilds`, an index has its graphs built in another process (`graphs.py`) and answers
+by exact search until one arrives; what was added or removed meanwhile is applied to the graph
+when the index takes it up. Without, a graph is built inline, as tests and benchmarks want.
 """
 
 from __future__ import annotations
 
+import logging
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from memvault.retrieval.graph_worker import build_graph
+from memvault.retrieval.graphs import Graph, GraphBuilds
+
+log = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
 Slots = npt.NDArray[np.int64]
@@ -33,12 +45,31 @@ MIN_ROWS = 64
 _MOVED_ROWS = 8192  # rows moved at a time when compaction packs the matrix in place
 
 
+@dataclass
+class _Building:
+    """A graph on its way from `GraphBuilds`, of the live slots below `size` when it was asked
+    for (`keys`)."""
+
+    future: Future[Graph]
+    size: int
+    keys: Slots
+
+
 class DenseIndex:
     """Unit vectors in slots that match the lexical index's, growing by doubling."""
 
-    def __init__(self, dim: int, *, ann_threshold: int = DEFAULT_ANN_THRESHOLD) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        ann_threshold: int = DEFAULT_ANN_THRESHOLD,
+        graphs: GraphBuilds | None = None,
+    ) -> None:
         self.dim = dim
         self.ann_threshold = ann_threshold
+        self._graphs = graphs
+        self._building: _Building | None = None
+        self._graph_failed = False  # a build failed: exact search, until a compaction
         self._matrix = np.zeros((0, dim), dtype=np.float32)
         self._alive = np.zeros(0, dtype=bool)
         self._size = 0
@@ -58,9 +89,54 @@ class DenseIndex:
             self._ann.add(np.arange(self._size, needed, dtype=np.uint64), vectors)
         self._size = needed
         if self._ann is None and self._size >= self.ann_threshold:
-            self._build_ann()
+            self._ask_for_graph()
         if self._ann is not None:
             self._size_ann()
+
+    @property
+    def graph_pending(self) -> bool:
+        """Whether a graph is being built for this index (it is taken up by `nearest`)."""
+        return self._building is not None
+
+    def _ask_for_graph(self) -> None:
+        """A graph of the live slots: built here without `GraphBuilds`, else asked for once."""
+        if self._graphs is None:
+            self._build_ann()
+        elif self._building is None and not self._graph_failed:
+            live = np.flatnonzero(self._alive[: self._size])
+            future = self._graphs.submit(live.astype(np.uint64), self._matrix[live])
+            self._building = _Building(future, self._size, live)
+
+    def settle_graph(self, timeout: float | None = None) -> None:
+        """Wait for the graph asked for, if any, and take it up: for benchmarks and tests, and
+        for warming an index; a search takes a graph up by itself once it has come."""
+        if self._building is not None:
+            wait([self._building.future], timeout)
+            self._take_up_graph()
+
+    def _take_up_graph(self) -> None:
+        """Install the graph asked for, if it has come, with the slots added since it was asked
+        for and without those removed since. A failed build leaves exact search in place."""
+        building = self._building
+        if building is None or not building.future.done():
+            return
+        self._building = None
+        try:
+            graph = building.future.result()
+        except Exception as exc:
+            self._graph_failed = True
+            log.warning("search graph build failed (%s); exact search until the next compaction",
+                        type(exc).__name__)  # fmt: skip
+            return
+        added = np.arange(building.size, self._size)
+        added = added[self._alive[added]]
+        if len(added):
+            graph.add(added.astype(np.uint64), self._matrix[added])
+        removed = building.keys[~self._alive[building.keys]]
+        if len(removed):
+            graph.remove(removed.astype(np.uint64))
+        self._ann = graph
+        self._size_ann()
 
     def _size_ann(self) -> None:
         """Keep `_ann_bytes` current. The graph's own figure takes 0.7 to 1.9 ms to read at 100k
@@ -84,7 +160,9 @@ class DenseIndex:
         HNSW graph goes along, its keys renamed (through keys no slot can have, since old and
         new slots overlap), instead of being built again: at 70k vectors the rename takes well
         under a second where a build took most of a compaction's 46 s. Below the threshold the
-        graph is left behind, as a build of that size would have none.
+        graph is left behind, as a build of that size would have none. A kept graph wears (see
+        `KEPT_GRAPH_EXPANSION`): with `GraphBuilds`, a new one is asked for at once, and the
+        kept one serves until it comes.
         """
         if len(slots) > 1 and not bool(np.all(np.diff(slots) > 0)):
             raise ValueError("slots must be ascending")
@@ -93,7 +171,7 @@ class DenseIndex:
             # every row read here is at or after every row written: the blocks before this one
             # wrote only below `first`, and slots[first] >= first
             self._matrix[first : first + len(block)] = self._matrix[block]
-        dense = DenseIndex(self.dim, ann_threshold=self.ann_threshold)
+        dense = DenseIndex(self.dim, ann_threshold=self.ann_threshold, graphs=self._graphs)
         self._alive[: len(slots)], self._alive[len(slots) :] = True, False
         dense._matrix, dense._alive, dense._size = self._matrix, self._alive, len(slots)
         self._matrix = np.zeros((0, self.dim), dtype=np.float32)
@@ -106,9 +184,13 @@ class DenseIndex:
             dense._ann = self._ann
             dense._ann.expansion_search = KEPT_GRAPH_EXPANSION
             dense._size_ann()
-        elif dense._size >= self.ann_threshold:
-            dense._build_ann()
-            dense._size_ann()
+        if dense._size >= self.ann_threshold and (dense._ann is None or self._graphs is not None):
+            dense._ask_for_graph()  # with `GraphBuilds`, a new graph replaces the kept one
+            if dense._ann is not None:
+                dense._size_ann()
+        if self._building is not None:
+            self._building.future.cancel()  # of slots that are no more: if not begun, not built
+            self._building = None
         self._ann, self._ann_bytes = None, 0
         return dense
 
@@ -127,11 +209,8 @@ class DenseIndex:
         return needed
 
     def _build_ann(self) -> None:
-        from usearch.index import Index
-
-        self._ann = Index(ndim=self.dim, metric="ip", dtype="i8", connectivity=16)
         live = np.flatnonzero(self._alive[: self._size])
-        self._ann.add(live.astype(np.uint64), self._matrix[live])
+        self._ann = build_graph(live.astype(np.uint64), self._matrix[live])
 
     def remove(self, slot: int) -> None:
         if 0 <= slot < self._size and self._alive[slot]:
@@ -156,6 +235,7 @@ class DenseIndex:
         """Up to `k` live slots, best first: approximate when the HNSW graph exists."""
         if self._size == 0 or k <= 0:
             return np.zeros(0, dtype=np.int64)
+        self._take_up_graph()
         if self._ann is not None:
             matches = self._ann.search(query, k)
             return np.asarray(matches.keys, dtype=np.int64)

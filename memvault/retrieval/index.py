@@ -28,6 +28,7 @@ from memvault.model import Role
 from memvault.retrieval.cues import Answers, CueColumns
 from memvault.retrieval.dense import DEFAULT_ANN_THRESHOLD, DenseIndex, Slots, Vectors
 from memvault.retrieval.embed import Embedder
+from memvault.retrieval.graphs import GraphBuilds
 from memvault.retrieval.items import MEMORY, TURN, Item, ItemTable, grown
 from memvault.retrieval.lexical import BM25Index, Scores
 from memvault.retrieval.text import ROLE_WORDS, names_in, roles_in_person, terms, words
@@ -169,17 +170,24 @@ class Named:
 class UserIndex:
     """Everything needed to rank one user's items for a query, held in memory."""
 
-    def __init__(self, embedder: Embedder, *, ann_threshold: int = DEFAULT_ANN_THRESHOLD) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        *,
+        ann_threshold: int = DEFAULT_ANN_THRESHOLD,
+        graphs: GraphBuilds | None = None,
+    ) -> None:
         self.embedder = embedder
         self.revision = 0
         self.accessed = 0  # the user's count of recalls its access counts are current to
         self._ann_threshold = ann_threshold
+        self._graphs = graphs  # where HNSW graphs are built (`dense.py`); None: inline
         self._items = ItemTable()
         # slot by item type, then id: the id strings are the table's own, so the map adds no
         # string and no (type, id) tuple per item
         self._slot: dict[str, dict[str, int]] = {}
         self._bm25 = BM25Index()
-        self._dense = DenseIndex(embedder.dim, ann_threshold=ann_threshold)
+        self._dense = DenseIndex(embedder.dim, ann_threshold=ann_threshold, graphs=graphs)
         self._sessions = _SessionDocs()
         self._cues = CueColumns()
         self._session_tail: dict[str, list[list[str]]] = {}
@@ -396,7 +404,7 @@ class UserIndex:
         new_slot = np.full(size, -1, dtype=np.int64)
         new_slot[live] = np.arange(len(live))
         renumber = new_slot.tolist()
-        index = UserIndex(self.embedder, ann_threshold=self._ann_threshold)
+        index = UserIndex(self.embedder, ann_threshold=self._ann_threshold, graphs=self._graphs)
         index.revision, index.accessed = self.revision, self.accessed
         index._items = self._items.compacted(live)
         index._slot = {
@@ -544,6 +552,15 @@ class UserIndex:
         """Each slot's session's score out of `session_match` (0 for memories)."""
         session_ids = self._items.categories["session_id"].values_at(slots)
         return self._sessions.scores(match, session_ids)
+
+    @property
+    def graph_pending(self) -> bool:
+        """Whether an HNSW graph is being built for this index (`dense.py`)."""
+        return self._dense.graph_pending
+
+    def settle_graph(self, timeout: float | None = None) -> None:
+        """Wait for the HNSW graph being built, if any, and take it up."""
+        self._dense.settle_graph(timeout)
 
     def nearest(self, query: Vectors, k: int, mask: npt.NDArray[np.bool_] | None) -> Slots:
         """Best `k` slots by cosine among those the mask allows."""

@@ -31,6 +31,7 @@ from memvault.model import Channel, MemoryKind, Role, Tier, utcnow
 from memvault.retrieval.cache import DEFAULT_MAX_BYTES, Changes, IndexCache, Loader, VectorStore
 from memvault.retrieval.embed import Embedder, Vectors
 from memvault.retrieval.fusion import Weights
+from memvault.retrieval.graphs import GraphBuilds
 from memvault.retrieval.index import Filters, UserIndex
 from memvault.retrieval.items import ITEM_TYPES, MEMORY, Item
 from memvault.retrieval.search import (
@@ -287,17 +288,21 @@ class Recall:
         ann_threshold: int | None = None,
         weights: Weights | None = None,
         vectors: VectorStore | None = None,
+        graph_builds: bool = True,
     ) -> None:
         # by user, the last access write submitted and not yet done (the writer runs them in
         # order, so it stands for all of them)
         self._access_writes: dict[str, Future[None]] = {}
         self._access_lock = threading.Lock()
+        # HNSW graphs built in another process (`graphs.py`), or inline when not
+        self._graphs = GraphBuilds() if graph_builds else None
         self.cache = IndexCache(
             embedder,
             self._after_access_writes(loader),
             max_bytes=max_bytes,
             ann_threshold=ann_threshold,
             vectors=vectors,
+            graphs=self._graphs,
         )
         self.weights = weights or Weights()
         self.query_vectors = QueryVectors(embedder)
@@ -476,3 +481,5 @@ class Recall:
         self._closed.set()
         self._writer.shutdown(wait=True)
         self.query_vectors.close()
+        if self._graphs is not None:
+            self._graphs.close()

@@ -1,0 +1,141 @@
+"""HNSW graphs built in a process of their own, so that no search waits for one.
+
+A graph of 100k vectors takes 10 to 20 s to build, of 1M about ten minutes. Built inline, as
+it was, it stalled the search that took a user past the threshold, the first search after a
+restart, and the one that compacted the index. A thread is no way out: usearch's `add` takes
+the GIL for each vector, and a 20k graph that builds in 3.5 s on one thread alone took 112 s
+beside one busy Python thread. So a graph is built by `graph_worker.py` in a process of its
+own, one at a time, and comes back serialised; until it arrives, the user's index answers by
+exact search, which finds as much or more, only slower at large sizes.
+
+The vectors cross to the worker over a pipe and stay in memory: nothing is written to disk, and
+a failure is reported by its exception's type alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from memvault.retrieval.graph_worker import HEADER, build_graph
+
+log = logging.getLogger(__name__)
+
+Graph = Any  # usearch.index.Index: typed loosely, as usearch ships no type information
+Keys = npt.NDArray[np.uint64]
+_WORKER = Path(__file__).with_name("graph_worker.py")
+
+
+class GraphBuildFailed(RuntimeError):
+    """A graph could not be built; the message names the failure's type, never the data."""
+
+
+@dataclass
+class _Job:
+    keys: Keys
+    vectors: npt.NDArray[np.float32]
+    future: Future[Graph]
+
+
+class GraphBuilds:
+    """Builds graphs one at a time, each in a process of its own, in the order asked for.
+
+    The worker thread starts when a graph is first asked for. `close` stops the build under way
+    and cancels those waiting.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: list[_Job] = []
+        self._wake = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._running: subprocess.Popen[bytes] | None = None
+        self._closed = False
+
+    def submit(self, keys: Keys, vectors: npt.NDArray[np.float32]) -> Future[Graph]:
+        """A graph of `vectors` under `keys`, to come. The arrays must not change afterwards:
+        they are read when the build starts."""
+        future: Future[Graph] = Future()
+        with self._wake:
+            if self._closed:
+                future.cancel()
+                return future
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._work, name="memvault-graph-builds", daemon=True
+                )
+                self._worker.start()
+            self._waiting.append(_Job(keys, vectors, future))
+            self._wake.notify()
+        return future
+
+    def close(self) -> None:
+        """Stop the build under way, cancel the waiting ones and the worker thread."""
+        with self._wake:
+            self._closed = True
+            running, worker, waiting = self._running, self._worker, self._waiting
+            self._waiting = []
+            self._wake.notify()
+        for job in waiting:
+            job.future.cancel()
+        if running is not None:
+            running.kill()
+        if worker is not None:
+            worker.join()
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not self._waiting and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                job = self._waiting.pop(0)
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            try:
+                job.future.set_result(self._build(job.keys, job.vectors))
+            except Exception as exc:  # for the index, which logs it by type
+                job.future.set_exception(exc)
+
+    def _build(self, keys: Keys, vectors: npt.NDArray[np.float32]) -> Graph:
+        """One build in a worker process, its graph read back."""
+        with self._wake:
+            if self._closed:
+                raise GraphBuildFailed("the builds were closed")
+            try:
+                # our own interpreter on our own file: no input reaches the command line
+                process = subprocess.Popen(  # noqa: S603
+                    [sys.executable, "-I", str(_WORKER)], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                )  # fmt: skip
+            except OSError as exc:
+                log.warning("no process for a graph build (%s): built on a thread",
+                            type(exc).__name__)  # fmt: skip
+                return build_graph(keys, vectors)
+            self._running = process
+        request = HEADER.pack(len(keys), vectors.shape[1]) + keys.tobytes() + vectors.tobytes()
+        try:
+            graph, error = process.communicate(request)
+        finally:
+            with self._wake:
+                self._running = None
+        if process.returncode != 0:
+            raise GraphBuildFailed(f"the build failed: {_failure(error, process.returncode)}")
+        from usearch.index import Index
+
+        return Index.restore(graph)
+
+
+def _failure(error: bytes, returncode: int) -> str:
+    """The worker's exception type, or its exit code: nothing else it wrote is repeated."""
+    name = error.decode("ascii", "replace").strip()
+    return name if name.isidentifier() else f"exit code {returncode}"

@@ -1,0 +1,134 @@
+"""HNSW graphs built in a process of their own: an index searches exactly until its graph
+comes, then takes it up with what changed meanwhile; failures and shutdowns leave exact search."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import CancelledError
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from memvault import Vault
+from memvault.config import Settings
+from memvault.retrieval.dense import KEPT_GRAPH_EXPANSION, DenseIndex
+from memvault.retrieval.embed import HashingEmbedder
+from memvault.retrieval.graphs import GraphBuildFailed, GraphBuilds
+
+DIM = 32
+
+
+def _unit(rows: int, seed: int) -> npt.NDArray[np.float32]:
+    vectors = np.random.default_rng(seed).normal(size=(rows, DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def builds() -> Iterator[GraphBuilds]:
+    graphs = GraphBuilds()
+    yield graphs
+    graphs.close()
+
+
+def _exact_top(dense: DenseIndex, query: npt.NDArray[np.float32], k: int) -> list[int]:
+    alive = dense._alive[: len(dense)]
+    scores = np.where(alive, dense.similarity(query), -np.inf)
+    return np.argsort(-scores)[:k].tolist()
+
+
+def _wait_for_graph(dense: DenseIndex, query: npt.NDArray[np.float32]) -> None:
+    """Until a search takes the graph up, as one does once it has come."""
+    deadline = time.monotonic() + 60
+    while dense.graph_pending:
+        assert time.monotonic() < deadline, "no graph within a minute"
+        time.sleep(0.05)
+        dense.nearest(query, 1)
+
+
+def test_an_index_searches_exactly_until_its_graph_comes_then_takes_up_what_changed(
+    builds: GraphBuilds,
+) -> None:
+    vectors = _unit(700, seed=1)
+    dense = DenseIndex(DIM, ann_threshold=500, graphs=builds)
+    dense.add(0, vectors[:600])
+    assert dense.graph_pending and dense._ann is None  # asked for, not built here
+    query = vectors[42] + 0.01
+    assert dense.nearest(query, 5).tolist() == _exact_top(dense, query, 5)
+    dense.add(600, vectors[600:])  # while the graph is built: added after it was asked for
+    dense.remove(42)  # and removed
+    _wait_for_graph(dense, query)
+    assert dense._ann is not None and dense._ann.size == 699
+    assert 42 not in dense.nearest(query, 5)
+    assert dense.nearest(vectors[650] + 0.01, 5)[0] == 650
+    assert dense.nbytes() > dense._matrix.nbytes  # the graph's bytes are counted
+
+
+def test_a_compacted_index_serves_its_kept_graph_until_a_new_one_replaces_it(
+    builds: GraphBuilds,
+) -> None:
+    vectors = _unit(2000, seed=2)
+    dense = DenseIndex(DIM, ann_threshold=500, graphs=builds)
+    dense.add(0, vectors)
+    _wait_for_graph(dense, vectors[0])
+    for slot in range(0, 2000, 3):
+        dense.remove(slot)
+    live = np.array([s for s in range(2000) if s % 3])
+    compacted = dense.compacted(live)
+    kept = compacted._ann
+    assert kept.expansion_search == KEPT_GRAPH_EXPANSION and compacted.graph_pending
+    query = vectors[live[10]] + 0.01
+    assert compacted.nearest(query, 1)[0] == 10
+    _wait_for_graph(compacted, query)
+    assert compacted._ann is not kept and compacted._ann.expansion_search < KEPT_GRAPH_EXPANSION
+    assert compacted._ann.size == len(live) and compacted.nearest(query, 1)[0] == 10
+
+
+def test_a_failed_build_is_reported_by_its_type_alone(builds: GraphBuilds) -> None:
+    keys = np.arange(10, dtype=np.uint64)
+    failed = builds.submit(keys, _unit(5, seed=3))  # fewer vectors than keys
+    with pytest.raises(GraphBuildFailed) as error:
+        failed.result(timeout=60)
+    assert str(error.value) == "the build failed: ValueError"
+
+
+def test_closing_stops_a_build_under_way_and_leaves_exact_search(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A process can be stopped, where a thread could not: closing does not wait for the build.
+    An index whose build was stopped keeps searching exactly, and says why by type only."""
+    builds = GraphBuilds()
+    vectors = _unit(150_000, seed=4)
+    dense = DenseIndex(DIM, ann_threshold=1000, graphs=builds)
+    dense.add(0, vectors)
+    time.sleep(0.5)  # the build process is under way
+    started = time.monotonic()
+    builds.close()
+    assert time.monotonic() - started < 5
+    with caplog.at_level(logging.WARNING, logger="memvault.retrieval.dense"):
+        query = vectors[7] + 0.01
+        assert dense.nearest(query, 3).tolist() == _exact_top(dense, query, 3)
+    assert not dense.graph_pending and dense._ann is None
+    assert "search graph build failed (GraphBuildFailed)" in caplog.text
+    with pytest.raises(CancelledError):
+        builds.submit(np.arange(1, dtype=np.uint64), vectors[:1]).result()
+
+
+def test_a_vault_searches_at_once_and_its_graph_follows(tmp_path: Path) -> None:
+    """Past the threshold a user's search does not wait for a graph: it answers exactly, and
+    answers the same once the graph is in."""
+    settings = Settings(data=tmp_path / "data", ann_threshold=40)
+    with Vault(settings=settings, embedder=HashingEmbedder()) as vault:
+        vault.add_turns("u", "s", [
+            {"role": "user", "content": f"note {n} about the {topic} trip"}
+            for n, topic in enumerate(["lake", "city", "forest"] * 20)
+        ])  # fmt: skip
+        before = [hit.id for hit in vault.search("u", "the forest trip", limit=5)]
+        index = vault.recall.cache.get("u", vault.store.revision("u"))
+        assert index.graph_pending
+        vault.recall.cache.settle_graph("u", timeout=60)
+        assert not index.graph_pending
+        assert [hit.id for hit in vault.search("u", "the forest trip", limit=5)] == before
