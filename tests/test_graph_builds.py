@@ -15,7 +15,7 @@ import pytest
 
 from memvault import Vault
 from memvault.config import Settings
-from memvault.retrieval.dense import KEPT_GRAPH_EXPANSION, DenseIndex
+from memvault.retrieval.dense import GRAPH_CATCH_UP, KEPT_GRAPH_EXPANSION, DenseIndex
 from memvault.retrieval.embed import HashingEmbedder
 from memvault.retrieval.graphs import GraphBuildFailed, GraphBuilds
 
@@ -65,6 +65,24 @@ def test_an_index_searches_exactly_until_its_graph_comes_then_takes_up_what_chan
     assert 42 not in dense.nearest(query, 5)
     assert dense.nearest(vectors[650] + 0.01, 5)[0] == 650
     assert dense.nbytes() > dense._matrix.nbytes  # the graph's bytes are counted
+
+
+def test_an_index_that_grew_too_much_meanwhile_asks_for_a_graph_of_what_it_holds_now(
+    builds: GraphBuilds,
+) -> None:
+    """A graph that comes far behind is not caught up inside a search, vector by vector."""
+    vectors = _unit(600 + GRAPH_CATCH_UP + 1, seed=5)
+    dense = DenseIndex(DIM, ann_threshold=500, graphs=builds)
+    dense.add(0, vectors[:600])
+    first = dense._building
+    assert first is not None
+    dense.add(600, vectors[600:])
+    first.future.result(timeout=60)
+    query = vectors[-1] + 0.01
+    assert dense.nearest(query, 1)[0] == len(vectors) - 1  # exact: the first graph is left
+    assert dense.graph_pending and dense._building is not first and dense._ann is None
+    dense.settle_graph(timeout=60)
+    assert dense._ann.size == len(vectors) and dense.nearest(query, 1)[0] == len(vectors) - 1
 
 
 def test_a_compacted_index_serves_its_kept_graph_until_a_new_one_replaces_it(

@@ -15,6 +15,7 @@ when the index takes it up. Without, a graph is built inline, as tests and bench
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,10 @@ KEPT_GRAPH_EXPANSION = 100
 # The matrix grows by a quarter at a time: at 100k x 384 a doubling would leave up to 150 MB
 # reserved and unused, and copying a quarter more now and then costs little beside an append.
 GROWTH = 1.25
+# At most this many vectors added since a graph was asked for are added to it when it comes
+# (about 0.15 ms each at 100k, in the search that takes it up); an index that grew by more asks
+# for a graph of what it holds now instead.
+GRAPH_CATCH_UP = 1024
 MIN_ROWS = 64
 _MOVED_ROWS = 8192  # rows moved at a time when compaction packs the matrix in place
 
@@ -110,17 +115,24 @@ class DenseIndex:
     def settle_graph(self, timeout: float | None = None) -> None:
         """Wait for the graph asked for, if any, and take it up: for benchmarks and tests, and
         for warming an index; a search takes a graph up by itself once it has come."""
-        if self._building is not None:
-            wait([self._building.future], timeout)
-            self._take_up_graph()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._building is not None:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not wait([self._building.future], left).done:
+                return
+            self._take_up_graph()  # which may ask again, for an index that grew meanwhile
 
     def _take_up_graph(self) -> None:
         """Install the graph asked for, if it has come, with the slots added since it was asked
-        for and without those removed since. A failed build leaves exact search in place."""
+        for and without those removed since; if too many were added, ask again. A failed build
+        leaves exact search in place."""
         building = self._building
         if building is None or not building.future.done():
             return
         self._building = None
+        if self._size - building.size > GRAPH_CATCH_UP:
+            self._ask_for_graph()  # this one is too far behind to catch up in a search
+            return
         try:
             graph = building.future.result()
         except Exception as exc:
