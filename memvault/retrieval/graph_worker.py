@@ -12,6 +12,7 @@ again).
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 from typing import Any
@@ -38,6 +39,8 @@ def build_graph(keys: npt.NDArray[np.uint64], vectors: npt.NDArray[np.float32]) 
 
 
 def main() -> int:
+    if hasattr(os, "nice"):
+        os.nice(10)  # a server's searches come first: the graph can wait
     try:
         data = sys.stdin.buffer.read()
         count, ndim = HEADER.unpack_from(data)

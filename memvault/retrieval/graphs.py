@@ -112,9 +112,11 @@ class GraphBuilds:
             if self._closed:
                 raise GraphBuildFailed("the builds were closed")
             try:
-                # our own interpreter on our own file: no input reaches the command line
+                # our own interpreter on our own file: no input reaches the command line. It
+                # finds numpy and usearch where this process does (-P: the file's folder, the
+                # package's, is not put first on its path)
                 process = subprocess.Popen(  # noqa: S603
-                    [sys.executable, "-I", str(_WORKER)], stdin=subprocess.PIPE,
+                    [sys.executable, "-P", str(_WORKER)], stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 )  # fmt: skip
             except OSError as exc:
@@ -122,9 +124,9 @@ class GraphBuilds:
                             type(exc).__name__)  # fmt: skip
                 return build_graph(keys, vectors)
             self._running = process
-        request = HEADER.pack(len(keys), vectors.shape[1]) + keys.tobytes() + vectors.tobytes()
         try:
-            graph, error = process.communicate(request)
+            with process:  # its pipes closed, and waited for, however the exchange ends
+                graph, error = _exchange(process, keys, vectors)
         finally:
             with self._wake:
                 self._running = None
@@ -133,6 +135,23 @@ class GraphBuilds:
         from usearch.index import Index
 
         return Index.restore(graph)
+
+
+def _exchange(
+    process: subprocess.Popen[bytes], keys: Keys, vectors: npt.NDArray[np.float32]
+) -> tuple[bytes, bytes]:
+    """Send the request a part at a time, without joining it into one more copy of the vectors
+    (1.5 GB at 1M), then read the answer. The worker reads all of its input before it writes
+    anything, so the two cannot wait on each other."""
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    try:
+        with process.stdin as sink:
+            sink.write(HEADER.pack(len(keys), vectors.shape[1]))
+            sink.write(np.ascontiguousarray(keys).data)
+            sink.write(np.ascontiguousarray(vectors, dtype=np.float32).data)
+    except BrokenPipeError:
+        pass  # the worker is gone (killed, say): its exit code tells
+    return process.stdout.read(), process.stderr.read()
 
 
 def _failure(error: bytes, returncode: int) -> str:
