@@ -11,8 +11,11 @@ named agent (`roles`), and without those names (`unnamed`, the baseline for it);
 as roles, asked as an agent asks its memory, of "the user" and "the assistant" rather than by
 name (`roles_asked_as_roles`, `memvault eval --asked roles`); and unnamed, asked as the user
 asks in a chat, in the first person, saying so (`unnamed_asked_by_the_user`, `memvault eval
---asked user`), and as the agent asks in its own words (`unnamed_asked_by_the_assistant`).
-Only the hybrid figures are kept for these (`by_speakers`).
+--asked user`), and as the agent asks in its own words (`unnamed_asked_by_the_assistant`);
+and with the speakers named, each asking in the first person and saying so by name, as in a
+group chat, whose humans all give the role "user" (`named_asked_by_the_first_speaker`,
+`named_asked_by_the_other_speaker`). Only the hybrid figures are kept for these
+(`by_speakers`).
 
 Writes `results/locomo.json`. Needs the dataset (`MEMVAULT_DATASETS`, or `../shared/datasets`
 beside the repository); without it the benchmark says so and writes nothing. About 10 minutes
@@ -55,6 +58,8 @@ def main() -> None:
         ("roles_asked_as_roles", "roles", "roles"),
         ("unnamed_asked_by_the_user", "unnamed", "user"),
         ("unnamed_asked_by_the_assistant", "unnamed", "assistant"),
+        ("named_asked_by_the_first_speaker", "named", "user"),
+        ("named_asked_by_the_other_speaker", "named", "assistant"),
     ):
         run = evaluate(cases, speakers=speakers, asked=asked)
         report["by_speakers"][name] = {"hybrid": run["modes"]["hybrid"]["all"]}

@@ -200,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--asked", choices=["names", "roles", "user", "assistant"], default="names",
         help="how the questions name the speakers: by name; roles: the first as 'the user' and "
         "the others as 'the assistant' (as an agent asks its memory); user: as the first speaker "
-        "asks, in the first person ('What did I ...?', 'What did you ...?'); assistant: as the "
-        "other asks",
+        "asks, in the first person ('What did I ...?', 'What did you ...?'), saying who asks (the "
+        "side, or the speaker's name where turns name their speakers); assistant: as the other "
+        "asks",
     )  # fmt: skip
     evaluation.set_defaults(run=cmd_eval)
     move = commands.add_parser("migrate", help="copy a SQLite deployment into PostgreSQL")

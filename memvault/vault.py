@@ -624,7 +624,8 @@ class Vault:
 
         `asked_by` ("user" or "assistant") says who wrote `query`: a context for the user's
         latest message is asked by the user, whose "I" and "my" then name the user's turns and
-        "you" the assistant's (`Recall.search`).
+        "you" the assistant's. In a group chat it names the speaker who wrote it ("Bob"), whose
+        "I" is then Bob and "you" everyone else (`Recall.search`).
 
         A relevant memory or turn must score at least `min_score`, and at least
         `min_relative_score` times the best one's score: a question with a clear answer gets a

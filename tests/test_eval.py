@@ -14,7 +14,7 @@ import pytest
 from memvault import Vault
 from memvault.errors import Invalid
 from memvault.evals.dataset import datasets_dir, read_cases
-from memvault.evals.harness import _as_roles, _in_person, evaluate, replay_case
+from memvault.evals.harness import _as_roles, _asker, _in_person, evaluate, replay_case
 from memvault.evals.metrics import hit_at, recall_at, reciprocal_rank
 from memvault.evals.report import format_table
 from memvault.retrieval.embed import HashingEmbedder
@@ -286,6 +286,18 @@ def test_questions_can_be_asked_in_the_first_person_by_the_user(mini_dataset: Pa
     assert by["user"]["asked"] == "user" and "asked by user" in format_table(by["user"])
     assert by["user"]["modes"]["hybrid"]["all"]["recall@10"] > 0
     assert "asked by assistant" in format_table(by["assistant"])
+
+
+def test_a_question_asked_in_the_first_person_says_who_asks_by_side_or_by_name() -> None:
+    """Turns that give roles are asked of by side; turns that name their speakers, as a group
+    chat's do, by the asking speaker's name, which the side cannot tell apart."""
+    names = ["Ann", "Bo"]
+    assert _asker("user", "unnamed", names) == "user"
+    assert _asker("assistant", "roles", names) == "assistant"
+    assert _asker("user", "named", names) == "Ann"
+    assert _asker("assistant", "named", names) == "Bo"
+    assert _asker("assistant", "named", [*names, "Cy"]) is None  # two would be asking
+    assert _asker("names", "named", names) is None
 
 
 def test_eval_command_prints_the_table_and_writes_json(

@@ -266,10 +266,53 @@ def test_i_and_you_name_the_side_that_asks_and_the_other_when_the_query_says_who
     assert first.text.startswith("I ")
     context = vault.context("u", "What do I like about hiking?", asked_by="user")
     assert "I really like hiking" in context.text
+    for bad in ("", "  ", "?!", 42, "x" * 2000):
+        with pytest.raises(Invalid, match="asked_by"):
+            vault.search("u", "What do I like?", asked_by=bad)  # type: ignore[arg-type]
     with pytest.raises(Invalid, match="asked_by"):
-        vault.search("u", "What do I like?", asked_by="me")
-    with pytest.raises(Invalid, match="asked_by"):
-        vault.context("u", "What do I like?", asked_by="system")
+        vault.context("u", "What do I like?", asked_by=" ")
+
+
+def test_a_speaker_who_asks_by_name_is_i_and_everyone_else_is_you(recall_vault: Vault) -> None:
+    """Every human in a group chat gives the role "user": the side cannot tell which of them
+    "I" is, the speaker's name can. Bob's "I" names Bob's turns, his "you" everyone else's, the
+    assistant's too. The user and an agent ask by their names as well."""
+    vault = recall_vault
+    vault.add_turns("u", "g1", [
+        {"role": "user", "speaker": "Bob", "content": "Bob here: hiking in the hills is my thing"},
+        {"role": "user", "speaker": "Ann Lee", "content": "Ann likes hiking by the sea"},
+        {"role": "assistant", "content": "Hiking keeps the whole group fit"},
+    ])  # fmt: skip
+
+    def named(question: str, asked_by: str) -> dict[str, float | None]:
+        hits = vault.search("u", question, explain=True, asked_by=asked_by)
+        return {h.text.split()[0]: h.signals and h.signals["speaker"] for h in hits}
+
+    mine = "What do I like about hiking?"
+    assert named(mine, "user") == {"Bob": 0.0, "Ann": 0.0, "Hiking": 0.0}
+    assert named(mine, "Bob") == {"Bob": 1.0, "Ann": 0.0, "Hiking": 0.0}
+    assert named(mine, " bob ") == named(mine, "Bob")
+    assert named(mine, "ann  LEE") == {"Bob": 0.0, "Ann": 1.0, "Hiking": 0.0}
+    assert named("What did you say about hiking?", "Bob") == {"Bob": 0.0, "Ann": 1.0, "Hiking": 1.0}
+    assert named(mine, "Carol") == {"Bob": 0.0, "Ann": 0.0, "Hiking": 0.0}  # no turn of hers
+    assert vault.search("u", mine, asked_by="Bob")[0].text.startswith("Bob here")
+    assert "Bob here" in vault.context("u", mine, asked_by="Bob", token_budget=200).text
+
+
+def test_the_user_and_an_agent_ask_by_their_names_in_a_chat_of_roles(recall_vault: Vault) -> None:
+    """Named in the profile or registered, the user and an agent are speakers whose name may
+    say who asks: Jarvis's "I" is his turns, his "you" the user and the speakers he talks with."""
+    vault = recall_vault
+    named = _chat_of_roles(vault)
+    vault.put_user("u", {"name": "Alice"})
+    assert named("What do I like about hiking?", asked_by="alice") == {
+        "I": 1.0, "Hiking": 0.0, "Another": 0.0, "Walks": 0.0}  # fmt: skip
+    assert named("What did I say of hiking?", asked_by="Jarvis") == {
+        "I": 0.0, "Hiking": 1.0, "Another": 0.0, "Walks": 0.0}  # fmt: skip
+    assert named("What do you like about hiking?", asked_by="Jarvis") == {
+        "I": 1.0, "Hiking": 0.0, "Another": 0.0, "Walks": 1.0}  # fmt: skip
+    assert named("What do I like about hiking?", asked_by="Nate") == {
+        "I": 0.0, "Hiking": 0.0, "Another": 0.0, "Walks": 1.0}  # fmt: skip
 
 
 def test_a_month_that_is_someones_name_is_a_name_alone_and_a_time_in_a_time_phrase(

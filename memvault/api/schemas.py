@@ -145,7 +145,7 @@ class SearchIn(Body):
     now: datetime | None = None  # "last week" is resolved against this moment
     min_score: float | None = None
     explain: bool = False
-    asked_by: str | None = None  # "user" or "assistant": whom the query's "I" and "you" mean
+    asked_by: str | None = None  # "user", "assistant" or a speaker: whom "I" and "you" mean
 
 
 class ContextIn(Body):

@@ -21,7 +21,9 @@ memory about "the user" as often as about Alice: `asked="roles"` asks each quest
 first speaker's name as "the user" and the others' as "the assistant". A chat's user asks in
 the first person: `asked="user"` asks it as the first speaker would ("What did I research?",
 "When did you paint a sunrise?"), and says so (`asked_by="user"`); `asked="assistant"` as the
-other would, as an agent writes its own query.
+other would, as an agent writes its own query. Where the turns name their speakers, the asker
+is said by name (`asked_by="Caroline"`), as in a group chat, whose humans all give the role
+"user".
 """
 
 from __future__ import annotations
@@ -205,6 +207,18 @@ _ASKING: dict[str, Callable[[list[str]], Callable[[str], str]]] = {
 }
 
 
+def _asker(asked: str, speakers: str, names: list[str]) -> str | None:
+    """Who asks questions asked in the first person (`asked` "user" or "assistant"), as the
+    search is told: the side where the turns give roles, the speaker's name where they name
+    their speakers (None when more than one speaker would be asking)."""
+    if asked not in ("user", "assistant"):
+        return None
+    if speakers != "named":
+        return asked
+    askers = names[:1] if asked == "user" else names[1:]
+    return askers[0] if len(askers) == 1 else None
+
+
 def evaluate_case(
     vault: Vault,
     case: Case,
@@ -221,8 +235,9 @@ def evaluate_case(
     started = time.perf_counter()
     vault.recall.cache.get(user_id, vault.store.revision(user_id))
     run.build_seconds.append(time.perf_counter() - started)
-    as_asked = _ASKING[asked](_speaker_names(case))
-    asked_by = asked if asked in ("user", "assistant") else None
+    names = _speaker_names(case)
+    as_asked = _ASKING[asked](names)
+    asked_by = _asker(asked, speakers, names)
     for question in case.questions:
         if not question.scored:
             continue

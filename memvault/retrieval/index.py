@@ -31,7 +31,14 @@ from memvault.retrieval.embed import Embedder
 from memvault.retrieval.graphs import GraphBuilds
 from memvault.retrieval.items import MEMORY, TURN, Item, ItemTable, grown
 from memvault.retrieval.lexical import BM25Index, Scores
-from memvault.retrieval.text import ROLE_WORDS, names_in, roles_in_person, terms, words
+from memvault.retrieval.text import (
+    ROLE_WORDS,
+    names_in,
+    persons_in,
+    roles_in_person,
+    terms,
+    words,
+)
 
 CONTEXT_TURNS = 2
 OWN_WEIGHT = 2
@@ -165,6 +172,14 @@ class Named:
 
     def __bool__(self) -> bool:
         return bool(self.speakers or self.user or self.agents or self.assistant)
+
+    def __or__(self, other: Named) -> Named:
+        return Named(
+            speakers=self.speakers | other.speakers,
+            user=self.user or other.user,
+            agents=self.agents | other.agents,
+            assistant=self.assistant or other.assistant,
+        )
 
 
 class UserIndex:
@@ -628,16 +643,47 @@ class UserIndex:
         speaker called Will is not named by "Will I need a visa?". The words of the roles name
         the turns that give them and no speaker ("What does the user like?": `ROLE_WORDS`), and
         so, when the query says which side asks it (`asked_by`, a role's word), do its persons:
-        the user's "What did I tell you?" names the user's turns and the assistant's."""
+        the user's "What did I tell you?" names the user's turns and the assistant's. A query
+        asked by a speaker by name (`asked_by="Bob"`, in a group chat where every human gives
+        the role "user") names Bob's turns by "I" and everyone else's by "you"."""
         named = names_in(query, self.speaker_words)
         roles = named & ROLE_WORDS
-        if asked_by is not None:
+        if asked_by in ROLE_WORDS:
             roles |= roles_in_person(query, asked_by)
-        return Named(
+        found = Named(
             speakers=frozenset(c for w in named for c in self._speaker_by_word.get(w, ())),
             user=bool(named & self._user_words) or Role.USER.value in roles,
             agents=frozenset(a for w in named for a in self._agents_by_word.get(w, ())),
             assistant=Role.ASSISTANT.value in roles,
+        )
+        if asked_by is None or asked_by in ROLE_WORDS:
+            return found
+        first, second = persons_in(query)
+        asker = self._called(asked_by)
+        if first:
+            found |= asker
+        if second:
+            found |= self._all_but(asker)
+        return found
+
+    def _called(self, name: str) -> Named:
+        """Who goes by `name`, whole and in any case: speakers, the user, agents."""
+        wanted = _name_key(name)
+        speakers = self._items.categories["speaker"].values
+        return Named(
+            speakers=frozenset(c for c in self._speaker_slots if _name_key(speakers[c]) == wanted),
+            user=self._people.user is not None and _name_key(self._people.user) == wanted,
+            agents=frozenset(a for a, n in self._people.agents.items() if _name_key(n) == wanted),
+        )
+
+    def _all_but(self, asker: Named) -> Named:
+        """Everyone in the user's conversations but `asker`, whom their "you" names: an agent's
+        "you" is the user and the other agents, anyone else's takes in every agent."""
+        return Named(
+            speakers=frozenset(self._speaker_slots) - asker.speakers,
+            user=not asker.user,
+            agents=frozenset(self._people.agents) - asker.agents,
+            assistant=not asker.agents,
         )
 
     def speakers_named(self, named: Named, slots: Slots) -> npt.NDArray[np.float32]:
@@ -659,6 +705,11 @@ class UserIndex:
                     answers &= self._items.categories["agent_id"].matches_at(slots, named.agents)
                 found |= answers
         return found.astype(np.float32)
+
+
+def _name_key(name: str) -> tuple[str, ...]:
+    """A name as compared with an asker's: its words, lower-cased ("bob  Lee" is "Bob Lee")."""
+    return tuple(words(name.lower()))
 
 
 def _neighbours(sequence: list[int], at: int) -> set[int]:

@@ -42,6 +42,7 @@ from memvault.retrieval.search import (
     dense_query_text,
     search_index,
 )
+from memvault.retrieval.text import words
 from memvault.retrieval.thesaurus import shipped_thesaurus
 from memvault.retrieval.tokens import load_tokenizer
 
@@ -133,12 +134,16 @@ def _checked_query(
 
 
 def _check_asker(asked_by: object) -> str | None:
-    """Who asks a query, if it says: "user" or "assistant" (whom its "I" and "you" mean)."""
+    """Who asks a query, if it says (whom its "I" and "you" mean): a side, "user" or
+    "assistant", or a speaker by name, as turns give it (a group chat's "Bob")."""
     if asked_by is None:
         return None
-    if asked_by not in ASKERS:
-        raise Invalid("asked_by", f"unknown value; expected one of: {', '.join(ASKERS)}")
-    return Role(asked_by).value
+    if asked_by in ASKERS:
+        return Role(asked_by).value
+    name = v.check_text("asked_by", asked_by, max_bytes=v.MAX_SHORT_TEXT)
+    if not words(name):
+        raise Invalid("asked_by", f"names nobody; expected {', '.join(ASKERS)} or a speaker's name")
+    return name
 
 
 class QueryVectors:
@@ -353,7 +358,9 @@ class Recall:
         other agents (and of none) are left out before ranking, so an agent's page is full and
         only memories it was shown have their access recorded. `asked_by` ("user" or
         "assistant") says who wrote the query, so that its "I" and "you" name that side's turns
-        and the other's ("What did I tell you about my sister?")."""
+        and the other's ("What did I tell you about my sister?"). In a group chat, where every
+        human gives the role "user", it may name the speaker who asks, as their turns give it
+        (`asked_by="Bob"`): "I" then names Bob's turns, "you" everyone else's."""
         v.check_id("user_id", user_id)
         moment = utcnow() if now is None else v.check_time("now", now)
         filters = build_filters(

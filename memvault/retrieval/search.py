@@ -71,7 +71,7 @@ class Query:
     now: datetime
     min_score: float | None = None
     explain: bool = False
-    asked_by: str | None = None  # the side that asks, a role's word: whom "I" and "you" mean
+    asked_by: str | None = None  # who asks, a role's word or a speaker's name: whom "I", "you" mean
 
 
 def check_query(text: object) -> str:

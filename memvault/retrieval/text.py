@@ -127,11 +127,17 @@ def roles_in_person(text: str, asked_by: str) -> set[str]:
     word), names in the first and second person. A user asks "What did I tell you about my
     sister?" of their own turns ("I", "my") and of the assistant's ("you"); an agent that
     writes its own query means itself by "I" and the user by "you"."""
-    said = set(words(text))
-    named = {asked_by} if said & FIRST_PERSON else set()
-    if said & SECOND_PERSON:
+    first, second = persons_in(text)
+    named = {asked_by} if first else set()
+    if second:
         named.add(_OTHER_SIDE[asked_by])
     return named
+
+
+def persons_in(text: str) -> tuple[bool, bool]:
+    """Whether `text` speaks in the first person ("I", "my") and in the second ("you")."""
+    said = set(words(text))
+    return bool(said & FIRST_PERSON), bool(said & SECOND_PERSON)
 
 
 def without_names(text: str, names: Set[str]) -> str:
