@@ -3,8 +3,10 @@ comes, then takes it up with what changed meanwhile; failures and shutdowns leav
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from pathlib import Path
@@ -150,3 +152,64 @@ def test_a_vault_searches_at_once_and_its_graph_follows(tmp_path: Path) -> None:
         vault.recall.cache.settle_graph("u", timeout=60)
         assert not index.graph_pending
         assert [hit.id for hit in vault.search("u", "the forest trip", limit=5)] == before
+
+
+def _gone(ref: weakref.ref[npt.NDArray[np.float32]], within: float = 5.0) -> bool:
+    """Whether the array `ref` points to is freed, within `within` seconds."""
+    deadline = time.monotonic() + within
+    while ref() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    return ref() is None
+
+
+def test_a_finished_build_keeps_no_copy_of_the_vectors(builds: GraphBuilds) -> None:
+    """The worker thread let go of a job's vectors only when the next graph was asked for: after
+    a 1M build, 1.5 GB of a user's vectors held for nothing."""
+    vectors = _unit(600, seed=6)
+    freed = weakref.ref(vectors)
+    future = builds.submit(np.arange(600, dtype=np.uint64), vectors)
+    del vectors
+    assert future.result(timeout=60).size == 600
+    assert _gone(freed)
+
+
+def test_a_graph_no_longer_wanted_is_not_built_and_one_under_way_is_stopped(
+    builds: GraphBuilds,
+) -> None:
+    big = _unit(150_000, seed=4)
+    running = builds.submit(np.arange(len(big), dtype=np.uint64), big)
+    vectors = _unit(600, seed=7)
+    freed = weakref.ref(vectors)
+    waiting = builds.submit(np.arange(600, dtype=np.uint64), vectors)
+    del vectors
+    builds.withdraw(waiting)
+    assert waiting.cancelled() and freed() is None  # let go at once, with its vectors
+    time.sleep(0.5)  # the big build is under way
+    started = time.monotonic()
+    builds.withdraw(running)
+    with pytest.raises(GraphBuildFailed):
+        running.result(timeout=10)
+    assert time.monotonic() - started < 5
+    assert builds.submit(np.arange(600, dtype=np.uint64), _unit(600, 8)).result(60).size == 600
+
+
+def test_an_index_the_cache_lets_go_gives_up_its_graph(tmp_path: Path) -> None:
+    """Dropped from the cache (evicted, or its user deleted), an index's graph is not built:
+    its build would hold a copy of the user's vectors outside the cache's bound."""
+    settings = Settings(data=tmp_path / "data", ann_threshold=40)
+    with Vault(settings=settings, embedder=HashingEmbedder()) as vault:
+        busy = _unit(150_000, seed=9)  # the worker busy with another user's graph meanwhile
+        ahead = vault.recall._graphs.submit(np.arange(len(busy), dtype=np.uint64), busy)
+        vault.add_turns("u", "s", [
+            {"role": "user", "content": f"note {n} about the trip"} for n in range(60)
+        ])  # fmt: skip
+        index = vault.recall.cache.get("u", vault.store.revision("u"))
+        building = index._dense._building
+        assert building is not None and not building.future.done()
+        vault.recall.cache.forget("u")
+        assert building.future.cancelled() and not index.graph_pending
+        vault.recall._graphs.withdraw(ahead)
+        assert [hit.text for hit in vault.search("u", "note 7 about the trip", limit=1)] == [
+            "note 7 about the trip"
+        ]

@@ -145,7 +145,8 @@ class IndexCache:
         with self._lock:
             index = self._indexes.get(user_id)
         if index is not None and index.revision > revision:
-            index = None  # the user was deleted and made anew: start again
+            index.withdraw_graph()  # the user was deleted and made anew: start again
+            index = None
         if index is None:
             index = UserIndex(self.embedder, **self._ann)
         if index.revision < revision or self._recalls_behind(user_id, index) < recalls:
@@ -163,6 +164,7 @@ class IndexCache:
     def _top_up(self, user_id: str, index: UserIndex) -> UserIndex:
         changes = self._loader(user_id, index.revision, index.accessed)
         if changes.reset:
+            index.withdraw_graph()
             index = UserIndex(self.embedder, **self._ann)
             with self._lock:  # recalls counted for the user before it was made anew
                 self._recalls_here.pop(user_id, None)
@@ -235,7 +237,11 @@ class IndexCache:
                     del self._locks[user_id]
 
     def _drop(self, user_id: str) -> None:
-        self._indexes.pop(user_id, None)
+        """Let go of a user's index; a graph still to come for it is given up with it, or its
+        build would hold a copy of the user's vectors outside the cache's bound until done."""
+        index = self._indexes.pop(user_id, None)
+        if index is not None:
+            index.withdraw_graph()
         self._total -= self._sizes.pop(user_id, 0)
         self._recalls_here.pop(user_id, None)  # a new index reads the store's count
 

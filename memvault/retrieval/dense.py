@@ -112,6 +112,12 @@ class DenseIndex:
             future = self._graphs.submit(live.astype(np.uint64), self._matrix[live])
             self._building = _Building(future, self._size, live)
 
+    def withdraw_graph(self) -> None:
+        """Give up the graph asked for, if any: this index is dropped or replaced."""
+        if self._building is not None and self._graphs is not None:
+            self._graphs.withdraw(self._building.future)
+        self._building = None
+
     def settle_graph(self, timeout: float | None = None) -> None:
         """Wait for the graph asked for, if any, and take it up: for benchmarks and tests, and
         for warming an index; a search takes a graph up by itself once it has come."""
@@ -200,9 +206,7 @@ class DenseIndex:
             dense._ask_for_graph()  # with `GraphBuilds`, a new graph replaces the kept one
             if dense._ann is not None:
                 dense._size_ann()
-        if self._building is not None:
-            self._building.future.cancel()  # of slots that are no more: if not begun, not built
-            self._building = None
+        self.withdraw_graph()  # of slots that are no more
         self._ann, self._ann_bytes = None, 0
         return dense
 

@@ -44,20 +44,23 @@ class _Job:
     keys: Keys
     vectors: npt.NDArray[np.float32]
     future: Future[Graph]
+    withdrawn: bool = False  # no longer wanted: not begun, or stopped
 
 
 class GraphBuilds:
     """Builds graphs one at a time, each in a process of its own, in the order asked for.
 
-    The worker thread starts when a graph is first asked for. `close` stops the build under way
-    and cancels those waiting.
+    The worker thread starts when a graph is first asked for. `withdraw` gives up one graph (its
+    index was dropped), `close` all of them: a build under way is stopped, those waiting are let
+    go with their vectors.
     """
 
     def __init__(self) -> None:
         self._waiting: list[_Job] = []
         self._wake = threading.Condition()
         self._worker: threading.Thread | None = None
-        self._running: subprocess.Popen[bytes] | None = None
+        self._current: _Job | None = None  # the job the worker has taken, until it is done
+        self._running: subprocess.Popen[bytes] | None = None  # the current job's process
         self._closed = False
 
     def submit(self, keys: Keys, vectors: npt.NDArray[np.float32]) -> Future[Graph]:
@@ -77,6 +80,20 @@ class GraphBuilds:
             self._wake.notify()
         return future
 
+    def withdraw(self, future: Future[Graph]) -> None:
+        """Give up the graph `future` stands for: one waiting is never built, and its vectors
+        (a copy: 1.5 GB at 1M) go at once; one under way is stopped."""
+        running = None
+        with self._wake:
+            self._waiting = [job for job in self._waiting if job.future is not future]
+            current = self._current
+            if current is not None and current.future is future:
+                current.withdrawn = True
+                running = self._running
+        future.cancel()  # done already, or under way: then its build fails, and nobody asks
+        if running is not None:
+            running.kill()
+
     def close(self) -> None:
         """Stop the build under way, cancel the waiting ones and the worker thread."""
         with self._wake:
@@ -92,25 +109,36 @@ class GraphBuilds:
             worker.join()
 
     def _work(self) -> None:
-        while True:
-            with self._wake:
-                while not self._waiting and not self._closed:
-                    self._wake.wait()
-                if self._closed:
-                    return
-                job = self._waiting.pop(0)
-            if not job.future.set_running_or_notify_cancel():
-                continue
-            try:
-                job.future.set_result(self._build(job.keys, job.vectors))
-            except Exception as exc:  # for the index, which logs it by type
-                job.future.set_exception(exc)
+        while (job := self._next()) is not None:
+            self._run(job)
+            del job  # its vectors go now, not when the next graph is asked for
 
-    def _build(self, keys: Keys, vectors: npt.NDArray[np.float32]) -> Graph:
-        """One build in a worker process, its graph read back."""
+    def _next(self) -> _Job | None:
+        """The next job, once there is one (None once closed); it is the current job."""
         with self._wake:
+            while not self._waiting and not self._closed:
+                self._wake.wait()
             if self._closed:
-                raise GraphBuildFailed("the builds were closed")
+                return None
+            self._current = self._waiting.pop(0)
+            return self._current
+
+    def _run(self, job: _Job) -> None:
+        try:
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_result(self._build(job))
+        except Exception as exc:  # for the index, which logs it by type
+            job.future.set_exception(exc)
+        finally:
+            with self._wake:
+                self._current = None
+
+    def _build(self, job: _Job) -> Graph:
+        """One build in a worker process, its graph read back."""
+        keys, vectors = job.keys, job.vectors
+        with self._wake:
+            if self._closed or job.withdrawn:
+                raise GraphBuildFailed("the build was withdrawn")
             try:
                 # our own interpreter on our own file: no input reaches the command line. It
                 # finds numpy and usearch where this process does (-P: the file's folder, the

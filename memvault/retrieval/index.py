@@ -577,6 +577,10 @@ class UserIndex:
         """Wait for the HNSW graph being built, if any, and take it up."""
         self._dense.settle_graph(timeout)
 
+    def withdraw_graph(self) -> None:
+        """Give up the HNSW graph being built, if any: this index is no longer kept."""
+        self._dense.withdraw_graph()
+
     def nearest(self, query: Vectors, k: int, mask: npt.NDArray[np.bool_] | None) -> Slots:
         """Best `k` slots by cosine among those the mask allows."""
         if mask is None:
