@@ -213,3 +213,28 @@ def test_an_index_the_cache_lets_go_gives_up_its_graph(tmp_path: Path) -> None:
         assert [hit.text for hit in vault.search("u", "note 7 about the trip", limit=1)] == [
             "note 7 about the trip"
         ]
+
+
+def test_a_graph_given_up_under_a_running_search_is_no_failure(
+    builds: GraphBuilds, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cache may let an index go while a search runs on it, and take it back at once for
+    its user's next search: the search that sees its graph given up keeps to exact search and
+    marks no failure, so the index asks for a graph again at its next add."""
+    big = _unit(150_000, seed=11)  # the worker busy: the index's graph waits its turn
+    busy = builds.submit(np.arange(len(big), dtype=np.uint64), big)
+    vectors = _unit(700, seed=10)
+    dense = DenseIndex(DIM, ann_threshold=500, graphs=builds)
+    dense.add(0, vectors[:600])
+    seen_by_the_search = dense._building
+    dense.withdraw_graph()
+    builds.withdraw(busy)
+    dense._building = seen_by_the_search  # as the running search read it before
+    with caplog.at_level(logging.WARNING, logger="memvault.retrieval.dense"):
+        query = vectors[3] + 0.01
+        assert dense.nearest(query, 3).tolist() == _exact_top(dense, query, 3)
+    assert not dense.graph_pending and not dense._graph_failed and caplog.text == ""
+    dense.add(600, vectors[600:])
+    assert dense.graph_pending
+    dense.settle_graph(timeout=60)
+    assert dense._ann is not None and dense._ann.size == 700

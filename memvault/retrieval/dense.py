@@ -58,6 +58,7 @@ class _Building:
     future: Future[Graph]
     size: int
     keys: Slots
+    withdrawn: bool = False  # given up (`withdraw_graph`): its end is no failure
 
 
 class DenseIndex:
@@ -113,10 +114,12 @@ class DenseIndex:
             self._building = _Building(future, self._size, live)
 
     def withdraw_graph(self) -> None:
-        """Give up the graph asked for, if any: this index is dropped or replaced."""
-        if self._building is not None and self._graphs is not None:
-            self._graphs.withdraw(self._building.future)
-        self._building = None
+        """Give up the graph asked for, if any: this index is dropped or replaced. A search
+        still running on it (the cache let it go meanwhile) then keeps to exact search."""
+        building, self._building = self._building, None
+        if building is not None and self._graphs is not None:
+            building.withdrawn = True
+            self._graphs.withdraw(building.future)
 
     def settle_graph(self, timeout: float | None = None) -> None:
         """Wait for the graph asked for, if any, and take it up: for benchmarks and tests, and
@@ -136,6 +139,8 @@ class DenseIndex:
         if building is None or not building.future.done():
             return
         self._building = None
+        if building.withdrawn:
+            return  # not a failure: another graph is asked for at the next add
         if self._size - building.size > GRAPH_CATCH_UP:
             self._ask_for_graph()  # this one is too far behind to catch up in a search
             return
