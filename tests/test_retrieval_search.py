@@ -262,6 +262,7 @@ def test_i_and_you_name_the_side_that_asks_and_the_other_when_the_query_says_who
     assert named("What do you like about hiking?", asked_by="assistant") == user
     both = {"I": 1.0, "Hiking": 1.0, "Another": 1.0, "Walks": 0.0}
     assert named("What did I tell you about hiking?", asked_by="user") == both
+    assert named("What did I tell you about hiking?", asked_by=" User") == both  # not a name
     first = vault.search("u", "What do I like about hiking?", asked_by="user")[0]
     assert first.text.startswith("I ")
     context = vault.context("u", "What do I like about hiking?", asked_by="user")

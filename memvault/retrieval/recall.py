@@ -135,12 +135,12 @@ def _checked_query(
 
 def _check_asker(asked_by: object) -> str | None:
     """Who asks a query, if it says (whom its "I" and "you" mean): a side, "user" or
-    "assistant", or a speaker by name, as turns give it (a group chat's "Bob")."""
+    "assistant" in any case, or a speaker by name, as turns give it (a group chat's "Bob")."""
     if asked_by is None:
         return None
-    if asked_by in ASKERS:
-        return Role(asked_by).value
     name = v.check_text("asked_by", asked_by, max_bytes=v.MAX_SHORT_TEXT)
+    if name.strip().lower() in ASKERS:
+        return Role(name.strip().lower()).value
     if not words(name):
         raise Invalid("asked_by", f"names nobody; expected {', '.join(ASKERS)} or a speaker's name")
     return name
