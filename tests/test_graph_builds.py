@@ -238,3 +238,23 @@ def test_a_graph_given_up_under_a_running_search_is_no_failure(
     assert dense.graph_pending
     dense.settle_graph(timeout=60)
     assert dense._ann is not None and dense._ann.size == 700
+
+
+def test_without_a_process_a_graph_is_built_on_a_thread_and_asking_does_not_wait(
+    builds: GraphBuilds, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where no process can be started (here: no interpreter at that path), the graph is built
+    on the worker thread; a search asking for another graph meanwhile must not wait for it."""
+    monkeypatch.setattr("sys.executable", "/nonexistent/python")
+    vectors = _unit(40_000, seed=12)
+    with caplog.at_level(logging.WARNING, logger="memvault.retrieval.graphs"):
+        first = builds.submit(np.arange(len(vectors), dtype=np.uint64), vectors)
+        time.sleep(0.2)  # the thread's build under way
+        started = time.monotonic()
+        second = builds.submit(np.arange(600, dtype=np.uint64), vectors[:600])
+        asked_in = time.monotonic() - started
+        still_building = not first.done()
+        assert first.result(timeout=120).size == len(vectors)
+    assert still_building and asked_in < 0.1
+    assert second.result(timeout=60).size == 600
+    assert "no process for a graph build (FileNotFoundError): built on a thread" in caplog.text

@@ -139,6 +139,8 @@ class GraphBuilds:
         with self._wake:
             if self._closed or job.withdrawn:
                 raise GraphBuildFailed("the build was withdrawn")
+            process: subprocess.Popen[bytes] | None = None
+            unstarted = ""
             try:
                 # our own interpreter on our own file: no input reaches the command line. It
                 # finds numpy and usearch where this process does (-P: the file's folder, the
@@ -148,10 +150,11 @@ class GraphBuilds:
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 )  # fmt: skip
             except OSError as exc:
-                log.warning("no process for a graph build (%s): built on a thread",
-                            type(exc).__name__)  # fmt: skip
-                return build_graph(keys, vectors)
+                unstarted = type(exc).__name__
             self._running = process
+        if process is None:  # built outside the lock, which a search takes to ask for a graph
+            log.warning("no process for a graph build (%s): built on a thread", unstarted)
+            return build_graph(keys, vectors)
         try:
             with process:  # its pipes closed, and waited for, however the exchange ends
                 graph, error = _exchange(process, keys, vectors)
