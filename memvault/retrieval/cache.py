@@ -145,8 +145,7 @@ class IndexCache:
         with self._lock:
             index = self._indexes.get(user_id)
         if index is not None and index.revision > revision:
-            index.withdraw_graph()  # the user was deleted and made anew: start again
-            index = None
+            index = None  # the user was deleted and made anew: start again
         if index is None:
             index = UserIndex(self.embedder, **self._ann)
         if index.revision < revision or self._recalls_behind(user_id, index) < recalls:
@@ -154,6 +153,9 @@ class IndexCache:
             self._recalls_behind(user_id, index)  # forgets the recalls the top-up read
         size = index.nbytes()
         with self._lock:
+            replaced = self._indexes.get(user_id)
+            if replaced is not None and replaced is not index:
+                replaced.withdraw_graph()  # made anew (a reset, a deleted user) or compacted
             self._indexes[user_id] = index
             self._indexes.move_to_end(user_id)
             self._total += size - self._sizes.get(user_id, 0)
@@ -164,7 +166,6 @@ class IndexCache:
     def _top_up(self, user_id: str, index: UserIndex) -> UserIndex:
         changes = self._loader(user_id, index.revision, index.accessed)
         if changes.reset:
-            index.withdraw_graph()
             index = UserIndex(self.embedder, **self._ann)
             with self._lock:  # recalls counted for the user before it was made anew
                 self._recalls_here.pop(user_id, None)

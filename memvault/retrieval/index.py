@@ -31,14 +31,7 @@ from memvault.retrieval.embed import Embedder
 from memvault.retrieval.graphs import GraphBuilds
 from memvault.retrieval.items import MEMORY, TURN, Item, ItemTable, grown
 from memvault.retrieval.lexical import BM25Index, Scores
-from memvault.retrieval.text import (
-    ROLE_WORDS,
-    names_in,
-    persons_in,
-    roles_in_person,
-    terms,
-    words,
-)
+from memvault.retrieval.text import ROLE_WORDS, names_in, persons_in, terms, words
 
 CONTEXT_TURNS = 2
 OWN_WEIGHT = 2
@@ -652,32 +645,44 @@ class UserIndex:
         the role "user") names Bob's turns by "I" and everyone else's by "you"."""
         named = names_in(query, self.speaker_words)
         roles = named & ROLE_WORDS
-        if asked_by in ROLE_WORDS:
-            roles |= roles_in_person(query, asked_by)
         found = Named(
             speakers=frozenset(c for w in named for c in self._speaker_by_word.get(w, ())),
             user=bool(named & self._user_words) or Role.USER.value in roles,
             agents=frozenset(a for w in named for a in self._agents_by_word.get(w, ())),
             assistant=Role.ASSISTANT.value in roles,
         )
-        if asked_by is None or asked_by in ROLE_WORDS:
+        if asked_by is None:
             return found
         first, second = persons_in(query)
-        asker = self._called(asked_by)
+        me, you = self._persons(asked_by)
         if first:
-            found |= asker
+            found |= me
         if second:
-            found |= self._all_but(asker)
+            found |= you
         return found
 
+    def _persons(self, asked_by: str) -> tuple[Named, Named]:
+        """Whom "I" and "you" name in a query asked by `asked_by`: a side (the user's "I" is
+        the user, their "you" the assistant; an agent's the other way round), or a speaker by
+        name (their own turns, and everyone else's)."""
+        if asked_by == Role.USER.value:
+            return Named(user=True), Named(assistant=True)
+        if asked_by == Role.ASSISTANT.value:
+            return Named(assistant=True), Named(user=True)
+        asker = self._called(asked_by)
+        return asker, self._all_but(asker)
+
     def _called(self, name: str) -> Named:
-        """Who goes by `name`, whole and in any case: speakers, the user, agents."""
+        """Who goes by `name`, whole and in any case: speakers, the user, agents. Only those
+        whose name has the rarest of its words are compared, found through the name maps."""
         wanted = _name_key(name)
-        speakers = self._items.categories["speaker"].values
+        speaker_names, agent_names = self._items.categories["speaker"].values, self._people.agents
+        speakers = min((self._speaker_by_word.get(w, set()) for w in wanted), key=len)
+        agents = min((self._agents_by_word.get(w, frozenset()) for w in wanted), key=len)
         return Named(
-            speakers=frozenset(c for c in self._speaker_slots if _name_key(speakers[c]) == wanted),
+            speakers=frozenset(c for c in speakers if _name_key(speaker_names[c]) == wanted),
             user=self._people.user is not None and _name_key(self._people.user) == wanted,
-            agents=frozenset(a for a, n in self._people.agents.items() if _name_key(n) == wanted),
+            agents=frozenset(a for a in agents if _name_key(agent_names[a]) == wanted),
         )
 
     def _all_but(self, asker: Named) -> Named:

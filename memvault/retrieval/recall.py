@@ -139,8 +139,9 @@ def _check_asker(asked_by: object) -> str | None:
     if asked_by is None:
         return None
     name = v.check_text("asked_by", asked_by, max_bytes=v.MAX_SHORT_TEXT)
-    if name.strip().lower() in ASKERS:
-        return Role(name.strip().lower()).value
+    side = name.strip().lower()
+    if side in ASKERS:
+        return Role(side).value
     if not words(name):
         raise Invalid("asked_by", f"names nobody; expected {', '.join(ASKERS)} or a speaker's name")
     return name

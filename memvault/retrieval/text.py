@@ -24,13 +24,11 @@ from memvault.model import Role
 # only after "the" (`_names`).
 ROLE_WORDS = frozenset({Role.USER.value, Role.ASSISTANT.value})
 # The persons a question names its asker and the one it asks by ("What did I tell you about my
-# sister?"), and, as roles' words, whom they stand for when a question says who asks it
-# (`roles_in_person`).
+# sister?"), when a question says who asks it (`persons_in`).
 FIRST_PERSON = frozenset(["i", "i'm", "i've", "i'd", "i'll", "me", "my", "mine", "myself"])
 SECOND_PERSON = frozenset(
     ["you", "you're", "you've", "you'd", "you'll", "your", "yours", "yourself", "yourselves"]
 )
-_OTHER_SIDE = {Role.USER.value: Role.ASSISTANT.value, Role.ASSISTANT.value: Role.USER.value}
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 
 STOP_WORDS = frozenset(
@@ -122,20 +120,9 @@ def names_in(text: str, names: Set[str]) -> set[str]:
     return {name for _, name in _names(_straight_quotes(text), names)}
 
 
-def roles_in_person(text: str, asked_by: str) -> set[str]:
-    """The roles' words (`ROLE_WORDS`) that `text`, asked by the side `asked_by` (a role's
-    word), names in the first and second person. A user asks "What did I tell you about my
-    sister?" of their own turns ("I", "my") and of the assistant's ("you"); an agent that
-    writes its own query means itself by "I" and the user by "you"."""
-    first, second = persons_in(text)
-    named = {asked_by} if first else set()
-    if second:
-        named.add(_OTHER_SIDE[asked_by])
-    return named
-
-
 def persons_in(text: str) -> tuple[bool, bool]:
-    """Whether `text` speaks in the first person ("I", "my") and in the second ("you")."""
+    """Whether `text` speaks in the first person ("I", "my") and in the second ("you"): whom
+    they name depends on who asks (`UserIndex.named_speakers`)."""
     said = set(words(text))
     return bool(said & FIRST_PERSON), bool(said & SECOND_PERSON)
 
