@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     ann_threshold: int = Field(
         10_000, ge=1, description="Items per user from which search uses an HNSW index."
     )
+    warm_indexes: bool = Field(
+        True,
+        description="Top up a user's search index on a background thread after each write, so "
+        "the next search does not wait for what was written to be embedded; false: it waits.",
+    )
     graph_builds: bool = Field(
         True,
         description="Build HNSW indexes in a separate process, searching exactly meanwhile; "

@@ -131,6 +131,7 @@ class Vault:
             max_bytes=self.settings.index_cache_bytes,
             ann_threshold=self.settings.ann_threshold,
             graph_builds=self.settings.graph_builds,
+            warm_indexes=self.settings.warm_indexes,
             revision_and_recalls=self.store.revision_and_recalls,
             loader=self._index_changes,
             record_access=lambda user_id, ids, now: self.store.record_access(
@@ -733,4 +734,9 @@ class Vault:
     # -- events ----------------------------------------------------------------------------
 
     def _publish(self, kind: str, user_id: str, **ids: Any) -> None:
+        """Announce a committed write, and have the user's index take it up in the background
+        (`Recall.written`): events from other processes come through the relay instead, and
+        their users' indexes here wait for the next search."""
+        if kind != "user.deleted":
+            self.recall.written(user_id)
         self.events.publish(Event(kind, user_id, ids))

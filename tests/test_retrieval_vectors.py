@@ -4,26 +4,13 @@ new model is re-embedded, deleted items take their vectors with them."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from embedders import CountingEmbedder
 
 from memvault import Vault
-from memvault.retrieval.dense import Vectors
 from memvault.retrieval.embed import HashingEmbedder
-
-
-class CountingEmbedder(HashingEmbedder):
-    """The hashing embedder, remembering every text it was asked to embed."""
-
-    def __init__(self, dim: int = 256) -> None:
-        super().__init__(dim)
-        self.seen: list[str] = []
-
-    def embed(self, texts: Sequence[str]) -> Vectors:
-        self.seen.extend(texts)
-        return super().embed(texts)
 
 
 def _open(folder: Path, embedder: HashingEmbedder) -> Vault:

@@ -38,6 +38,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from memvault.config import Settings
 from memvault.errors import Invalid
 from memvault.evals.dataset import Case
 from memvault.evals.metrics import Tally, percentiles_ms
@@ -309,7 +310,9 @@ def evaluate(
     if not any(q.scored for case in case_list for q in case.questions):
         raise Invalid("dataset", "no question to score (categories 1 to 4, with evidence turns)")
     with tempfile.TemporaryDirectory(prefix="memvault-eval-") as folder:
-        vault = Vault(folder, embedder=embedder)
+        # no background top-ups: the index build is timed on its own, after each replay, and
+        # a case's vectors are embedded in one call whatever the machine's timing
+        vault = Vault(folder, settings=Settings(warm_indexes=False), embedder=embedder)
         try:
             for case in tqdm(case_list, desc="cases", unit="case", disable=not progress):
                 evaluate_case(

@@ -27,6 +27,14 @@ ItemKey = tuple[str, str]
 
 DEFAULT_MAX_BYTES = 1 << 30
 GROWN_ITEMS = 1_000
+# items embedded at a time by a top-up that may be stopped (about 0.8 s with MiniLM): how long
+# closing a vault waits for a background top-up at most
+EMBED_CHUNK = 256
+
+
+class Stopped(Exception):
+    """A stoppable top-up (`IndexCache.get` with `stop`) was stopped: the index is unchanged,
+    and the vectors embedded so far are kept in the vector store for the next one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +103,11 @@ class IndexCache:
         # `recalled_here`), until an index reaches them
         self._recalls_here: dict[str, set[int]] = {}
         self._lock = threading.Lock()
-        # called after a top-up of at least GROWN_ITEMS items (a server settles its garbage
-        # collector there: see memvault.api.serve)
+        # called once the indexes have taken GROWN_ITEMS items since the last call, in one
+        # top-up or many small ones (a server settles its garbage collector there: see
+        # memvault.api.serve)
         self.on_grown: Callable[[], None] | None = None
+        self._grown = 0
 
     def _user_lock(self, user_id: str) -> threading.Lock:
         with self._lock:
@@ -117,10 +127,22 @@ class IndexCache:
         with self._user_lock(user_id):
             yield self._current(user_id, revision, recalls)
 
-    def get(self, user_id: str, revision: int, recalls: int = 0) -> UserIndex:
-        """Build or top up the user's index now (to warm it, or to measure the cost)."""
-        with self.checkout(user_id, revision, recalls) as index:
-            return index
+    def get(
+        self,
+        user_id: str,
+        revision: int,
+        recalls: int = 0,
+        *,
+        stop: threading.Event | None = None,
+    ) -> UserIndex:
+        """Build or top up the user's index now (to warm it, or to measure the cost).
+
+        With `stop`, new items are embedded `EMBED_CHUNK` at a time and `Stopped` is raised at
+        the first chunk boundary after it is set, so a background top-up ends soon after its
+        vault is closed. Without it, all are embedded in one call, as a search does.
+        """
+        with self._user_lock(user_id):
+            return self._current(user_id, revision, recalls, stop)
 
     def recalled_here(self, user_id: str, recalls: int) -> None:
         """An access write of this process made the user's count of recalls `recalls`.
@@ -141,7 +163,9 @@ class IndexCache:
             index = self._indexes.get(user_id)
         return None if index is None else index.speaker_words
 
-    def _current(self, user_id: str, revision: int, recalls: int) -> UserIndex:
+    def _current(
+        self, user_id: str, revision: int, recalls: int, stop: threading.Event | None = None
+    ) -> UserIndex:
         with self._lock:
             index = self._indexes.get(user_id)
         if index is not None and index.revision > revision:
@@ -149,7 +173,7 @@ class IndexCache:
         if index is None:
             index = UserIndex(self.embedder, **self._ann)
         if index.revision < revision or self._recalls_behind(user_id, index) < recalls:
-            index = self._top_up(user_id, index)
+            index = self._top_up(user_id, index, stop)
             self._recalls_behind(user_id, index)  # forgets the recalls the top-up read
         size = index.nbytes()
         with self._lock:
@@ -163,23 +187,25 @@ class IndexCache:
             self._evict(keep=user_id)
         return index
 
-    def _top_up(self, user_id: str, index: UserIndex) -> UserIndex:
+    def _top_up(
+        self, user_id: str, index: UserIndex, stop: threading.Event | None = None
+    ) -> UserIndex:
         changes = self._loader(user_id, index.revision, index.accessed)
         if changes.reset:
             index = UserIndex(self.embedder, **self._ann)
             with self._lock:  # recalls counted for the user before it was made anew
                 self._recalls_here.pop(user_id, None)
-        index.remove(changes.removed)
         turns = sorted(
             (i for i in changes.items if i.type == TURN),
             key=lambda i: (i.session_id or "", i.seq),
         )
-        others = [i for i in changes.items if i.type != TURN]
-        if turns or others:
-            ordered = turns + others
-            index.add(ordered, self._vectors_for(user_id, ordered, index.revision))
-            if len(ordered) >= GROWN_ITEMS and self.on_grown is not None:
-                self.on_grown()
+        ordered = turns + [i for i in changes.items if i.type != TURN]
+        # embedded before the index changes at all, so a stopped top-up leaves it as it was
+        vectors = self._vectors_for(user_id, ordered, index.revision, stop)
+        index.remove(changes.removed)
+        if ordered:
+            index.add(ordered, vectors)
+            self._count_growth(len(ordered))
         if changes.removed and self._vectors is not None:
             self._vectors.delete(user_id, changes.removed)
         index.revision = changes.revision
@@ -189,6 +215,15 @@ class IndexCache:
         if index.compaction_due():
             index = index.compacted()
         return index
+
+    def _count_growth(self, added: int) -> None:
+        with self._lock:
+            self._grown += added
+            grown = self._grown >= GROWN_ITEMS
+            if grown:
+                self._grown = 0
+        if grown and self.on_grown is not None:
+            self.on_grown()
 
     def _recalls_behind(self, user_id: str, index: UserIndex) -> int:
         """The count of recalls `index` holds, moved on past this process's own recalls that
@@ -203,27 +238,32 @@ class IndexCache:
                     del self._recalls_here[user_id]
         return index.accessed
 
-    def _vectors_for(self, user_id: str, items: list[Item], since_rev: int) -> Vectors:
-        """Vectors for `items`: stored ones where still current, the rest embedded and stored."""
-        if self._vectors is None:
-            return self.embedder.embed([i.key for i in items])
+    def _vectors_for(
+        self, user_id: str, items: list[Item], since_rev: int, stop: threading.Event | None
+    ) -> Vectors:
+        """Vectors for `items`: stored ones where still current, the rest embedded and stored
+        (a chunk at a time when the top-up may be stopped, each chunk kept as it is done)."""
         model = self.embedder.name
-        stored = self._vectors.load(user_id, model, since_rev)
         out = np.zeros((len(items), self.embedder.dim), dtype=np.float32)
-        missing = []
-        for row, item in enumerate(items):
-            found = stored.get((item.type, item.id))
-            if found is not None and found[0] >= item.rev and len(found[1]) == len(out[row]):
-                out[row] = found[1]
-            else:
-                missing.append(row)
-        if missing:
-            out[missing] = self.embedder.embed([items[row].key for row in missing])
-            self._vectors.save(
-                user_id,
-                model,
-                [((items[r].type, items[r].id), items[r].rev, out[r]) for r in missing],
-            )
+        missing = list(range(len(items)))
+        if self._vectors is not None and items:
+            stored = self._vectors.load(user_id, model, since_rev)
+            missing = []
+            for row, item in enumerate(items):
+                found = stored.get((item.type, item.id))
+                if found is not None and found[0] >= item.rev and len(found[1]) == len(out[row]):
+                    out[row] = found[1]
+                else:
+                    missing.append(row)
+        step = EMBED_CHUNK if stop is not None else max(len(missing), 1)
+        for start in range(0, len(missing), step):
+            if stop is not None and stop.is_set():
+                raise Stopped
+            rows = missing[start : start + step]
+            out[rows] = self.embedder.embed([items[r].key for r in rows])
+            if self._vectors is not None:
+                entries = [((items[r].type, items[r].id), items[r].rev, out[r]) for r in rows]
+                self._vectors.save(user_id, model, entries)
         return out
 
     def _evict(self, keep: str) -> None:
@@ -256,8 +296,12 @@ class IndexCache:
                 index.settle_graph(timeout)
 
     def forget(self, user_id: str) -> None:
-        """Drop a user's index (deleted user, or a change the revision cannot show)."""
-        with self._lock:
+        """Drop a user's index (deleted user, or a change the revision cannot show).
+
+        Waits for a top-up or search of the user under way, which would otherwise put the
+        index it holds back in the cache after this: a deleted user's words must not stay in
+        memory until the cache evicts them."""
+        with self._user_lock(user_id), self._lock:
             self._drop(user_id)
             self._locks.pop(user_id, None)
 

@@ -45,6 +45,7 @@ from memvault.retrieval.search import (
 from memvault.retrieval.text import words
 from memvault.retrieval.thesaurus import shipped_thesaurus
 from memvault.retrieval.tokens import load_tokenizer
+from memvault.retrieval.warmer import IndexWarmer
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +296,7 @@ class Recall:
         weights: Weights | None = None,
         vectors: VectorStore | None = None,
         graph_builds: bool = True,
+        warm_indexes: bool = True,
     ) -> None:
         # by user, the last access write submitted and not yet done (the writer runs them in
         # order, so it stands for all of them)
@@ -316,6 +318,8 @@ class Recall:
         self._record_access = record_access
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memvault-access")
         self._closed = threading.Event()
+        # indexes topped up after writes, off the next search's path (`warmer.py`)
+        self.warmer = IndexWarmer(self._warm) if warm_indexes else None
 
     def _after_access_writes(self, loader: Loader) -> Loader:
         """`loader`, run once the user's access counts in flight are written. The cached index
@@ -480,12 +484,26 @@ class Recall:
         if recalls is not None:
             self.cache.recalled_here(user_id, recalls)
 
+    def written(self, user_id: str) -> None:
+        """A write for the user has committed (`Vault` calls this): top its index up soon."""
+        if self.warmer is not None:
+            self.warmer.written(user_id)
+
+    def _warm(self, user_id: str, stop: threading.Event) -> None:
+        revision, recalls = self._revision_and_recalls(user_id)
+        if revision:  # 0: deleted since the write
+            self.cache.get(user_id, revision, recalls, stop=stop)
+
     def forget(self, user_id: str) -> None:
+        if self.warmer is not None:
+            self.warmer.unmark(user_id)
         self.cache.forget(user_id)
         self.query_vectors.forget(user_id)
 
     def close(self) -> None:
-        """Finish pending access writes; call before the store closes."""
+        """Stop topping up, finish pending access writes; call before the store closes."""
+        if self.warmer is not None:
+            self.warmer.close()
         self._closed.set()
         self._writer.shutdown(wait=True)
         self.query_vectors.close()

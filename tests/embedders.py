@@ -1,0 +1,42 @@
+"""Embedders for tests that watch what gets embedded, and when: the hashing embedder underneath,
+so the vectors are real ones and search works as with any embedder."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from memvault.retrieval.dense import Vectors
+from memvault.retrieval.embed import HashingEmbedder
+
+
+class CountingEmbedder(HashingEmbedder):
+    """The hashing embedder, remembering every document text it was asked to embed."""
+
+    def __init__(self, dim: int = 256) -> None:
+        super().__init__(dim)
+        self.seen: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.seen.extend(texts)
+        return super().embed(texts)
+
+
+class GatedEmbedder(CountingEmbedder):
+    """Documents wait at a gate once it is closed: `entered` is set when one reaches it, and
+    they go on once `opened` is set. Queries never wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = threading.Event()
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if self.closed.is_set():
+            self.entered.set()
+            self.opened.wait(timeout=30)
+        return super().embed(texts)
+
+    def embed_query(self, text: str) -> Vectors:
+        return HashingEmbedder.embed(self, [text])

@@ -1,0 +1,176 @@
+"""Indexes are topped up after writes on a background thread: the next search finds what was
+written embedded already, still sees every write when it comes first, and closing or deleting
+never waits for a long top-up nor leaves a deleted user's words behind."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from embedders import CountingEmbedder, GatedEmbedder
+
+from memvault import Vault
+from memvault.config import Settings
+from memvault.retrieval.cache import EMBED_CHUNK, Stopped
+from memvault.retrieval.embed import HashingEmbedder
+
+OpenVault = Callable[..., Vault]
+
+
+@pytest.fixture
+def open_vault(tmp_path: Path, backend_settings: dict[str, Any]) -> Iterator[OpenVault]:
+    """Vaults on one data folder (and database), each with the embedder it is given."""
+    opened: list[Vault] = []
+
+    def make(embedder: HashingEmbedder, **overrides: Any) -> Vault:
+        settings = Settings(data=tmp_path / "data", **backend_settings, **overrides)
+        vault = Vault(settings=settings, embedder=embedder)
+        opened.append(vault)
+        return vault
+
+    yield make
+    for vault in opened:
+        vault.close()
+
+
+def _notes(count: int, about: str = "the mill pond") -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"note {n} about {about}"} for n in range(count)]
+
+
+def _stored_vectors(vault: Vault, user_id: str) -> int:
+    return len(vault.recall.cache._vectors.load(user_id, vault.embedder.name, 0))  # type: ignore[union-attr]
+
+
+def test_written_items_are_embedded_before_the_next_search(open_vault: OpenVault) -> None:
+    embedder = CountingEmbedder()
+    vault = open_vault(embedder)
+    vault.add_turns("ann", "s1", _notes(40))
+    vault.add_memory("ann", "Ann keeps bees behind the mill")
+    assert vault.recall.warmer is not None and vault.recall.warmer.settle(timeout=30)
+    assert len(embedder.seen) == 41  # every item, without a search
+    assert _stored_vectors(vault, "ann") == 41
+    hits = vault.search("ann", "bees")
+    assert hits[0].text == "Ann keeps bees behind the mill"
+    assert len(embedder.seen) == 42  # the query alone: nothing was left to embed
+
+
+def test_a_search_right_after_a_write_sees_it(open_vault: OpenVault) -> None:
+    vault = open_vault(CountingEmbedder())
+    for session in range(5):
+        vault.add_turns("ann", f"s{session}", _notes(EMBED_CHUNK))
+        vault.add_turn("ann", f"s{session}", "user", f"the heron came back in week {session}")
+        hits = vault.search("ann", f"heron week {session}", limit=1)
+        assert hits[0].text == f"the heron came back in week {session}"
+
+
+def test_another_process_reads_the_vectors_the_writer_stored(open_vault: OpenVault) -> None:
+    writer = open_vault(CountingEmbedder())
+    writer.add_turns("ann", "s1", _notes(30))
+    assert writer.recall.warmer is not None and writer.recall.warmer.settle(timeout=30)
+    reader_embedder = CountingEmbedder()
+    reader = open_vault(reader_embedder)  # its own cache, as a second process has
+    assert reader.search("ann", "note 7 mill pond")[0].text == "note 7 about the mill pond"
+    assert reader_embedder.seen == ["note 7 mill pond"]
+
+
+def test_without_warming_the_search_embeds_what_was_written(open_vault: OpenVault) -> None:
+    embedder = CountingEmbedder()
+    vault = open_vault(embedder, warm_indexes=False)
+    assert vault.recall.warmer is None
+    vault.add_turns("ann", "s1", _notes(10))
+    assert embedder.seen == []
+    vault.search("ann", "mill pond")
+    assert len(embedder.seen) == 11
+
+
+def test_a_stopped_top_up_changes_nothing_and_keeps_what_it_embedded(
+    open_vault: OpenVault,
+) -> None:
+    embedder = CountingEmbedder()
+    vault = open_vault(embedder, warm_indexes=False)
+    vault.add_turns("ann", "s1", _notes(2 * EMBED_CHUNK + 10))
+    cache = vault.recall.cache
+    stop = threading.Event()
+    first = cache._vectors
+
+    class StopAfterFirstChunk:
+        """The vault's own vector store, asking the top-up to stop once a chunk is saved."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(first, name)
+
+        def save(self, *args: Any) -> None:
+            first.save(*args)  # type: ignore[union-attr]
+            stop.set()
+
+    cache._vectors = StopAfterFirstChunk()  # type: ignore[assignment]
+    with pytest.raises(Stopped):
+        cache.get("ann", vault.store.revision("ann"), stop=stop)
+    cache._vectors = first
+    assert cache.speaker_words("ann") is None  # no index was cached
+    assert _stored_vectors(vault, "ann") == EMBED_CHUNK
+    embedder.seen.clear()
+    vault.search("ann", "mill pond")
+    assert len(embedder.seen) == EMBED_CHUNK + 10 + 1  # the rest, and the query
+
+
+def test_close_stops_a_long_top_up_at_a_chunk(open_vault: OpenVault) -> None:
+    embedder = GatedEmbedder()
+    vault = open_vault(embedder)
+    embedder.closed.set()
+    vault.add_turns("ann", "s1", _notes(3 * EMBED_CHUNK))
+    assert embedder.entered.wait(timeout=30)  # the top-up is embedding its first chunk
+    closing = threading.Thread(target=vault.close)
+    closing.start()
+    assert vault.recall.warmer is not None
+    while not vault.recall.warmer._stop.is_set():  # the close has asked it to stop
+        closing.join(timeout=0.01)
+    embedder.opened.set()
+    closing.join(timeout=30)
+    assert not closing.is_alive()
+    assert len(embedder.seen) == EMBED_CHUNK  # stopped after the chunk under way
+    reopened = open_vault(CountingEmbedder())
+    assert _stored_vectors(reopened, "ann") == EMBED_CHUNK
+
+
+def test_a_user_deleted_during_a_top_up_leaves_no_index_behind(open_vault: OpenVault) -> None:
+    embedder = GatedEmbedder()
+    vault = open_vault(embedder)
+    vault.add_turn("ann", "s1", "user", "my bank pin is in the blue book")
+    assert vault.recall.warmer is not None and vault.recall.warmer.settle(timeout=30)
+    embedder.closed.set()
+    vault.add_turn("ann", "s1", "user", "and the spare key under the pot")
+    assert embedder.entered.wait(timeout=30)  # the top-up holds the index
+    deleting = threading.Thread(target=vault.delete_user, args=("ann",))
+    deleting.start()
+    deleting.join(timeout=0.2)
+    assert deleting.is_alive()  # waits for the top-up, which would put the index back
+    embedder.opened.set()
+    deleting.join(timeout=30)
+    assert not deleting.is_alive()
+    assert vault.recall.cache.speaker_words("ann") is None
+    assert vault.recall.cache.nbytes() == 0
+    assert vault.search("ann", "bank pin") == []
+
+
+def test_a_failed_top_up_is_logged_by_type_and_the_search_tries_again(
+    open_vault: OpenVault, caplog: pytest.LogCaptureFixture
+) -> None:
+    class FailingOnce(CountingEmbedder):
+        failed = False
+
+        def embed(self, texts: Any) -> Any:
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("the secret text " + " ".join(texts))
+            return super().embed(texts)
+
+    vault = open_vault(FailingOnce())
+    vault.add_turn("ann", "s1", "user", "the vault code is 4411")
+    assert vault.recall.warmer is not None and vault.recall.warmer.settle(timeout=30)
+    assert "RuntimeError" in caplog.text
+    assert "4411" not in caplog.text and "secret" not in caplog.text
+    assert vault.search("ann", "vault code")[0].text == "the vault code is 4411"
