@@ -75,6 +75,9 @@ def test_the_cache_keeps_to_its_byte_budget_least_recently_used_out(vault: Vault
     cache = vault.recall.cache
     for user_id in ("ann", "bea", "cid"):
         _add(vault, user_id, 200)
+    assert vault.recall.warmer is not None and vault.recall.warmer.settle(timeout=30)
+    for user_id in ("ann", "bea", "cid"):  # built after the writes: start from an empty cache
+        cache.forget(user_id)
 
     def index(user_id: str) -> object:
         return cache.get(user_id, vault.store.revision(user_id))

@@ -14,7 +14,7 @@ from embedders import CountingEmbedder, GatedEmbedder
 
 from memvault import Vault
 from memvault.config import Settings
-from memvault.retrieval.cache import EMBED_CHUNK, Stopped
+from memvault.retrieval.cache import EMBED_CHUNK, Changes, IndexCache, Stopped
 from memvault.retrieval.embed import HashingEmbedder
 
 OpenVault = Callable[..., Vault]
@@ -144,13 +144,9 @@ def test_a_user_deleted_during_a_top_up_leaves_no_index_behind(open_vault: OpenV
     embedder.closed.set()
     vault.add_turn("ann", "s1", "user", "and the spare key under the pot")
     assert embedder.entered.wait(timeout=30)  # the top-up holds the index
-    deleting = threading.Thread(target=vault.delete_user, args=("ann",))
-    deleting.start()
-    deleting.join(timeout=0.2)
-    assert deleting.is_alive()  # waits for the top-up, which would put the index back
+    vault.delete_user("ann")  # does not wait for the top-up (nor can it put the index back)
     embedder.opened.set()
-    deleting.join(timeout=30)
-    assert not deleting.is_alive()
+    assert vault.recall.warmer.settle(timeout=30)
     assert vault.recall.cache.speaker_words("ann") is None
     assert vault.recall.cache.nbytes() == 0
     assert vault.search("ann", "bank pin") == []
@@ -174,3 +170,24 @@ def test_a_failed_top_up_is_logged_by_type_and_the_search_tries_again(
     assert "RuntimeError" in caplog.text
     assert "4411" not in caplog.text and "secret" not in caplog.text
     assert vault.search("ann", "vault code")[0].text == "the vault code is 4411"
+
+
+def test_an_index_forgotten_while_being_built_is_not_cached_after() -> None:
+    gate, entered = threading.Event(), threading.Event()
+
+    def slow_loader(user_id: str, revision: int, accessed: int) -> Changes:
+        entered.set()
+        gate.wait(timeout=30)
+        return Changes(revision=7)
+
+    cache = IndexCache(HashingEmbedder(), slow_loader)
+    building = threading.Thread(target=cache.get, args=("ann", 7))
+    building.start()
+    assert entered.wait(timeout=30)
+    cache.forget("ann")  # does not wait for the build
+    gate.set()
+    building.join(timeout=30)
+    assert cache.speaker_words("ann") is None
+    assert cache.nbytes() == 0
+    cache.get("ann", 7)  # the next build is cached as usual
+    assert cache.speaker_words("ann") is not None

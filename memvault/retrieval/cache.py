@@ -102,6 +102,8 @@ class IndexCache:
         # by user, the counts of recalls this process's own access writes made (see
         # `recalled_here`), until an index reaches them
         self._recalls_here: dict[str, set[int]] = {}
+        # users forgotten while a checkout of theirs was under way: its index is not cached
+        self._forgotten: set[str] = set()
         self._lock = threading.Lock()
         # called once the indexes have taken GROWN_ITEMS items since the last call, in one
         # top-up or many small ones (a server settles its garbage collector there: see
@@ -177,6 +179,9 @@ class IndexCache:
             self._recalls_behind(user_id, index)  # forgets the recalls the top-up read
         size = index.nbytes()
         with self._lock:
+            if user_id in self._forgotten:  # forgotten meanwhile: this caller's use only
+                self._forgotten.discard(user_id)
+                return index
             replaced = self._indexes.get(user_id)
             if replaced is not None and replaced is not index:
                 replaced.withdraw_graph()  # made anew (a reset, a deleted user) or compacted
@@ -303,12 +308,15 @@ class IndexCache:
     def forget(self, user_id: str) -> None:
         """Drop a user's index (deleted user, or a change the revision cannot show).
 
-        Waits for a top-up or search of the user under way, which would otherwise put the
-        index it holds back in the cache after this: a deleted user's words must not stay in
-        memory until the cache evicts them."""
-        with self._user_lock(user_id), self._lock:
+        A top-up or search of the user under way would put the index it holds back in the
+        cache after this, and a deleted user's words must not stay in memory until the cache
+        evicts them: it is told not to (`_forgotten`). Nothing waits for it, so the thread
+        that relays another process's deletion is not held up by a build here."""
+        with self._lock:
             self._drop(user_id)
-            self._locks.pop(user_id, None)
+            lock = self._locks.pop(user_id, None)
+            if lock is not None and lock.locked():
+                self._forgotten.add(user_id)
 
     def nbytes(self) -> int:
         """Bytes of the cached indexes, each as measured at its last checkout."""

@@ -2,11 +2,11 @@
 
 A search pays for whatever was written since the user's index last looked: the new rows are
 decrypted and, above all, embedded (about 4 ms a turn with MiniLM on two cores: 12.7 s for the
-first search after an import of 3,000 turns, `benchmarks/bench_warm.py`). A write does not wait for that either: it is durable when it
-returns, and embedding it is no part of that. So each write marks its user, and one thread tops
-up marked users' indexes while the caller goes on (an index not cached is built, as a search
-would). The vectors it computes are stored as it goes, so a search in another process reads
-them instead of embedding again.
+first search after an import of 3,000 turns, `benchmarks/bench_warm.py`). A write does not wait
+for that either: it is durable when it returns, and embedding it is no part of that. So each
+write marks its user, and one thread tops up marked users' indexes while the caller goes on (an
+index not cached is built, as a search would). The vectors it computes are stored as it goes,
+so a search in another process reads them instead of embedding again.
 
 A search that comes first still sees every write: it waits for the top-up under way (the user's
 lock) or does what is left itself. Writes made while a user's top-up runs mark the user again,
