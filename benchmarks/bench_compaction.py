@@ -1,6 +1,6 @@
 """Compaction of a user's index at 100k items against building the same index from scratch.
 
-Once removed slots pass a quarter of an index, the search that finds it compacts it: every part
+Once removed slots pass a quarter of an index, the top-up that finds it compacts it: every part
 of the index carried over to the live items' new slots, the lexical postings renumbered and the
 HNSW graph's keys renamed (`UserIndex.compacted`). The baseline in the same run is what
 compaction first did, a build of the live items with their vectors, graph included. The corpus
