@@ -1,20 +1,23 @@
-"""What the background top-up after writes (`warm_indexes`) saves a search, against leaving all
-of it to the search (`warm_indexes=false`, how every search worked before), in the same run.
+"""What the background top-up after writes (`warm_indexes`) saves a search, and costs a writer,
+against leaving all of it to the search (`warm_indexes=false`, how every search worked before),
+in the same run.
 
-Two workloads, both with the default MiniLM embedder (it is the embedding a search would wait
+Three workloads, all with the default MiniLM embedder (it is the embedding a search would wait
 for) on SQLite:
 
 - `import`: 3,000 turns written in 30 calls of 100, then the first search. Timed: the writes,
   the first search right after them (the worst case for warming: nothing has caught up yet),
   and, warming on, how long the background takes to catch up and the first search after it.
 - `chat`: a user with 1,000 turns and a warm index chats: each exchange writes the user's turn,
-  assembles a context for it, waits 50 ms (the LLM's reply, shortened) and writes the reply.
-  Timed: each context.
+  assembles a context for it, waits 50 ms (the LLM's answer), writes the reply and waits 300 ms
+  (the user reading it and typing the next message, much shortened). Timed: each context.
+- `appends`: 400 turns written one call each, back to back (a logger, or a replay). Timed: each
+  write; the background embeds them meanwhile, on the same two cores.
 
 Rounds alternate off and on; results are medians over rounds (`import`) or percentiles over
-every exchange of every round (`chat`), with the ratio on / off.
+every call of every round (`chat`, `appends`), with the ratio on / off.
 
-Run: `python -m benchmarks warm` (about 5 minutes on 2 cores).
+Run: `python -m benchmarks warm` (about 6 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ TURNS_A_CALL = 100
 CHAT_HISTORY = 1_000
 EXCHANGES = 60
 THINK_SECONDS = 0.05
+READ_SECONDS = 0.3
+APPENDS = 400
 WORDS = (
     "garden", "violin", "river", "tomato", "heron", "invoice", "meeting", "friday", "train",
     "holiday", "passport", "doctor", "recipe", "birthday", "piano", "football", "museum",
@@ -95,6 +100,20 @@ def _chat(embedder: MiniLMEmbedder, warm: bool, seed: int) -> list[float]:
             timings.append(time.perf_counter() - started)
             time.sleep(THINK_SECONDS)
             vault.add_turn("ann", "today", "assistant", _sentence(rng))
+            time.sleep(READ_SECONDS)
+    return timings
+
+
+def _appends(embedder: MiniLMEmbedder, warm: bool, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as folder, _vault(Path(folder), embedder, warm) as vault:
+        vault.add_turn("ann", "log", "user", _sentence(rng))  # the database made, the user too
+        timings = []
+        for _ in range(APPENDS):
+            text = _sentence(rng)
+            started = time.perf_counter()
+            vault.add_turn("ann", "log", "user", text)
+            timings.append(time.perf_counter() - started)
     return timings
 
 
@@ -103,16 +122,19 @@ def main() -> None:
     embedder.embed_query("warm the query model up")
     imports: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     chats: dict[str, list[float]] = {"off": [], "on": []}
+    appends: dict[str, list[float]] = {"off": [], "on": []}
     for round_ in range(ROUNDS):
         for mode in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
             imports[mode].append(_import(embedder, mode == "on", seed=round_))
             chats[mode].extend(_chat(embedder, mode == "on", seed=round_))
+            appends[mode].extend(_appends(embedder, mode == "on", seed=round_))
             print(f"round {round_ + 1} {mode}: {imports[mode][-1]}")
     medians = {
         mode: {key: round(statistics.median(r[key] for r in runs), 4) for key in runs[0]}
         for mode, runs in imports.items()
     }
     contexts = {mode: summary_ms(timings) for mode, timings in chats.items()}
+    writes = {mode: summary_ms(timings) for mode, timings in appends.items()}
     results = {
         "import": {
             "turns": IMPORT_CALLS * TURNS_A_CALL,
@@ -131,10 +153,17 @@ def main() -> None:
             "history_turns": CHAT_HISTORY,
             "exchanges": EXCHANGES * ROUNDS,
             "think_seconds": THINK_SECONDS,
+            "read_seconds": READ_SECONDS,
             "context": contexts,
             "context_p50_on_over_off": round(
                 contexts["on"]["p50_ms"] / contexts["off"]["p50_ms"], 3
             ),
+        },
+        "appends": {
+            "turns": APPENDS * ROUNDS,
+            "add_turn": writes,
+            "p50_on_over_off": round(writes["on"]["p50_ms"] / writes["off"]["p50_ms"], 3),
+            "p99_on_over_off": round(writes["on"]["p99_ms"] / writes["off"]["p99_ms"], 3),
         },
     }
     write_results("warm", results)
