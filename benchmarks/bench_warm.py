@@ -12,7 +12,8 @@ for) on SQLite:
   assembles a context for it, waits 50 ms (the LLM's answer), writes the reply and waits 300 ms
   (the user reading it and typing the next message, much shortened). Timed: each context.
 - `appends`: 400 turns written one call each, back to back (a logger, or a replay). Timed: each
-  write; the background embeds them meanwhile, on the same two cores.
+  write, which the background would slow if it embedded while they come (it waits for a
+  pause of 50 ms, or a second).
 
 Rounds alternate off and on; results are medians over rounds (`import`) or percentiles over
 every call of every round (`chat`, `appends`), with the ratio on / off.

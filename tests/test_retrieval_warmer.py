@@ -5,6 +5,7 @@ never waits for a long top-up nor leaves a deleted user's words behind."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from memvault import Vault
 from memvault.config import Settings
 from memvault.retrieval.cache import EMBED_CHUNK, Changes, IndexCache, Stopped
 from memvault.retrieval.embed import HashingEmbedder
+from memvault.retrieval.warmer import IndexWarmer
 
 OpenVault = Callable[..., Vault]
 
@@ -191,3 +193,28 @@ def test_an_index_forgotten_while_being_built_is_not_cached_after() -> None:
     assert cache.nbytes() == 0
     cache.get("ann", 7)  # the next build is cached as usual
     assert cache.speaker_words("ann") is not None
+
+
+def test_a_burst_of_writes_shares_one_top_up_and_a_writer_who_never_pauses_gets_one() -> None:
+    refreshed: list[str] = []
+    warmer = IndexWarmer(lambda user_id, stop: refreshed.append(user_id), quiet=1.0, max_wait=60)
+    try:
+        for _ in range(30):  # 1.5 s of writes, never a second apart
+            warmer.written("ann")
+            time.sleep(0.05)
+        warmer.written("bea")
+        assert refreshed == []  # still writing, as far as it knows
+        assert warmer.settle(timeout=30)
+        assert sorted(refreshed) == ["ann", "bea"]
+    finally:
+        warmer.close()
+    refreshed.clear()
+    warmer = IndexWarmer(lambda user_id, stop: refreshed.append(user_id), quiet=60, max_wait=0.1)
+    try:
+        deadline = time.monotonic() + 30
+        while not refreshed and time.monotonic() < deadline:
+            warmer.written("ann")  # never a pause of a minute
+            time.sleep(0.01)
+        assert refreshed == ["ann"]
+    finally:
+        warmer.close()

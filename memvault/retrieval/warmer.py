@@ -1,7 +1,7 @@
 """Search indexes brought up to date after writes, on a thread of their own.
 
 A search pays for whatever was written since the user's index last looked: the new rows are
-decrypted and, above all, embedded (about 4 ms a turn with MiniLM on two cores: 13.9 s for the
+decrypted and, above all, embedded (about 4 ms a turn with MiniLM on two cores: 13.2 s for the
 first search after an import of 3,000 turns, `benchmarks/bench_warm.py`). A write does not wait
 for that either: it is durable when it returns, and embedding it is no part of that. So each
 write marks its user, and one thread tops up marked users' indexes while the caller goes on (an
@@ -9,10 +9,11 @@ index not cached is built, as a search would). The vectors it computes are store
 so a search in another process reads them instead of embedding again.
 
 A search that comes first still sees every write: it waits for the top-up under way (the user's
-lock) or does what is left itself. A user's top-up starts `DELAY` after the first write that
-marked it, so the writes of a burst share one top-up: topped up after each write instead, a
-writer appending one turn at a time went from 0.43 to 1.2-1.4 ms a turn on SQLite, every top-up
-being one more transaction (its vectors) beside the writer's own.
+lock) or does what is left itself. A user's top-up starts once its writes have paused for
+`QUIET` (or `MAX_WAIT` after the first, for a writer that never pauses), so the writes of a
+burst share one top-up and do not meet it while they last. Topped up after each write instead,
+a writer appending one turn at a time went from 0.43 to 1.2-1.4 ms a turn on SQLite, every
+top-up being one more transaction (its vectors) beside the writer's own.
 """
 
 from __future__ import annotations
@@ -28,20 +29,23 @@ log = logging.getLogger(__name__)
 
 # brings one user's index up to date; raises `Stopped` once the event is set
 Refresh = Callable[[str, threading.Event], None]
-# seconds between a user's first unhandled write and its top-up: short beside the time a person
+# seconds a user's writes must pause before its top-up starts: short beside the time a person
 # takes to answer, long beside the gap between the writes of a burst
-DELAY = 0.05
+QUIET = 0.05
+# seconds after a user's first unhandled write when its top-up starts, pause or not
+MAX_WAIT = 1.0
 
 
 class IndexWarmer:
     """One thread, started by the first write, topping up the indexes of users written to."""
 
-    def __init__(self, refresh: Refresh, delay: float = DELAY) -> None:
+    def __init__(self, refresh: Refresh, quiet: float = QUIET, max_wait: float = MAX_WAIT) -> None:
         self._refresh = refresh
-        self._delay = delay
-        # users to top up, with the moment of the first write since their last top-up began;
-        # oldest first
-        self._marked: dict[str, float] = {}
+        self._quiet = quiet
+        self._max_wait = max_wait
+        # users to top up, with the moments of their first and last writes since their last
+        # top-up began
+        self._marked: dict[str, tuple[float, float]] = {}
         self._busy = False  # a top-up is under way
         self._changed = threading.Condition()
         self._stop = threading.Event()
@@ -52,13 +56,16 @@ class IndexWarmer:
         with self._changed:
             if self._stop.is_set():
                 return
-            self._marked.setdefault(user_id, time.monotonic())
+            now = time.monotonic()
+            first = self._marked.get(user_id, (now, now))[0]
+            self._marked[user_id] = (first, now)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="memvault-index-warmer", daemon=True
                 )
                 self._thread.start()
-            self._changed.notify_all()
+            if first == now:  # a later write only moves the top-up later: no need to wake it
+                self._changed.notify_all()
 
     def unmark(self, user_id: str) -> None:
         """Forget a pending mark (the user was deleted: there is nothing left to index)."""
@@ -85,13 +92,16 @@ class IndexWarmer:
             thread.join()
 
     def _next_user(self) -> str | None:
-        """Called with the lock held: wait for the oldest mark to be `delay` old and take it;
-        None once the warmer is closed."""
+        """Called with the lock held: wait for the first user whose top-up is due and take
+        it; None once the warmer is closed."""
         while not self._stop.is_set():
             wait = None
             if self._marked:
-                user_id, marked_at = next(iter(self._marked.items()))
-                wait = marked_at + self._delay - time.monotonic()
+                due, user_id = min(
+                    (min(last + self._quiet, first + self._max_wait), user_id)
+                    for user_id, (first, last) in self._marked.items()
+                )
+                wait = due - time.monotonic()
                 if wait <= 0:
                     del self._marked[user_id]
                     return user_id
