@@ -16,9 +16,11 @@ class CountingEmbedder(HashingEmbedder):
     def __init__(self, dim: int = 256) -> None:
         super().__init__(dim)
         self.seen: list[str] = []
+        self.callers: list[str] = []  # the thread of each call
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         self.seen.extend(texts)
+        self.callers.append(threading.current_thread().name)
         return super().embed(texts)
 
 

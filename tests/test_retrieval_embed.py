@@ -19,6 +19,7 @@ from memvault.retrieval.embed import (
     HashingEmbedder,
     MiniLMEmbedder,
     RemoteEmbedder,
+    background_embed,
     relevance_floor,
 )
 from memvault.retrieval.tokens import _tokenizer, count_tokens, count_tokens_of
@@ -86,6 +87,17 @@ def test_minilm_several_batches_keep_the_callers_order(minilm: MiniLMEmbedder) -
     together = minilm.embed(texts)  # three batches, sorted by length inside
     alone = np.concatenate([minilm.embed([text]) for text in texts])
     assert np.allclose(together, alone, atol=1e-4)
+
+
+def test_minilm_in_the_background_gives_the_same_vectors(minilm: MiniLMEmbedder) -> None:
+    """Its one-thread session is another run of the same model: a vector stored by the
+    background is the one a search would have computed."""
+    texts = [f"note {n}: " + "walked the dog in the park " * (n % 7) for n in range(40)]
+    assert np.array_equal(minilm.embed_in_background(texts), minilm.embed(texts))
+    assert np.array_equal(minilm.embed_in_background(texts[:1]), minilm.embed(texts[:1]))
+    assert background_embed(minilm) == minilm.embed_in_background
+    hashing = HashingEmbedder()
+    assert background_embed(hashing) == hashing.embed  # an embedder without one: its own
 
 
 def test_minilm_truncates_long_input_and_zeroes_empty_text(minilm: MiniLMEmbedder) -> None:

@@ -138,6 +138,30 @@ def test_close_stops_a_long_top_up_at_a_chunk(open_vault: OpenVault) -> None:
     assert _stored_vectors(reopened, "ann") == EMBED_CHUNK
 
 
+def test_a_top_up_gives_way_to_a_search_of_its_user_at_the_next_chunk(
+    open_vault: OpenVault,
+) -> None:
+    embedder = GatedEmbedder()
+    vault = open_vault(embedder)
+    embedder.closed.set()
+    vault.add_turns("ann", "s1", _notes(3 * EMBED_CHUNK))
+    vault.add_turn("ann", "s1", "user", "the heron nests by the weir")
+    assert embedder.entered.wait(timeout=30)  # the top-up is embedding its first chunk
+    found: list[str] = []
+    searching = threading.Thread(
+        target=lambda: found.extend(h.text for h in vault.search("ann", "heron weir", limit=1)),
+        name="searcher",
+    )
+    searching.start()
+    while "ann" not in vault.recall.cache._waiting:  # the search waits for the user's index
+        searching.join(timeout=0.01)
+    embedder.opened.set()
+    searching.join(timeout=30)
+    assert found == ["the heron nests by the weir"]
+    assert embedder.callers == ["memvault-index-warmer", "searcher"]  # one chunk, the rest
+    assert len(embedder.seen) == 3 * EMBED_CHUNK + 1  # nothing embedded twice
+
+
 def test_a_user_deleted_during_a_top_up_leaves_no_index_behind(open_vault: OpenVault) -> None:
     embedder = GatedEmbedder()
     vault = open_vault(embedder)

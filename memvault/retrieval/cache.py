@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from memvault.retrieval.dense import Vectors
-from memvault.retrieval.embed import Embedder
+from memvault.retrieval.embed import Embedder, background_embed
 from memvault.retrieval.graphs import GraphBuilds
 from memvault.retrieval.index import People, UserIndex
 from memvault.retrieval.items import TURN, Item
@@ -27,14 +27,15 @@ ItemKey = tuple[str, str]
 
 DEFAULT_MAX_BYTES = 1 << 30
 GROWN_ITEMS = 1_000
-# items embedded at a time by a top-up that may be stopped (about 0.8 s with MiniLM): how long
-# closing a vault waits for a background top-up at most
-EMBED_CHUNK = 256
+# items embedded at a time by a background top-up (about 0.5 s with MiniLM on its one thread):
+# how long a search of that user, or closing the vault, waits for it at most
+EMBED_CHUNK = 64
 
 
 class Stopped(Exception):
-    """A stoppable top-up (`IndexCache.get` with `stop`) was stopped: the index is unchanged,
-    and the vectors embedded so far are kept in the vector store for the next one."""
+    """A background top-up (`IndexCache.get` with `stop`) stopped, its vault closing or a
+    search of its user waiting: the index is unchanged, and the vectors embedded so far are
+    kept in the vector store for the next top-up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,8 @@ class IndexCache:
         self._sizes: dict[str, int] = {}
         self._total = 0
         self._locks: dict[str, threading.Lock] = {}
+        # by user, the searches waiting for its lock: a background top-up gives way to them
+        self._waiting: dict[str, int] = {}
         # by user, the counts of recalls this process's own access writes made (see
         # `recalled_here`), until an index reaches them
         self._recalls_here: dict[str, set[int]] = {}
@@ -126,8 +129,24 @@ class IndexCache:
         access counts that other processes' recalls moved; this process's own are in the
         index already (`recalled_here`).
         """
-        with self._user_lock(user_id):
+        lock = self._user_lock(user_id)
+        with self._lock:
+            self._waiting[user_id] = self._waiting.get(user_id, 0) + 1
+        try:
+            lock.acquire()
+        finally:
+            with self._lock:
+                self._waiting[user_id] -= 1
+                if not self._waiting[user_id]:
+                    del self._waiting[user_id]
+        try:
             yield self._current(user_id, revision, recalls)
+        finally:
+            lock.release()
+
+    def _awaited(self, user_id: str) -> bool:
+        with self._lock:
+            return user_id in self._waiting
 
     def get(
         self,
@@ -139,9 +158,11 @@ class IndexCache:
     ) -> UserIndex:
         """Build or top up the user's index now (to warm it, or to measure the cost).
 
-        With `stop`, new items are embedded `EMBED_CHUNK` at a time and `Stopped` is raised at
-        the first chunk boundary after it is set, so a background top-up ends soon after its
-        vault is closed. Without it, all are embedded in one call, as a search does.
+        With `stop`, this is a background top-up: new items are embedded `EMBED_CHUNK` at a
+        time, through the embedder's background path (`background_embed`), and `Stopped` is
+        raised at the first chunk boundary after `stop` is set or a search of the user starts
+        waiting, which then does the rest at full speed. Without it, all are embedded in one
+        call, as a search does.
         """
         with self._user_lock(user_id):
             return self._current(user_id, revision, recalls, stop)
@@ -261,16 +282,17 @@ class IndexCache:
                 else:
                     missing.append(row)
         step = max(len(missing), 1)
+        embed: Callable[[Sequence[str]], Vectors] = self.embedder.embed
         if stop is not None:
             # chunks of like length, as an embedder sorting the whole list would batch them: a
             # chunk of mixed lengths pads its batches out (14% slower measured at 3,000 turns)
             missing.sort(key=lambda r: len(items[r].key))
-            step = EMBED_CHUNK
+            step, embed = EMBED_CHUNK, background_embed(self.embedder)
         for start in range(0, len(missing), step):
-            if stop is not None and stop.is_set():
+            if stop is not None and (stop.is_set() or self._awaited(user_id)):
                 raise Stopped
             rows = missing[start : start + step]
-            out[rows] = self.embedder.embed([items[r].key for r in rows])
+            out[rows] = embed([items[r].key for r in rows])
             if self._vectors is not None:
                 entries = [((items[r].type, items[r].id), items[r].rev, out[r]) for r in rows]
                 self._vectors.save(user_id, model, entries)

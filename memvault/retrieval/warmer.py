@@ -8,12 +8,14 @@ write marks its user, and one thread tops up marked users' indexes while the cal
 index not cached is built, as a search would). The vectors it computes are stored as it goes,
 so a search in another process reads them instead of embedding again.
 
-A search that comes first still sees every write: it waits for the top-up under way (the user's
-lock) or does what is left itself. A user's top-up starts once its writes have paused for
-`QUIET` (or `MAX_WAIT` after the first, for a writer that never pauses), so the writes of a
-burst share one top-up and do not meet it while they last. Topped up after each write instead,
-a writer appending one turn at a time went from 0.43 to 1.2-1.4 ms a turn on SQLite, every
-top-up being one more transaction (its vectors) beside the writer's own.
+The thread embeds on one core (`embed_in_background`), leaving the others to the requests that
+come meanwhile, and a chunk at a time (`cache.EMBED_CHUNK`). A search that comes first still
+sees every write: the top-up gives way at its next chunk, and the search does what is left at
+full speed. A user's top-up starts once its writes have paused for `QUIET` (or `MAX_WAIT`
+after the first, for a writer that never pauses), so the writes of a burst share one top-up and
+do not meet it while they last. Topped up after each write instead, a writer appending one turn
+at a time went from 0.43 to 1.2-1.4 ms a turn on SQLite, every top-up being one more
+transaction (its vectors) beside the writer's own.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from memvault.retrieval.cache import Stopped
 
 log = logging.getLogger(__name__)
 
-# brings one user's index up to date; raises `Stopped` once the event is set
+# brings one user's index up to date; raises `Stopped` once the event is set, or when a search
+# of the user takes over
 Refresh = Callable[[str, threading.Event], None]
 # seconds a user's writes must pause before its top-up starts: short beside the time a person
 # takes to answer, long beside the gap between the writes of a burst
@@ -120,6 +123,8 @@ class IndexWarmer:
             try:
                 self._refresh(user_id, self._stop)
             except Stopped:
-                return
+                if self._stop.is_set():
+                    return
+                # else a search of the user took over: it does the rest at full speed
             except Exception as exc:  # logged by type only; the next search tries again itself
                 log.warning("index top-up after a write failed: %s", type(exc).__name__)
