@@ -1,7 +1,7 @@
 """Search indexes brought up to date after writes, on a thread of their own.
 
 A search pays for whatever was written since the user's index last looked: the new rows are
-decrypted and, above all, embedded (about 4 ms a turn with MiniLM on two cores: 13.2 s for the
+decrypted and, above all, embedded (about 4 ms a turn with MiniLM on two cores: 12.7 s for the
 first search after an import of 3,000 turns, `benchmarks/bench_warm.py`). A write does not wait
 for that either: it is durable when it returns, and embedding it is no part of that. So each
 write marks its user, and one thread tops up marked users' indexes while the caller goes on (an
