@@ -38,8 +38,8 @@ def open_vault(tmp_path: Path, backend_settings: dict[str, Any]) -> Iterator[Ope
         vault.close()
 
 
-def _notes(count: int, about: str = "the mill pond") -> list[dict[str, str]]:
-    return [{"role": "user", "content": f"note {n} about {about}"} for n in range(count)]
+def _notes(count: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"note {n} about the mill pond"} for n in range(count)]
 
 
 def _stored_vectors(vault: Vault, user_id: str) -> int:
