@@ -105,8 +105,6 @@ class IndexCache:
         # by user, the counts of recalls this process's own access writes made (see
         # `recalled_here`), until an index reaches them
         self._recalls_here: dict[str, set[int]] = {}
-        # users forgotten while a checkout of theirs was under way: its index is not cached
-        self._forgotten: set[str] = set()
         self._lock = threading.Lock()
         # called once the indexes have taken GROWN_ITEMS items since the last call, in one
         # top-up or many small ones (a server settles its garbage collector there: see
@@ -140,7 +138,7 @@ class IndexCache:
                 if not self._waiting[user_id]:
                     del self._waiting[user_id]
         try:
-            yield self._current(user_id, revision, recalls)
+            yield self._current(user_id, lock, revision, recalls)
         finally:
             lock.release()
 
@@ -164,8 +162,9 @@ class IndexCache:
         waiting, which then does the rest at full speed. Without it, all are embedded in one
         call, as a search does.
         """
-        with self._user_lock(user_id):
-            return self._current(user_id, revision, recalls, stop)
+        lock = self._user_lock(user_id)
+        with lock:
+            return self._current(user_id, lock, revision, recalls, stop)
 
     def recalled_here(self, user_id: str, recalls: int) -> None:
         """An access write of this process made the user's count of recalls `recalls`.
@@ -187,8 +186,17 @@ class IndexCache:
         return None if index is None else index.speaker_words
 
     def _current(
-        self, user_id: str, revision: int, recalls: int, stop: threading.Event | None = None
+        self,
+        user_id: str,
+        lock: threading.Lock,
+        revision: int,
+        recalls: int,
+        stop: threading.Event | None = None,
     ) -> UserIndex:
+        """The user's index brought to `revision`, called holding the user's `lock`. It is
+        cached only if that lock is still the user's: `forget` lets go of the lock with the
+        index, so a top-up under way when its user is deleted does not put the deleted user's
+        words back in memory."""
         with self._lock:
             index = self._indexes.get(user_id)
         if index is not None and index.revision > revision:
@@ -200,8 +208,7 @@ class IndexCache:
             self._recalls_behind(user_id, index)  # forgets the recalls the top-up read
         size = index.nbytes()
         with self._lock:
-            if user_id in self._forgotten:  # forgotten meanwhile: this caller's use only
-                self._forgotten.discard(user_id)
+            if self._locks.get(user_id) is not lock:  # forgotten meanwhile: the caller's only
                 return index
             replaced = self._indexes.get(user_id)
             if replaced is not None and replaced is not index:
@@ -330,15 +337,12 @@ class IndexCache:
     def forget(self, user_id: str) -> None:
         """Drop a user's index (deleted user, or a change the revision cannot show).
 
-        A top-up or search of the user under way would put the index it holds back in the
-        cache after this, and a deleted user's words must not stay in memory until the cache
-        evicts them: it is told not to (`_forgotten`). Nothing waits for it, so the thread
+        A top-up or search of the user under way holds the lock let go of here, so it does
+        not cache its index when it ends (`_current`). Nothing waits for it, so the thread
         that relays another process's deletion is not held up by a build here."""
         with self._lock:
             self._drop(user_id)
-            lock = self._locks.pop(user_id, None)
-            if lock is not None and lock.locked():
-                self._forgotten.add(user_id)
+            self._locks.pop(user_id, None)
 
     def nbytes(self) -> int:
         """Bytes of the cached indexes, each as measured at its last checkout."""

@@ -654,6 +654,8 @@ class UserIndex:
         if asked_by is None:
             return found
         first, second = persons_in(query)
+        if not (first or second):
+            return found  # no "I" nor "you": who asks names nobody
         me, you = self._persons(asked_by)
         if first:
             found |= me
