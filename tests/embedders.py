@@ -25,8 +25,9 @@ class CountingEmbedder(HashingEmbedder):
 
 
 class GatedEmbedder(CountingEmbedder):
-    """Documents wait at a gate once it is closed: `entered` is set when one reaches it, and
-    they go on once `opened` is set. Queries never wait."""
+    """Background embedding (`embed_in_background`, what a top-up after a write uses) waits at a
+    gate once it is closed: `entered` is set when a call reaches it, and it goes on once
+    `opened` is set. A search's own embedding never waits, and its query is not counted."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -34,11 +35,11 @@ class GatedEmbedder(CountingEmbedder):
         self.entered = threading.Event()
         self.opened = threading.Event()
 
-    def embed(self, texts: Sequence[str]) -> Vectors:
+    def embed_in_background(self, texts: Sequence[str]) -> Vectors:
         if self.closed.is_set():
             self.entered.set()
             self.opened.wait(timeout=30)
-        return super().embed(texts)
+        return self.embed(texts)
 
     def embed_query(self, text: str) -> Vectors:
         return HashingEmbedder.embed(self, [text])

@@ -119,7 +119,7 @@ def test_a_stopped_top_up_changes_nothing_and_keeps_what_it_embedded(
     assert len(embedder.seen) == EMBED_CHUNK + 10 + 1  # the rest, and the query
 
 
-def test_close_stops_a_long_top_up_at_a_chunk(open_vault: OpenVault) -> None:
+def test_close_stops_a_long_top_up_after_the_chunk_under_way(open_vault: OpenVault) -> None:
     embedder = GatedEmbedder()
     vault = open_vault(embedder)
     embedder.closed.set()
@@ -133,12 +133,12 @@ def test_close_stops_a_long_top_up_at_a_chunk(open_vault: OpenVault) -> None:
     embedder.opened.set()
     closing.join(timeout=30)
     assert not closing.is_alive()
-    assert len(embedder.seen) == EMBED_CHUNK  # stopped after the chunk under way
+    assert len(embedder.seen) == EMBED_CHUNK  # the chunk under way, and no other
     reopened = open_vault(CountingEmbedder())
-    assert _stored_vectors(reopened, "ann") == EMBED_CHUNK
+    assert _stored_vectors(reopened, "ann") == 0  # given up: it came back unheard
 
 
-def test_a_top_up_gives_way_to_a_search_of_its_user_at_the_next_chunk(
+def test_a_search_does_not_wait_for_a_top_up_and_the_top_up_stops(
     open_vault: OpenVault,
 ) -> None:
     embedder = GatedEmbedder()
@@ -153,13 +153,15 @@ def test_a_top_up_gives_way_to_a_search_of_its_user_at_the_next_chunk(
         name="searcher",
     )
     searching.start()
-    while "ann" not in vault.recall.cache._waiting:  # the search waits for the user's index
-        searching.join(timeout=0.01)
-    embedder.opened.set()
     searching.join(timeout=30)
-    assert found == ["the heron nests by the weir"]
-    assert embedder.callers == ["memvault-index-warmer", "searcher"]  # one chunk, the rest
-    assert len(embedder.seen) == 3 * EMBED_CHUNK + 1  # nothing embedded twice
+    assert found == ["the heron nests by the weir"]  # with the top-up's chunk at the gate
+    assert vault.recall.warmer is not None and vault.recall.warmer.settle(timeout=30)
+    embedder.opened.set()
+    deadline = time.monotonic() + 30
+    while len(embedder.callers) < 2 and time.monotonic() < deadline:  # the chunk, unheard
+        time.sleep(0.01)
+    assert embedder.callers == ["searcher", "memvault-idle-embedder"]  # no second chunk
+    assert len(embedder.seen) == 3 * EMBED_CHUNK + 1 + EMBED_CHUNK
 
 
 def test_a_user_deleted_during_a_top_up_leaves_no_index_behind(open_vault: OpenVault) -> None:

@@ -504,6 +504,7 @@ class Recall:
         """Stop topping up, finish pending access writes; call before the store closes."""
         if self.warmer is not None:
             self.warmer.close()
+        self.cache.close()
         self._closed.set()
         self._writer.shutdown(wait=True)
         self.query_vectors.close()
