@@ -5,6 +5,10 @@ The load generator is bounded: 16 concurrent keep-alive connections share a fixe
 requests, each sent only when the previous answer on its connection has arrived. It speaks
 HTTP/1.1 on raw asyncio streams, so that the client costs little of the CPU the server needs
 (both share the machine). Each side is timed per request; requests/s is over the whole run.
+
+The server runs with its search indexes topped up after writes (`warm_indexes`, the default)
+and without, alternating over `ROUNDS` rounds: the figures are medians over rounds, and
+`server_warming_on_over_off` their ratio.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +38,7 @@ CONCURRENCY = 16
 APPENDS = 4000
 SEARCHES = 400
 USERS = 4
+ROUNDS = 4  # of the server with warming on and off, in alternating order
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 CONTENT = "I'd like to book a table for four on Friday at seven, somewhere quiet near the river."
 QUERIES = ("table for four", "Friday dinner", "quiet place near the river", "booking at seven")
@@ -116,8 +122,13 @@ def _free_port() -> int:
         return port
 
 
-def _start_server(data: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MEMVAULT_ADMIN_KEY": ADMIN_KEY, "MEMVAULT_RATE_LIMIT_PER_MINUTE": "0"}
+def _start_server(data: Path, port: int, warm: bool) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "MEMVAULT_ADMIN_KEY": ADMIN_KEY,
+        "MEMVAULT_RATE_LIMIT_PER_MINUTE": "0",
+        "MEMVAULT_WARM_INDEXES": "true" if warm else "false",
+    }
     command = [sys.executable, "-m", "memvault.cli", "serve", "--port", str(port),
                "--data", str(data)]  # fmt: skip
     process = subprocess.Popen(
@@ -138,9 +149,9 @@ def _rate(seconds: float, latencies: list[float]) -> dict[str, float]:
     return {"requests_per_s": round(len(latencies) / seconds, 1), **summary_ms(latencies)}
 
 
-def run_server(data: Path) -> dict[str, Any]:
+def run_server(data: Path, warm: bool) -> dict[str, Any]:
     port = _free_port()
-    process = _start_server(data, port)
+    process = _start_server(data, port, warm)
     try:
         admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
         tokens = [
@@ -207,20 +218,38 @@ def run_embedded(data: Path) -> dict[str, Any]:
     return {"appends": _rate(*appends), "searches": _rate(*searches)}
 
 
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the rounds."""
+    return {
+        kind: {key: round(statistics.median(r[kind][key] for r in runs), 4) for key in figures}
+        for kind, figures in runs[0].items()
+    }
+
+
 def main() -> None:
     load_before = os.getloadavg()[0]  # other work on the machine takes CPU from both sides
     folder = Path(tempfile.mkdtemp(prefix="memvault-bench-server-"))
+    by_warming: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     try:
-        server = run_server(folder / "server")
+        for round_ in range(ROUNDS):  # the server with indexes topped up after writes, and not
+            for warm in (True, False) if round_ % 2 == 0 else (False, True):
+                by_warming[warm].append(run_server(folder / f"server-{round_}-{warm}", warm))
         embedded = run_embedded(folder / "embedded")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    server, without = _medians(by_warming[True]), _medians(by_warming[False])
     results = {
         "concurrency": CONCURRENCY,
         "appends": APPENDS,
         "searches": SEARCHES,
+        "rounds": ROUNDS,
         "transport": "HTTP/1.1 keep-alive over loopback, load generator on the same machine",
         "server": server,
+        "server_without_warming": without,
+        "server_warming_on_over_off": {
+            kind: round(server[kind]["requests_per_s"] / without[kind]["requests_per_s"], 3)
+            for kind in server
+        },
         "embedded_vault": embedded,
         "target": {"appends_per_s": 1000, "append_p99_ms": 50},
         "load_average_1min": {
@@ -228,11 +257,12 @@ def main() -> None:
             "after": round(os.getloadavg()[0], 2),
         },
     }
-    for side in ("server", "embedded_vault"):
+    for side in ("server", "server_without_warming", "embedded_vault"):
         for kind in ("appends", "searches"):
             r = results[side][kind]
-            print(f"{side:>15} {kind:<9} {r['requests_per_s']:>8.1f}/s  p50 {r['p50_ms']:.2f} ms"
+            print(f"{side:>22} {kind:<9} {r['requests_per_s']:>8.1f}/s  p50 {r['p50_ms']:.2f} ms"
                   f"  p99 {r['p99_ms']:.2f} ms")  # fmt: skip
+    print("warming on / off, requests per second:", results["server_warming_on_over_off"])
     write_results("server", results)
 
 

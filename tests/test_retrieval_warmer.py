@@ -138,7 +138,7 @@ def test_close_stops_a_long_top_up_after_the_chunk_under_way(open_vault: OpenVau
     assert _stored_vectors(reopened, "ann") == 0  # given up: it came back unheard
 
 
-def test_a_search_does_not_wait_for_a_top_up_and_the_top_up_stops(
+def test_a_top_up_gives_way_to_a_search_at_once_giving_up_its_chunk(
     open_vault: OpenVault,
 ) -> None:
     embedder = GatedEmbedder()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,16 +27,15 @@ from memvault.retrieval.index import People, UserIndex
 from memvault.retrieval.items import TURN, Item
 
 ItemKey = tuple[str, str]
-# vectors by item, with the revision of the item each was embedded at
-Known = dict[ItemKey, tuple[int, Vectors]]
 
 DEFAULT_MAX_BYTES = 1 << 30
 GROWN_ITEMS = 1_000
-# items embedded at a time by a background top-up (about 0.5 s with MiniLM on one thread on a
-# quiet machine): what a stopped top-up gives up at most
+# items embedded at a time by a background top-up (about 0.3 s with MiniLM on one thread of a
+# quiet machine): what a top-up that gives way gives up at most, and closing waits for
 EMBED_CHUNK = 64
-# seconds between looks, while a chunk is embedded, at whether the top-up should stop
-_POLL = 0.05
+# seconds between looks, while a background top-up's chunk is embedded, at whether a search of
+# its user waits: the most a search waits for one
+GIVE_WAY_POLL = 0.01
 
 
 class Stopped(Exception):
@@ -71,7 +70,9 @@ Loader = Callable[[str, int, int], Changes]
 class VectorStore(Protocol):
     """Where computed vectors are kept between processes (see `vectors.SealedVectors`)."""
 
-    def load(self, user_id: str, model: str, since_rev: int) -> Known: ...
+    def load(
+        self, user_id: str, model: str, since_rev: int
+    ) -> dict[ItemKey, tuple[int, Vectors]]: ...
     def save(
         self, user_id: str, model: str, entries: list[tuple[ItemKey, int, Vectors]]
     ) -> None: ...
@@ -163,58 +164,16 @@ class IndexCache:
     ) -> UserIndex:
         """Build or top up the user's index now (to warm it, or to measure the cost).
 
-        With `stop`, this is a background top-up, in two steps. First, holding no lock, what
-        the index lacks is embedded on the idle thread (`IdleThread`: the lowest CPU priority,
-        through the embedder's background path, `background_embed`), `EMBED_CHUNK` items at a
-        time, each chunk stored as it is done. `Stopped` is raised, the chunk under way given
-        up, once `stop` is set or a search of the user has begun a top-up of its own: it
-        embeds what is left at full speed, and waits for none of this. Then, holding the
-        user's lock, the index takes those vectors, and embeds at normal priority only what
-        was written meanwhile. Without `stop`, all is embedded in one call, as a search does.
+        With `stop`, this is a background top-up: new items are embedded `EMBED_CHUNK` at a
+        time on the idle thread (`IdleThread`: the lowest CPU priority), through the
+        embedder's background path (`background_embed`), each chunk stored as it is done.
+        `Stopped` is raised, the chunk under way given up, within `GIVE_WAY_POLL` of `stop`
+        being set or a search of the user starting to wait; the search then does the rest at
+        full speed. Without `stop`, all are embedded in one call, as a search does.
         """
         lock = self._user_lock(user_id)
-        embedded = {} if stop is None else self._embed_ahead(user_id, lock, stop)
         with lock:
-            return self._current(user_id, lock, revision, recalls, stop=stop, embedded=embedded)
-
-    def _embed_ahead(self, user_id: str, lock: threading.Lock, stop: threading.Event) -> Known:
-        """Embed the items written since the cached index's revision that have no stored
-        vector, on the idle thread, chunk by chunk, each stored as it comes back; again for
-        what was written meanwhile, until nothing is left. Holds no lock of the user's, so a
-        search never waits for it; gives up once one has begun a top-up past what this read
-        (`_taken_over`)."""
-        with self._lock:
-            index = self._indexes.get(user_id)
-        since, accessed = (0, 0) if index is None else (index.revision, index.accessed)
-        embedded: Known = {}
-        embed = background_embed(self.embedder)
-        while True:
-            changes = self._loader(user_id, since, accessed)
-            _, missing = self._known_vectors(user_id, changes.items, since, embedded)
-            if not missing:
-                return embedded
-            for chunk in _like_lengths(changes.items, missing):
-                texts = [changes.items[r].key for r in chunk]
-                future = self._idle.submit(partial(embed, texts))
-                vectors = _result(future, partial(self._taken_over, user_id, lock, changes, stop))
-                entries = [_entry(changes.items[r], v) for r, v in zip(chunk, vectors, strict=True)]
-                self._store_vectors(user_id, entries)
-                embedded.update((key, (rev, vector)) for key, rev, vector in entries)
-            since = changes.revision
-
-    def _taken_over(
-        self, user_id: str, lock: threading.Lock, changes: Changes, stop: threading.Event
-    ) -> bool:
-        """Whether embedding `changes` ahead should stop: the vault is closing, the user's
-        lock is held (a search topping up or waiting to), the user was forgotten (`forget`
-        lets go of the lock), or the index has come to the changes' revision."""
-        if stop.is_set() or lock.locked():
-            return True
-        with self._lock:
-            index = self._indexes.get(user_id)
-            return self._locks.get(user_id) is not lock or (
-                index is not None and index.revision >= changes.revision
-            )
+            return self._current(user_id, lock, revision, recalls, stop)
 
     def recalled_here(self, user_id: str, recalls: int) -> None:
         """An access write of this process made the user's count of recalls `recalls`.
@@ -241,12 +200,9 @@ class IndexCache:
         lock: threading.Lock,
         revision: int,
         recalls: int,
-        *,
         stop: threading.Event | None = None,
-        embedded: Known | None = None,
     ) -> UserIndex:
-        """The user's index brought to `revision`, called holding the user's `lock`, with any
-        vectors just `embedded` for it. It is
+        """The user's index brought to `revision`, called holding the user's `lock`. It is
         cached only if that lock is still the user's: `forget` lets go of the lock with the
         index, so a top-up under way when its user is deleted does not put the deleted user's
         words back in memory."""
@@ -257,7 +213,7 @@ class IndexCache:
         if index is None:
             index = UserIndex(self.embedder, **self._ann)
         if index.revision < revision or self._recalls_behind(user_id, index) < recalls:
-            index = self._top_up(user_id, index, stop, embedded or {})
+            index = self._top_up(user_id, lock, index, stop)
             self._recalls_behind(user_id, index)  # forgets the recalls the top-up read
         size = index.nbytes()
         with self._lock:
@@ -274,7 +230,11 @@ class IndexCache:
         return index
 
     def _top_up(
-        self, user_id: str, index: UserIndex, stop: threading.Event | None, embedded: Known
+        self,
+        user_id: str,
+        lock: threading.Lock,
+        index: UserIndex,
+        stop: threading.Event | None = None,
     ) -> UserIndex:
         changes = self._loader(user_id, index.revision, index.accessed)
         if changes.reset:
@@ -287,7 +247,7 @@ class IndexCache:
         )
         ordered = turns + [i for i in changes.items if i.type != TURN]
         # embedded before the index changes at all, so a stopped top-up leaves it as it was
-        vectors = self._vectors_for(user_id, ordered, index.revision, stop, embedded)
+        vectors = self._vectors_for(user_id, lock, ordered, index.revision, stop)
         index.remove(changes.removed)
         if ordered:
             index.add(ordered, vectors)
@@ -327,42 +287,71 @@ class IndexCache:
     def _vectors_for(
         self,
         user_id: str,
+        lock: threading.Lock,
         items: list[Item],
         since_rev: int,
         stop: threading.Event | None,
-        embedded: Known,
     ) -> Vectors:
-        """Vectors for `items`: those just `embedded` or stored, where still current, and the
-        rest embedded and stored (a chunk at a time when the top-up may be stopped, each chunk
-        kept as it is done)."""
-        out, missing = self._known_vectors(user_id, items, since_rev, embedded)
-        chunks = [missing] if missing else []
-        embed: Callable[[Sequence[str]], Vectors] = self.embedder.embed
-        if stop is not None:
-            chunks, embed = _like_lengths(items, missing), background_embed(self.embedder)
+        """Vectors for `items`: stored ones where still current, the rest embedded and stored
+        (a chunk at a time on the idle thread when the top-up may be stopped, each chunk kept
+        as it is done)."""
+        model = self.embedder.name
+        out = np.zeros((len(items), self.embedder.dim), dtype=np.float32)
+        missing = list(range(len(items)))
+        if self._vectors is not None and items:
+            stored = self._vectors.load(user_id, model, since_rev)
+            missing = []
+            for row, item in enumerate(items):
+                found = stored.get((item.type, item.id))
+                if found is not None and found[0] >= item.rev and len(found[1]) == len(out[row]):
+                    out[row] = found[1]
+                else:
+                    missing.append(row)
+        if stop is None:
+            chunks = [missing] if missing else []
+            embed: Callable[[Sequence[str]], Vectors] = self.embedder.embed
+        else:
+            chunks = _like_lengths(items, missing)
+            embed = partial(self._embed_idle, background_embed(self.embedder), user_id, lock, stop)
         for rows in chunks:
-            if stop is not None and (stop.is_set() or self._awaited(user_id)):
-                raise Stopped
             out[rows] = embed([items[r].key for r in rows])
-            self._store_vectors(user_id, [_entry(items[r], out[r]) for r in rows])
+            if self._vectors is not None:
+                entries = [((items[r].type, items[r].id), items[r].rev, out[r]) for r in rows]
+                self._vectors.save(user_id, model, entries)
         return out
 
-    def _known_vectors(
-        self, user_id: str, items: list[Item], since_rev: int, embedded: Known
-    ) -> tuple[Vectors, list[int]]:
-        """The vectors of `items` that are `embedded` or else stored, for their current
-        revision, and the rows of those that are neither (the store is read only for those
-        not just `embedded`)."""
-        out = np.zeros((len(items), self.embedder.dim), dtype=np.float32)
-        missing = _fill(out, items, range(len(items)), embedded)
-        if missing and self._vectors is not None:
-            stored = self._vectors.load(user_id, self.embedder.name, since_rev)
-            missing = _fill(out, items, missing, stored)
-        return out, missing
+    def _embed_idle(
+        self,
+        embed: Callable[[Sequence[str]], Vectors],
+        user_id: str,
+        lock: threading.Lock,
+        stop: threading.Event,
+        texts: Sequence[str],
+    ) -> Vectors:
+        """`embed(texts)` on the idle thread, for a background top-up holding the user's
+        `lock`. The idle thread gets no CPU while the machine is busy, so the top-up does not
+        wait for it blindly: it raises `Stopped`, giving the chunk up, as soon as it should give
+        way (`stop` set, a search of the user waiting, the user forgotten), and again if that
+        happened by the time the chunk is done, so that nothing of a deleted user is stored."""
 
-    def _store_vectors(self, user_id: str, entries: list[tuple[ItemKey, int, Vectors]]) -> None:
-        if self._vectors is not None:
-            self._vectors.save(user_id, self.embedder.name, entries)
+        def give_way() -> bool:
+            if stop.is_set() or self._awaited(user_id):
+                return True
+            with self._lock:
+                return self._locks.get(user_id) is not lock
+
+        future: Future[Vectors] = self._idle.submit(partial(embed, texts))
+        while True:
+            try:
+                vectors = future.result(timeout=GIVE_WAY_POLL)
+            except TimeoutError:
+                if give_way():
+                    future.cancel()  # or, under way, it ends unheard
+                    raise Stopped from None
+                continue
+            if give_way():
+                raise Stopped
+            return vectors
 
     def _evict(self, keep: str) -> None:
         """Called with the lock held: drop the least recently used indexes until the total fits."""
@@ -404,7 +393,8 @@ class IndexCache:
             self._locks.pop(user_id, None)
 
     def close(self) -> None:
-        """Let the idle thread go (after background top-ups have stopped: `IndexWarmer`)."""
+        """Let the idle thread go, once background top-ups have stopped (`IndexWarmer.close`):
+        it ends after the chunk under way, if any."""
         self._idle.close()
 
     def nbytes(self) -> int:
@@ -413,44 +403,9 @@ class IndexCache:
             return self._total
 
 
-def _fill(out: Vectors, items: Sequence[Item], rows: Iterable[int], known: Known) -> list[int]:
-    """Copy into `out` the vectors `known` for the items at `rows`, where they belong to the
-    item's current revision and have the right length; return the rows left without one."""
-    missing = []
-    for row in rows:
-        item = items[row]
-        found = known.get((item.type, item.id))
-        if found is not None and found[0] >= item.rev and len(found[1]) == out.shape[1]:
-            out[row] = found[1]
-        else:
-            missing.append(row)
-    return missing
-
-
-def _entry(item: Item, vector: Vectors) -> tuple[ItemKey, int, Vectors]:
-    """A vector as stored: under its item's key, with the revision it was embedded at."""
-    return (item.type, item.id), item.rev, vector
-
-
 def _like_lengths(items: Sequence[Item], rows: list[int]) -> list[list[int]]:
     """`rows` in chunks of `EMBED_CHUNK`, of texts of like length, as an embedder sorting the
     whole list would batch them: a chunk of mixed lengths pads its batches out (14% slower
     measured at 3,000 turns)."""
     ordered = sorted(rows, key=lambda r: len(items[r].key))
     return [ordered[start : start + EMBED_CHUNK] for start in range(0, len(ordered), EMBED_CHUNK)]
-
-
-def _result(future: Future[Vectors], give_up: Callable[[], bool]) -> Vectors:
-    """The future's vectors once done, looking at `give_up` every `_POLL` seconds meanwhile
-    and once more after; `Stopped` if it says so (the call, if under way, ends unheard)."""
-    while True:
-        try:
-            vectors = future.result(timeout=_POLL)
-        except TimeoutError:
-            if give_up():
-                future.cancel()
-                raise Stopped from None
-            continue
-        if give_up():  # the user may be gone: store nothing of theirs
-            raise Stopped
-        return vectors
