@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from embedders import CountingEmbedder
 
 from memvault import Vault
 from memvault.config import Settings
@@ -23,27 +24,23 @@ from memvault.retrieval.search import Query, search_index
 NOW = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
 
 
-class Counting:
-    """A hashing embedder that counts the texts it embeds and can be told to fail."""
+class Counting(CountingEmbedder):
+    """The counting embedder (`seen`), which fails its next `failures` calls as an embedding
+    endpoint that is down would."""
 
     def __init__(self) -> None:
-        self._inner = HashingEmbedder(64)
-        self.name = self._inner.name
-        self.dim = self._inner.dim
-        self.texts: list[str] = []
+        super().__init__(dim=64)
         self.failures = 0
         self._lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         with self._lock:
-            self.texts.extend(texts)
-            if self.failures:
-                self.failures -= 1
-                raise MemvaultError("embedding endpoint answered HTTP 503")
-        return self._inner.embed(texts)
-
-    def embed_query(self, text: str) -> Vectors:
-        return self.embed([text])
+            failing = self.failures > 0
+            self.failures -= failing
+        if failing:
+            self.seen.extend(texts)
+            raise MemvaultError("embedding endpoint answered HTTP 503")
+        return super().embed(texts)
 
 
 class Clock:
@@ -76,7 +73,7 @@ def test_a_repeated_query_reuses_its_vector_within_one_user(
 ) -> None:
     first = vectors.vector("ann", "where is the key").result()
     again = vectors.vector("ann", "where is the key").result()
-    assert again is first and counting.texts == ["where is the key"]
+    assert again is first and counting.seen == ["where is the key"]
     assert np.array_equal(first, HashingEmbedder(64).embed(["where is the key"]))
     with pytest.raises(ValueError, match="read-only"):
         first[0, 0] = 1.0  # shared by every search of the text, so nobody may change it
@@ -86,7 +83,7 @@ def test_users_and_texts_never_share_an_entry(vectors: QueryVectors, counting: C
     vectors.vector("ann", "where is the key").result()
     vectors.vector("bo", "where is the key").result()
     vectors.vector("ann", "where is the car").result()
-    assert counting.texts == ["where is the key", "where is the key", "where is the car"]
+    assert counting.seen == ["where is the key", "where is the key", "where is the car"]
 
 
 def test_entries_expire_and_the_count_is_bounded(
@@ -96,10 +93,10 @@ def test_entries_expire_and_the_count_is_bounded(
         vectors.vector("ann", text).result()
     assert len(vectors) == 3
     vectors.vector("ann", "one").result()  # the oldest was evicted: embedded again
-    assert counting.texts.count("one") == 2
+    assert counting.seen.count("one") == 2
     clock.now += 60.0
     assert vectors.vector("ann", "four").result() is not None
-    assert counting.texts.count("four") == 2 and len(vectors) == 1
+    assert counting.seen.count("four") == 2 and len(vectors) == 1
 
 
 def test_forget_drops_only_that_users_entries(vectors: QueryVectors, counting: Counting) -> None:
@@ -109,7 +106,7 @@ def test_forget_drops_only_that_users_entries(vectors: QueryVectors, counting: C
     assert len(vectors) == 1
     vectors.vector("bo", "hello").result()
     vectors.vector("ann", "hello").result()
-    assert counting.texts == ["hello"] * 3
+    assert counting.seen == ["hello"] * 3
 
 
 def test_a_failed_embedding_is_raised_then_tried_again(
@@ -119,7 +116,7 @@ def test_a_failed_embedding_is_raised_then_tried_again(
     with pytest.raises(MemvaultError, match="503"):
         vectors.vector("ann", "hello").result()
     assert vectors.vector("ann", "hello").result().shape == (1, 64)
-    assert counting.texts == ["hello", "hello"]
+    assert counting.seen == ["hello", "hello"]
 
 
 def test_after_close_vectors_are_still_given_but_not_kept(
@@ -128,7 +125,7 @@ def test_after_close_vectors_are_still_given_but_not_kept(
     vectors.vector("ann", "hello").result()
     vectors.close()
     assert vectors.vector("ann", "hello").result().shape == (1, 64)
-    assert len(vectors) == 0 and counting.texts == ["hello", "hello"]
+    assert len(vectors) == 0 and counting.seen == ["hello", "hello"]
 
 
 def test_search_then_context_embeds_the_query_once(tmp_path: Path) -> None:
@@ -138,16 +135,16 @@ def test_search_then_context_embeds_the_query_once(tmp_path: Path) -> None:
         vault.add_turn("ann", "s1", "user", "I keep the spare key under the blue flowerpot")
         vault.add_turn("ann", "s1", "user", "The car is parked on level three")
         vault.search("ann", "warm up the index")  # embeds the turns themselves
-        counting.texts.clear()
+        counting.seen.clear()
         hits = vault.search("ann", "where did I put the spare key?")
         context = vault.context("ann", "where did I put the spare key?")
-        assert counting.texts == ["where did I put the spare key?"]
+        assert counting.seen == ["where did I put the spare key?"]
         assert hits[0].text == "I keep the spare key under the blue flowerpot"
         assert "blue flowerpot" in context.text
         assert vault.search("nobody", "where did I put the spare key?") == []
-        assert counting.texts == ["where did I put the spare key?"]  # no index: no embedding
+        assert counting.seen == ["where did I put the spare key?"]  # no index: no embedding
         assert vault.search("ann", "spare key", weights=Weights.for_mode("bm25"))
-        assert "spare key" not in counting.texts  # BM25 only: nothing to embed
+        assert "spare key" not in counting.seen  # BM25 only: nothing to embed
     finally:
         vault.close()
 
@@ -159,8 +156,8 @@ def test_the_query_is_embedded_without_the_speakers_names(tmp_path: Path) -> Non
     try:
         vault.add_turn("u", "s1", "user", "Hey Caroline! I'm off swimming", speaker="Melanie")
         vault.search("u", "What activities does Melanie partake in?")  # builds the index first
-        assert counting.texts[-1] == "What activities does partake in?"
-        counting.texts.clear()
+        assert counting.seen[-1] == "What activities does partake in?"
+        counting.seen.clear()
         vault.search("u", "What did Melanie and Jon paint?")  # started before the checkout
         vault.add_turn("u", "s1", "user", "We painted a lake", speaker="Jon Smith")
         vault.search("u", "What did Melanie and Jon paint?")  # a speaker new since: again
@@ -168,7 +165,7 @@ def test_the_query_is_embedded_without_the_speakers_names(tmp_path: Path) -> Non
         vault.add_turn("u", "s1", "user", "Sure", speaker="Will")
         vault.search("u", "Will I need a visa, Melanie?")  # a stop word, here not a name
         vault.search("u", "What did Will say about it?")  # here a name
-        assert counting.texts == [
+        assert counting.seen == [
             "What did and Jon paint?", "Jon Smith: We painted a lake", "What did and paint?",
             "What did Melanie do?", "Will I need a visa,?", "Will: Sure", "What did say about it?",
         ]  # fmt: skip

@@ -165,11 +165,12 @@ class IndexCache:
         """Build or top up the user's index now (to warm it, or to measure the cost).
 
         With `stop`, this is a background top-up: new items are embedded `EMBED_CHUNK` at a
-        time on the idle thread (`IdleThread`: the lowest CPU priority), through the
-        embedder's background path (`background_embed`), each chunk stored as it is done.
-        `Stopped` is raised, the chunk under way given up, within `GIVE_WAY_POLL` of `stop`
-        being set or a search of the user starting to wait; the search then does the rest at
-        full speed. Without `stop`, all are embedded in one call, as a search does.
+        time, through the embedder's background path on the idle thread (`IdleThread`: the
+        lowest CPU priority) where it has one, each chunk stored as it is done. `Stopped` is
+        raised, the chunk under way given up, within `GIVE_WAY_POLL` of `stop` being set or a
+        search of the user starting to wait (at the next chunk, for an embedder run on this
+        thread); the search then does the rest at full speed. Without `stop`, all are
+        embedded in one call, as a search does.
         """
         lock = self._user_lock(user_id)
         with lock:
@@ -312,7 +313,7 @@ class IndexCache:
             embed: Callable[[Sequence[str]], Vectors] = self.embedder.embed
         else:
             chunks = _like_lengths(items, missing)
-            embed = partial(self._embed_idle, background_embed(self.embedder), user_id, lock, stop)
+            embed = partial(self._embed_in_background, user_id, lock, stop)
         for rows in chunks:
             out[rows] = embed([items[r].key for r in rows])
             if self._vectors is not None:
@@ -320,26 +321,25 @@ class IndexCache:
                 self._vectors.save(user_id, model, entries)
         return out
 
-    def _embed_idle(
-        self,
-        embed: Callable[[Sequence[str]], Vectors],
-        user_id: str,
-        lock: threading.Lock,
-        stop: threading.Event,
-        texts: Sequence[str],
+    def _embed_in_background(
+        self, user_id: str, lock: threading.Lock, stop: threading.Event, texts: Sequence[str]
     ) -> Vectors:
-        """`embed(texts)` on the idle thread, for a background top-up holding the user's
-        `lock`. The idle thread gets no CPU while the machine is busy, so the top-up does not
-        wait for it blindly: it raises `Stopped`, giving the chunk up, as soon as it should give
-        way (`stop` set, a search of the user waiting, the user forgotten), and again if that
-        happened by the time the chunk is done, so that nothing of a deleted user is stored."""
+        """A chunk of a background top-up, which holds the user's `lock`: `Stopped` first if it
+        should give way (`stop` set, a search of the user waiting, the user forgotten).
 
-        def give_way() -> bool:
-            if stop.is_set() or self._awaited(user_id):
-                return True
-            with self._lock:
-                return self._locks.get(user_id) is not lock
-
+        An embedder with a background path (`background_embed`) is run on the idle thread, and
+        the top-up does not wait for it blindly, since that thread gets no CPU while the
+        machine is busy: it gives the chunk up as soon as it should give way, and again if it
+        should by the time the chunk is done, so that nothing of a deleted user is stored. An
+        embedder without one is run here: it may hold the GIL throughout (the hashing one
+        does), and a thread at the lowest priority holding the GIL stalls every other thread.
+        """
+        give_way = partial(self._gives_way, user_id, lock, stop)
+        if give_way():
+            raise Stopped
+        embed = background_embed(self.embedder)
+        if embed is None:
+            return self.embedder.embed(texts)
         future: Future[Vectors] = self._idle.submit(partial(embed, texts))
         while True:
             try:
@@ -352,6 +352,12 @@ class IndexCache:
             if give_way():
                 raise Stopped
             return vectors
+
+    def _gives_way(self, user_id: str, lock: threading.Lock, stop: threading.Event) -> bool:
+        if stop.is_set() or self._awaited(user_id):
+            return True
+        with self._lock:
+            return self._locks.get(user_id) is not lock
 
     def _evict(self, keep: str) -> None:
         """Called with the lock held: drop the least recently used indexes until the total fits."""

@@ -72,8 +72,9 @@ class Embedder(Protocol):
 
     # Optional: `relevance_floor`, a float (see `relevance_floor` below), and
     # `embed_in_background(texts)`, the same vectors as `embed` computed so as to leave cores
-    # to callers who wait (see `background_embed`). Not members here, so that an embedder
-    # written without them still satisfies the protocol.
+    # to callers who wait, and letting go of the GIL while it computes (see `background_embed`
+    # and `idle.py`). Not members here, so that an embedder written without them still
+    # satisfies the protocol.
 
 
 def relevance_floor(embedder: Embedder) -> float:
@@ -86,11 +87,12 @@ def relevance_floor(embedder: Embedder) -> float:
     return float(getattr(embedder, "relevance_floor", 0.0))
 
 
-def background_embed(embedder: Embedder) -> Callable[[Sequence[str]], Vectors]:
-    """How to embed documents nobody is waiting for: the embedder's `embed_in_background` where
-    it has one, else its `embed`."""
-    embed: Callable[[Sequence[str]], Vectors] = getattr(
-        embedder, "embed_in_background", embedder.embed
+def background_embed(embedder: Embedder) -> Callable[[Sequence[str]], Vectors] | None:
+    """How to embed documents nobody is waiting for, on a thread of the lowest priority: the
+    embedder's `embed_in_background`, or None where it has none (its `embed` is then called as
+    for any document, at normal priority)."""
+    embed: Callable[[Sequence[str]], Vectors] | None = getattr(
+        embedder, "embed_in_background", None
     )
     return embed
 
@@ -128,7 +130,8 @@ class MiniLMEmbedder:
     Documents embedded in the background (`embed_in_background`: an index topped up after a
     write) go through a second session of the same model on one thread, made on first use: the
     same vectors to the last bit, 1.8x slower on a quiet machine, and a core left to the
-    requests that come meanwhile.
+    requests that come meanwhile. onnxruntime runs a one-thread session on the calling thread,
+    so that work takes the priority of the thread that asks for it (`idle.IdleThread`).
     """
 
     name = "all-minilm-l6-v2-int8"

@@ -11,7 +11,11 @@ the thread that calls it, so the model's arithmetic takes this thread's priority
 
 Nothing here may hold what a request waits for (a user's index lock, the store's write
 lock): a thread this low would keep it for as long as the machine is busy. So it only
-computes, and its caller, at normal priority, stores the results and changes the index.
+computes, and its caller, at normal priority, stores the results and changes the index. The
+GIL is such a lock too: what runs here should let go of it while it computes, as onnxruntime
+does (pure Python here would stall every other thread whenever the scheduler put this one
+aside: eight threads appending, with the hashing embedder's top-ups run here, wrote 0.75x as
+many turns as with warming off).
 """
 
 from __future__ import annotations

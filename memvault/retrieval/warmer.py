@@ -8,10 +8,11 @@ write marks its user, and one thread tops up marked users' indexes while the cal
 index not cached is built, as a search would). The vectors it computes are stored as it goes,
 so a search in another process reads them instead of embedding again.
 
-The thread embeds on one core (`embed_in_background`), leaving the others to the requests that
-come meanwhile, and a chunk at a time (`cache.EMBED_CHUNK`). A search that comes first still
-sees every write: the top-up gives way at its next chunk, and the search does what is left at
-full speed. A user's top-up starts once its writes have paused for `QUIET` (or `MAX_WAIT`
+The embedding itself runs on an idle thread (`idle.IdleThread`: the lowest CPU priority, one
+core, `embed_in_background`), a chunk at a time (`cache.EMBED_CHUNK`), so it takes only the CPU
+the requests leave. A search that comes first still sees every write: within 10 ms the top-up
+gives up the chunk under way and lets go of the index, and the search does what is left at full
+speed. A user's top-up starts once its writes have paused for `QUIET` (or `MAX_WAIT`
 after the first, for a writer that never pauses), so the writes of a burst share one top-up and
 do not meet it while they last. Topped up after each write instead, a writer appending one turn
 at a time went from 0.43 to 1.2-1.4 ms a turn on SQLite, every top-up being one more
