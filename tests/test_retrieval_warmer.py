@@ -110,7 +110,7 @@ def test_a_stopped_top_up_changes_nothing_and_keeps_what_it_embedded(
 
     cache._vectors = StopAfterFirstChunk()  # type: ignore[assignment]
     with pytest.raises(Stopped):
-        cache.get("ann", vault.store.revision("ann"), stop=stop)
+        cache.warm("ann", vault.store.revision("ann"), 0, stop)
     cache._vectors = first
     assert cache.speaker_words("ann") is None  # no index was cached
     assert _stored_vectors(vault, "ann") == EMBED_CHUNK
@@ -244,3 +244,45 @@ def test_a_burst_of_writes_shares_one_top_up_and_a_writer_who_never_pauses_gets_
         assert refreshed == ["ann"]
     finally:
         warmer.close()
+
+
+def test_past_the_cache_budget_only_new_rows_get_vectors_and_no_index_is_pushed_out(
+    open_vault: OpenVault,
+) -> None:
+    embedder = CountingEmbedder()
+    vault = open_vault(embedder)
+    warmer, cache = vault.recall.warmer, vault.recall.cache
+    assert warmer is not None
+    vault.add_turns("ann", "s1", _notes(20))
+    vault.search("ann", "mill pond")
+    cache.max_bytes = cache.nbytes()  # full: ann's index alone
+    vault.add_turns("bea", "s1", _notes(30))
+    assert warmer.settle(timeout=30)
+    assert _stored_vectors(vault, "bea") == 30
+    assert cache.speaker_words("bea") is None  # no index built for bea
+    assert cache.speaker_words("ann") is not None  # nor ann's pushed out for it
+    embedder.seen.clear()
+    vault.add_turns("bea", "s2", [{"role": "user", "content": "the heron is back"}])
+    assert warmer.settle(timeout=30)
+    assert embedder.seen == ["the heron is back"]  # the new row, not bea's history
+    embedder.seen.clear()
+    assert vault.search("bea", "heron")[0].text == "the heron is back"
+    assert embedder.seen == ["heron"]  # the search built bea's index from stored vectors
+
+
+def test_a_background_top_up_does_not_count_as_a_use(open_vault: OpenVault) -> None:
+    vault = open_vault(CountingEmbedder())
+    warmer, cache = vault.recall.warmer, vault.recall.cache
+    assert warmer is not None
+    for user_id in ("ann", "bea", "cid"):
+        vault.add_turns(user_id, "s1", _notes(40))
+    assert warmer.settle(timeout=30)
+    cache.forget("cid")  # cid has stored vectors and no index
+    vault.search("ann", "mill pond")
+    vault.search("bea", "mill pond")  # ann is now the least recently used
+    vault.add_turn("ann", "s1", "user", "one more note")
+    assert warmer.settle(timeout=30)  # ann topped up in the background
+    cache.max_bytes = cache.nbytes()
+    vault.search("cid", "mill pond")  # one index must go for cid's
+    assert cache.speaker_words("ann") is None  # still the least recently used
+    assert cache.speaker_words("bea") is not None

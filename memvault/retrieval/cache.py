@@ -73,6 +73,7 @@ class VectorStore(Protocol):
     def load(
         self, user_id: str, model: str, since_rev: int
     ) -> dict[ItemKey, tuple[int, Vectors]]: ...
+    def newest(self, user_id: str, model: str) -> int: ...
     def save(
         self, user_id: str, model: str, entries: list[tuple[ItemKey, int, Vectors]]
     ) -> None: ...
@@ -154,27 +155,39 @@ class IndexCache:
         with self._lock:
             return user_id in self._waiting
 
-    def get(
-        self,
-        user_id: str,
-        revision: int,
-        recalls: int = 0,
-        *,
-        stop: threading.Event | None = None,
-    ) -> UserIndex:
-        """Build or top up the user's index now (to warm it, or to measure the cost).
+    def get(self, user_id: str, revision: int, recalls: int = 0) -> UserIndex:
+        """Build or top up the user's index now, as a search would (to measure the cost)."""
+        lock = self._user_lock(user_id)
+        with lock:
+            return self._current(user_id, lock, revision, recalls)
 
-        With `stop`, this is a background top-up: new items are embedded `EMBED_CHUNK` at a
-        time, through the embedder's background path on the idle thread (`IdleThread`: the
-        lowest CPU priority) where it has one, each chunk stored as it is done. `Stopped` is
-        raised, the chunk under way given up, within `GIVE_WAY_POLL` of `stop` being set or a
-        search of the user starting to wait (at the next chunk, for an embedder run on this
-        thread); the search then does the rest at full speed. Without `stop`, all are
-        embedded in one call, as a search does.
+    def warm(self, user_id: str, revision: int, recalls: int, stop: threading.Event) -> None:
+        """Bring the user's index to `revision` in the background, after writes (`warmer.py`).
+
+        A cached index is topped up. One not cached is built only while the cache is under its
+        budget: an index nobody has searched yet must not push out one that a search used.
+        Past it, only the vectors of the rows written after the newest stored vector are
+        computed and stored, for whatever search builds the index later, here or in another
+        process; the work then grows with the writes, not with the user's history (a stopped
+        top-up may leave an older row without one: the search embeds it). Background top-ups
+        leave an index where it was in the least-recently-used order.
+
+        New items are embedded `EMBED_CHUNK` at a time, through the embedder's background path
+        on the idle thread (`IdleThread`: the lowest CPU priority) where it has one, each chunk
+        stored as it is done. `Stopped` is raised, the chunk under way given up, within
+        `GIVE_WAY_POLL` of `stop` being set or a search of the user starting to wait (at the
+        next chunk, for an embedder run on this thread); the search does the rest at full speed.
         """
         lock = self._user_lock(user_id)
         with lock:
-            return self._current(user_id, lock, revision, recalls, stop)
+            with self._lock:
+                build = user_id in self._indexes or self._total < self.max_bytes
+            if build:
+                self._current(user_id, lock, revision, recalls, stop=stop)
+            elif self._vectors is not None:
+                since = self._vectors.newest(user_id, self.embedder.name)
+                changes = self._loader(user_id, since, 0)
+                self._vectors_for(user_id, lock, changes.items, since, stop)
 
     def recalled_here(self, user_id: str, recalls: int) -> None:
         """An access write of this process made the user's count of recalls `recalls`.
@@ -224,7 +237,8 @@ class IndexCache:
             if replaced is not None and replaced is not index:
                 replaced.withdraw_graph()  # made anew (a reset, a deleted user) or compacted
             self._indexes[user_id] = index
-            self._indexes.move_to_end(user_id)
+            if stop is None:  # a use, where a background top-up is none
+                self._indexes.move_to_end(user_id)
             self._total += size - self._sizes.get(user_id, 0)
             self._sizes[user_id] = size
             self._evict(keep=user_id)

@@ -492,7 +492,7 @@ class Recall:
     def _warm(self, user_id: str, stop: threading.Event) -> None:
         revision, recalls = self._revision_and_recalls(user_id)
         if revision:  # 0: deleted since the write
-            self.cache.get(user_id, revision, recalls, stop=stop)
+            self.cache.warm(user_id, revision, recalls, stop)
 
     def forget(self, user_id: str) -> None:
         if self.warmer is not None:

@@ -569,6 +569,16 @@ class SqlStore:
             )
 
     @retried
+    def newest_embedding(self, user_id: str, model: str) -> int:
+        """The highest item revision among the user's stored vectors of `model`, 0 for none:
+        rows written after it have none (one look down an index)."""
+        rows = self.db.query(
+            "SELECT MAX(rev) AS rev FROM embeddings WHERE user_id = ? AND model = ?",
+            (user_id, model),
+        )
+        return int(rows[0]["rev"] or 0) if rows else 0
+
+    @retried
     def put_embeddings(self, user_id: str, model: str, rows: Sequence[Row]) -> None:
         """Store sealed vectors. Not a content change: the user's revision stays."""
         if not rows:
