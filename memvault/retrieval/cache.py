@@ -73,7 +73,7 @@ class VectorStore(Protocol):
     def load(
         self, user_id: str, model: str, since_rev: int
     ) -> dict[ItemKey, tuple[int, Vectors]]: ...
-    def newest(self, user_id: str, model: str) -> int: ...
+    def extent(self, user_id: str, model: str) -> tuple[int, int]: ...
     def save(
         self, user_id: str, model: str, entries: list[tuple[ItemKey, int, Vectors]]
     ) -> None: ...
@@ -164,13 +164,13 @@ class IndexCache:
     def warm(self, user_id: str, revision: int, recalls: int, stop: threading.Event) -> None:
         """Bring the user's index to `revision` in the background, after writes (`warmer.py`).
 
-        A cached index is topped up. One not cached is built only while the cache is under its
-        budget: an index nobody has searched yet must not push out one that a search used.
-        Past it, only the vectors of the rows written after the newest stored vector are
-        computed and stored, for whatever search builds the index later, here or in another
-        process; the work then grows with the writes, not with the user's history (a stopped
-        top-up may leave an older row without one: the search embeds it). Background top-ups
-        leave an index where it was in the least-recently-used order.
+        A cached index is topped up. One not cached is built only if the cache has room for it
+        (`_has_room`): an index nobody has searched yet must not push out one that a search
+        used. Otherwise only the vectors of the rows written after the newest stored vector
+        are computed and stored, for whatever search builds the index later, here or in
+        another process; the work then grows with the writes, not with the user's history (a
+        stopped top-up may leave an older row without one: the search embeds it). Background
+        top-ups leave an index where it was in the least-recently-used order.
 
         New items are embedded `EMBED_CHUNK` at a time, through the embedder's background path
         on the idle thread (`IdleThread`: the lowest CPU priority) where it has one, each chunk
@@ -181,13 +181,24 @@ class IndexCache:
         lock = self._user_lock(user_id)
         with lock:
             with self._lock:
-                build = user_id in self._indexes or self._total < self.max_bytes
-            if build:
+                cached = user_id in self._indexes
+            if cached or self._vectors is None:
                 self._current(user_id, lock, revision, recalls, stop=stop)
-            elif self._vectors is not None:
-                since = self._vectors.newest(user_id, self.embedder.name)
-                changes = self._loader(user_id, since, 0)
-                self._vectors_for(user_id, lock, changes.items, since, stop)
+                return
+            stored, newest = self._vectors.extent(user_id, self.embedder.name)
+            changes = self._loader(user_id, newest, 0)  # the rows with no vector yet, mostly
+            if self._has_room(stored + len(changes.items)):
+                self._current(user_id, lock, revision, recalls, stop=stop)
+            else:
+                self._vectors_for(user_id, lock, changes.items, newest, stop)
+
+    def _has_room(self, items: int) -> bool:
+        """Whether an index of `items` items fits in the cache beside those it holds, at their
+        bytes per item (any fits in an empty cache)."""
+        with self._lock:
+            held = sum(len(index) for index in self._indexes.values())
+            per_item = self._total / held if held else 0.0
+            return self._total + items * per_item <= self.max_bytes
 
     def recalled_here(self, user_id: str, recalls: int) -> None:
         """An access write of this process made the user's count of recalls `recalls`.

@@ -44,9 +44,10 @@ class SealedVectors:
             )
         return found
 
-    def newest(self, user_id: str, model: str) -> int:
-        """The revision of the newest item with a stored vector (0 for none)."""
-        return self._store.newest_embedding(user_id, model)
+    def extent(self, user_id: str, model: str) -> tuple[int, int]:
+        """How many vectors the user has stored, and the revision of the newest item among
+        them (0 for none)."""
+        return self._store.embedding_extent(user_id, model)
 
     def save(
         self, user_id: str, model: str, entries: Sequence[tuple[ItemKey, int, Vectors]]

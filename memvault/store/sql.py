@@ -569,14 +569,14 @@ class SqlStore:
             )
 
     @retried
-    def newest_embedding(self, user_id: str, model: str) -> int:
-        """The highest item revision among the user's stored vectors of `model`, 0 for none:
-        rows written after it have none (one look down an index)."""
+    def embedding_extent(self, user_id: str, model: str) -> tuple[int, int]:
+        """How many vectors of `model` the user has stored, and the highest item revision among
+        them (0 for none): rows written after it have none. Read off an index, no vector."""
         rows = self.db.query(
-            "SELECT MAX(rev) AS rev FROM embeddings WHERE user_id = ? AND model = ?",
+            "SELECT COUNT(*) AS n, MAX(rev) AS rev FROM embeddings WHERE user_id = ? AND model = ?",
             (user_id, model),
         )
-        return int(rows[0]["rev"] or 0) if rows else 0
+        return (int(rows[0]["n"]), int(rows[0]["rev"] or 0)) if rows else (0, 0)
 
     @retried
     def put_embeddings(self, user_id: str, model: str, rows: Sequence[Row]) -> None:
