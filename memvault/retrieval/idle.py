@@ -3,11 +3,15 @@ requests leave, and no more.
 
 Embedding a write's items ahead of the next search (`warmer.py`) is such work. At normal
 priority it took a core from the requests that came meanwhile: a server taking appends from
-16 connections answered 0.71 times as many with it on (`benchmarks/bench_server.py`).
+16 connections answered 0.71 times as many with it on, and 0.99 times as many with it here
+(`benchmarks/bench_server.py`).
 
 Linux gives each thread a nice value of its own, and onnxruntime runs a one-thread session on
 the thread that calls it, so the model's arithmetic takes this thread's priority. Elsewhere
 `setpriority` would lower the whole process, so the thread keeps the normal priority there.
+Where the kernel groups processes by session (autogroup), a nice value weighs against the
+threads of the same session, such as the process's own request threads, not against other
+sessions' processes.
 
 Nothing here may hold what a request waits for (a user's index lock, the store's write
 lock): a thread this low would keep it for as long as the machine is busy. So it only
