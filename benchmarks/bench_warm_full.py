@@ -10,7 +10,7 @@ follows the writes, not the writers' histories, and it never pushes the reader's
 Building a writer's whole index after each burst instead would decrypt its history each time
 and, the cache being full, evict an index, the reader's among them.
 
-Run: `python -m benchmarks warm_full` (about 3 minutes on 2 cores).
+Run: `python -m benchmarks warm_full` (about a minute on 2 cores).
 """
 
 from __future__ import annotations
