@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from functools import partial
 
 from memvault.retrieval.dense import Vectors
-from memvault.retrieval.embed import HashingEmbedder
+from memvault.retrieval.embed import Compute, HashingEmbedder, run_here
 
 
 class CountingEmbedder(HashingEmbedder):
@@ -35,7 +36,10 @@ class GatedEmbedder(CountingEmbedder):
         self.entered = threading.Event()
         self.opened = threading.Event()
 
-    def embed_in_background(self, texts: Sequence[str]) -> Vectors:
+    def embed_in_background(self, texts: Sequence[str], compute: Compute = run_here) -> Vectors:
+        return compute(partial(self._through_the_gate, texts))
+
+    def _through_the_gate(self, texts: Sequence[str]) -> Vectors:
         if self.closed.is_set():
             self.entered.set()
             self.opened.wait(timeout=30)

@@ -17,9 +17,9 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -71,9 +71,9 @@ class Embedder(Protocol):
         ...
 
     # Optional: `relevance_floor`, a float (see `relevance_floor` below), and
-    # `embed_in_background(texts)`, the same vectors as `embed` computed so as to leave cores
-    # to callers who wait, and letting go of the GIL while it computes (see `background_embed`
-    # and `idle.py`). Not members here, so that an embedder written without them still
+    # `embed_in_background(texts, compute)`, the same vectors as `embed` computed so as to
+    # leave cores to callers who wait, its heavy parts handed to `compute` (see `Compute` and
+    # `background_embed`). Not members here, so that an embedder written without them still
     # satisfies the protocol.
 
 
@@ -87,13 +87,33 @@ def relevance_floor(embedder: Embedder) -> float:
     return float(getattr(embedder, "relevance_floor", 0.0))
 
 
-def background_embed(embedder: Embedder) -> Callable[[Sequence[str]], Vectors] | None:
-    """How to embed documents nobody is waiting for, on a thread of the lowest priority: the
-    embedder's `embed_in_background`, or None where it has none (its `embed` is then called as
-    for any document, at normal priority)."""
-    embed: Callable[[Sequence[str]], Vectors] | None = getattr(
-        embedder, "embed_in_background", None
-    )
+_T = TypeVar("_T")
+
+
+class Compute(Protocol):
+    """Where an embedder working in the background runs its heavy parts (a model's run): it
+    calls `call` somewhere of the caller's choosing and returns its result, or raises. Such a
+    part should be pure computation that lets go of the GIL, as onnxruntime's run does: the
+    caller may run it at the lowest CPU priority (`idle.py`), where holding the GIL, or
+    starting threads that inherit that priority (a tokenizer's pool), would slow every other
+    thread."""
+
+    def __call__(self, call: Callable[[], _T]) -> _T: ...
+
+
+def run_here(call: Callable[[], _T]) -> _T:
+    """A `Compute` that runs the call on the calling thread."""
+    return call()
+
+
+BackgroundEmbed = Callable[[Sequence[str], Compute], Vectors]
+
+
+def background_embed(embedder: Embedder) -> BackgroundEmbed | None:
+    """How to embed documents nobody is waiting for: the embedder's
+    `embed_in_background(texts, compute)`, or None where it has none (its `embed` is then
+    called as for any document, at normal priority)."""
+    embed: BackgroundEmbed | None = getattr(embedder, "embed_in_background", None)
     return embed
 
 
@@ -158,15 +178,19 @@ class MiniLMEmbedder:
     def embed(self, texts: Sequence[str]) -> Vectors:
         return self._embed_documents(texts, self._session)
 
-    def embed_in_background(self, texts: Sequence[str]) -> Vectors:
+    def embed_in_background(self, texts: Sequence[str], compute: Compute = run_here) -> Vectors:
+        """`embed` through the one-thread session, each batch's run handed to `compute`: the
+        tokenizing and pooling stay on the calling thread."""
         with self._sessions_lock:
             if self._background_session is None:
                 self._background_session = _session(str(self.model_file), threads=1)
-        return self._embed_documents(texts, self._background_session)
+        return self._embed_documents(texts, self._background_session, compute)
 
-    def _embed_documents(self, texts: Sequence[str], session: Any) -> Vectors:
+    def _embed_documents(
+        self, texts: Sequence[str], session: Any, compute: Compute = run_here
+    ) -> Vectors:
         if len(texts) == 1:
-            return self._embed_one(texts[0], session)
+            return self._embed_one(texts[0], session, compute)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), _BATCH):
@@ -174,7 +198,7 @@ class MiniLMEmbedder:
             encodings = self._tokenizer.encode_batch([texts[i] for i in idx])
             ids = np.array([e.ids for e in encodings], dtype=np.int64)
             mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-            out[idx] = _mean_pool(self._run(ids, mask, session), mask)
+            out[idx] = _mean_pool(compute(partial(self._run, ids, mask, session)), mask)
         out[[i for i, text in enumerate(texts) if not text.strip()]] = 0.0
         return normalise(out)
 
@@ -215,13 +239,13 @@ class MiniLMEmbedder:
         """
         return min(float(self._embed_one(p, session)[0] @ self._embed_one(p)[0]) for p in PROBES)
 
-    def _embed_one(self, text: str, session: Any = None) -> Vectors:
+    def _embed_one(self, text: str, session: Any = None, compute: Compute = run_here) -> Vectors:
         """One text: nothing to pad, so every token is real and the mean is a plain mean."""
         if not text.strip():
             return np.zeros((1, self.dim), dtype=np.float32)
         ids = np.array([self._tokenizer.encode(text).ids], dtype=np.int64)
-        pooled = self._run(ids, np.ones_like(ids), session)[0].mean(axis=0, keepdims=True)
-        return normalise(pooled)
+        hidden = compute(partial(self._run, ids, np.ones_like(ids), session))
+        return normalise(hidden[0].mean(axis=0, keepdims=True))
 
     def _run(
         self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64], session: Any = None
