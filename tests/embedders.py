@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from functools import partial
 
 from memvault.retrieval.dense import Vectors
-from memvault.retrieval.embed import Compute, HashingEmbedder, run_here
+from memvault.retrieval.embed import HashingEmbedder
 
 
 class CountingEmbedder(HashingEmbedder):
@@ -36,10 +35,7 @@ class GatedEmbedder(CountingEmbedder):
         self.entered = threading.Event()
         self.opened = threading.Event()
 
-    def embed_in_background(self, texts: Sequence[str], compute: Compute = run_here) -> Vectors:
-        return compute(partial(self._through_the_gate, texts))
-
-    def _through_the_gate(self, texts: Sequence[str]) -> Vectors:
+    def embed_in_background(self, texts: Sequence[str]) -> Vectors:
         if self.closed.is_set():
             self.entered.set()
             self.opened.wait(timeout=30)

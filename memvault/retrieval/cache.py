@@ -11,10 +11,11 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -26,7 +27,6 @@ from memvault.retrieval.index import People, UserIndex
 from memvault.retrieval.items import TURN, Item
 
 ItemKey = tuple[str, str]
-_T = TypeVar("_T")
 
 DEFAULT_MAX_BYTES = 1 << 30
 GROWN_ITEMS = 1_000
@@ -352,13 +352,12 @@ class IndexCache:
         """A chunk of a background top-up, which holds the user's `lock`: `Stopped` first if it
         should give way (`stop` set, a search of the user waiting, the user forgotten).
 
-        An embedder with a background path (`background_embed`) has its heavy parts (the
-        model's runs) computed on the idle thread, and the top-up does not wait for them
-        blindly, since that thread gets no CPU while the machine is busy: it gives the chunk up
-        as soon as it should give way, and again if it should by the time the chunk is done,
-        so that nothing of a deleted user is stored. An embedder without one is run here: it
-        may hold the GIL throughout (the hashing one does), and a thread at the lowest priority
-        holding the GIL stalls every other thread.
+        An embedder with a background path (`background_embed`) is run on the idle thread, and
+        the top-up does not wait for it blindly, since that thread gets no CPU while the
+        machine is busy: it gives the chunk up as soon as it should give way, and again if it
+        should by the time the chunk is done, so that nothing of a deleted user is stored. An
+        embedder without one is run here: it may hold the GIL throughout (the hashing one
+        does), and a thread at the lowest priority holding the GIL stalls every other thread.
         """
         give_way = partial(self._gives_way, user_id, lock, stop)
         if give_way():
@@ -366,21 +365,18 @@ class IndexCache:
         embed = background_embed(self.embedder)
         if embed is None:
             return self.embedder.embed(texts)
-
-        def on_idle_thread(call: Callable[[], _T]) -> _T:
-            future = self._idle.submit(call)
-            while True:
-                try:
-                    return future.result(timeout=GIVE_WAY_POLL)
-                except TimeoutError:
-                    if give_way():
-                        future.cancel()  # or, under way, it ends unheard
-                        raise Stopped from None
-
-        vectors = embed(texts, on_idle_thread)
-        if give_way():
-            raise Stopped
-        return vectors
+        future: Future[Vectors] = self._idle.submit(partial(embed, texts))
+        while True:
+            try:
+                vectors = future.result(timeout=GIVE_WAY_POLL)
+            except TimeoutError:
+                if give_way():
+                    future.cancel()  # or, under way, it ends unheard
+                    raise Stopped from None
+                continue
+            if give_way():
+                raise Stopped
+            return vectors
 
     def _gives_way(self, user_id: str, lock: threading.Lock, stop: threading.Event) -> bool:
         if stop.is_set() or self._awaited(user_id):

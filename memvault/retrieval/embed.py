@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Sequence
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -71,9 +72,9 @@ class Embedder(Protocol):
         ...
 
     # Optional: `relevance_floor`, a float (see `relevance_floor` below), and
-    # `embed_in_background(texts, compute)`, the same vectors as `embed` computed so as to
-    # leave cores to callers who wait, its heavy parts handed to `compute` (see `Compute` and
-    # `background_embed`). Not members here, so that an embedder written without them still
+    # `embed_in_background(texts)`, the same vectors as `embed` computed so as to leave cores
+    # to callers who wait, and letting go of the GIL while it computes (see `background_embed`
+    # and `idle.py`). Not members here, so that an embedder written without them still
     # satisfies the protocol.
 
 
@@ -87,33 +88,13 @@ def relevance_floor(embedder: Embedder) -> float:
     return float(getattr(embedder, "relevance_floor", 0.0))
 
 
-_T = TypeVar("_T")
-
-
-class Compute(Protocol):
-    """Where an embedder working in the background runs its heavy parts (a model's run): it
-    calls `call` somewhere of the caller's choosing and returns its result, or raises. Such a
-    part should be pure computation that lets go of the GIL, as onnxruntime's run does: the
-    caller may run it at the lowest CPU priority (`idle.py`), where holding the GIL, or
-    starting threads that inherit that priority (a tokenizer's pool), would slow every other
-    thread."""
-
-    def __call__(self, call: Callable[[], _T]) -> _T: ...
-
-
-def run_here(call: Callable[[], _T]) -> _T:
-    """A `Compute` that runs the call on the calling thread."""
-    return call()
-
-
-BackgroundEmbed = Callable[[Sequence[str], Compute], Vectors]
-
-
-def background_embed(embedder: Embedder) -> BackgroundEmbed | None:
-    """How to embed documents nobody is waiting for: the embedder's
-    `embed_in_background(texts, compute)`, or None where it has none (its `embed` is then
-    called as for any document, at normal priority)."""
-    embed: BackgroundEmbed | None = getattr(embedder, "embed_in_background", None)
+def background_embed(embedder: Embedder) -> Callable[[Sequence[str]], Vectors] | None:
+    """How to embed documents nobody is waiting for, on a thread of the lowest priority: the
+    embedder's `embed_in_background`, or None where it has none (its `embed` is then called as
+    for any document, at normal priority)."""
+    embed: Callable[[Sequence[str]], Vectors] | None = getattr(
+        embedder, "embed_in_background", None
+    )
     return embed
 
 
@@ -171,6 +152,13 @@ class MiniLMEmbedder:
         self._query_session: Any = None
         self._background_session: Any = None
         self._sessions_lock = threading.Lock()
+        # The tokenizer's batches run on a pool of threads unless told not to, and the pool is
+        # started by the first batch: from the idle thread (`idle.py`), its threads inherit
+        # the lowest priority and every caller's tokenizing after is slowed; from any other,
+        # the background's tokenizing runs at normal priority beside the requests. Tokenizing is
+        # about a hundredth of embedding here, so batches are tokenized on the calling thread,
+        # without the GIL all the same; a deployment that sets the variable keeps its choice.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self._tokenizer = Tokenizer.from_file(str(TOKENIZER_PATH))
         self._tokenizer.enable_truncation(max_length=MAX_TOKENS)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 (a token, not a secret)
@@ -178,19 +166,15 @@ class MiniLMEmbedder:
     def embed(self, texts: Sequence[str]) -> Vectors:
         return self._embed_documents(texts, self._session)
 
-    def embed_in_background(self, texts: Sequence[str], compute: Compute = run_here) -> Vectors:
-        """`embed` through the one-thread session, each batch's run handed to `compute`: the
-        tokenizing and pooling stay on the calling thread."""
+    def embed_in_background(self, texts: Sequence[str]) -> Vectors:
         with self._sessions_lock:
             if self._background_session is None:
                 self._background_session = _session(str(self.model_file), threads=1)
-        return self._embed_documents(texts, self._background_session, compute)
+        return self._embed_documents(texts, self._background_session)
 
-    def _embed_documents(
-        self, texts: Sequence[str], session: Any, compute: Compute = run_here
-    ) -> Vectors:
+    def _embed_documents(self, texts: Sequence[str], session: Any) -> Vectors:
         if len(texts) == 1:
-            return self._embed_one(texts[0], session, compute)
+            return self._embed_one(texts[0], session)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), _BATCH):
@@ -198,7 +182,7 @@ class MiniLMEmbedder:
             encodings = self._tokenizer.encode_batch([texts[i] for i in idx])
             ids = np.array([e.ids for e in encodings], dtype=np.int64)
             mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-            out[idx] = _mean_pool(compute(partial(self._run, ids, mask, session)), mask)
+            out[idx] = _mean_pool(self._run(ids, mask, session), mask)
         out[[i for i, text in enumerate(texts) if not text.strip()]] = 0.0
         return normalise(out)
 
@@ -239,13 +223,13 @@ class MiniLMEmbedder:
         """
         return min(float(self._embed_one(p, session)[0] @ self._embed_one(p)[0]) for p in PROBES)
 
-    def _embed_one(self, text: str, session: Any = None, compute: Compute = run_here) -> Vectors:
+    def _embed_one(self, text: str, session: Any = None) -> Vectors:
         """One text: nothing to pad, so every token is real and the mean is a plain mean."""
         if not text.strip():
             return np.zeros((1, self.dim), dtype=np.float32)
         ids = np.array([self._tokenizer.encode(text).ids], dtype=np.int64)
-        hidden = compute(partial(self._run, ids, np.ones_like(ids), session))
-        return normalise(hidden[0].mean(axis=0, keepdims=True))
+        pooled = self._run(ids, np.ones_like(ids), session)[0].mean(axis=0, keepdims=True)
+        return normalise(pooled)
 
     def _run(
         self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64], session: Any = None

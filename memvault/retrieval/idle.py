@@ -7,10 +7,10 @@ priority it took a core from the requests that came meanwhile: a server taking a
 (`benchmarks/bench_server.py`).
 
 Linux gives each thread a nice value of its own, and onnxruntime runs a one-thread session on
-the thread that calls it, so the model's arithmetic takes this thread's priority. Only that
-comes here (`embed.Compute`): a thread started from this one inherits its priority, and the
-tokenizer starts its pool of threads on its first batch, which would then slow every caller's
-tokenizing after. Elsewhere
+the thread that calls it, so the model's arithmetic takes this thread's priority. A thread
+started from this one takes its priority too: the MiniLM embedder keeps the tokenizer from
+starting its pool of threads (`TOKENIZERS_PARALLELISM`), which would otherwise slow every
+caller's tokenizing after. Elsewhere
 `setpriority` would lower the whole process, so the thread keeps the normal priority there.
 Where the kernel groups processes by session (autogroup), a nice value weighs against the
 threads of the same session, such as the process's own request threads, not against other
@@ -18,11 +18,11 @@ sessions' processes.
 
 Nothing here may hold what a request waits for (a user's index lock, the store's write
 lock): a thread this low would keep it for as long as the machine is busy. So it only
-computes, and its caller, at normal priority, tokenizes, stores the results and changes the
-index. The GIL is such a lock too: what runs here should let go of it while it computes, as
-onnxruntime does (pure Python here would stall every other thread whenever the scheduler put
-this one aside: eight threads appending, with the hashing embedder's top-ups run here, wrote
-0.75x as many turns as with warming off).
+computes, and its caller, at normal priority, stores the results and changes the index. The
+GIL is such a lock too: what runs here should let go of it while it computes, as onnxruntime
+does (pure Python here would stall every other thread whenever the scheduler put this one
+aside: eight threads appending, with the hashing embedder's top-ups run here, wrote 0.75x as
+many turns as with warming off).
 """
 
 from __future__ import annotations
