@@ -3,8 +3,8 @@ requests leave, and no more.
 
 Embedding a write's items ahead of the next search (`warmer.py`) is such work. At normal
 priority it took a core from the requests that came meanwhile: a server taking appends from
-16 connections answered 0.71 times as many with it on, and 0.99 times as many with it here
-(`benchmarks/bench_server.py`).
+16 connections answered 0.71 times as many with it on, and 0.77 to 0.99 times as many (four
+runs) with it here (`benchmarks/bench_server.py`).
 
 Linux gives each thread a nice value of its own, and onnxruntime runs a one-thread session on
 the thread that calls it, so the model's arithmetic takes this thread's priority. A thread
