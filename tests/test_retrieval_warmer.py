@@ -286,3 +286,42 @@ def test_a_background_top_up_does_not_count_as_a_use(open_vault: OpenVault) -> N
     vault.search("cid", "mill pond")  # one index must go for cid's
     assert cache.speaker_words("ann") is None  # still the least recently used
     assert cache.speaker_words("bea") is not None
+
+
+def test_an_index_grown_in_the_background_goes_before_one_searched_since(
+    open_vault: OpenVault,
+) -> None:
+    vault = open_vault(CountingEmbedder())
+    warmer, cache = vault.recall.warmer, vault.recall.cache
+    assert warmer is not None
+    vault.add_turns("ann", "s1", _notes(40))
+    vault.add_turns("bea", "s1", _notes(40))
+    assert warmer.settle(timeout=30)
+    vault.search("ann", "mill pond")
+    vault.search("bea", "mill pond")  # ann is now the least recently used
+    cache.max_bytes = cache.nbytes()
+    vault.add_turns("ann", "s2", _notes(200))  # ann's top-up takes it over the budget
+    assert warmer.settle(timeout=30)
+    assert cache.speaker_words("ann") is None  # ann's own index went
+    assert cache.speaker_words("bea") is not None
+    assert _stored_vectors(vault, "ann") == 240  # its vectors kept for the next search
+
+
+def test_an_index_built_in_the_background_beyond_the_budget_goes_first(
+    open_vault: OpenVault,
+) -> None:
+    vault = open_vault(CountingEmbedder())
+    warmer, cache = vault.recall.warmer, vault.recall.cache
+    assert warmer is not None
+    vault.add_turns("ann", "s1", _notes(40))
+    assert warmer.settle(timeout=30)
+    vault.search("ann", "mill pond")
+    cache.max_bytes = int(2.05 * cache.nbytes())  # room for a second index like ann's
+    long_notes = [
+        {"role": "user", "content": " ".join(f"word{n}x{w}" for w in range(200))} for n in range(40)
+    ]
+    vault.add_turns("bea", "s1", long_notes)  # as many items as ann, each far larger
+    assert warmer.settle(timeout=30)
+    assert cache.speaker_words("bea") is None  # built, over the budget, and let go first
+    assert cache.speaker_words("ann") is not None
+    assert cache.nbytes() <= cache.max_bytes

@@ -250,9 +250,13 @@ class IndexCache:
             self._indexes[user_id] = index
             if stop is None:  # a use, where a background top-up is none
                 self._indexes.move_to_end(user_id)
+            elif replaced is None:  # built in the background: not used yet, so first to go
+                self._indexes.move_to_end(user_id, last=False)
             self._total += size - self._sizes.get(user_id, 0)
             self._sizes[user_id] = size
-            self._evict(keep=user_id)
+            # a search keeps the index it uses; a background top-up may cost its own index
+            # rather than one a search used more recently
+            self._evict(keep=user_id if stop is None else None)
         return index
 
     def _top_up(
@@ -384,8 +388,9 @@ class IndexCache:
         with self._lock:
             return self._locks.get(user_id) is not lock
 
-    def _evict(self, keep: str) -> None:
-        """Called with the lock held: drop the least recently used indexes until the total fits."""
+    def _evict(self, keep: str | None) -> None:
+        """Called with the lock held: drop the least recently used indexes but `keep`'s until
+        the total fits."""
         for user_id in list(self._indexes):
             if self._total <= self.max_bytes:
                 break
