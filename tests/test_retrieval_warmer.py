@@ -246,15 +246,27 @@ def test_a_burst_of_writes_shares_one_top_up_and_a_writer_who_never_pauses_gets_
         warmer.close()
 
 
-def test_past_the_cache_budget_only_new_rows_get_vectors_and_no_index_is_pushed_out(
-    open_vault: OpenVault,
-) -> None:
+def _searched_in_turn(
+    open_vault: OpenVault, users: list[str]
+) -> tuple[Vault, CountingEmbedder, IndexWarmer, IndexCache]:
+    """A vault whose `users` each wrote 40 notes, warmed, then searched in that order: the
+    first is the least recently used."""
     embedder = CountingEmbedder()
     vault = open_vault(embedder)
     warmer, cache = vault.recall.warmer, vault.recall.cache
     assert warmer is not None
-    vault.add_turns("ann", "s1", _notes(20))
-    vault.search("ann", "mill pond")
+    for user_id in users:
+        vault.add_turns(user_id, "s1", _notes(40))
+    assert warmer.settle(timeout=30)
+    for user_id in users:
+        vault.search(user_id, "mill pond")
+    return vault, embedder, warmer, cache
+
+
+def test_past_the_cache_budget_only_new_rows_get_vectors_and_no_index_is_pushed_out(
+    open_vault: OpenVault,
+) -> None:
+    vault, embedder, warmer, cache = _searched_in_turn(open_vault, ["ann"])
     cache.max_bytes = cache.nbytes()  # full: ann's index alone
     vault.add_turns("bea", "s1", _notes(30))
     assert warmer.settle(timeout=30)
@@ -262,24 +274,29 @@ def test_past_the_cache_budget_only_new_rows_get_vectors_and_no_index_is_pushed_
     assert cache.speaker_words("bea") is None  # no index built for bea
     assert cache.speaker_words("ann") is not None  # nor ann's pushed out for it
     embedder.seen.clear()
+    loaded_since: list[int] = []
+    load = cache._loader
+
+    def watched(user_id: str, revision: int, accessed: int) -> Changes:
+        loaded_since.append(revision)
+        return load(user_id, revision, accessed)
+
+    cache._loader = watched
     vault.add_turns("bea", "s2", [{"role": "user", "content": "the heron is back"}])
     assert warmer.settle(timeout=30)
     assert embedder.seen == ["the heron is back"]  # the new row, not bea's history
+    assert loaded_since and 0 not in loaded_since  # bea's history was not read again
+    cache._loader = load
     embedder.seen.clear()
     assert vault.search("bea", "heron")[0].text == "the heron is back"
     assert embedder.seen == ["heron"]  # the search built bea's index from stored vectors
 
 
 def test_a_background_top_up_does_not_count_as_a_use(open_vault: OpenVault) -> None:
-    vault = open_vault(CountingEmbedder())
-    warmer, cache = vault.recall.warmer, vault.recall.cache
-    assert warmer is not None
-    for user_id in ("ann", "bea", "cid"):
-        vault.add_turns(user_id, "s1", _notes(40))
+    vault, _, warmer, cache = _searched_in_turn(open_vault, ["ann", "bea"])
+    vault.add_turns("cid", "s1", _notes(40))
     assert warmer.settle(timeout=30)
     cache.forget("cid")  # cid has stored vectors and no index
-    vault.search("ann", "mill pond")
-    vault.search("bea", "mill pond")  # ann is now the least recently used
     vault.add_turn("ann", "s1", "user", "one more note")
     assert warmer.settle(timeout=30)  # ann topped up in the background
     cache.max_bytes = cache.nbytes()
@@ -291,14 +308,7 @@ def test_a_background_top_up_does_not_count_as_a_use(open_vault: OpenVault) -> N
 def test_an_index_grown_in_the_background_goes_before_one_searched_since(
     open_vault: OpenVault,
 ) -> None:
-    vault = open_vault(CountingEmbedder())
-    warmer, cache = vault.recall.warmer, vault.recall.cache
-    assert warmer is not None
-    vault.add_turns("ann", "s1", _notes(40))
-    vault.add_turns("bea", "s1", _notes(40))
-    assert warmer.settle(timeout=30)
-    vault.search("ann", "mill pond")
-    vault.search("bea", "mill pond")  # ann is now the least recently used
+    vault, _, warmer, cache = _searched_in_turn(open_vault, ["ann", "bea"])
     cache.max_bytes = cache.nbytes()
     vault.add_turns("ann", "s2", _notes(200))  # ann's top-up takes it over the budget
     assert warmer.settle(timeout=30)
@@ -310,12 +320,7 @@ def test_an_index_grown_in_the_background_goes_before_one_searched_since(
 def test_an_index_built_in_the_background_beyond_the_budget_goes_first(
     open_vault: OpenVault,
 ) -> None:
-    vault = open_vault(CountingEmbedder())
-    warmer, cache = vault.recall.warmer, vault.recall.cache
-    assert warmer is not None
-    vault.add_turns("ann", "s1", _notes(40))
-    assert warmer.settle(timeout=30)
-    vault.search("ann", "mill pond")
+    vault, _, warmer, cache = _searched_in_turn(open_vault, ["ann"])
     cache.max_bytes = int(2.05 * cache.nbytes())  # room for a second index like ann's
     long_notes = [
         {"role": "user", "content": " ".join(f"word{n}x{w}" for w in range(200))} for n in range(40)
