@@ -39,9 +39,9 @@ GIVE_WAY_POLL = 0.01
 
 
 class Stopped(Exception):
-    """A background top-up (`IndexCache.get` with `stop`) stopped, its vault closing or a
-    search of its user waiting: the index is unchanged, and the vectors embedded so far are
-    kept in the vector store for the next top-up."""
+    """A background top-up (`IndexCache.warm`) stopped, its vault closing or a search of its
+    user waiting: the index is unchanged, and the vectors embedded so far are kept in the
+    vector store for the next top-up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,9 +186,13 @@ class IndexCache:
                 self._current(user_id, lock, revision, recalls, stop=stop)
                 return
             stored, newest = self._vectors.extent(user_id, self.embedder.name)
-            changes = self._loader(user_id, newest, 0)  # the rows with no vector yet, mostly
+            # the rows with no vector yet, mostly; with none stored, that is every row, read as
+            # a build reads them (access counts and all), so that the build takes them as read
+            whole = newest == 0
+            changes = self._loader(user_id, newest, 0 if whole else recalls)
             if self._has_room(stored + len(changes.items)):
-                self._current(user_id, lock, revision, recalls, stop=stop)
+                loaded = changes if whole else None
+                self._current(user_id, lock, revision, recalls, stop=stop, loaded=loaded)
             else:
                 self._vectors_for(user_id, lock, changes.items, newest, stop)
 
@@ -225,10 +229,13 @@ class IndexCache:
         lock: threading.Lock,
         revision: int,
         recalls: int,
+        *,
         stop: threading.Event | None = None,
+        loaded: Changes | None = None,
     ) -> UserIndex:
-        """The user's index brought to `revision`, called holding the user's `lock`. It is
-        cached only if that lock is still the user's: `forget` lets go of the lock with the
+        """The user's index brought to `revision`, called holding the user's `lock` (with the
+        user's whole change feed already `loaded`, when no index is cached). It is cached only
+        if that lock is still the user's: `forget` lets go of the lock with the
         index, so a top-up under way when its user is deleted does not put the deleted user's
         words back in memory."""
         with self._lock:
@@ -238,7 +245,7 @@ class IndexCache:
         if index is None:
             index = UserIndex(self.embedder, **self._ann)
         if index.revision < revision or self._recalls_behind(user_id, index) < recalls:
-            index = self._top_up(user_id, lock, index, stop)
+            index = self._top_up(user_id, lock, index, stop, loaded)
             self._recalls_behind(user_id, index)  # forgets the recalls the top-up read
         size = index.nbytes()
         with self._lock:
@@ -265,8 +272,11 @@ class IndexCache:
         lock: threading.Lock,
         index: UserIndex,
         stop: threading.Event | None = None,
+        loaded: Changes | None = None,
     ) -> UserIndex:
-        changes = self._loader(user_id, index.revision, index.accessed)
+        changes = (
+            loaded if loaded is not None else self._loader(user_id, index.revision, index.accessed)
+        )
         if changes.reset:
             index = UserIndex(self.embedder, **self._ann)
             with self._lock:  # recalls counted for the user before it was made anew

@@ -7,14 +7,15 @@ priority it took a core from the requests that came meanwhile: a server taking a
 runs) with it here (`benchmarks/bench_server.py`).
 
 Linux gives each thread a nice value of its own, and onnxruntime runs a one-thread session on
-the thread that calls it, so the model's arithmetic takes this thread's priority. A thread
-started from this one takes its priority too: the MiniLM embedder keeps the tokenizer from
-starting its pool of threads (`TOKENIZERS_PARALLELISM`), which would otherwise slow every
-caller's tokenizing after. Elsewhere
+the thread that calls it, so the model's arithmetic takes this thread's priority. Elsewhere
 `setpriority` would lower the whole process, so the thread keeps the normal priority there.
 Where the kernel groups processes by session (autogroup), a nice value weighs against the
 threads of the same session, such as the process's own request threads, not against other
 sessions' processes.
+
+A thread started from this one takes its priority too: the MiniLM embedder keeps the tokenizer
+from starting its pool of threads (`TOKENIZERS_PARALLELISM`), which, started here, would slow
+every caller's tokenizing after.
 
 Nothing here may hold what a request waits for (a user's index lock, the store's write
 lock): a thread this low would keep it for as long as the machine is busy. So it only
