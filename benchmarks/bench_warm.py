@@ -51,25 +51,28 @@ WORDS = (
 QUERIES = ("what did my sister say about the puppy", "when is the doctor", "piano and violin")
 
 
-def _sentence(rng: random.Random) -> str:
+def sentence(rng: random.Random) -> str:
     """A turn of 12 to 30 words: about the length of a chat message."""
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 30))) + "."
 
 
-def _turns(rng: random.Random, count: int) -> list[dict[str, Any]]:
-    return [{"role": ("user", "assistant")[n % 2], "content": _sentence(rng)} for n in range(count)]
+def chat_turns(rng: random.Random, count: int) -> list[dict[str, Any]]:
+    return [{"role": ("user", "assistant")[n % 2], "content": sentence(rng)} for n in range(count)]
 
 
-def _vault(folder: Path, embedder: MiniLMEmbedder, warm: bool) -> Vault:
+def open_vault(folder: Path, embedder: MiniLMEmbedder, warm: bool) -> Vault:
     return Vault(settings=Settings(data=folder, warm_indexes=warm), embedder=embedder)
 
 
 def _import(embedder: MiniLMEmbedder, warm: bool, seed: int) -> dict[str, float]:
     rng = random.Random(seed)
-    calls = [_turns(rng, TURNS_A_CALL) for _ in range(IMPORT_CALLS)]
+    calls = [chat_turns(rng, TURNS_A_CALL) for _ in range(IMPORT_CALLS)]
     timed: dict[str, float] = {}
     for after_catching_up in (False, True) if warm else (False,):
-        with tempfile.TemporaryDirectory() as folder, _vault(Path(folder), embedder, warm) as vault:
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            open_vault(Path(folder), embedder, warm) as vault,
+        ):
             started = time.perf_counter()
             for n, turns in enumerate(calls):
                 vault.add_turns("ann", f"s{n}", turns)
@@ -89,29 +92,29 @@ def _import(embedder: MiniLMEmbedder, warm: bool, seed: int) -> dict[str, float]
 
 def _chat(embedder: MiniLMEmbedder, warm: bool, seed: int) -> list[float]:
     rng = random.Random(seed)
-    with tempfile.TemporaryDirectory() as folder, _vault(Path(folder), embedder, warm) as vault:
+    with tempfile.TemporaryDirectory() as folder, open_vault(Path(folder), embedder, warm) as vault:
         for n in range(0, CHAT_HISTORY, TURNS_A_CALL):
-            vault.add_turns("ann", f"old{n}", _turns(rng, TURNS_A_CALL))
+            vault.add_turns("ann", f"old{n}", chat_turns(rng, TURNS_A_CALL))
         vault.search("ann", QUERIES[1])  # the index built and current, as in a running chat
         timings = []
         for n in range(EXCHANGES):
-            vault.add_turn("ann", "today", "user", _sentence(rng))
+            vault.add_turn("ann", "today", "user", sentence(rng))
             started = time.perf_counter()
             vault.context("ann", QUERIES[n % len(QUERIES)], session_id="today")
             timings.append(time.perf_counter() - started)
             time.sleep(THINK_SECONDS)
-            vault.add_turn("ann", "today", "assistant", _sentence(rng))
+            vault.add_turn("ann", "today", "assistant", sentence(rng))
             time.sleep(READ_SECONDS)
     return timings
 
 
 def _appends(embedder: MiniLMEmbedder, warm: bool, seed: int) -> list[float]:
     rng = random.Random(seed)
-    with tempfile.TemporaryDirectory() as folder, _vault(Path(folder), embedder, warm) as vault:
-        vault.add_turn("ann", "log", "user", _sentence(rng))  # the database made, the user too
+    with tempfile.TemporaryDirectory() as folder, open_vault(Path(folder), embedder, warm) as vault:
+        vault.add_turn("ann", "log", "user", sentence(rng))  # the database made, the user too
         timings = []
         for _ in range(APPENDS):
-            text = _sentence(rng)
+            text = sentence(rng)
             started = time.perf_counter()
             vault.add_turn("ann", "log", "user", text)
             timings.append(time.perf_counter() - started)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_warm import QUERIES, _sentence, _turns, _vault
+from benchmarks.bench_warm import QUERIES, chat_turns, open_vault, sentence
 from benchmarks.common import summary_ms, write_results
 from memvault.retrieval.embed import MiniLMEmbedder, default_embedder
 
@@ -38,10 +38,10 @@ READER = "reader"
 def _prepared(folder: Path, embedder: MiniLMEmbedder) -> None:
     """Every user's history written and its vectors stored, once for all rounds."""
     rng = random.Random(0)
-    with _vault(folder, embedder, warm=True) as vault:
+    with open_vault(folder, embedder, warm=True) as vault:
         for user_id in [READER] + [f"writer-{n}" for n in range(WRITERS)]:
             for first in range(0, HISTORY, 100):
-                vault.add_turns(user_id, f"old{first}", _turns(rng, 100))
+                vault.add_turns(user_id, f"old{first}", chat_turns(rng, 100))
         assert vault.recall.warmer is not None
         vault.recall.warmer.settle()
 
@@ -49,18 +49,18 @@ def _prepared(folder: Path, embedder: MiniLMEmbedder) -> None:
 def _run(folder: Path, embedder: MiniLMEmbedder, warm: bool, seed: int) -> dict[str, list[float]]:
     rng = random.Random(seed)
     timed: dict[str, list[float]] = {"settle": [], "search": []}
-    with _vault(folder, embedder, warm) as vault:
+    with open_vault(folder, embedder, warm) as vault:
         cache = vault.recall.cache
         vault.search(READER, QUERIES[0])
         cache.max_bytes = int(1.5 * cache.nbytes())  # the reader's index and half another
         for n in range(BURSTS):
-            vault.add_turns(f"writer-{n % WRITERS}", "today", _turns(rng, BURST))
+            vault.add_turns(f"writer-{n % WRITERS}", "today", chat_turns(rng, BURST))
             if vault.recall.warmer is not None:
                 started = time.perf_counter()
                 vault.recall.warmer.settle()
                 timed["settle"].append(time.perf_counter() - started)
             started = time.perf_counter()
-            vault.search(READER, _sentence(rng))
+            vault.search(READER, sentence(rng))
             timed["search"].append(time.perf_counter() - started)
     return timed
 
