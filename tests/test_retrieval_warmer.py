@@ -263,6 +263,19 @@ def _searched_in_turn(
     return vault, embedder, warmer, cache
 
 
+def _watch_loads(cache: IndexCache) -> list[int]:
+    """The revisions the cache's loader is asked to read from, from now on."""
+    loaded_since: list[int] = []
+    load = cache._loader
+
+    def watched(user_id: str, revision: int, accessed: int) -> Changes:
+        loaded_since.append(revision)
+        return load(user_id, revision, accessed)
+
+    cache._loader = watched
+    return loaded_since
+
+
 def test_past_the_cache_budget_only_new_rows_get_vectors_and_no_index_is_pushed_out(
     open_vault: OpenVault,
 ) -> None:
@@ -274,19 +287,11 @@ def test_past_the_cache_budget_only_new_rows_get_vectors_and_no_index_is_pushed_
     assert cache.speaker_words("bea") is None  # no index built for bea
     assert cache.speaker_words("ann") is not None  # nor ann's pushed out for it
     embedder.seen.clear()
-    loaded_since: list[int] = []
-    load = cache._loader
-
-    def watched(user_id: str, revision: int, accessed: int) -> Changes:
-        loaded_since.append(revision)
-        return load(user_id, revision, accessed)
-
-    cache._loader = watched
+    loaded_since = _watch_loads(cache)
     vault.add_turns("bea", "s2", [{"role": "user", "content": "the heron is back"}])
     assert warmer.settle(timeout=30)
     assert embedder.seen == ["the heron is back"]  # the new row, not bea's history
     assert loaded_since and 0 not in loaded_since  # bea's history was not read again
-    cache._loader = load
     embedder.seen.clear()
     assert vault.search("bea", "heron")[0].text == "the heron is back"
     assert embedder.seen == ["heron"]  # the search built bea's index from stored vectors
@@ -330,3 +335,21 @@ def test_an_index_built_in_the_background_beyond_the_budget_goes_first(
     assert cache.speaker_words("bea") is None  # built, over the budget, and let go first
     assert cache.speaker_words("ann") is not None
     assert cache.nbytes() <= cache.max_bytes
+
+
+def test_an_index_larger_than_the_whole_budget_is_not_built_again_after_each_write(
+    open_vault: OpenVault,
+) -> None:
+    vault = open_vault(CountingEmbedder())
+    warmer, cache = vault.recall.warmer, vault.recall.cache
+    assert warmer is not None
+    cache.max_bytes = 1  # no index fits
+    vault.add_turns("ann", "s1", _notes(40))
+    assert warmer.settle(timeout=30)
+    assert cache.speaker_words("ann") is None  # built once, over the budget, and let go
+    loaded_since = _watch_loads(cache)
+    for session in ("s2", "s3"):
+        vault.add_turn("ann", session, "user", "the heron is back")
+        assert warmer.settle(timeout=30)
+    assert loaded_since and 0 not in loaded_since  # ann's history was not read again
+    assert _stored_vectors(vault, "ann") == 42

@@ -106,6 +106,9 @@ class IndexCache:
         # own user's index (about 5 us), not every cached one
         self._sizes: dict[str, int] = {}
         self._total = 0
+        # bytes per item of the last index measured: what `_has_room` goes by when no index is
+        # cached, the last one let go for being too large among them
+        self._last_bytes_per_item = 0.0
         self._locks: dict[str, threading.Lock] = {}
         # by user, the searches waiting for its lock: a background top-up gives way to them
         self._waiting: dict[str, int] = {}
@@ -198,10 +201,15 @@ class IndexCache:
 
     def _has_room(self, items: int) -> bool:
         """Whether an index of `items` items fits in the cache beside those it holds, at their
-        bytes per item (any fits in an empty cache)."""
+        bytes per item, or with none held at the last measured index's.
+
+        Without that last figure, an index larger than the whole budget, built in the
+        background and let go at once, would leave the cache empty and be built again, the
+        user's whole history read and decrypted, after every write (any fits when nothing has
+        been measured yet)."""
         with self._lock:
             held = sum(len(index) for index in self._indexes.values())
-            per_item = self._total / held if held else 0.0
+            per_item = self._total / held if held else self._last_bytes_per_item
             return self._total + items * per_item <= self.max_bytes
 
     def recalled_here(self, user_id: str, recalls: int) -> None:
@@ -261,6 +269,8 @@ class IndexCache:
                 self._indexes.move_to_end(user_id, last=False)
             self._total += size - self._sizes.get(user_id, 0)
             self._sizes[user_id] = size
+            if len(index):
+                self._last_bytes_per_item = size / len(index)
             # a search keeps the index it uses; a background top-up may cost its own index
             # rather than one a search used more recently
             self._evict(keep=user_id if stop is None else None)
