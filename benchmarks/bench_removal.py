@@ -20,6 +20,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 from benchmarks.bench_search import items, random_vectors
 from benchmarks.common import write_results
@@ -47,9 +48,7 @@ def seconds(action: Callable[[], object]) -> float:
 def one_long_session() -> dict[str, float]:
     turns = [replace(t, session_id="long", seq=n + 1) for n, t in enumerate(items(LONG_SESSION))]
     index = indexed(turns)
-    removals = [
-        seconds(lambda n=n: index.remove([("turn", f"t{5_000 + 997 * n}")])) for n in range(5)
-    ]
+    removals = [seconds(partial(index.remove, [("turn", f"t{5_000 + 997 * n}")])) for n in range(5)]
     kept = turns[1:]  # as many as the session keeps after one removal
     baseline = [seconds(lambda: indexed(kept)) for _ in range(3)]
     return {

@@ -37,7 +37,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -131,6 +131,9 @@ class FixedVectors:
 
     def load(self, user_id: str, model: str, since_rev: int) -> dict[ItemKey, tuple[int, Vectors]]:
         return self._by_key
+
+    def extent(self, user_id: str, model: str) -> tuple[int, int]:
+        return len(self._by_key), max((rev for rev, _ in self._by_key.values()), default=0)
 
     def save(self, user_id: str, model: str, entries: list[tuple[ItemKey, int, Vectors]]) -> None:
         pass
@@ -277,7 +280,10 @@ def query_embedding(texts: list[str]) -> dict[str, dict[str, float]]:
     blocks."""
     embedder = default_embedder()
     embedder.embed_query("load the query model before timing it")
-    ways = {"query_model": embedder.embed_query, "full_model": lambda t: embedder.embed([t])}
+    ways: dict[str, Callable[[str], Vectors]] = {
+        "query_model": embedder.embed_query,
+        "full_model": lambda t: embedder.embed([t]),
+    }
     times: dict[str, list[float]] = {name: [] for name in ways}
     for first in range(0, len(texts), BLOCK):
         for name, embed in ways.items():

@@ -238,7 +238,7 @@ def main() -> None:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     server, without = _medians(by_warming[True]), _medians(by_warming[False])
-    results = {
+    results: dict[str, Any] = {
         "concurrency": CONCURRENCY,
         "appends": APPENDS,
         "searches": SEARCHES,

@@ -81,7 +81,7 @@ def _measure(append: Callable[[str, list[dict[str, Any]]], object]) -> dict[str,
 
 
 def _round(synchronous: str, folder: Path) -> dict[str, dict[str, float]]:
-    settings = Settings(data=folder / "vault", sqlite_synchronous=synchronous)  # type: ignore[arg-type]
+    settings = Settings(data=folder / "vault", sqlite_synchronous=synchronous)
     with Vault(settings=settings) as vault:
         ours = _measure(lambda session, turns: vault.add_turns("u", session, turns))
     raw = RawSqlite(folder / "raw.db", synchronous)

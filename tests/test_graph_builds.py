@@ -26,7 +26,8 @@ DIM = 32
 
 def _unit(rows: int, seed: int) -> npt.NDArray[np.float32]:
     vectors = np.random.default_rng(seed).normal(size=(rows, DIM)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit: npt.NDArray[np.float32] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return unit
 
 
 @pytest.fixture
@@ -39,7 +40,8 @@ def builds() -> Iterator[GraphBuilds]:
 def _exact_top(dense: DenseIndex, query: npt.NDArray[np.float32], k: int) -> list[int]:
     alive = dense._alive[: len(dense)]
     scores = np.where(alive, dense.similarity(query), -np.inf)
-    return np.argsort(-scores)[:k].tolist()
+    top: list[int] = np.argsort(-scores)[:k].tolist()
+    return top
 
 
 def _wait_for_graph(dense: DenseIndex, query: npt.NDArray[np.float32]) -> None:
@@ -84,7 +86,8 @@ def test_an_index_that_grew_too_much_meanwhile_asks_for_a_graph_of_what_it_holds
     assert dense.nearest(query, 1)[0] == len(vectors) - 1  # exact: the first graph is left
     assert dense.graph_pending and dense._building is not first and dense._ann is None
     dense.settle_graph(timeout=60)
-    assert dense._ann.size == len(vectors) and dense.nearest(query, 1)[0] == len(vectors) - 1
+    assert dense._ann is not None and dense._ann.size == len(vectors)
+    assert dense.nearest(query, 1)[0] == len(vectors) - 1
 
 
 def test_a_compacted_index_serves_its_kept_graph_until_a_new_one_replaces_it(
@@ -200,7 +203,9 @@ def test_an_index_the_cache_lets_go_gives_up_its_graph(tmp_path: Path) -> None:
     settings = Settings(data=tmp_path / "data", ann_threshold=40)
     with Vault(settings=settings, embedder=HashingEmbedder()) as vault:
         busy = _unit(150_000, seed=9)  # the worker busy with another user's graph meanwhile
-        ahead = vault.recall._graphs.submit(np.arange(len(busy), dtype=np.uint64), busy)
+        graphs = vault.recall._graphs
+        assert graphs is not None
+        ahead = graphs.submit(np.arange(len(busy), dtype=np.uint64), busy)
         vault.add_turns("u", "s", [
             {"role": "user", "content": f"note {n} about the trip"} for n in range(60)
         ])  # fmt: skip
@@ -209,7 +214,7 @@ def test_an_index_the_cache_lets_go_gives_up_its_graph(tmp_path: Path) -> None:
         assert building is not None and not building.future.done()
         vault.recall.cache.forget("u")
         assert building.future.cancelled() and not index.graph_pending
-        vault.recall._graphs.withdraw(ahead)
+        graphs.withdraw(ahead)
         assert [hit.text for hit in vault.search("u", "note 7 about the trip", limit=1)] == [
             "note 7 about the trip"
         ]

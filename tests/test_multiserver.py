@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import pytest
@@ -20,12 +20,23 @@ WRITERS = 8
 PER_WRITER = 25
 
 
+class SharedEnvironment(TypedDict):
+    """What both servers are started with: one database, one master key, one admin key."""
+
+    MEMVAULT_DATABASE_URL: str
+    MEMVAULT_MASTER_KEY: str
+    MEMVAULT_ADMIN_KEY: str
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
     """Two servers with their own data folders, sharing a database and a master key."""
     with postgres_schema() as url:
-        env = {"MEMVAULT_DATABASE_URL": url, "MEMVAULT_MASTER_KEY": encode_key(generate_key()),
-               "MEMVAULT_ADMIN_KEY": ADMIN_KEY}  # fmt: skip
+        env = SharedEnvironment(
+            MEMVAULT_DATABASE_URL=url,
+            MEMVAULT_MASTER_KEY=encode_key(generate_key()),
+            MEMVAULT_ADMIN_KEY=ADMIN_KEY,
+        )
         root = tmp_path_factory.mktemp("multiserver")
         first = start_server(root / "one", **env)
         try:
@@ -148,7 +159,7 @@ def _all_turns(http: httpx.Client, session: str) -> list[dict[str, Any]]:
     turns: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
-        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, int | str] = {"limit": 100, **({"cursor": cursor} if cursor else {})}
         page = http.get(f"/v1/users/cid/sessions/{session}/turns", params=params).json()
         turns.extend(page["items"])
         cursor = page["next"]

@@ -15,7 +15,9 @@ scores.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict, cast
 
 import pytest
 
@@ -41,6 +43,15 @@ FILTERS: list[dict[str, object]] = [
     {"types": ["turn"], "session_id": "the newest live session"},
     {"since": START + timedelta(days=50), "until": START + timedelta(days=150)},
 ]
+
+
+class MemoryFields(TypedDict, total=False):
+    """Fields of a memory beside its text, as `Vault.add_memory` and `update_memory` take them."""
+
+    kind: str
+    tier: str
+    importance: float
+    tags: list[str]
 
 
 class History:
@@ -69,7 +80,9 @@ class History:
             self.memories.append(memory.id)
         elif choice < 0.67 and self.memories:
             memory_id = self.rng.choice(self.memories)
-            fields = self.rng.choice([{"text": self.sentence()}, self.memory_fields()])
+            fields: Mapping[str, object] = self.rng.choice(
+                [{"text": self.sentence()}, self.memory_fields()]
+            )
             self.vault.update_memory("u", memory_id, **fields)
         elif choice < 0.74 and self.memories:
             memory_id = self.memories.pop(self.rng.randrange(len(self.memories)))
@@ -93,15 +106,16 @@ class History:
         if self.rng.random() < 0.2:
             self.other.search("u", self.rng.choice(WORDS), limit=5)
 
-    def memory_fields(self) -> dict[str, object]:
+    def memory_fields(self) -> MemoryFields:
         """What a memory may be given or changed to, beside its text: every filter's column."""
-        fields = {
+        fields: dict[str, object] = {
             "kind": self.rng.choice(("fact", "episodic", "procedural")),
             "tier": self.rng.choice(("working", "long_term", "archive")),
             "importance": round(self.rng.random(), 2),
             "tags": self.rng.sample(("home", "work", "health"), self.rng.randint(0, 2)),
         }
-        return dict(self.rng.sample(sorted(fields.items()), self.rng.randint(1, len(fields))))
+        picked = self.rng.sample(sorted(fields.items()), self.rng.randint(1, len(fields)))
+        return cast(MemoryFields, dict(picked))
 
     def append_turns(self) -> None:
         if self.sessions and self.rng.random() < 0.6:
@@ -158,15 +172,16 @@ def test_an_index_topped_up_write_by_write_ranks_as_a_fresh_build(
     filters = [
         {**f, "session_id": history.sessions[-1]} if "session_id" in f else f for f in FILTERS
     ]
-    asked = [(q, {}) for q in QUERIES] + [(q, f) for q in WORDS[::3] for f in filters]
+    unfiltered: list[tuple[str, dict[str, object]]] = [(q, {}) for q in QUERIES]
+    asked = unfiltered + [(q, f) for q in WORDS[::3] for f in filters]
     live = [vault.search("u", q, now=now, record_access=False, **f) for q, f in asked]
     assert vault.recall.cache.get("u", vault.store.revision("u")) is not first_index  # compacted
     vault.recall.close()  # the access counts searches recorded are written before the rebuild
     fresh_vault = Vault(settings=vault.settings, embedder=HashingEmbedder())
     try:
-        for (query, filters), hits in zip(asked, live, strict=True):
-            fresh = fresh_vault.search("u", query, now=now, record_access=False, **filters)
-            assert _ranked(hits) == _ranked(fresh), (query, filters)
+        for (query, options), hits in zip(asked, live, strict=True):
+            fresh = fresh_vault.search("u", query, now=now, record_access=False, **options)
+            assert _ranked(hits) == _ranked(fresh), (query, options)
         assert sum(len(hits) for hits in live) > len(asked)  # the check checked much
         assert all(
             any(live[i] for i in range(len(QUERIES) + n, len(asked), len(FILTERS)))

@@ -106,10 +106,10 @@ def test_removal_and_compaction_keep_every_live_item_and_filter_right() -> None:
     assert _held(compacted, len(live)) == live
     mask = compacted.allowed(Filters(tags=frozenset({"tea"})))
     assert mask is not None
-    assert [compacted.item(s).id for s in np.flatnonzero(mask)] == []  # m1 is superseded
+    assert [compacted.item(s).id for s in np.flatnonzero(mask).tolist()] == []  # m1 is superseded
     mask = compacted.allowed(Filters(session_id="s1"))
     assert mask is not None
-    assert sorted(compacted.item(s).id for s in np.flatnonzero(mask)) == ["t5", "t7", "t8"]
+    assert sorted(compacted.item(s).id for s in np.flatnonzero(mask).tolist()) == ["t5", "t7", "t8"]
 
 
 def test_a_batch_with_a_removed_slot_is_refused() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import pytest
 
@@ -185,7 +185,14 @@ def test_a_speaker_whose_name_is_a_stop_word_is_named_only_as_a_name(recall_vaul
     assert named["Do I really need a visa, will it take long?"] == {"Will": 0.0, "Ann": 0.0}
 
 
-def _chat_of_roles(vault: Vault) -> Callable[[str], dict[str, float | None]]:
+class Named(Protocol):
+    """The speaker signal of each hit for a question, by the hit's first word; `asked_by`
+    says who asks."""
+
+    def __call__(self, question: str, asked_by: str | None = None) -> dict[str, float | None]: ...
+
+
+def _chat_of_roles(vault: Vault) -> Named:
     """A chat of the user and the agent Jarvis that gives only roles, another agent's turn and
     one of Nate's; and the speaker signal of each hit for a question, by the hit's first word."""
     jarvis = vault.register_agent("u", "Jarvis")
@@ -199,7 +206,7 @@ def _chat_of_roles(vault: Vault) -> Callable[[str], dict[str, float | None]]:
 
     def named(question: str, asked_by: str | None = None) -> dict[str, float | None]:
         hits = vault.search("u", question, explain=True, asked_by=asked_by)
-        return {h.text.split()[0]: h.signals and h.signals["speaker"] for h in hits}
+        return {h.text.split()[0]: h.signals["speaker"] if h.signals else None for h in hits}
 
     return named
 
@@ -269,7 +276,7 @@ def test_i_and_you_name_the_side_that_asks_and_the_other_when_the_query_says_who
     assert "I really like hiking" in context.text
     for bad in ("", "  ", "?!", 42, "x" * 2000):
         with pytest.raises(Invalid, match="asked_by"):
-            vault.search("u", "What do I like?", asked_by=bad)  # type: ignore[arg-type]
+            vault.search("u", "What do I like?", asked_by=bad)
     with pytest.raises(Invalid, match="asked_by"):
         vault.context("u", "What do I like?", asked_by=" ")
 
@@ -287,7 +294,7 @@ def test_a_speaker_who_asks_by_name_is_i_and_everyone_else_is_you(recall_vault: 
 
     def named(question: str, asked_by: str) -> dict[str, float | None]:
         hits = vault.search("u", question, explain=True, asked_by=asked_by)
-        return {h.text.split()[0]: h.signals and h.signals["speaker"] for h in hits}
+        return {h.text.split()[0]: h.signals["speaker"] if h.signals else None for h in hits}
 
     mine = "What do I like about hiking?"
     assert named(mine, "user") == {"Bob": 0.0, "Ann": 0.0, "Hiking": 0.0}
@@ -414,6 +421,7 @@ def test_bad_input_names_the_field(
     recall_vault.add_turn("u", "s", "user", "something")
     options = dict(options)  # the parameter is shared by both backends' runs
     query = options.pop("query", "something")
+    assert isinstance(query, str)
     with pytest.raises(Invalid) as error:
         recall_vault.search("u", query, **options)
     assert error.value.field == field

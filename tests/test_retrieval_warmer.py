@@ -15,7 +15,7 @@ from embedders import CountingEmbedder, GatedEmbedder
 
 from memvault import Vault
 from memvault.config import Settings
-from memvault.retrieval.cache import EMBED_CHUNK, Changes, IndexCache, Stopped
+from memvault.retrieval.cache import EMBED_CHUNK, Changes, IndexCache, Stopped, VectorStore
 from memvault.retrieval.embed import HashingEmbedder
 from memvault.retrieval.warmer import IndexWarmer
 
@@ -97,18 +97,22 @@ def test_a_stopped_top_up_changes_nothing_and_keeps_what_it_embedded(
     cache = vault.recall.cache
     stop = threading.Event()
     first = cache._vectors
+    assert first is not None
 
     class StopAfterFirstChunk:
         """The vault's own vector store, asking the top-up to stop once a chunk is saved."""
 
+        def __init__(self, store: VectorStore) -> None:
+            self.store = store
+
         def __getattr__(self, name: str) -> Any:
-            return getattr(first, name)
+            return getattr(self.store, name)
 
         def save(self, *args: Any) -> None:
-            first.save(*args)  # type: ignore[union-attr]
+            self.store.save(*args)
             stop.set()
 
-    cache._vectors = StopAfterFirstChunk()  # type: ignore[assignment]
+    cache._vectors = StopAfterFirstChunk(first)
     with pytest.raises(Stopped):
         cache.warm("ann", vault.store.revision("ann"), 0, stop)
     cache._vectors = first

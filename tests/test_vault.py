@@ -7,6 +7,7 @@ import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import MakeVault
@@ -15,6 +16,7 @@ from memvault import Conflict, Invalid, NotFound, Vault
 from memvault.events import Event
 from memvault.model import Channel, MemoryKind, Modality, Role, SessionKind, Tier
 from memvault.stats import streaks
+from memvault.store.database import Row
 
 WHEN = datetime(2025, 5, 4, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -182,7 +184,10 @@ def test_list_memories_filters(vault: Vault) -> None:
     vault.update_memory("u", old.id, superseded_by=new.id, valid_to=now)
     vault.add_memory("u", "How to deploy", kind="procedural", tier="working")
     vault.add_memory("u", "Temporary", expires_at=now - timedelta(seconds=1))
-    texts = lambda **kw: [m.text for m in vault.list_memories("u", **kw)]  # noqa: E731
+
+    def texts(**filters: Any) -> list[str]:
+        return [m.text for m in vault.list_memories("u", **filters)]
+
     assert texts(kinds=["procedural"]) == ["How to deploy"]
     assert texts(tiers=["working"]) == ["How to deploy"]
     assert texts(category="work") == ["Works at Initech", "Works at Acme"]
@@ -280,9 +285,12 @@ def test_add_memory_answers_as_a_read_would_without_reading_it_back(
 ) -> None:
     reads: list[str] = []
     read_memory = vault.store.get_memory
-    monkeypatch.setattr(
-        vault.store, "get_memory", lambda u, m: reads.append(m) or read_memory(u, m)
-    )
+
+    def counted_read(user_id: str, memory_id: str) -> Row | None:
+        reads.append(memory_id)
+        return read_memory(user_id, memory_id)
+
+    monkeypatch.setattr(vault.store, "get_memory", counted_read)
     written = vault.add_memory(
         "u", "Lives in Oslo", tags=("home",), valid_from=WHEN, expires_at=WHEN + timedelta(days=9),
         metadata={"seen": (1, 2), 3: "three"}, created_at=WHEN.replace(tzinfo=None),

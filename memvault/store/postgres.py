@@ -328,7 +328,7 @@ class PostgresDatabase:
         with self._pool.connection() as conn:
             yield conn
 
-    def backup(self, label: str) -> None:
+    def backup(self, label: str) -> str | None:
         return None
 
     def ping(self) -> None:
