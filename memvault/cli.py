@@ -86,6 +86,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """Serve one user's memory to an MCP client over stdin and stdout until it hangs up."""
+    from memvault.mcp_server import build_server  # the MCP SDK loads only for this command
+
+    with _open(args) as vault:
+        build_server(vault, args.user, args.agent).run("stdio")
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     """Manage API keys in the data folder (a running server sees the change at once)."""
     with _open(args) as vault:
@@ -162,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="listen port (MEMVAULT_PORT)")
     serve.add_argument("--data", dest="serve_data", type=Path, default=None, help="data folder")
     serve.set_defaults(run=cmd_serve)
+    mcp = commands.add_parser("mcp", help="serve one user's memory over MCP (stdio)")
+    mcp.add_argument("--user", required=True, help="the user whose memory the tools reach")
+    mcp.add_argument("--agent", help="act as this agent of the user's (registered if new)")
+    mcp.set_defaults(run=cmd_mcp)
     keys = commands.add_parser("keys", help="create, list or revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="a new key, shown once")
