@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jwt
 import pytest
-from api_support import Api, bearer, open_api
+from api_support import ADMIN, Api, bearer, open_api
 from conftest import MakeVault
 
 from memvault import Invalid, NotFound
@@ -84,6 +84,25 @@ def test_jwt_with_an_agent_claim_acts_as_that_agent(api: Api) -> None:
     headers = token({"sub": "alice", "agent_id": agent.id})
     made = api.client.post("/v1/users/alice/memories", json={"text": "x"}, headers=headers)
     assert made.json()["agent_id"] == agent.id
+
+
+def test_deleting_a_user_stops_their_keys_at_once(api: Api) -> None:
+    """Deleting a user deletes their keys: a key the server checked a moment ago must not
+    keep working from its cache, or its next write would bring the deleted user back."""
+    agent = api.vault.register_agent("carol", "planner")
+    carol = bearer(api.key("user", "carol"))
+    planner = bearer(api.key("agent", "carol", agent.id))
+    dave = bearer(api.key("user", "dave"))
+    c = api.client
+    for headers, user in ((carol, "carol"), (planner, "carol"), (dave, "dave")):
+        turn = {"role": "user", "content": "hello"}
+        assert c.post(f"/v1/users/{user}/sessions/s/turns", json=turn, headers=headers).is_success
+    assert c.delete("/v1/users/carol", headers=carol).status_code == 204
+    for headers in (carol, planner):
+        again = c.post("/v1/users/carol/sessions/s/turns", json=turn, headers=headers)
+        assert again.status_code == 401
+    assert c.get("/v1/users/carol", headers=ADMIN).status_code == 404
+    assert c.get("/v1/users/dave", headers=dave).status_code == 200
 
 
 def test_cli_creates_lists_and_revokes_keys(

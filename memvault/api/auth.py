@@ -17,6 +17,8 @@ from memvault.keys import KEY_PREFIX, KEY_REVOKED, Scope, hash_secret, same_secr
 from memvault.vault import Vault
 
 ENV_ADMIN_KEY_ID = "env-admin"
+JWT_KEY_ID_PREFIX = "jwt:"
+USER_DELETED = "user.deleted"  # deleting a user deletes their keys
 KEY_CACHE_SECONDS = 5.0
 KEY_CACHE_SIZE = 10_000
 REFUSED = "invalid or revoked credentials"
@@ -48,6 +50,15 @@ class Principal:
         """An agent key sees only its own agent's memories; other keys see every agent's."""
         return self.scope is not Scope.AGENT or agent_id == self.agent_id
 
+    def ended_by(self, event: Event) -> bool:
+        """Whether the event takes this caller's API key away: its revocation, or the deletion
+        of the user it is bound to (which deletes that user's keys). The configured admin key
+        and JWTs are not stored keys: no event ends them."""
+        if event.type == KEY_REVOKED:
+            return self.key_id == event.ids.get("key_id")
+        stored = self.key_id != ENV_ADMIN_KEY_ID and not self.key_id.startswith(JWT_KEY_ID_PREFIX)
+        return event.type == USER_DELETED and stored and self.user_id == event.user_id
+
 
 class Authenticator:
     """Checks tokens. API keys live in the database; a key checked in the last few seconds is
@@ -64,17 +75,19 @@ class Authenticator:
         self._unsubscribe()
 
     def _on_event(self, event: Event) -> None:
-        if event.type == KEY_REVOKED:
-            self.forget(str(event.ids.get("key_id")))
+        """Forget keys as soon as they stop being valid: revoked, or their user deleted."""
+        for digest, (principal, _) in list(self._cache.items()):
+            if principal.ended_by(event):
+                self._cache.pop(digest, None)
 
     def quick(self, token: str) -> Principal | None:
         """The principal, when telling it needs no database: the configured admin key, a JWT,
         or an API key checked within `KEY_CACHE_SECONDS`. None: ask `principal`.
 
-        A revoked key is forgotten as soon as its `key.revoked` event arrives: at once when
-        revoked through this process's vault, within moments from another process on
-        PostgreSQL (the relay). Without a relay (several processes on one SQLite file) it
-        keeps working here for at most `KEY_CACHE_SECONDS`.
+        A revoked key is forgotten as soon as its `key.revoked` event arrives (a deleted user's
+        keys, on `user.deleted`): at once when revoked through this process's vault, within
+        moments from another process on PostgreSQL (the relay). Without a relay (several
+        processes on one SQLite file) it keeps working here for at most `KEY_CACHE_SECONDS`.
         """
         if self.admin_key is not None and same_secret(token, self.admin_key):
             return Principal(Scope.ADMIN, None, None, ENV_ADMIN_KEY_ID)
@@ -99,12 +112,6 @@ class Authenticator:
         self._cache[hash_secret(token)] = (principal, time.monotonic() + KEY_CACHE_SECONDS)
         return principal
 
-    def forget(self, key_id: str) -> None:
-        """Drop a revoked key from the cache."""
-        for digest, (principal, _) in list(self._cache.items()):
-            if principal.key_id == key_id:
-                self._cache.pop(digest, None)
-
 
 def _from_jwt(token: str, secret: str) -> Principal:
     """A JWT signed with the shared secret: `sub` is the user; an `agent_id` claim narrows it to
@@ -118,4 +125,4 @@ def _from_jwt(token: str, secret: str) -> Principal:
         raise Unauthorized(REFUSED)
     digest = hashlib.sha256(sub.encode()).hexdigest()[:16]  # user ids stay out of logs
     scope = Scope.USER if agent is None else Scope.AGENT
-    return Principal(scope, sub, agent, f"jwt:{digest}")
+    return Principal(scope, sub, agent, JWT_KEY_ID_PREFIX + digest)
