@@ -16,6 +16,7 @@ from conftest import MakeVault
 from loopback import receive, receive_until, serve_in_thread
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from memvault.api.ws import CLOSE_IDLE, CLOSE_UNAUTHORIZED
@@ -223,3 +224,45 @@ def test_agent_keys_hear_only_their_own_agents_memory_events(make_vault: MakeVau
         ("memory.updated", assigned, p), ("memory.deleted", mine, p),
         ("memory.added", successor, w), ("memory.updated", theirs, w),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("ended_by", ["revocation", "user deletion"])
+def test_a_socket_is_closed_when_its_key_stops_working(
+    make_vault: MakeVault, ended_by: str
+) -> None:
+    """Over real sockets: once its key is revoked (or its user deleted, which deletes the
+    user's keys), an open socket hears nothing more and writes nothing more: it is closed with
+    4401. Another user's socket and an admin socket stay open."""
+    vault = make_vault(admin_key=ADMIN_KEY, ws_idle_timeout=10)
+    key, secret = vault.keys.create("user", "carol")
+    dave = vault.keys.create("user", "dave")[1]
+    with serve_in_thread(vault) as url, ExitStack() as stack:
+        sockets = {}
+        for name, token, room in (
+            ("carol", secret, "user:carol"), ("dave", dave, "user:dave"),
+            ("admin", ADMIN_KEY, "user:carol"),
+        ):  # fmt: skip
+            ws = stack.enter_context(ws_connect(url.replace("http", "ws", 1) + "/v1/ws"))
+            ws.send(json.dumps({"type": "auth", "token": token}))
+            assert receive(ws)["type"] == "ready"
+            ws.send(json.dumps({"type": "join", "room": room}))
+            assert receive(ws)["type"] == "joined"
+            sockets[name] = ws
+        with httpx.Client(base_url=url, headers=bearer(ADMIN_KEY)) as http:
+            vault.add_turn("carol", "s1", "user", "before")
+            assert receive(sockets["carol"])["type"] == "turn.added"
+            assert receive(sockets["admin"])["type"] == "turn.added"
+            path = f"/v1/keys/{key.id}" if ended_by == "revocation" else "/v1/users/carol"
+            assert http.delete(path).status_code == 204
+        carol = sockets["carol"]
+        append = {"type": "append", "session_id": "s2", "ref": 1,
+                  "turns": [{"role": "user", "content": "after"}]}  # fmt: skip
+        with pytest.raises(ConnectionClosed) as closed:
+            carol.send(json.dumps(append))
+            while True:  # whatever was already on its way, then the close
+                assert receive(carol)["type"] not in ("appended", "turn.added")
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == CLOSE_UNAUTHORIZED
+        assert all(s.id != "s2" for s in vault.list_sessions("carol"))
+        for name in ("dave", "admin"):
+            sockets[name].send(json.dumps({"type": "ping"}))
+            assert receive_until(sockets[name], "pong")[-1] == {"type": "pong"}

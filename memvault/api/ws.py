@@ -12,7 +12,8 @@ Protocol (JSON text frames):
   `{"type": "appended", "turns": [...]}`; an optional `ref` is echoed in answers and errors.
 - events: `{"type": "turn.added" | "memory.added" | ..., "user_id", ids...}` (ids, no content).
   Memory events also carry the memory's `agent_id`; an agent key hears only its own agent's.
-- a connection silent for `ws_idle_timeout` seconds is closed with 4408.
+- a connection silent for `ws_idle_timeout` seconds is closed with 4408; one whose key is
+  revoked (or whose user is deleted, with their keys) is closed with 4401.
 """
 
 from __future__ import annotations
@@ -49,32 +50,51 @@ MEMORY_EVENT = "memory."  # memory.added, memory.updated, memory.deleted
 Room = tuple[str, str]  # (user id, "user:ID" | "session:ID")
 
 
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """The last item of an outbox: the sender closes the socket with this code."""
+
+    code: int
+    reason: str
+
+
 @dataclass(eq=False)
 class Connection:
     principal: Principal
-    outbox: asyncio.Queue[dict[str, Any] | None] = field(
+    outbox: asyncio.Queue[dict[str, Any] | Closing] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_LIMIT)
     )
     rooms: set[Room] = field(default_factory=set)
+    closing: bool = False  # once set, nothing more is sent or handled
 
     def push(self, message: dict[str, Any]) -> None:
+        if self.closing:
+            return
         try:
             self.outbox.put_nowait(message)
         except asyncio.QueueFull:
-            self.outbox = asyncio.Queue(1)
-            self.outbox.put_nowait(None)  # the sender reads this as "close, too slow"
+            self.close(CLOSE_TOO_SLOW, "too slow to read events")
+
+    def close(self, code: int, reason: str) -> None:
+        """Drop whatever is still queued and have the sender close the socket."""
+        self.closing = True
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+        self.outbox.put_nowait(Closing(code, reason))
 
 
 class Hub:
     """Routes Vault events to the connections in the matching rooms.
 
     The EventBus calls back on whatever thread committed the write; the hub hops onto the
-    event loop before touching any connection.
+    event loop before touching any connection. A connection whose key the event ends (its
+    revocation, its user's deletion) is closed, in a room or not.
     """
 
     def __init__(self, vault: Vault, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.rooms: dict[Room, set[Connection]] = {}
+        self.connections: set[Connection] = set()
         self._unsubscribe = vault.events.subscribe(self._on_event)
 
     def close(self) -> None:
@@ -84,6 +104,9 @@ class Hub:
         self.loop.call_soon_threadsafe(self._dispatch, event)
 
     def _dispatch(self, event: Event) -> None:
+        for conn in [c for c in self.connections if c.principal.ended_by(event)]:
+            conn.close(CLOSE_UNAUTHORIZED, "key revoked")
+            self.drop(conn)
         rooms = [(event.user_id, f"user:{event.user_id}")]
         if "session_id" in event.ids:
             rooms.append((event.user_id, f"session:{event.ids['session_id']}"))
@@ -105,7 +128,11 @@ class Hub:
                 del self.rooms[room]
         conn.rooms.discard(room)
 
+    def add(self, conn: Connection) -> None:
+        self.connections.add(conn)
+
     def drop(self, conn: Connection) -> None:
+        self.connections.discard(conn)
         for room in list(conn.rooms):
             self.leave(conn, room)
 
@@ -170,6 +197,7 @@ class _Session:
         principal = self.conn.principal
         self.conn.push({"type": "ready", "scope": principal.scope.value,
                         "user_id": principal.user_id, "agent_id": principal.agent_id})  # fmt: skip
+        self.hub.add(self.conn)
         writer = asyncio.create_task(self._write())
         try:
             while not writer.done():
@@ -192,12 +220,14 @@ class _Session:
     async def _write(self) -> None:
         while True:
             message = await self.conn.outbox.get()
-            if message is None:
-                await self.websocket.close(CLOSE_TOO_SLOW, "too slow to read events")
+            if isinstance(message, Closing):
+                await self.websocket.close(message.code, message.reason)
                 return
             await self.websocket.send_text(json.dumps(message, ensure_ascii=False))
 
     async def _handle(self, text: str, settings: Settings) -> None:
+        if self.conn.closing:  # its key was revoked: the close is on its way
+            return
         ref = None
         try:
             message = json.loads(text)
