@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -71,13 +71,19 @@ class KeyStore(Protocol):
     def get_check(self) -> bytes | None: ...
     def set_check(self, value: bytes) -> None: ...
     def get_wrapped(self, user_id: str) -> bytes | None: ...
-    def add_wrapped(self, user_id: str, wrapped: bytes) -> bytes:
-        """Store `wrapped` unless the user has a key already; return the one that is stored."""
+    def add_wrapped(self, user_id: str, wrapped: bytes, check: bytes) -> bytes | None:
+        """Store `wrapped` unless the user has a key already, and only while the keyring's check
+        is still `check` (no rotation has changed the master key since the caller read it);
+        return the key that is stored, or None when there is none."""
         ...
 
     def delete_wrapped(self, user_id: str) -> bool: ...
     def all_wrapped(self) -> list[tuple[str, bytes]]: ...
-    def replace_all(self, wrapped: Iterable[tuple[str, bytes]], check: bytes) -> None: ...
+    def replace_all(self, rewrap: Callable[[str, bytes], bytes], check: bytes) -> None:
+        """Replace every wrapped key by `rewrap(user_id, wrapped)` and the check by `check`, in
+        one transaction that a concurrent `add_wrapped` waits for: no key is left out."""
+        ...
+
     def ping(self) -> None: ...
     def close(self) -> None: ...
 
@@ -127,17 +133,18 @@ class SqliteKeyStore:
     def get_wrapped(self, user_id: str) -> bytes | None:
         return self._one("SELECT wrapped_key FROM user_keys WHERE user_id = ?", (user_id,))
 
-    def add_wrapped(self, user_id: str, wrapped: bytes) -> bytes:
+    def add_wrapped(self, user_id: str, wrapped: bytes, check: bytes) -> bytes | None:
         with self._lock:
             self._conn.execute(
-                "INSERT INTO user_keys (user_id, wrapped_key) VALUES (?, ?) "
+                "INSERT INTO user_keys (user_id, wrapped_key) SELECT ?, ? WHERE EXISTS "
+                "(SELECT 1 FROM keyring_meta WHERE name = 'check' AND value = ?) "
                 "ON CONFLICT (user_id) DO NOTHING",
-                (user_id, wrapped),
+                (user_id, wrapped, check),
             )
             row = self._conn.execute(
                 "SELECT wrapped_key FROM user_keys WHERE user_id = ?", (user_id,)
             ).fetchone()
-        return bytes(row[0])
+        return None if row is None else bytes(row[0])
 
     def delete_wrapped(self, user_id: str) -> bool:
         with self._lock:
@@ -149,13 +156,14 @@ class SqliteKeyStore:
             rows = self._conn.execute("SELECT user_id, wrapped_key FROM user_keys").fetchall()
         return [(r[0], bytes(r[1])) for r in rows]
 
-    def replace_all(self, wrapped: Iterable[tuple[str, bytes]], check: bytes) -> None:
+    def replace_all(self, rewrap: Callable[[str, bytes], bytes], check: bytes) -> None:
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN IMMEDIATE")  # the keys are read under the write lock
             try:
+                rows = self._conn.execute("SELECT user_id, wrapped_key FROM user_keys").fetchall()
                 self._conn.executemany(
                     "UPDATE user_keys SET wrapped_key = ? WHERE user_id = ?",
-                    [(w, u) for u, w in wrapped],
+                    [(rewrap(u, bytes(w)), u) for u, w in rows],
                 )
                 self._conn.execute(
                     "UPDATE keyring_meta SET value = ? WHERE name = 'check'", (check,)
@@ -203,6 +211,19 @@ def _write_key_file(path: Path, key: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def _unwrapped(master: AESGCM, user_id: str, wrapped: bytes) -> bytes:
+    try:
+        return master.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _wrap_aad(user_id))
+    except InvalidTag:
+        raise IntegrityError("a data key failed to unwrap") from None
+
+
+def _rotated() -> WrongMasterKey:
+    return WrongMasterKey(
+        "the master key was rotated since this keyring was opened: open it again with the new key"
+    )
+
+
 class Keyring:
     """Seals and opens user fields; creates, caches, rotates and shreds data keys."""
 
@@ -217,8 +238,12 @@ class Keyring:
         check = keys.get_check()
         if check is None:
             keys.set_check(self._seal_check(self._master))
-        elif not self._check_opens(self._master, check):
+            check = keys.get_check()
+        if check is None or not self._check_opens(self._master, check):
             raise WrongMasterKey("the master key does not open this keyring")
+        # New data keys are stored only while the keyring still has this check: after another
+        # process rotates the master key, a key wrapped by this one would open with neither.
+        self._check = check
 
     @staticmethod
     def _seal_check(master: AESGCM) -> bytes:
@@ -250,7 +275,12 @@ class Keyring:
                 with self._lock:
                     self._cache.pop(user_id, None)
                 raise IntegrityError("no data key for this user: it was deleted or never made")
-            wrapped = self._keys.add_wrapped(user_id, self._wrap(user_id, generate_key()))
+            stored = self._keys.add_wrapped(
+                user_id, self._wrap(user_id, generate_key()), self._check
+            )
+            if stored is None:
+                raise _rotated()
+            wrapped = stored
         if cached is not None and cached[0] == wrapped:
             return cached[1]
         cipher = AESGCM(self._unwrap(user_id, wrapped))
@@ -266,11 +296,11 @@ class Keyring:
 
     def _unwrap(self, user_id: str, wrapped: bytes) -> bytes:
         try:
-            return self._master.decrypt(
-                wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _wrap_aad(user_id)
-            )
-        except InvalidTag:
-            raise IntegrityError("a data key failed to unwrap") from None
+            return _unwrapped(self._master, user_id, wrapped)
+        except IntegrityError:
+            if self._keys.get_check() != self._check:
+                raise _rotated() from None
+            raise
 
     def ensure_user_key(self, user_id: str) -> None:
         """Make sure the user has a data key, and that the cached one is still the stored one.
@@ -295,6 +325,8 @@ class Keyring:
 
         With a key file, the new key is written to `master.key.new` before the keyring changes
         and renamed over `master.key` after, so a crash at any point leaves a key that opens it.
+        Other processes with the keyring open refuse to make or unwrap a data key from then on
+        (`WrongMasterKey`), until they open it again with the new master key.
         """
         new_master = AESGCM(new_master_key)
         pending = None
@@ -302,15 +334,15 @@ class Keyring:
             pending = self._key_file.with_name(self._key_file.name + ".new")
             pending.unlink(missing_ok=True)
             _write_key_file(pending, new_master_key)
-        rewrapped = []
-        for user_id, wrapped in self._keys.all_wrapped():
-            data_key = self._unwrap(user_id, wrapped)
+
+        def rewrap(user_id: str, wrapped: bytes) -> bytes:  # runs inside the key store's lock
+            data_key = _unwrapped(self._master, user_id, wrapped)
             nonce = os.urandom(NONCE_BYTES)
-            rewrapped.append(
-                (user_id, nonce + new_master.encrypt(nonce, data_key, _wrap_aad(user_id)))
-            )
-        self._keys.replace_all(rewrapped, self._seal_check(new_master))
-        self._master = new_master
+            return nonce + new_master.encrypt(nonce, data_key, _wrap_aad(user_id))
+
+        check = self._seal_check(new_master)
+        self._keys.replace_all(rewrap, check)
+        self._master, self._check = new_master, check
         if pending is not None and self._key_file is not None:
             os.replace(pending, self._key_file)
 

@@ -204,8 +204,9 @@ def _copy_keyring_check(source: KeyStore, target: KeyStore) -> None:
 
 def _copy_user(source: _Side, target: _Side, user_id: str, dump: dict[str, list[Row]]) -> None:
     assert source.keys is not None and target.keys is not None
-    wrapped = source.keys.get_wrapped(user_id)
-    if wrapped is not None and target.keys.add_wrapped(user_id, wrapped) != wrapped:
+    wrapped, check = source.keys.get_wrapped(user_id), source.keys.get_check()
+    assert check is not None  # `_copy_keyring_check` refused a source without one
+    if wrapped is not None and target.keys.add_wrapped(user_id, wrapped, check) != wrapped:
         raise Conflict("the target holds another data key for a user", details={"user": user_id})
     with target.db.write() as tx:
         for table in USER_TABLES:

@@ -185,6 +185,32 @@ def test_rotation_rewraps_keys_and_keeps_content(
     assert contents == ["before rotation", "after rotation"]
 
 
+def test_rotation_by_another_process_does_not_strand_new_users(
+    make_vault: MakeVault, tmp_path: Path
+) -> None:
+    """A vault that stays open (a server) while another one (the command line) rotates the
+    master key still holds the old key: a data key it made for a new user under that key would
+    open with neither key after a restart. It refuses to make one instead, and says why."""
+    data = tmp_path / "data"
+    running = make_vault(data)
+    running.add_turn("alice", "s", "user", "before rotation")
+    rotator = make_vault(data)
+    rotator.rotate_master_key()
+    rotator.close()
+    with pytest.raises(WrongMasterKey, match="rotated"):
+        running.add_turn("bob", "s", "user", "a new user after the rotation")
+    with pytest.raises(WrongMasterKey, match="rotated"):
+        running.add_turn("alice", "s", "user", "alice's key is wrapped by the new key now")
+    running.close()
+    reopened = make_vault(data)
+    reopened.add_turn("alice", "s", "user", "after rotation")
+    assert [t.content for t in reopened.recent_turns("alice")] == [
+        "before rotation", "after rotation",
+    ]  # fmt: skip
+    reopened.add_turn("bob", "s", "user", "bob, with the new key")
+    assert [t.content for t in reopened.recent_turns("bob")] == ["bob, with the new key"]
+
+
 @SQLITE_FILES
 def test_rotation_interrupted_before_rename_recovers(
     backend: str, make_vault: MakeVault, tmp_path: Path

@@ -247,10 +247,11 @@ def test_a_new_key_whose_connection_is_killed_is_stored_once(
 ) -> None:
     """The blocker is inserting a key for the same user, so the keyring's insert waits on it,
     and its backend is ended there. The blocker then gives up; the second run stores the key."""
+    keys.set_check(b"check")
     blocker.execute("BEGIN")
     blocker.execute("INSERT INTO user_keys (user_id, wrapped_key) VALUES ('cat', 'other')")
     with caplog.at_level(logging.WARNING, logger="memvault.store.database"):
-        added = in_thread(lambda: keys.add_wrapped("cat", b"wrapped-for-cat"))
+        added = in_thread(lambda: keys.add_wrapped("cat", b"wrapped-for-cat", b"check"))
         blocker.execute("SELECT pg_terminate_backend(%s, 5000)", (waiting_on(blocker),))
         waiting_on(blocker)
         blocker.execute("ROLLBACK")
@@ -266,17 +267,18 @@ def test_a_deadlocked_key_rotation_runs_again_and_lands_whole(
 ) -> None:
     """Re-wrapping locks ann's key, then waits for bea's, which the blocker holds; the blocker
     then asks for ann's. PostgreSQL ends the keyring's transaction; it runs again once the
-    blocker commits, from the same keys (given as an iterator, which one run would use up)."""
-    for user in ("ann", "bea"):
-        keys.add_wrapped(user, f"old-{user}".encode())
+    blocker commits, reading the keys again."""
     keys.set_check(b"old-check")
+    for user in ("ann", "bea"):
+        keys.add_wrapped(user, f"old-{user}".encode(), b"old-check")
     blocker.execute("BEGIN")
     blocker.execute("SET LOCAL deadlock_timeout = '60s'")  # the keyring's backend is the victim
     lock_key = "UPDATE user_keys SET wrapped_key = wrapped_key WHERE user_id = %s"
     blocker.execute(lock_key, ("bea",))
-    rewrapped = iter([("ann", b"new-ann"), ("bea", b"new-bea")])
     with caplog.at_level(logging.WARNING, logger="memvault.store.database"):
-        replaced = in_thread(lambda: keys.replace_all(rewrapped, b"new-check"))
+        replaced = in_thread(
+            lambda: keys.replace_all(lambda _, old: old.replace(b"old", b"new"), b"new-check")
+        )
         waiting_on(blocker)
         blocker.execute(
             lock_key, ("ann",)
@@ -286,5 +288,5 @@ def test_a_deadlocked_key_rotation_runs_again_and_lands_whole(
     assert keys.all_wrapped() == [("ann", b"new-ann"), ("bea", b"new-bea")]
     assert keys.get_check() == b"new-check"
     assert len(retries(caplog)) == 1
-    assert "PostgresKeyStore._replace_all" in retries(caplog)[0]
+    assert "PostgresKeyStore.replace_all" in retries(caplog)[0]
     assert "DeadlockDetected" in retries(caplog)[0]

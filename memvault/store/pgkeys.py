@@ -9,7 +9,7 @@ database rolls it back or loses its connection.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 
 from memvault.errors import Conflict
 from memvault.store.database import retried
@@ -60,17 +60,19 @@ class PostgresKeyStore:
         return self._value("SELECT wrapped_key FROM user_keys WHERE user_id = ?", (user_id,))
 
     @retried
-    def add_wrapped(self, user_id: str, wrapped: bytes) -> bytes:
-        """Store the user's first key; a key another process stored first wins and is returned."""
+    def add_wrapped(self, user_id: str, wrapped: bytes, check: bytes) -> bytes | None:
+        """Store the user's first key while the check is `check`; a key another process stored
+        first wins and is returned. The check is read FOR SHARE: a rotation, which holds it FOR
+        UPDATE, either sees this key or makes this insert find a new check."""
         with self._db.write() as tx:
             tx.send(
-                "INSERT INTO user_keys (user_id, wrapped_key) VALUES (?, ?) "
+                "INSERT INTO user_keys (user_id, wrapped_key) SELECT ?, ? WHERE EXISTS "
+                "(SELECT 1 FROM keyring_meta WHERE name = 'check' AND value = ? FOR SHARE) "
                 "ON CONFLICT (user_id) DO NOTHING",
-                (user_id, wrapped),
+                (user_id, wrapped, check),
             )
             row = tx.one("SELECT wrapped_key FROM user_keys WHERE user_id = ?", (user_id,))
-        assert row is not None
-        return bytes(row["wrapped_key"])
+        return None if row is None else bytes(row["wrapped_key"])
 
     def delete_wrapped(self, user_id: str) -> bool:
         deleted = self._delete(user_id)
@@ -90,13 +92,15 @@ class PostgresKeyStore:
         rows = self._db.query("SELECT user_id, wrapped_key FROM user_keys ORDER BY user_id")
         return [(r["user_id"], bytes(r["wrapped_key"])) for r in rows]
 
-    def replace_all(self, wrapped: Iterable[tuple[str, bytes]], check: bytes) -> None:
-        """Every key and the check in one transaction: a keyring never mixes two master keys."""
-        self._replace_all([(w, u) for u, w in wrapped], check)  # a list survives a second run
-
     @retried
-    def _replace_all(self, rows: list[tuple[bytes, str]], check: bytes) -> None:
+    def replace_all(self, rewrap: Callable[[str, bytes], bytes], check: bytes) -> None:
+        """Every key and the check in one transaction: a keyring never mixes two master keys.
+        The check is locked first, so a key being added meanwhile is either read here or
+        refused (`add_wrapped`)."""
         with self._db.write() as tx:
+            tx.one("SELECT value FROM keyring_meta WHERE name = 'check' FOR UPDATE")
+            found = tx.all("SELECT user_id, wrapped_key FROM user_keys ORDER BY user_id")
+            rows = [(rewrap(r["user_id"], bytes(r["wrapped_key"])), r["user_id"]) for r in found]
             # Not held back for the commit: a connection lost while these wait on a lock is
             # then a plain rollback, run again, rather than a commit of unknown outcome.
             tx.executemany("UPDATE user_keys SET wrapped_key = ? WHERE user_id = ?", rows)
