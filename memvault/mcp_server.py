@@ -4,8 +4,8 @@ An MCP client (a desktop assistant, an IDE agent) starts this server as a subpro
 user: `memvault --data FOLDER mcp --user alice [--agent NAME]`. The user is fixed at launch and
 no tool takes a user id, so nothing the model asks for can reach another user's data. With
 `--agent`, the server is that agent of the user's (registered on first launch): the memories it
-writes are its own, and its search and context leave out other agents' memories, as an agent key
-does on the HTTP API.
+writes are its own, its search and context leave out other agents' memories, and it deletes or
+supersedes only its own, as an agent key does on the HTTP API.
 
 The tools are the `Vault` methods of the same names, so what holds for the library holds here:
 a turn is on disk when `add_turns` answers, a contradicted fact is superseded, not lost. The
@@ -28,7 +28,7 @@ from mcp.types import ContentBlock
 from pydantic import BaseModel, Field, ValidationError
 
 from memvault import validate as v
-from memvault.errors import MemvaultError
+from memvault.errors import MemvaultError, NotFound
 from memvault.model import to_jsonable
 from memvault.retrieval.search import Hit
 from memvault.vault import Vault
@@ -127,6 +127,7 @@ class Tools:
 
     async def supersede_memory(self, memory_id: str, text: str) -> dict[str, Any]:
         """Replace a memory that no longer holds; the old one is kept as history."""
+        await _run(self._visible_memory, memory_id)
         memory = await _run(self.vault.supersede_memory, self.user_id, memory_id, text)
         return _memory(memory)
 
@@ -148,6 +149,7 @@ class Tools:
 
     async def delete_memory(self, memory_id: str) -> dict[str, Any]:
         """Forget a memory for good (to record that it no longer holds, supersede it)."""
+        await _run(self._visible_memory, memory_id)
         await _run(self.vault.delete_memory, self.user_id, memory_id)
         return {"deleted": memory_id}
 
@@ -157,6 +159,13 @@ class Tools:
             lambda: self.vault.recent_turns(self.user_id, session_id=session_id, limit=limit)
         )
         return {"turns": [_turn(turn) for turn in turns]}
+
+    def _visible_memory(self, memory_id: str) -> None:
+        """An agent server works only with its own agent's memories, as an agent key does on
+        the HTTP API: the others answer as missing ones do."""
+        memory = self.vault.get_memory(self.user_id, memory_id)
+        if self.agent_id is not None and memory.agent_id != self.agent_id:
+            raise NotFound("no such memory")
 
     def register(self, server: FastMCP) -> None:
         for tool in (

@@ -193,6 +193,31 @@ def test_an_agent_server_sees_its_own_memories_and_not_another_agents(tmp_path: 
         assert [m.text for m in owned] == ["Friday booked the dentist"]
 
 
+def test_an_agent_server_cannot_change_memories_it_does_not_see(tmp_path: Path) -> None:
+    """Another agent's memory, or one of the user's own, is out of an agent server's view: given
+    its id, delete and supersede answer as for a missing memory and change nothing."""
+    with _vault(tmp_path) as vault:
+        jarvis = vault.register_agent("alice", "jarvis")
+        theirs = vault.add_memory("alice", "Jarvis filed the tax return", agent_id=jarvis.id)
+        users = vault.add_memory("alice", "Alice lives in Lisbon")
+
+    async def body(session: ClientSession) -> None:
+        for memory_id in (theirs.id, users.id):
+            deleted = await session.call_tool("delete_memory", {"memory_id": memory_id})
+            assert deleted.isError and "no such memory" in _text(deleted)
+            replaced = await session.call_tool(
+                "supersede_memory", {"memory_id": memory_id, "text": "Friday says otherwise"}
+            )
+            assert replaced.isError and "no such memory" in _text(replaced)
+
+    _with_server(tmp_path, "--user", "alice", "--agent", "friday")(body)
+    with _vault(tmp_path) as vault:
+        kept = vault.list_memories("alice", include_superseded=True)
+        assert sorted((m.text, m.superseded_by) for m in kept) == [
+            ("Alice lives in Lisbon", None), ("Jarvis filed the tax return", None),
+        ]  # fmt: skip
+
+
 def test_a_bad_user_id_stops_the_server_at_launch_naming_it(tmp_path: Path) -> None:
     done = subprocess.run(
         _command(tmp_path / "data", "--user", "../etc"), env=ENV, capture_output=True,
