@@ -7,9 +7,10 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from memvault.config import Settings
-from memvault.errors import MemvaultError
+from memvault.errors import Invalid, MemvaultError
 from memvault.migrate import migrate_to_postgres
 from memvault.model import to_jsonable
 from memvault.vault import Vault
@@ -53,15 +54,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     text = json.dumps(document, ensure_ascii=False, indent=2)
     if args.output == "-":
         print(text)
-    else:
+        return 0
+    try:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise Invalid("output", f"cannot write {args.output} ({exc.strerror})") from None
     return 0
 
 
+def _read_document(name: str) -> Any:
+    """The JSON document in file `name` (or standard input, for -); errors name the file and
+    the problem, never the content."""
+    try:
+        source = sys.stdin.read() if name == "-" else Path(name).read_text("utf-8")
+        return json.loads(source)
+    except OSError as exc:
+        raise Invalid("input", f"cannot read {name} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise Invalid("input", f"{name} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise Invalid(
+            "input", f"{name} is not JSON ({exc.msg}: line {exc.lineno} column {exc.colno})"
+        ) from None
+
+
 def cmd_import(args: argparse.Namespace) -> int:
-    source = sys.stdin.read() if args.input == "-" else Path(args.input).read_text("utf-8")
+    document = _read_document(args.input)
     with _open(args) as vault:
-        user = vault.import_user(json.loads(source), user_id=args.user)
+        user = vault.import_user(document, user_id=args.user)
     print(f"imported into user {user.id!r}")
     return 0
 

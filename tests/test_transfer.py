@@ -11,6 +11,8 @@ import pytest
 from conftest import MakeVault
 
 from memvault import Conflict, Invalid, Vault
+from memvault.cli import main
+from memvault.config import Settings
 from memvault.store import open_key_store
 
 
@@ -167,3 +169,37 @@ def _users_with_keys(vault: Vault) -> list[str]:
         return [user_id for user_id, _ in keys.all_wrapped()]
     finally:
         keys.close()
+
+
+def test_the_command_line_names_a_file_it_cannot_import_or_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing, unreadable or non-JSON import file, or an export path that cannot be written,
+    is an error naming the file and the problem (exit 2), not a traceback; nothing is written,
+    and the file's content is not repeated."""
+    monkeypatch.setenv("MEMVAULT_EMBEDDER", "hashing")
+    data = tmp_path / "data"
+    with Vault(settings=Settings(data=data, embedder="hashing")) as vault:
+        _fill(vault)
+        before = _comparable(vault.export_user("alice"))
+    not_json = tmp_path / "diary.json"
+    not_json.write_text("my secret diary, not JSON", encoding="utf-8")
+    not_utf8 = tmp_path / "latin1.json"
+    not_utf8.write_bytes('{"user": "secret caf\xe9"}'.encode("latin-1"))
+    cases = [
+        (["import", str(tmp_path / "missing.json")], ["missing.json", "No such file"]),
+        (["import", str(tmp_path)], [str(tmp_path), "directory"]),
+        (["import", str(not_json)], ["diary.json", "not JSON", "line 1"]),
+        (["import", str(not_utf8)], ["latin1.json", "UTF-8"]),
+        (["export", "alice", "-o", str(tmp_path / "gone" / "alice.json")], ["alice.json"]),
+    ]
+    for args, named in cases:
+        capsys.readouterr()
+        assert main(["--data", str(data), *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("memvault: ") and "Traceback" not in err, err
+        assert all(part in err for part in named) and "secret" not in err, err
+    assert not (tmp_path / "gone").exists()
+    with Vault(settings=Settings(data=data, embedder="hashing")) as vault:
+        assert _comparable(vault.export_user("alice")) == before
+        assert _users_with_keys(vault) == ["alice"]
