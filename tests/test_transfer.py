@@ -65,6 +65,19 @@ def test_import_clash_writes_nothing(vault: Vault) -> None:
     assert len(vault.list_memories("bob")) == 2
 
 
+def test_an_import_over_the_users_own_data_says_what_clashes(vault: Vault) -> None:
+    _fill(vault)
+    exported = vault.export_user("alice")
+    for part in ("agents", "sessions", "memories"):  # each clashes once the one before is gone
+        with pytest.raises(Conflict) as err:
+            vault.import_user(exported)
+        assert err.value.message == (
+            f"the user already holds {part} with this import's ids; nothing was imported"
+        )
+        exported = {**exported, part: []}
+    assert len(vault.list_memories("alice")) == 2
+
+
 @pytest.mark.parametrize(
     ("field", "change"),
     [

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from memvault.errors import NotFound
+from memvault.errors import Conflict, NotFound
 from memvault.store.database import (
     ChangeSet,
     Database,
@@ -776,7 +776,13 @@ class SqlStore:
             )  # fmt: skip
             for table, columns in tables:
                 rows = [{**r, "user_id": user_id, "rev": rev} for r in dump[table]]
-                tx.executemany(_insert_sql(table, columns), [_values(r, columns) for r in rows])
+                try:
+                    tx.executemany(_insert_sql(table, columns), [_values(r, columns) for r in rows])
+                except Conflict as exc:
+                    raise Conflict(
+                        f"the user already holds {table} with this import's ids; "
+                        "nothing was imported", details={"table": table, **exc.details},
+                    ) from None  # fmt: skip
             for column in ("turns", "memories"):
                 days = Counter({r["day"]: int(r[column]) for r in dump["daily_activity"]})
                 self._count_activity(tx, user_id, +days, column)
