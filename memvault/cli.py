@@ -10,16 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from memvault.config import Settings
-from memvault.errors import Invalid, MemvaultError
+from memvault.errors import Invalid, MemvaultError, NotFound
 from memvault.migrate import migrate_to_postgres
 from memvault.model import to_jsonable
+from memvault.store import DATABASE_FILE
 from memvault.vault import Vault
 
 Command = Callable[[argparse.Namespace], int]
 
 
-def _open(args: argparse.Namespace) -> Vault:
-    return Vault.open(args.data)
+def _open(args: argparse.Namespace, *, existing: bool = False) -> Vault:
+    """The vault in the data folder. With `existing` (commands that read or change what is
+    there), a folder without a database is an error rather than a new, empty vault."""
+    folder = Path(args.data)
+    if existing and Settings().database_url is None and not (folder / DATABASE_FILE).is_file():
+        raise NotFound(
+            f"no memvault data in {folder} (give the folder with --data or MEMVAULT_DATA)"
+        )
+    return Vault.open(folder)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -43,13 +51,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    with _open(args) as vault:
+    with _open(args, existing=True) as vault:
         print(json.dumps(to_jsonable(vault.stats(args.user)), indent=2))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    with _open(args) as vault:
+    with _open(args, existing=True) as vault:
         document = vault.export_user(args.user)
     text = json.dumps(document, ensure_ascii=False, indent=2)
     if args.output == "-":
@@ -87,7 +95,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_master_key(args: argparse.Namespace) -> int:
-    with _open(args) as vault:
+    with _open(args, existing=True) as vault:
         key = vault.rotate_master_key()
     if Settings().master_key:
         print("the data keys are now wrapped by this master key; put it in MEMVAULT_MASTER_KEY:")
@@ -117,7 +125,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """Manage API keys in the data folder (a running server sees the change at once)."""
-    with _open(args) as vault:
+    with _open(args, existing=args.keys_command != "create") as vault:
         if args.keys_command == "create":
             key, secret = vault.keys.create(args.scope, args.user, args.agent, args.name)
             print(json.dumps({**key.to_dict(), "key": secret}, indent=2))
