@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +28,12 @@ def _open(args: argparse.Namespace, *, existing: bool = False) -> Vault:
         raise NotFound(
             f"no memvault data in {folder} (give the folder with --data or MEMVAULT_DATA)"
         )
-    return Vault.open(folder)
+    if folder.exists() and not folder.is_dir():
+        raise Invalid("data", f"{folder} is not a folder")
+    try:
+        return Vault.open(folder)
+    except sqlite3.DatabaseError as exc:  # the driver's words name no content
+        raise Invalid("data", f"a database in {folder} does not open ({exc})") from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -53,6 +59,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     with _open(args, existing=True) as vault:
         print(json.dumps(to_jsonable(vault.stats(args.user)), indent=2))
+    return 0
+
+
+def cmd_consolidate(args: argparse.Namespace) -> int:
+    """Run the consolidation rules over one user's memories and sessions; print the report."""
+    with _open(args) as vault:
+        report = vault.consolidate(args.user, now=args.now)
+    print(json.dumps(report.to_dict(), indent=2))
     return 0
 
 
@@ -184,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", help="a user's statistics")
     stats.add_argument("user")
     stats.set_defaults(run=cmd_stats)
+    consolidate = commands.add_parser(
+        "consolidate", help="promote, archive and merge a user's memories; summarise sessions"
+    )
+    consolidate.add_argument("user")
+    consolidate.add_argument(
+        "--now", default=None, help="ISO 8601 time to judge ages against (default: now)"
+    )
+    consolidate.set_defaults(run=cmd_consolidate)
     export = commands.add_parser("export", help="export a user as JSON")
     export.add_argument("user")
     export.add_argument("-o", "--output", default="-")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,6 +29,14 @@ from memvault.inputs import (
 )
 from memvault.jobs import JobQueue
 from memvault.keys import ApiKeys
+from memvault.mind.consolidate import (
+    ConsolidationPolicy,
+    ConsolidationReport,
+    extractive_summary,
+    needs_summary,
+    plan_memories,
+    summary_metadata,
+)
 from memvault.mind.context import (
     MIN_RELATIVE_SCORE,
     Context,
@@ -572,6 +580,71 @@ class Vault:
             if (category is None or m.category == category) and wanted_tags <= set(m.tags)
         ]
         return matching[offset : offset + limit]
+
+    # -- consolidation ---------------------------------------------------------------------
+
+    def consolidate(
+        self,
+        user_id: str,
+        *,
+        now: datetime | None = None,
+        policy: ConsolidationPolicy | None = None,
+    ) -> ConsolidationReport:
+        """Move the user's memories along their life and summarise their idle sessions.
+
+        The rules (`memvault.mind.consolidate`) decide over what is stored, as of `now`; this
+        applies their plan with the ordinary operations (`update_memory`, `move_memory`,
+        `update_session`), so nothing is deleted, superseded duplicates are kept as history and
+        each change is announced. The same `now` gives the same plan, and a run right after
+        another finds nothing to do.
+        """
+        v.check_id("user_id", user_id)
+        moment = utcnow() if now is None else v.check_time("now", now)
+        if policy is None:
+            policy = ConsolidationPolicy()
+        elif not isinstance(policy, ConsolidationPolicy):
+            raise Invalid("policy", "must be a ConsolidationPolicy")
+        if self.store.get_user(user_id) is None:
+            raise NotFound("no such user")
+        memories = [open_memory(self.sealer, r) for r in self.store.list_memories(user_id)]
+        plan = plan_memories(memories, moment, policy)
+        for merge in plan.merges:
+            for old in merge.merged:
+                self.update_memory(user_id, old, superseded_by=merge.survivor, valid_to=moment)
+        for memory_id, fields in plan.survivor_fields.items():
+            self.update_memory(user_id, memory_id, **fields)
+        for move in plan.moves:
+            self.move_memory(user_id, move.memory_id, tier=move.tier.value)
+        summarised = []
+        for session in self._every_session(user_id):
+            if not needs_summary(session, moment, policy):
+                continue
+            summary = extractive_summary(self.get_session(user_id, session.id).turns or (), policy)
+            if summary is not None:
+                metadata = summary_metadata(session)
+                self.update_session(user_id, session.id, summary=summary, metadata=metadata)
+                summarised.append(session.id)
+        moved = {reason: tuple(m.memory_id for m in plan.moves if m.reason == reason)
+                 for reason in ("promoted", "unused", "decayed", "expired")}  # fmt: skip
+        return ConsolidationReport(
+            user_id=user_id, now=moment, merged=plan.merges, promoted=moved["promoted"],
+            archived_unused=moved["unused"], archived_decayed=moved["decayed"],
+            archived_expired=moved["expired"], summarised=tuple(summarised),
+        )  # fmt: skip
+
+    def _every_session(self, user_id: str) -> list[Session]:
+        """All the user's sessions, a page of `MAX_LIST` at a time. A page ends at a time its
+        next one starts from again (sessions updated in the same microsecond would otherwise
+        fall between two pages), and those already seen are skipped."""
+        sessions: dict[str, Session] = {}
+        before: str | None = None
+        while True:
+            rows = self.store.list_sessions(user_id, limit=MAX_LIST, before=before)
+            fresh = [r for r in rows if r["id"] not in sessions]
+            sessions.update((r["id"], open_session(self.sealer, r)) for r in fresh)
+            if len(rows) < MAX_LIST or not fresh:
+                return sorted(sessions.values(), key=lambda s: s.id)
+            before = format_ts(parse_ts(rows[-1]["updated_at"]) + timedelta(microseconds=1))
 
     # -- global context --------------------------------------------------------------------
 

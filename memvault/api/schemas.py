@@ -27,6 +27,10 @@ class ClearIn(Body):
     channel: str | None = None
 
 
+class ConsolidateIn(Body):
+    now: datetime | None = None
+
+
 class TurnIn(Body):
     role: str
     content: str = ""

@@ -1,1 +1,1 @@
-"""What memvault makes of what it stores: context assembly for LLM prompts."""
+"""What memvault makes of what it stores: context assembly for LLM prompts, and consolidation."""

@@ -1,4 +1,4 @@
-"""Users: profile, delete (crypto-shred), statistics, export, import, clear."""
+"""Users: profile, delete (crypto-shred), statistics, export, import, clear, consolidate."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from memvault.api.deps import OwnerDep, PrincipalDep, UserId, VaultDep
 from memvault.api.exports import jsonl_lines, markdown
-from memvault.api.schemas import ClearIn, UserIn
+from memvault.api.schemas import ClearIn, ConsolidateIn, UserIn
 from memvault.model import to_jsonable
 
 router = APIRouter(prefix="/v1/users/{user_id}", tags=["users"])
@@ -73,3 +73,13 @@ def clear(
     """Forget conversation history (one channel, or all); memories stay."""
     channel = None if body is None else body.channel
     return {"deleted": vault.clear(user_id, channel=channel)}
+
+
+@router.post("/consolidate")
+def consolidate(
+    user_id: UserId, vault: VaultDep, _: OwnerDep, body: ConsolidateIn | None = None
+) -> dict[str, Any]:
+    """Run the consolidation rules over the user's memories and sessions (`{"now"?}` to judge
+    ages against another time); answers what was done, as ids per action, and counts."""
+    now = None if body is None else body.now
+    return vault.consolidate(user_id, now=now).to_dict()

@@ -1,0 +1,429 @@
+"""Consolidation: the rules that move a user's memories along their life and summarise sessions.
+
+Every decision here is a pure function of plain values (memories, sessions, turns, a moment and
+a `ConsolidationPolicy`): the same input gives the same plan, and nothing here reads or writes
+the store. `Vault.consolidate` reads, asks these functions what to do, and applies the answer
+through its ordinary operations, so every change is kept in history and announced as any other.
+
+The rules, in the order they are applied to one memory:
+
+1. Duplicates: current memories of one owner (agent), one kind (and one category, for facts)
+   whose texts are equal once case, white space and punctuation are set aside are one memory.
+   The newest stays; the others are superseded by it (kept, closed, pointing to it). It takes
+   the group's highest importance, its pin, and its most settled tier, and its use counts as the
+   sum of theirs: the older rows keep their own counts, and `uses` reads them back through
+   `superseded_by`, so no recall is lost and a second run decides as the first did.
+2. Expiry: a memory past its `expires_at` goes to the archive, whatever else it is: the writer
+   said when it stops holding.
+3. Promotion: a working memory recalled `promote_uses` times, or of importance at least
+   `promote_importance`, or pinned, moves to long term.
+4. Unused working memory: one that has waited `working_retention` and was never recalled goes
+   to the archive.
+5. Decay: a long-term memory's importance, as the rules read it, halves every `half_life` since
+   its last recall (or creation), that half-life growing with each recall; under `decay_floor`
+   it goes to the archive. The stored importance is not rewritten: a rewritten one would decay
+   again from the same last recall at every run, so the result would depend on how often
+   consolidation ran.
+
+Pinned memories and current facts (kind `fact`, not superseded) are spared by rules 4 and 5: a
+fact holds until a newer one supersedes it, however long nobody asks about it. A memory already
+in the archive stays there (a recall does not bring it back; a caller may move it). Superseded
+memories are history and are not touched.
+
+Sessions: one that has been idle for `session_idle`, with at least `summary_min_turns` turns,
+and whose summary is missing or was written before its last turn, gets an extractive summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from memvault.errors import Invalid
+from memvault.model import Memory, MemoryKind, Role, Session, Tier, Turn, to_jsonable
+from memvault.retrieval.cues import turn_salience
+
+# how settled each tier is: a merged memory keeps the most settled of its duplicates' tiers
+_SETTLED = {Tier.ARCHIVE: 0, Tier.WORKING: 1, Tier.LONG_TERM: 2}
+SUMMARISED_TURNS = "summarised_turns"  # session metadata: the turns a summary written here covers
+_SPOKEN = (Role.USER, Role.ASSISTANT)  # system prompts and tool output are not the conversation
+
+
+@dataclass(frozen=True, slots=True)
+class ConsolidationPolicy:
+    """The thresholds of consolidation. The defaults are meant to be sensible, not tuned:
+
+    - `promote_uses` (3) and `promote_importance` (0.7): a working memory recalled three times,
+      or that its writer rated important, has shown it is worth keeping.
+    - `working_retention` (7 days): long enough for a memory of this week's conversations to be
+      recalled at least once if it ever will be.
+    - `half_life` (90 days) and `decay_floor` (0.05): a memory of the default importance 0.5,
+      never recalled, reaches the floor after about ten months (log2(10) half-lives); each
+      recall adds one more half-life to its span.
+    - `session_idle` (30 minutes): a conversation nobody has added to for half an hour is
+      probably over, so its summary will not be stale at once.
+    - `summary_min_turns` (4), `summary_share` (0.5), `summary_chars` (600),
+      `summary_turn_chars` (160): a few turns need no summary; a summary keeps the more salient
+      half of the turns at most, as a handful of short lines, cheap in any prompt.
+    """
+
+    promote_uses: int = 3
+    promote_importance: float = 0.7
+    working_retention: timedelta = timedelta(days=7)
+    half_life: timedelta = timedelta(days=90)
+    decay_floor: float = 0.05
+    session_idle: timedelta = timedelta(minutes=30)
+    summary_min_turns: int = 4
+    summary_share: float = 0.5
+    summary_chars: int = 600
+    summary_turn_chars: int = 160
+
+    def __post_init__(self) -> None:
+        for name in ("promote_uses", "summary_min_turns", "summary_chars", "summary_turn_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise Invalid(f"policy.{name}", "must be a whole number, 1 or more")
+        for name in ("promote_importance", "decay_floor", "summary_share"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise Invalid(f"policy.{name}", "must be a number between 0 and 1")
+        for name in ("working_retention", "half_life", "session_idle"):
+            value = getattr(self, name)
+            if not isinstance(value, timedelta) or value <= timedelta(0):
+                raise Invalid(f"policy.{name}", "must be a positive timedelta")
+
+
+# -- what a run did --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """Duplicates made one: `merged` are superseded by `survivor`, oldest first."""
+
+    survivor: str
+    merged: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TierMove:
+    """A memory moved to `tier` for `reason` (promoted, unused, decayed, expired)."""
+
+    memory_id: str
+    tier: Tier
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsolidationReport:
+    """What one run changed, as ids per action. Empty lists: nothing to do."""
+
+    user_id: str
+    now: datetime
+    merged: tuple[Merge, ...] = ()
+    promoted: tuple[str, ...] = ()  # working to long_term
+    archived_unused: tuple[str, ...] = ()  # working, never recalled, to archive
+    archived_decayed: tuple[str, ...] = ()  # long_term (or promoted) to archive by decay
+    archived_expired: tuple[str, ...] = ()  # past expires_at, to archive
+    summarised: tuple[str, ...] = ()  # session ids given a new summary
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "merged": sum(len(m.merged) for m in self.merged),
+            "promoted": len(self.promoted),
+            "archived_unused": len(self.archived_unused),
+            "archived_decayed": len(self.archived_decayed),
+            "archived_expired": len(self.archived_expired),
+            "summarised": len(self.summarised),
+        }
+
+    @property
+    def changed(self) -> bool:
+        return any(self.counts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: times as ISO 8601, with `counts` beside the ids."""
+        fields = {f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {**fields, "counts": self.counts}
+
+
+# -- duplicates ------------------------------------------------------------------------------
+
+
+def normalised(text: str) -> str:
+    """The text with case, white space and punctuation set aside (NFKC first, so full-width
+    and composed forms compare equal): "Likes tea." and "likes  TEA" are one text.
+
+    Punctuation becomes a space rather than vanishing, so "well-known" meets "well known" but
+    "e-mail" does not meet "email": when unsure, two texts stay two.
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    spaced = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in folded)
+    return " ".join(spaced.split())
+
+
+def duplicate_key(memory: Memory) -> tuple[str | None, str, str | None, str]:
+    """What two memories must share to be one: owner, kind, category (for facts), text.
+
+    Exact equality after `normalised`, not a cosine over embeddings: "Alice likes tea" and
+    "Alice likes tee", or "moved to Austin in 2021" and "... in 2012", sit at a cosine of 0.9
+    and above in MiniLM, and merging them would silently replace one statement with another.
+    No threshold separates such pairs from true paraphrases, and a false merge loses meaning
+    while a missed one costs only a repeated line, so only texts equal in every word merge.
+    The owner is part of the key because an agent's memories are visible to that agent only.
+    """
+    category = memory.category if memory.kind is MemoryKind.FACT else None
+    return (memory.agent_id, memory.kind.value, category, normalised(memory.text))
+
+
+def _expired(memory: Memory, now: datetime) -> bool:
+    return memory.expires_at is not None and memory.expires_at <= now
+
+
+def find_duplicates(memories: Iterable[Memory], now: datetime) -> list[Merge]:
+    """Groups of current, unexpired memories with one `duplicate_key`: the newest survives
+    (by creation, then id, which is time-ordered), the others are merged into it."""
+    groups: dict[tuple[str | None, str, str | None, str], list[Memory]] = {}
+    for memory in memories:
+        if memory.superseded_by is None and not _expired(memory, now):
+            groups.setdefault(duplicate_key(memory), []).append(memory)
+    merges = []
+    for group in groups.values():
+        if len(group) > 1:
+            group.sort(key=lambda m: (m.created_at, m.id))
+            merges.append(Merge(group[-1].id, tuple(m.id for m in group[:-1])))
+    merges.sort(key=lambda m: m.survivor)
+    return merges
+
+
+def merged_survivor(survivor: Memory, merged: Sequence[Memory]) -> Memory:
+    """The survivor as it stands for the group: the highest importance, pinned if any was, and
+    the most settled tier (a long-term memory said again is not new to working memory)."""
+    group = [survivor, *merged]
+    return dataclasses.replace(
+        survivor,
+        importance=max(m.importance for m in group),
+        pinned=any(m.pinned for m in group),
+        tier=max((m.tier for m in group), key=_SETTLED.__getitem__),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Use:
+    """How much a memory was recalled: its own count and those of the duplicates merged into it."""
+
+    count: int
+    last: datetime | None
+
+
+def uses(memory: Memory, by_id: Mapping[str, Memory], merged_into: Mapping[str, list[str]]) -> Use:
+    """The recalls of `memory` and of every duplicate that was merged into it, at any depth.
+
+    Only predecessors with the same `duplicate_key` count: a fact superseded because it changed
+    ("works at Acme" by "works at Initech") was recalled as the old statement, not this one.
+    """
+    key = duplicate_key(memory)
+    count, last = 0, None
+    stack, seen = [memory], {memory.id}
+    while stack:
+        current = stack.pop()
+        count += current.access_count
+        if current.last_accessed_at is not None and (
+            last is None or current.last_accessed_at > last
+        ):
+            last = current.last_accessed_at
+        for older_id in merged_into.get(current.id, ()):
+            older = by_id[older_id]
+            if older_id not in seen and duplicate_key(older) == key:
+                seen.add(older_id)
+                stack.append(older)
+    return Use(count, last)
+
+
+# -- tiers -----------------------------------------------------------------------------------
+
+
+def decayed_importance(
+    importance: float, idle: timedelta, uses: int, policy: ConsolidationPolicy
+) -> float:
+    """`importance` halved for every half-life of `idle` time, the half-life scaled by
+    1 + `uses`: a memory recalled twice fades three times slower than one never recalled."""
+    half_lives = max(idle, timedelta(0)) / (policy.half_life * (1 + uses))
+    return float(importance * 0.5**half_lives)
+
+
+def should_promote(memory: Memory, use: Use, policy: ConsolidationPolicy) -> bool:
+    return (
+        memory.pinned
+        or use.count >= policy.promote_uses
+        or memory.importance >= policy.promote_importance
+    )
+
+
+def spared(memory: Memory) -> bool:
+    """Never archived for want of use: pinned memories and current facts."""
+    return memory.pinned or (memory.kind is MemoryKind.FACT and memory.superseded_by is None)
+
+
+def unused_too_long(memory: Memory, use: Use, now: datetime, policy: ConsolidationPolicy) -> bool:
+    """A working memory never recalled in `working_retention` (or more) since it was made."""
+    return use.count == 0 and now - memory.created_at >= policy.working_retention
+
+
+def decayed_away(memory: Memory, use: Use, now: datetime, policy: ConsolidationPolicy) -> bool:
+    since = use.last or memory.created_at
+    return (
+        decayed_importance(memory.importance, now - since, use.count, policy) < policy.decay_floor
+    )
+
+
+def next_tier(
+    memory: Memory, use: Use, now: datetime, policy: ConsolidationPolicy
+) -> TierMove | None:
+    """Where the rules put a current memory now, or None if it stays where it is.
+
+    The rules run through in one go (a working memory promoted may also have decayed away), so
+    the answer for the memory once moved is to stay: a second run right after moves nothing.
+    """
+    if memory.superseded_by is not None or memory.tier is Tier.ARCHIVE:
+        return None
+    if _expired(memory, now):
+        return TierMove(memory.id, Tier.ARCHIVE, "expired")
+    tier: Tier = memory.tier
+    reason = ""
+    if tier is Tier.WORKING:
+        if should_promote(memory, use, policy):
+            tier, reason = Tier.LONG_TERM, "promoted"
+        elif not spared(memory) and unused_too_long(memory, use, now, policy):
+            return TierMove(memory.id, Tier.ARCHIVE, "unused")
+    if tier is Tier.LONG_TERM and not spared(memory) and decayed_away(memory, use, now, policy):
+        tier, reason = Tier.ARCHIVE, "decayed"
+    return TierMove(memory.id, tier, reason) if reason else None
+
+
+# -- the plan for a user's memories ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPlan:
+    """What to write: merges, the survivors' merged fields, then tier moves."""
+
+    merges: tuple[Merge, ...] = ()
+    survivor_fields: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    moves: tuple[TierMove, ...] = ()
+
+
+def plan_memories(
+    memories: Sequence[Memory], now: datetime, policy: ConsolidationPolicy
+) -> MemoryPlan:
+    """Every change the rules make to these memories (all of one user's, history included)."""
+    by_id = {m.id: m for m in memories}
+    merged_into: dict[str, list[str]] = {}
+    for memory in memories:
+        if memory.superseded_by is not None:
+            merged_into.setdefault(memory.superseded_by, []).append(memory.id)
+    merges = find_duplicates(memories, now)
+    standing = dict(by_id)
+    survivor_fields: dict[str, dict[str, Any]] = {}
+    for merge in merges:
+        for old in merge.merged:
+            merged_into.setdefault(merge.survivor, []).append(old)
+            standing[old] = dataclasses.replace(by_id[old], superseded_by=merge.survivor)
+        before = by_id[merge.survivor]
+        after = merged_survivor(before, [by_id[old] for old in merge.merged])
+        standing[merge.survivor] = after
+        survivor_fields[merge.survivor] = {
+            name: getattr(after, name)
+            for name in ("importance", "pinned", "tier")
+            if getattr(after, name) != getattr(before, name)
+        }
+    moves = []
+    for memory in sorted(standing.values(), key=lambda m: m.id):
+        move = next_tier(memory, uses(memory, standing, merged_into), now, policy)
+        if move is not None:
+            moves.append(move)
+            survivor_fields.get(memory.id, {}).pop("tier", None)  # one write moves it
+    survivor_fields = {k: fields for k, fields in survivor_fields.items() if fields}
+    return MemoryPlan(tuple(merges), survivor_fields, tuple(moves))
+
+
+# -- session summaries -----------------------------------------------------------------------
+
+
+def needs_summary(session: Session, now: datetime, policy: ConsolidationPolicy) -> bool:
+    """Idle for `session_idle`, long enough, and its summary missing or older than its last turn.
+
+    The session row does not stamp when its summary was written, so a summary written here
+    notes how many turns it covers in the session's metadata (`SUMMARISED_TURNS`): a turn added
+    since, whatever time it gives itself, makes it stale. A summary written by someone else has
+    no such note; it is current when the session was updated after its last turn (`updated_at`
+    moves to the moment of each append and each update). That errs towards leaving their summary
+    alone: turns appended with an earlier time of their own make it look current.
+    """
+    if session.turn_count < policy.summary_min_turns or session.last_turn_at is None:
+        return False
+    if now - session.last_turn_at < policy.session_idle:
+        return False
+    if session.summary is None:
+        return True
+    covered = session.metadata.get(SUMMARISED_TURNS)
+    if isinstance(covered, int) and not isinstance(covered, bool):
+        return covered != session.turn_count
+    return session.updated_at <= session.last_turn_at
+
+
+def summary_metadata(session: Session) -> dict[str, Any]:
+    """The session's metadata with the note of how many turns its new summary covers."""
+    return {**session.metadata, SUMMARISED_TURNS: session.turn_count}
+
+
+def shortened(text: str, limit: int) -> str:
+    """The text on one line, cut at a word boundary to at most `limit` characters."""
+    line = " ".join(text.split())
+    if len(line) <= limit:
+        return line
+    space = line.rfind(" ", 0, limit)  # a word that ends right at the limit is kept whole
+    cut = line[:space] if space > 0 else line[: limit - 1]
+    return cut.rstrip(" ,;:") + "…"
+
+
+def summary_line(turn: Turn, policy: ConsolidationPolicy) -> str:
+    who = turn.speaker or turn.role.value
+    return f"{who}: {shortened(turn.content, policy.summary_turn_chars)}"
+
+
+def extractive_summary(turns: Sequence[Turn], policy: ConsolidationPolicy) -> str | None:
+    """The session's most salient turns, in the order they were said, one short line each:
+    at most `summary_share` of its turns (rounded up), within `summary_chars`; None when fewer
+    than `summary_min_turns` turns have words.
+
+    Salience is the search index's own reading of a turn (`retrieval.cues.turn_salience`: long,
+    tells of the speaker's own doings, not a question, shares an image), measured on LoCoMo as
+    what people later ask about; ties go to the earlier turn.
+    """
+    spoken = [t for t in turns if t.role in _SPOKEN and t.content.strip()]
+    if len(spoken) < policy.summary_min_turns:
+        return None
+
+    def salience(turn: Turn) -> float:
+        has_image = isinstance(turn.metadata.get("image_caption"), str)
+        return turn_salience(turn.content, has_image=has_image)
+
+    ranked = sorted(spoken, key=lambda t: (-salience(t), t.seq))
+    chosen: list[tuple[int, str]] = []
+    room, most = policy.summary_chars, math.ceil(len(spoken) * policy.summary_share)
+    for turn in ranked:
+        if len(chosen) == most:
+            break
+        line = summary_line(turn, policy)
+        cost = len(line) + (1 if chosen else 0)  # the newline before every line but the first
+        if cost <= room:
+            chosen.append((turn.seq, line))
+            room -= cost
+    chosen.sort()
+    return "\n".join(line for _, line in chosen) or None

@@ -1,0 +1,544 @@
+"""Consolidation: each rule's edges as pure functions, then `Vault.consolidate` on real stores,
+the CLI command and the REST route."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import MakeVault
+from loopback import serve_in_thread
+
+from memvault import Invalid, NotFound, Vault
+from memvault.cli import main
+from memvault.events import Event
+from memvault.mind.consolidate import (
+    ConsolidationPolicy,
+    Use,
+    decayed_importance,
+    duplicate_key,
+    extractive_summary,
+    find_duplicates,
+    needs_summary,
+    next_tier,
+    normalised,
+    plan_memories,
+    shortened,
+    summary_metadata,
+)
+from memvault.model import Memory, MemoryKind, Role, Session, SessionKind, Tier, Turn
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+POLICY = ConsolidationPolicy()
+TICK = timedelta(microseconds=1)
+NEVER = Use(0, None)
+
+
+def memory(
+    text: str = "Alice likes tea",
+    *,
+    id: str = "m1",
+    kind: MemoryKind = MemoryKind.EPISODIC,
+    tier: Tier = Tier.WORKING,
+    age: timedelta = timedelta(days=1),
+    **fields: Any,
+) -> Memory:
+    created = NOW - age
+    return Memory(
+        id=id,
+        user_id="u",
+        kind=kind,
+        tier=tier,
+        text=text,
+        created_at=created,
+        updated_at=created,
+        **fields,
+    )
+
+
+def moved(m: Memory, use: Use = NEVER, now: datetime = NOW) -> tuple[Tier, str] | None:
+    move = next_tier(m, use, now, POLICY)
+    return None if move is None else (move.tier, move.reason)
+
+
+# -- duplicates ------------------------------------------------------------------------------
+
+
+def test_normalised_sets_aside_case_space_and_punctuation_only() -> None:
+    assert normalised("  Likes\tTEA. ") == normalised("likes tea") == "likes tea"
+    assert (
+        normalised("\uff2c\uff49\uff4b\uff45\uff53 tea!") == "likes tea"
+    )  # full-width letters (NFKC)
+    assert normalised("well-known") == normalised("well known")
+    assert normalised("likes tea") != normalised("likes tee")
+    assert normalised("e-mail") != normalised("email")
+
+
+def test_duplicate_key_separates_owners_kinds_and_fact_categories() -> None:
+    fact = memory(kind=MemoryKind.FACT, category="food")
+    assert duplicate_key(fact) == duplicate_key(
+        memory("alice LIKES tea!", kind=MemoryKind.FACT, category="food")
+    )
+    assert duplicate_key(fact) != duplicate_key(memory(kind=MemoryKind.FACT, category="drinks"))
+    assert duplicate_key(fact) != duplicate_key(memory(kind=MemoryKind.REFLECTION))
+    assert duplicate_key(fact) != duplicate_key(dataclasses.replace(fact, agent_id="a1"))
+    # category matters for facts only
+    assert duplicate_key(memory(category="x")) == duplicate_key(memory(category="y"))
+
+
+def test_find_duplicates_keeps_the_newest_and_skips_history_and_expired() -> None:
+    old = memory("Likes tea.", id="a", age=timedelta(days=9))
+    mid = memory("likes TEA", id="b", age=timedelta(days=5))
+    new = memory("likes tea", id="c", age=timedelta(days=1))
+    gone = memory("likes tea", id="d", age=timedelta(days=3), superseded_by="x")
+    expired = memory("likes tea", id="e", age=timedelta(hours=1), expires_at=NOW)
+    other = memory("likes tee", id="f")
+    merges = find_duplicates([new, old, gone, expired, other, mid], NOW)
+    assert [(m.survivor, m.merged) for m in merges] == [("c", ("a", "b"))]
+
+
+def test_a_merged_survivor_takes_the_groups_pin_importance_tier_and_uses() -> None:
+    old = memory(
+        "likes tea",
+        id="a",
+        tier=Tier.LONG_TERM,
+        age=timedelta(days=30),
+        importance=0.6,
+        pinned=True,
+        access_count=2,
+        last_accessed_at=NOW - timedelta(days=2),
+    )
+    new = memory("Likes tea.", id="b", age=timedelta(days=1), importance=0.4, access_count=1)
+    plan = plan_memories([old, new], NOW, POLICY)
+    assert [(m.survivor, m.merged) for m in plan.merges] == [("b", ("a",))]
+    assert plan.survivor_fields == {
+        "b": {"importance": 0.6, "pinned": True, "tier": Tier.LONG_TERM}
+    }
+    assert plan.moves == ()
+
+
+def test_uses_of_earlier_duplicates_count_towards_promotion_but_not_changed_facts() -> None:
+    # merged at an earlier run: "a" points to "b"; their recalls together reach three
+    a = memory("likes tea", id="a", age=timedelta(days=3), access_count=2, superseded_by="b")
+    b = memory("likes tea", id="b", access_count=1)
+    plan = plan_memories([a, b], NOW, POLICY)
+    assert [(m.memory_id, m.reason) for m in plan.moves] == [("b", "promoted")]
+    # a changed statement superseded by "d" was recalled as the old one: it does not count
+    c = memory("likes coffee", id="c", age=timedelta(days=3), access_count=2, superseded_by="d")
+    d = memory("likes tea", id="d", access_count=1)
+    assert plan_memories([c, d], NOW, POLICY).moves == ()
+
+
+# -- tiers -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("count", "promoted"), [(2, False), (3, True), (4, True)])
+def test_promotion_by_use(count: int, promoted: bool) -> None:
+    expected = (Tier.LONG_TERM, "promoted") if promoted else None
+    assert moved(memory(), Use(count, NOW)) == expected
+
+
+@pytest.mark.parametrize(("importance", "promoted"), [(0.69, False), (0.7, True), (0.71, True)])
+def test_promotion_by_importance(importance: float, promoted: bool) -> None:
+    expected = (Tier.LONG_TERM, "promoted") if promoted else None
+    assert moved(memory(importance=importance)) == expected
+
+
+def test_promotion_when_pinned() -> None:
+    assert moved(memory(pinned=True)) == (Tier.LONG_TERM, "promoted")
+
+
+@pytest.mark.parametrize(("age", "archived"), [(-TICK, False), (timedelta(0), True), (TICK, True)])
+def test_working_memory_never_recalled_is_archived_after_the_retention(
+    age: timedelta, archived: bool
+) -> None:
+    m = memory(age=POLICY.working_retention + age)
+    assert moved(m) == ((Tier.ARCHIVE, "unused") if archived else None)
+    assert moved(m, Use(1, NOW)) is None  # recalled once: it waits for more
+
+
+def test_pinned_and_current_facts_are_never_archived_for_want_of_use() -> None:
+    old = timedelta(days=3650)
+    assert moved(memory(kind=MemoryKind.FACT, age=old)) is None
+    assert moved(memory(kind=MemoryKind.FACT, tier=Tier.LONG_TERM, age=old)) is None
+    assert moved(memory(pinned=True, tier=Tier.LONG_TERM, age=old)) is None
+    assert moved(memory(tier=Tier.LONG_TERM, age=old)) == (Tier.ARCHIVE, "decayed")
+
+
+def test_decayed_importance_halves_every_half_life_scaled_by_uses() -> None:
+    assert decayed_importance(0.8, timedelta(0), 0, POLICY) == 0.8
+    assert decayed_importance(0.8, POLICY.half_life, 0, POLICY) == pytest.approx(0.4)
+    assert decayed_importance(0.8, 2 * POLICY.half_life, 0, POLICY) == pytest.approx(0.2)
+    assert decayed_importance(0.8, 2 * POLICY.half_life, 1, POLICY) == pytest.approx(0.4)
+    assert decayed_importance(0.8, -POLICY.half_life, 0, POLICY) == 0.8  # a future time
+
+
+@pytest.mark.parametrize(
+    ("idle", "archived"), [(-TICK, False), (timedelta(0), False), (TICK, True)]
+)
+def test_decay_archives_below_the_floor(idle: timedelta, archived: bool) -> None:
+    # importance 0.1 reaches the floor 0.05 after exactly one half-life; below it, archived
+    m = memory(tier=Tier.LONG_TERM, importance=0.1, age=POLICY.half_life + idle)
+    assert moved(m) == ((Tier.ARCHIVE, "decayed") if archived else None)
+    # the last recall, not creation, starts the clock; and one recall doubles the half-life
+    recalled = Use(1, NOW - POLICY.half_life - idle)
+    assert moved(dataclasses.replace(m, created_at=NOW - 10 * POLICY.half_life), recalled) is None
+
+
+@pytest.mark.parametrize(
+    ("offset", "expired"), [(-TICK, True), (timedelta(0), True), (TICK, False)]
+)
+def test_expiry_archives_anything_past_its_time(offset: timedelta, expired: bool) -> None:
+    for m in (
+        memory(expires_at=NOW + offset, pinned=True),
+        memory(expires_at=NOW + offset, kind=MemoryKind.FACT, tier=Tier.LONG_TERM),
+    ):
+        result = moved(m)
+        assert (result == (Tier.ARCHIVE, "expired")) is expired
+        if not expired:
+            assert result in (None, (Tier.LONG_TERM, "promoted"))
+
+
+def test_history_and_the_archive_stay_where_they_are() -> None:
+    assert moved(memory(superseded_by="x", importance=0.9)) is None
+    assert moved(memory(tier=Tier.ARCHIVE, access_count=9), Use(9, NOW)) is None
+
+
+def test_rules_run_through_in_one_go_so_a_second_pass_moves_nothing() -> None:
+    stale = memory(importance=0.8, age=timedelta(days=800))  # important, but untouched for years
+    assert moved(stale) == (Tier.ARCHIVE, "decayed")
+    kept = memory(importance=0.8, age=timedelta(days=8))
+    assert moved(kept) == (Tier.LONG_TERM, "promoted")
+    assert moved(dataclasses.replace(kept, tier=Tier.LONG_TERM)) is None
+
+
+def test_policy_checks_name_the_field() -> None:
+    for field, value in (
+        ("promote_uses", 0),
+        ("decay_floor", 1.5),
+        ("half_life", timedelta(0)),
+        ("summary_chars", True),
+        ("session_idle", 30),
+    ):
+        with pytest.raises(Invalid) as err:
+            given: dict[str, Any] = {field: value}
+            ConsolidationPolicy(**given)
+        assert err.value.field == f"policy.{field}"
+
+
+# -- sessions --------------------------------------------------------------------------------
+
+
+def session(*, turns: int = 4, idle: timedelta = timedelta(hours=1), **fields: Any) -> Session:
+    last = NOW - idle
+    values: dict[str, Any] = {"updated_at": last, **fields}
+    return Session(
+        id="s",
+        user_id="u",
+        kind=SessionKind.CHAT,
+        created_at=last - timedelta(hours=1),
+        turn_count=turns,
+        last_turn_at=last,
+        **values,
+    )
+
+
+def turn(seq: int, content: str, role: Role = Role.USER, **fields: Any) -> Turn:
+    return Turn(
+        id=f"t{seq}",
+        user_id="u",
+        session_id="s",
+        seq=seq,
+        role=role,
+        content=content,
+        created_at=NOW - timedelta(hours=2) + timedelta(minutes=seq),
+        **fields,
+    )
+
+
+@pytest.mark.parametrize(("idle", "wanted"), [(-TICK, False), (timedelta(0), True), (TICK, True)])
+def test_a_session_is_summarised_once_idle(idle: timedelta, wanted: bool) -> None:
+    assert needs_summary(session(idle=POLICY.session_idle + idle), NOW, POLICY) is wanted
+
+
+@pytest.mark.parametrize(("turns", "wanted"), [(3, False), (4, True), (5, True)])
+def test_a_session_needs_a_handful_of_turns(turns: int, wanted: bool) -> None:
+    assert needs_summary(session(turns=turns), NOW, POLICY) is wanted
+
+
+def test_a_summary_written_after_the_last_turn_is_current() -> None:
+    last = NOW - timedelta(hours=1)
+    assert needs_summary(session(summary="old", updated_at=last), NOW, POLICY)
+    assert not needs_summary(session(summary="new", updated_at=last + TICK), NOW, POLICY)
+    assert needs_summary(session(summary=None, updated_at=last + TICK), NOW, POLICY)
+
+
+def test_a_summary_written_here_is_current_while_it_covers_every_turn() -> None:
+    last = NOW - timedelta(hours=1)
+    ours: dict[str, Any] = {"metadata": {"summarised_turns": 4, "k": "v"}, "summary": "ours"}
+    assert not needs_summary(session(turns=4, updated_at=last, **ours), NOW, POLICY)
+    assert needs_summary(session(turns=5, updated_at=last + TICK, **ours), NOW, POLICY)
+    assert summary_metadata(session(turns=6, metadata={"k": "v"})) == {
+        "k": "v",
+        "summarised_turns": 6,
+    }
+
+
+def test_shortened_cuts_at_a_word_within_the_limit() -> None:
+    assert shortened("  a  short\nline ", 20) == "a short line"
+    cut = shortened("the quick brown fox jumps over the lazy dog", 20)
+    assert cut == "the quick brown fox…" and len(cut) <= 20
+
+
+def test_extractive_summary_keeps_the_salient_half_in_order_within_the_budget() -> None:
+    turns = [
+        turn(1, "Hi, how are you?"),
+        turn(
+            2,
+            "I went hiking with my sister in the Alps last weekend, it was cold and "
+            "beautiful and we stayed in a hut.",
+            Role.ASSISTANT,
+            speaker="Jo",
+        ),
+        turn(3, "Did you take photos?"),
+        turn(4, "We adopted a puppy called Max on Saturday; my kids love him already."),
+        turn(5, "system prompt text that is long and tells of what I did yesterday", Role.SYSTEM),
+        turn(6, "Nice."),
+    ]
+    summary = extractive_summary(turns, POLICY)
+    assert summary is not None
+    lines = summary.split("\n")
+    assert lines[0].startswith("Jo: I went hiking") and lines[1].startswith("user: We adopted")
+    assert len(lines) == 3  # half of the five spoken turns, rounded up
+    assert "system prompt" not in summary and len(summary) <= POLICY.summary_chars
+    tight = ConsolidationPolicy(summary_chars=80, summary_turn_chars=60)
+    short = extractive_summary(turns, tight)
+    assert short is not None and len(short) <= 80 and short.startswith("Jo: I went hiking")
+    assert extractive_summary([*turns[:3], turn(7, "  ")], POLICY) is None
+
+
+# -- the Vault -------------------------------------------------------------------------------
+
+
+def everything(vault: Vault, user_id: str) -> dict[str, Memory]:
+    memories = vault.list_memories(user_id, include_expired=True, limit=1000)
+    return {m.id: m for m in memories}
+
+
+def spoken(n: int, start: datetime) -> list[dict[str, Any]]:
+    lines = [
+        "Hello there, how was your week?",
+        "I went to Lisbon with my brother and we walked all over the old town for three days.",
+        "Which places did you like?",
+        "My favourite was the castle; we watched the sunset from the walls on Friday.",
+        "Sounds lovely.",
+        "Thanks.",
+    ]
+    return [
+        {
+            "role": ("user", "assistant")[i % 2],
+            "content": lines[i % len(lines)],
+            "created_at": start + timedelta(minutes=i),
+        }
+        for i in range(n)
+    ]
+
+
+def test_consolidate_applies_every_rule_and_keeps_history(vault: Vault) -> None:
+    day = timedelta(days=1)
+    dup_old = vault.add_memory(
+        "alice", "Likes green tea.", kind="episodic", tier="long_term", created_at=NOW - 20 * day
+    )
+    dup_new = vault.add_memory(
+        "alice", "likes green TEA", kind="episodic", tier="working", created_at=NOW - day
+    )
+    used = vault.add_memory(
+        "alice",
+        "Parks the car on level 3",
+        kind="episodic",
+        tier="working",
+        created_at=NOW - 2 * day,
+    )
+    for _ in range(3):
+        vault.store.record_access("alice", [used.id], "2025-05-31T00:00:00.000000Z")
+    unused = vault.add_memory(
+        "alice",
+        "Asked about the weather",
+        kind="episodic",
+        tier="working",
+        created_at=NOW - 8 * day,
+    )
+    faded = vault.add_memory(
+        "alice",
+        "Once mentioned a film",
+        kind="episodic",
+        tier="long_term",
+        created_at=NOW - 400 * day,
+    )
+    expired = vault.add_memory(
+        "alice", "Has a dentist appointment", kind="episodic", expires_at=NOW - day, pinned=True
+    )
+    fact = vault.add_memory(
+        "alice", "Alice is vegetarian", category="diet", created_at=NOW - 900 * day
+    )
+    pinned = vault.add_memory(
+        "alice", "Call her Ali", kind="procedural", pinned=True, created_at=NOW - 900 * day
+    )
+    fresh = vault.add_memory(
+        "alice", "Mentioned a new job", kind="episodic", tier="working", created_at=NOW - day
+    )
+    vault.add_turns("alice", "chat", spoken(6, NOW - timedelta(hours=3)))
+    vault.add_turns("alice", "short", spoken(3, NOW - timedelta(hours=3)))
+    vault.add_turns("alice", "live", spoken(6, NOW - timedelta(minutes=10)))
+    bob = vault.add_memory(
+        "bob", "Asked about the weather", kind="episodic", tier="working", created_at=NOW - 8 * day
+    )
+    before = everything(vault, "alice")
+    events: list[Event] = []
+    vault.events.subscribe(events.append)
+
+    report = vault.consolidate("alice", now=NOW)
+
+    assert [(m.survivor, m.merged) for m in report.merged] == [(dup_new.id, (dup_old.id,))]
+    assert report.promoted == (used.id,)
+    assert report.archived_unused == (unused.id,)
+    assert report.archived_decayed == (faded.id,)
+    assert report.archived_expired == (expired.id,)
+    assert report.summarised == ("chat",)
+    assert report.counts == {
+        "merged": 1,
+        "promoted": 1,
+        "archived_unused": 1,
+        "archived_decayed": 1,
+        "archived_expired": 1,
+        "summarised": 1,
+    }
+    after = everything(vault, "alice")
+    assert after.keys() == before.keys()  # nothing deleted
+    old = after[dup_old.id]
+    assert old.superseded_by == dup_new.id and old.valid_to == NOW and old.text == dup_old.text
+    assert after[dup_new.id].tier is Tier.LONG_TERM  # said before in long-term memory
+    assert after[used.id].tier is Tier.LONG_TERM and after[used.id].access_count == 3
+    for archived in (unused, faded, expired):
+        assert after[archived.id].tier is Tier.ARCHIVE
+    assert after[expired.id].pinned  # archived, not unpinned
+    for kept in (fact, pinned, fresh):
+        assert after[kept.id] == before[kept.id]
+    summary = vault.get_session("alice", "chat").summary
+    assert summary is not None and summary.splitlines()[0].startswith("assistant: I went to Lisbon")
+    assert vault.get_session("alice", "short").summary is None
+    assert vault.get_session("alice", "live").summary is None
+    assert vault.list_memories("bob") == [bob]
+    changed = {e.ids.get("memory_id") or e.ids.get("session_id") for e in events}
+    assert {dup_old.id, used.id, unused.id, faded.id, expired.id, "chat"} <= changed
+    assert all(e.user_id == "alice" for e in events)
+
+    again = vault.consolidate("alice", now=NOW)
+    assert not again.changed and again.counts == dict.fromkeys(report.counts, 0)
+    assert everything(vault, "alice") == after
+
+
+def test_duplicates_keep_their_recalls_in_history(vault: Vault) -> None:
+    old = vault.add_memory(
+        "u", "Has two cats", kind="episodic", tier="working", created_at=NOW - timedelta(days=3)
+    )
+    new = vault.add_memory(
+        "u", "has two cats.", kind="episodic", tier="working", created_at=NOW - timedelta(days=1)
+    )
+    for _ in range(3):
+        vault.store.record_access("u", [old.id], "2025-05-30T00:00:00.000000Z")
+    report = vault.consolidate("u", now=NOW)
+    assert [m.merged for m in report.merged] == [(old.id,)] and report.promoted == (new.id,)
+    kept = vault.get_memory("u", old.id)
+    assert kept.access_count == 3 and kept.superseded_by == new.id
+    assert vault.get_memory("u", new.id).tier is Tier.LONG_TERM
+    assert not vault.consolidate("u", now=NOW).changed
+
+
+def test_a_new_turn_makes_the_summary_stale(vault: Vault) -> None:
+    vault.add_turns("u", "s", spoken(4, NOW - timedelta(hours=2)))
+    assert vault.consolidate("u", now=NOW).summarised == ("s",)
+    first = vault.get_session("u", "s").summary
+    assert not vault.consolidate("u", now=NOW).changed
+    vault.add_turn(
+        "u",
+        "s",
+        "user",
+        "By the way, I started a pottery class last month and made my first bowl.",
+        created_at=NOW - timedelta(hours=1),
+    )
+    assert vault.consolidate("u", now=NOW).summarised == ("s",)
+    second = vault.get_session("u", "s").summary
+    assert second != first and second is not None and "pottery" in second
+
+
+def test_bad_input_names_the_field(vault: Vault) -> None:
+    vault.add_memory("u", "something")
+    for bad in ("yesterday", 5):
+        with pytest.raises(Invalid) as err:
+            vault.consolidate("u", now=bad)  # type: ignore[arg-type]
+        assert err.value.field == "now"
+    with pytest.raises(Invalid) as err:
+        vault.consolidate("u/../v")
+    assert err.value.field == "user_id"
+    with pytest.raises(Invalid) as err:
+        vault.consolidate("u", policy={"promote_uses": 1})  # type: ignore[arg-type]
+    assert err.value.field == "policy"
+    with pytest.raises(NotFound):
+        vault.consolidate("nobody")
+
+
+def test_the_cli_prints_the_report(
+    make_vault: MakeVault, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with make_vault() as vault:
+        unused = vault.add_memory(
+            "alice",
+            "Asked about trains",
+            kind="episodic",
+            tier="working",
+            created_at=NOW - timedelta(days=30),
+        )
+    code = main(
+        ["--data", str(tmp_path / "data"), "consolidate", "alice", "--now", NOW.isoformat()]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["archived_unused"] == [unused.id] and report["counts"]["archived_unused"] == 1
+    assert report["now"] == NOW.isoformat()
+    assert main(["--data", str(tmp_path / "data"), "consolidate", "nobody"]) == 2
+
+
+def test_the_rest_route_answers_the_report(make_vault: MakeVault) -> None:
+    vault = make_vault()
+    unused = vault.add_memory(
+        "alice",
+        "Asked about trains",
+        kind="episodic",
+        tier="working",
+        created_at=NOW - timedelta(days=30),
+    )
+    _, user_key = vault.keys.create("user", "alice")
+    agent = vault.register_agent("alice", "Jarvis")
+    _, agent_key = vault.keys.create("agent", "alice", agent.id)
+    _, other_key = vault.keys.create("user", "bob")
+    with serve_in_thread(vault) as url:
+        path = f"{url}/v1/users/alice/consolidate"
+
+        def post(key: str, body: dict[str, Any] | None = None) -> httpx.Response:
+            return httpx.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
+
+        assert post(agent_key).status_code == 403
+        assert post(other_key).status_code == 404
+        bad = post(user_key, {"now": "soon"})
+        assert bad.status_code == 422
+        answer = post(user_key, {"now": NOW.isoformat()})
+        assert answer.status_code == 200
+        assert answer.json()["archived_unused"] == [unused.id]
+        assert post(user_key).json()["counts"]["archived_unused"] == 0
+    assert vault.get_memory("alice", unused.id).tier is Tier.ARCHIVE
