@@ -170,11 +170,12 @@ def normalised(text: str) -> str:
 def duplicate_key(memory: Memory) -> tuple[str | None, str, str | None, str]:
     """What two memories must share to be one: owner, kind, category (for facts), text.
 
-    Exact equality after `normalised`, not a cosine over embeddings: "Alice likes tea" and
-    "Alice likes tee", or "moved to Austin in 2021" and "... in 2012", sit at a cosine of 0.9
-    and above in MiniLM, and merging them would silently replace one statement with another.
-    No threshold separates such pairs from true paraphrases, and a false merge loses meaning
-    while a missed one costs only a repeated line, so only texts equal in every word merge.
+    Exact equality after `normalised`, not a cosine over embeddings. Measured with MiniLM, the
+    search's model: "is allergic to peanuts" / "is not allergic to peanuts" 0.983, "moved to
+    Austin in 2012" / "... in 2021" 0.964, "has two cats" / "has three cats" 0.960, while the
+    true paraphrase "likes tea" / "enjoys tea" is 0.953. Contradictions score above paraphrases,
+    so no threshold merges the one and spares the other; a false merge replaces a statement with
+    another, a missed one only repeats a line. Only texts equal in every word merge.
     The owner is part of the key because an agent's memories are visible to that agent only.
     """
     category = memory.category if memory.kind is MemoryKind.FACT else None
