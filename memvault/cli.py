@@ -14,7 +14,7 @@ from memvault.config import Settings
 from memvault.errors import Invalid, MemvaultError, NotFound
 from memvault.migrate import migrate_to_postgres
 from memvault.model import to_jsonable
-from memvault.store import DATABASE_FILE
+from memvault.store import DATABASE_FILE, KEYRING_FILE
 from memvault.vault import Vault
 
 Command = Callable[[argparse.Namespace], int]
@@ -33,7 +33,8 @@ def _open(args: argparse.Namespace, *, existing: bool = False) -> Vault:
     try:
         return Vault.open(folder)
     except sqlite3.DatabaseError as exc:  # the driver's words name no content
-        raise Invalid("data", f"a database in {folder} does not open ({exc})") from None
+        files = f"{DATABASE_FILE} or {KEYRING_FILE} in {folder}"
+        raise Invalid("data", f"{files} does not open ({exc})") from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

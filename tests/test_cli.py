@@ -35,3 +35,22 @@ def test_a_command_on_a_folder_with_no_data_says_so_and_makes_none(
         f"memvault: no memvault data in {typo} (give the folder with --data or MEMVAULT_DATA)\n"
     )
     assert not typo.exists()
+
+
+@pytest.mark.parametrize("damaged", ["memvault.db", "keyring.db", "folder"])
+def test_a_damaged_data_folder_is_named_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damaged: str
+) -> None:
+    data = tmp_path / "data"
+    assert main(["--data", str(data), "demo"]) == 0
+    if damaged == "folder":
+        data = tmp_path / "a-file"
+        data.write_text("not a folder\n", encoding="utf-8")
+    else:
+        (data / damaged).write_bytes(b"not a database " * 100)
+    capsys.readouterr()
+    assert main(["--data", str(data), "demo"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("memvault: data: ") and str(data) in err, err
+    named = "is not a folder" if damaged == "folder" else "keyring.db in " + str(data)
+    assert named in err and ("file is not a database" in err or damaged == "folder"), err
