@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     ws_history_turns: int = Field(
         20, ge=0, le=1000, description="Recent turns sent to a WebSocket joining a session room."
     )
+    consolidation_delay: float = Field(
+        1800.0,
+        ge=0,
+        description="Seconds after a user's write that `memvault serve` consolidates them (a "
+        "background job: promote, archive, merge memories; summarise idle sessions); 0: never.",
+    )
     embedder: Literal["minilm", "hashing", "remote"] = Field(
         "minilm",
         description="Embedding model for search. minilm: local int8 ONNX, no network. remote: "

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from api_support import ADMIN, ADMIN_KEY, start_server
 from conftest import MakeVault
 from loopback import serve_in_thread
 
@@ -31,7 +34,8 @@ from memvault.mind.consolidate import (
     shortened,
     summary_metadata,
 )
-from memvault.model import Memory, MemoryKind, Role, Session, SessionKind, Tier, Turn
+from memvault.model import Memory, MemoryKind, Role, Session, SessionKind, Tier, Turn, utcnow
+from memvault.upkeep import Upkeep
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 POLICY = ConsolidationPolicy()
@@ -542,3 +546,51 @@ def test_the_rest_route_answers_the_report(make_vault: MakeVault) -> None:
         assert answer.json()["archived_unused"] == [unused.id]
         assert post(user_key).json()["counts"]["archived_unused"] == 0
     assert vault.get_memory("alice", unused.id).tier is Tier.ARCHIVE
+
+
+# -- in the background -----------------------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_upkeep_queues_one_job_per_user_and_delay_and_none_for_its_own_writes(
+    vault: Vault,
+) -> None:
+    upkeep = Upkeep(vault, delay=0.3, poll_seconds=0.05)
+    try:
+        unused = vault.add_memory("alice", "Asked about trains", kind="episodic", tier="working",
+                                  created_at=utcnow() - timedelta(days=30))  # fmt: skip
+        for i in range(5):
+            vault.add_turn("alice", "s", "user", f"message {i}")
+        wait_for(lambda: vault.get_memory("alice", unused.id).tier is Tier.ARCHIVE)
+        wait_for(lambda: vault.jobs.counts() == {"done": 1})
+        time.sleep(0.8)  # more than twice the delay: the run's own writes queued nothing
+        assert vault.jobs.counts() == {"done": 1}
+        vault.add_memory("bob", "Asked about buses", kind="episodic", tier="working")
+        wait_for(lambda: vault.jobs.counts() == {"done": 2})
+    finally:
+        upkeep.close()
+
+
+def test_the_server_consolidates_a_user_after_a_write(
+    tmp_path: Path, backend_settings: dict[str, Any]
+) -> None:
+    server = start_server(
+        tmp_path / "data", MEMVAULT_ADMIN_KEY=ADMIN_KEY, MEMVAULT_CONSOLIDATION_DELAY="0.2",
+        MEMVAULT_EMBEDDER="hashing",
+    )  # fmt: skip
+    try:
+        memories = f"{server.url}/v1/users/alice/memories"
+        created = httpx.post(memories, headers=ADMIN, json={
+            "text": "Asked about trains", "kind": "episodic", "tier": "working",
+            "created_at": (utcnow() - timedelta(days=30)).isoformat()})  # fmt: skip
+        assert created.status_code == 201
+        path = f"{memories}/{created.json()['id']}"
+        wait_for(lambda: httpx.get(path, headers=ADMIN).json()["tier"] == "archive")
+    finally:
+        server.stop()

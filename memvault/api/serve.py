@@ -10,6 +10,7 @@ import uvicorn
 from memvault.api.app import create_app
 from memvault.config import Settings
 from memvault.keys import Scope
+from memvault.upkeep import Upkeep
 from memvault.vault import Vault
 
 
@@ -54,12 +55,19 @@ def serve(settings: Settings) -> None:
         print(f"memvault listening on http://{settings.host}:{settings.port} "
               f"(data: {settings.data})", flush=True)  # fmt: skip
         app = create_app(vault, settings)
+        upkeep = None
+        if settings.consolidation_delay > 0:
+            upkeep = Upkeep(vault, settings.consolidation_delay)
         gc.freeze()  # what startup built lives on: keep it out of every collection (tail latency)
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,  # memvault.access logs every request without bodies instead
-            server_header=False,
-        )
+        try:
+            uvicorn.run(
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_config=None,
+                access_log=False,  # memvault.access logs every request without bodies instead
+                server_header=False,
+            )
+        finally:
+            if upkeep is not None:
+                upkeep.close()
