@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from memvault import validate as v
 from memvault.errors import MemvaultError, NotFound
-from memvault.model import to_jsonable
+from memvault.model import MemoryKind, to_jsonable
 from memvault.retrieval.search import Hit
 from memvault.vault import Vault
 
@@ -60,12 +60,8 @@ class Tools:
 
     async def add_turns(self, session_id: str, turns: list[TurnIn]) -> dict[str, Any]:
         """Save conversation turns, in order, to a session (created on its first turn)."""
-        rows = [
-            {**turn.model_dump(exclude_none=True), "agent_id": self.agent_id}
-            if turn.role == "assistant" and self.agent_id
-            else turn.model_dump(exclude_none=True)
-            for turn in turns
-        ]
+        stamp = {"agent_id": self.agent_id} if self.agent_id else {}  # as an agent key does
+        rows = [turn.model_dump(exclude_none=True) | stamp for turn in turns]
         saved = await _run(self.vault.add_turns, self.user_id, session_id, rows)
         return {"saved": [turn.id for turn in saved]}
 
@@ -110,7 +106,7 @@ class Tools:
     async def add_memory(
         self,
         text: str,
-        kind: Literal["fact", "episodic", "procedural", "reflection"] = "fact",
+        kind: MemoryKind = MemoryKind.FACT,
         category: str | None = None,
         importance: float | None = None,
         tags: list[str] | None = None,
@@ -132,7 +128,7 @@ class Tools:
         return _memory(memory)
 
     async def list_memories(
-        self, kind: str | None = None, category: str | None = None, limit: int = 50
+        self, kind: MemoryKind | None = None, category: str | None = None, limit: int = 50
     ) -> dict[str, Any]:
         """Current memories, newest first, optionally of one kind or category."""
         memories = await _run(

@@ -139,6 +139,8 @@ def test_bad_arguments_name_the_field_never_the_value_and_write_nothing(tmp_path
         assert wrong_type.isError and "limit" in _text(wrong_type)
         empty = await session.call_tool("search", {"query": ""})
         assert empty.isError and "query" in _text(empty)
+        unknown_kind = await session.call_tool("list_memories", {"kind": secret})
+        assert unknown_kind.isError and "kind:" in _text(unknown_kind)
         half_bad = [
             {"role": "user", "content": secret},
             {"role": "user", "content": "x" * 2_000_000},  # past the turn size limit
@@ -147,7 +149,7 @@ def test_bad_arguments_name_the_field_never_the_value_and_write_nothing(tmp_path
         assert rejected.isError and "content" in _text(rejected)
         missing = await session.call_tool("delete_memory", {"memory_id": "no-such-memory"})
         assert missing.isError and "no such memory" in _text(missing)
-        for result in (wrong_type, empty, rejected, missing):
+        for result in (wrong_type, empty, unknown_kind, rejected, missing):
             assert secret not in _text(result)
         assert _answer(await session.call_tool("recent_turns", {}))["turns"] == []
 
@@ -185,12 +187,16 @@ def test_an_agent_server_sees_its_own_memories_and_not_another_agents(tmp_path: 
         assert [m["id"] for m in listed] == [mine["id"]]
         hits = _answer(await session.call_tool("search", {"query": "quarterly tax return"}))
         assert all("Jarvis" not in hit["text"] for hit in hits["hits"])
+        turns = [{"role": "user", "content": "book it"}, {"role": "assistant", "content": "done"}]
+        await session.call_tool("add_turns", {"session_id": "f1", "turns": turns})
 
     _with_server(tmp_path, "--user", "alice", "--agent", "friday")(body)
     with _vault(tmp_path) as vault:
         friday = {a.name: a.id for a in vault.list_agents("alice")}["friday"]
         owned = vault.list_memories("alice", agent_id=friday)
         assert [m.text for m in owned] == ["Friday booked the dentist"]
+        # every turn of its conversation is the agent's, as with an agent key over HTTP
+        assert [t.agent_id for t in vault.session_turns("alice", "f1")] == [friday, friday]
 
 
 def test_an_agent_server_cannot_change_memories_it_does_not_see(tmp_path: Path) -> None:
