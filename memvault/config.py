@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -113,9 +113,27 @@ class Settings(BaseSettings):
         description="Build HNSW indexes in a separate process, searching exactly meanwhile; "
         "false: build them inline, in the search that needs one.",
     )
+    llm_url: str | None = Field(
+        None,
+        description="Base URL of the OpenAI-compatible LLM the chat proxy forwards to "
+        "(https://api.openai.com/v1); unset: the proxy answers 503.",
+    )
+    llm_api_key: SecretStr | None = Field(
+        None, description="Bearer key sent to the LLM at llm_url; never logged or echoed."
+    )
+    llm_timeout: float = Field(
+        120.0, gt=0, description="Seconds the chat proxy waits for the LLM (each read, streaming)."
+    )
 
     @model_validator(mode="after")
     def _remote_embedder_is_complete(self) -> Settings:
         if self.embedder == "remote" and not (self.embedding_url and self.embedding_model):
             raise ValueError("embedder=remote needs embedding_url and embedding_model")
         return self
+
+    @field_validator("llm_url")
+    @classmethod
+    def _llm_url_is_http(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url

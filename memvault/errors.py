@@ -88,3 +88,27 @@ class Unavailable(MemvaultError):
     """
 
     code = "unavailable"
+
+
+class BadRequest(MemvaultError):
+    """The request lacks something it needs (the API's 400); `details["field"]` names it."""
+
+    code = "bad_request"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}", details={"field": field})
+        self.field = field
+
+
+class LlmNotConfigured(MemvaultError):
+    """The chat proxy has no LLM to forward to: `MEMVAULT_LLM_URL` is unset (the API's 503).
+    Unlike `Unavailable`, retrying will not help until the operator sets it."""
+
+    code = "unavailable"
+
+
+class LlmUnreachable(MemvaultError):
+    """The LLM did not answer: connection refused, timed out, or cut off (the API's 502).
+    The message names the problem, never the URL (it may carry credentials)."""
+
+    code = "llm_unreachable"

@@ -17,9 +17,11 @@ from memvault.api.appends import AppendBatcher
 from memvault.api.auth import Authenticator
 from memvault.api.errors import install_error_handlers
 from memvault.api.middleware import AccessLog, BodyLimit
+from memvault.api.proxy.chat import ChatProxy
 from memvault.api.ratelimit import RateLimiter
 from memvault.api.routes import (
     agents,
+    chat,
     global_context,
     health,
     keys,
@@ -31,11 +33,12 @@ from memvault.api.routes import (
 from memvault.api.ws import Hub
 from memvault.api.ws import router as ws_router
 from memvault.config import Settings
+from memvault.llm import LlmClient
 from memvault.vault import Vault
 
 ROUTERS = (  # the hot path (appends) first: routes are matched in order
     sessions.router, health.router, users.router, memories.router, recall.router, agents.router,
-    global_context.router, keys.router, ws_router,
+    global_context.router, keys.router, chat.router, ws_router,
 )  # fmt: skip
 
 
@@ -52,6 +55,8 @@ def create_app(vault: Vault, settings: Settings | None = None) -> FastAPI:
             await app.state.appends.drain()
             hub.close()
             app.state.auth.close()
+            if llm is not None:
+                await llm.aclose()
 
     app = FastAPI(
         title="memvault",
@@ -64,6 +69,8 @@ def create_app(vault: Vault, settings: Settings | None = None) -> FastAPI:
     app.state.auth = Authenticator(vault, settings)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.appends = AppendBatcher(vault)
+    llm = LlmClient.from_settings(settings)  # one connection pool to the LLM, closed at the end
+    app.state.chat_proxy = ChatProxy(vault, app.state.appends, llm)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -17,6 +17,7 @@ from memvault import errors
 
 STATUS: dict[type[errors.MemvaultError], int] = {
     errors.Invalid: 422,
+    errors.BadRequest: 400,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
     errors.NotFound: 404,
@@ -26,6 +27,8 @@ STATUS: dict[type[errors.MemvaultError], int] = {
     errors.Unavailable: 503,
     errors.IntegrityError: 500,
     errors.WrongMasterKey: 500,
+    errors.LlmUnreachable: 502,
+    errors.LlmNotConfigured: 503,
 }
 HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",

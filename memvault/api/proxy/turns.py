@@ -1,0 +1,127 @@
+"""OpenAI chat messages as memvault turns, and the reverse question: is this already stored?
+
+A request carries the whole conversation so far. Its new part is what follows the last assistant
+message: the user's message, or the results of the tools the assistant asked for. Earlier
+messages were new in an earlier request and saved then; system (and developer) messages are the
+app's instructions, not turns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from memvault.errors import Invalid
+from memvault.model import Turn
+
+INSTRUCTION_ROLES = frozenset(("system", "developer"))
+TURN_ROLES = {"user": "user", "tool": "tool", "function": "tool"}  # "function": the old tool role
+TEXT_PART = "text"
+
+Message = Mapping[str, Any]
+
+
+def check_messages(body: Mapping[str, Any]) -> list[Message]:
+    """`messages`, a non-empty list of objects each with a string `role`; the rest of each
+    message is the LLM's to judge."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise Invalid("messages", "must be a non-empty list")
+    for at, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise Invalid(f"messages[{at}]", "must be an object")
+        if not isinstance(message.get("role"), str):
+            raise Invalid(f"messages[{at}].role", "must be a string")
+    return messages
+
+
+def new_messages(messages: Sequence[Message]) -> list[tuple[int, Message]]:
+    """The messages after the last assistant one that are turns, with their positions."""
+    start = 0
+    for at, message in enumerate(messages):
+        if message["role"] == "assistant":
+            start = at + 1
+    return [(at, m) for at, m in enumerate(messages) if at >= start and m["role"] in TURN_ROLES]
+
+
+def text_and_parts(content: Any, where: str) -> tuple[str, list[str]]:
+    """The text of a message's content, and the kinds of its parts that are not text.
+
+    Content is a string, null, or a list of parts (`{"type": "text", "text": ...}`,
+    `{"type": "image_url", ...}`, ...): the text parts are joined by blank lines; of the
+    others only the kind is kept, never the data (an image, a recording)."""
+    if content is None:
+        return "", []
+    if isinstance(content, str):
+        return content, []
+    if not isinstance(content, list):
+        raise Invalid(where, "must be a string, null or a list of parts")
+    texts: list[str] = []
+    kinds: list[str] = []
+    for at, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(kind, str):
+            raise Invalid(f"{where}[{at}].type", "must be a string")
+        if kind == TEXT_PART:
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise Invalid(f"{where}[{at}].text", "must be a string")
+            texts.append(text)
+        else:
+            kinds.append(kind)
+    return "\n\n".join(texts), kinds
+
+
+def message_turn(message: Message, where: str, agent_id: str | None) -> dict[str, Any]:
+    """A user or tool message as the fields of `Vault.add_turns`. A message with no text
+    (only an image, say) is saved as the list of what it held, so that it is still a turn."""
+    text, kinds = text_and_parts(message.get("content"), f"{where}.content")
+    metadata: dict[str, Any] = {}
+    if kinds:
+        metadata["non_text_parts"] = kinds
+        if not text.strip():
+            text = "[" + ", ".join(kinds) + "]"
+    role = TURN_ROLES[message["role"]]
+    if role == "tool":
+        call_id = message.get("tool_call_id")
+        if call_id is not None:
+            metadata["tool_call_id"] = call_id
+    name = message.get("name")
+    fields: dict[str, Any] = {"role": role, "content": text, "metadata": metadata}
+    if role == "user" and isinstance(name, str) and name:
+        fields["speaker"] = name
+    elif role == "tool" and name is not None:
+        metadata["name"] = name
+    if agent_id is not None:
+        fields["agent_id"] = agent_id
+    return fields
+
+
+def request_turns(messages: Sequence[Message], agent_id: str | None) -> list[dict[str, Any]]:
+    """The new messages of a request as turn fields, in order."""
+    return [message_turn(m, f"messages[{at}]", agent_id) for at, m in new_messages(messages)]
+
+
+def same_turn(stored: Turn, fields: Mapping[str, Any]) -> bool:
+    """Whether a stored turn is this one: same role, text and tool call."""
+    metadata: Mapping[str, Any] = fields.get("metadata") or {}
+    return (
+        stored.role.value == fields["role"]
+        and stored.content == fields["content"]
+        and stored.metadata.get("tool_call_id") == metadata.get("tool_call_id")
+    )
+
+
+def already_stored(turns: Sequence[Mapping[str, Any]], tail: Sequence[Turn]) -> bool:
+    """Whether the session's stored tail is these turns: a request sent again (a retry after
+    the LLM failed, or a client that timed out) saves nothing twice."""
+    return len(tail) == len(turns) and all(map(same_turn, tail, turns))
+
+
+def last_user_text(messages: Sequence[Message]) -> str:
+    """The text of the latest user message: what memory is asked about. Empty if none."""
+    for at in range(len(messages) - 1, -1, -1):
+        if messages[at]["role"] == "user":
+            text, _ = text_and_parts(messages[at].get("content"), f"messages[{at}].content")
+            return text
+    return ""

@@ -1,0 +1,132 @@
+"""A small client for an OpenAI-compatible chat API (OpenAI, vLLM, Ollama, LM Studio, ...).
+
+Only what the chat proxy needs: send a chat request and get the status and JSON back, or open a
+streamed one and read its server-sent events as they arrive; list the models. Async, because
+the server is: one `httpx.AsyncClient` per app keeps connections to the LLM open between calls.
+
+A failure to get any answer (refused, timed out, cut off) raises `LlmUnreachable`, whose message
+names the problem and never the URL, which may carry credentials. The API key travels only in
+the `Authorization` header of requests to the LLM.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from memvault.config import Settings
+from memvault.errors import LlmUnreachable
+
+CHAT_PATH = "chat/completions"
+MODELS_PATH = "models"
+
+
+def unreachable(exc: httpx.HTTPError, timeout: float) -> LlmUnreachable:
+    """What went wrong, in words that hold no URL, no header and no body."""
+    if isinstance(exc, httpx.TimeoutException):
+        return LlmUnreachable(f"the LLM did not answer within {timeout:g} s")
+    if isinstance(exc, httpx.ConnectError):
+        return LlmUnreachable("could not connect to the LLM")
+    return LlmUnreachable(f"the connection to the LLM failed ({type(exc).__name__})")
+
+
+def json_or_error(status: int, content: bytes) -> Any:
+    """The body as JSON; a body that is not JSON (an HTML error page from a gateway, say)
+    becomes an OpenAI-style error object that says so without repeating it."""
+    try:
+        return json.loads(content)
+    except ValueError:
+        message = f"the LLM answered HTTP {status} with a body that is not JSON"
+        return {"error": {"message": message, "type": "upstream_error"}}
+
+
+@dataclass
+class ChatStream:
+    """A streamed chat answer whose status is known and whose body is still arriving."""
+
+    status: int
+    response: httpx.Response
+    timeout: float
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    async def events(self) -> AsyncIterator[str]:
+        """Each server-sent event as it arrives: its lines and the blank line that ends it,
+        as sent (line ends normalised to `\\n`). Raises `LlmUnreachable` if the stream stops
+        before it ends (cut off, or silent for longer than the timeout)."""
+        lines: list[str] = []
+        try:
+            async for line in self.response.aiter_lines():
+                lines.append(line)
+                if not line:
+                    yield "\n".join(lines) + "\n"
+                    lines = []
+        except httpx.HTTPError as exc:
+            raise unreachable(exc, self.timeout) from None
+        if any(lines):  # a last event without its blank line
+            yield "\n".join(lines) + "\n\n"
+
+    async def error_body(self) -> Any:
+        """The whole body of an answer that is not a stream (an error), as JSON."""
+        try:
+            content = await self.response.aread()
+        except httpx.HTTPError as exc:
+            raise unreachable(exc, self.timeout) from None
+        return json_or_error(self.status, content)
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+class LlmClient:
+    """The LLM at one base URL (`https://api.openai.com/v1`), with one key and one timeout."""
+
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 120.0):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LlmClient | None:
+        """The configured LLM, or None when `llm_url` is unset."""
+        if settings.llm_url is None:
+            return None
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+        return cls(settings.llm_url, api_key=key, timeout=settings.llm_timeout)
+
+    async def chat(self, body: Mapping[str, Any]) -> tuple[int, Any]:
+        """POST `chat/completions`; the status and the JSON answer, whatever the status."""
+        try:
+            response = await self._http.post(CHAT_PATH, json=body)
+        except httpx.HTTPError as exc:
+            raise unreachable(exc, self.timeout) from None
+        return response.status_code, json_or_error(response.status_code, response.content)
+
+    async def open_chat_stream(self, body: Mapping[str, Any]) -> ChatStream:
+        """POST `chat/completions` and return once the status has arrived; the events follow
+        through `ChatStream.events`. The caller closes it (`aclose`)."""
+        request = self._http.build_request("POST", CHAT_PATH, json=body)
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise unreachable(exc, self.timeout) from None
+        return ChatStream(response.status_code, response, self.timeout)
+
+    async def models(self) -> tuple[int, Any]:
+        """GET `models`: the status and the JSON answer."""
+        try:
+            response = await self._http.get(MODELS_PATH)
+        except httpx.HTTPError as exc:
+            raise unreachable(exc, self.timeout) from None
+        return response.status_code, json_or_error(response.status_code, response.content)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,423 @@
+"""The OpenAI-compatible chat proxy, over real sockets: the memvault app served on loopback, a
+real OpenAI-compatible server on loopback as the LLM (`fake_llm`), and the vault read back to
+see what was saved."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from api_support import ADMIN, ADMIN_KEY, bearer, free_port, open_api
+from conftest import MakeVault
+from fake_llm import MODEL, FakeLlm, Reply, fake_llm
+from loopback import serve_in_thread
+
+from memvault import Vault
+from memvault.model import Turn
+
+UPSTREAM_KEY = "sk-upstream-secret-0123456789"
+WEATHER_CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+}
+
+
+@dataclass
+class Proxy:
+    vault: Vault
+    llm: FakeLlm
+    http: httpx.Client  # base URL: memvault's /v1, as an OpenAI client is given it
+
+    def user_key(self, user_id: str) -> dict[str, str]:
+        return bearer(self.vault.keys.create("user", user_id)[1])
+
+    def agent_key(self, user_id: str, name: str) -> tuple[str, dict[str, str]]:
+        agent = self.vault.register_agent(user_id, name)
+        return agent.id, bearer(self.vault.keys.create("agent", user_id, agent.id)[1])
+
+    def chat(self, headers: dict[str, str], messages: list[Any], **body: Any) -> httpx.Response:
+        return self.http.post(
+            "/chat/completions", json={"model": MODEL, "messages": messages, **body},
+            headers=headers,
+        )  # fmt: skip
+
+    def turns(self, user_id: str, session_id: str = "chat") -> list[Turn]:
+        return self.vault.session_turns(user_id, session_id)
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeLlm]:
+    with fake_llm() as fake:
+        yield fake
+
+
+@contextmanager
+def serve_proxy(vault: Vault, llm: FakeLlm) -> Iterator[Proxy]:
+    with serve_in_thread(vault) as url, httpx.Client(base_url=url + "/v1", timeout=30) as http:
+        yield Proxy(vault, llm, http)
+
+
+@pytest.fixture
+def proxy(make_vault: MakeVault, llm: FakeLlm) -> Iterator[Proxy]:
+    vault = make_vault(
+        admin_key=ADMIN_KEY, llm_url=llm.url, llm_api_key=UPSTREAM_KEY, llm_timeout=5,
+        embedder="hashing",
+    )  # fmt: skip
+    with serve_proxy(vault, llm) as served:
+        yield served
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+def assistant(text: str | None, **extra: Any) -> dict[str, Any]:
+    return {"role": "assistant", "content": text, **extra}
+
+
+def wait_for_turns(proxy: Proxy, user_id: str, count: int) -> list[Turn]:
+    deadline = time.monotonic() + 10
+    while len(turns := proxy.turns(user_id)) < count:
+        assert time.monotonic() < deadline, f"{len(turns)} turns saved, waited for {count}"
+        time.sleep(0.02)
+    return turns
+
+
+# -- saving turns ---------------------------------------------------------------------------
+
+
+def test_a_chat_saves_the_users_message_and_the_answer_in_order(
+    proxy: Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice = proxy.user_key("alice")
+    caplog.set_level(logging.DEBUG)
+    sent = [{"role": "system", "content": "You are terse."}, user("I am planning a trip to Lisbon")]
+    answer = proxy.chat(alice, sent)
+    assert answer.status_code == 200, answer.text
+    reply = answer.json()
+    assert reply["choices"][0]["message"]["content"] == "Hello!"
+    turns = proxy.turns("alice")
+    assert [(t.role.value, t.content) for t in turns] == [
+        ("user", "I am planning a trip to Lisbon"), ("assistant", "Hello!"),
+    ]  # fmt: skip
+    assert turns[1].metadata == {
+        "model": MODEL, "response_id": reply["id"], "finish_reason": "stop"
+    }  # fmt: skip
+    assert turns[0].agent_id is None and turns[1].agent_id is None
+    # the LLM gets its own key, never the caller's memvault key
+    upstream = proxy.llm.chats[-1].headers
+    assert upstream["Authorization"] == f"Bearer {UPSTREAM_KEY}"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Lisbon" not in logged and UPSTREAM_KEY not in logged and "Hello!" not in logged
+    assert '"route": "/v1/chat/completions"' in logged
+
+
+def test_the_session_comes_from_the_header(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    headers = {**alice, "X-Memvault-Session": "trip-planning"}
+    assert proxy.chat(headers, [user("hello")]).status_code == 200
+    assert [t.content for t in proxy.turns("alice", "trip-planning")] == ["hello", "Hello!"]
+    bad = proxy.chat({**alice, "X-Memvault-Session": "a/b"}, [user("hello")])
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"]["field"] == "X-Memvault-Session"
+
+
+def test_a_retried_request_does_not_save_the_users_message_twice(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    proxy.llm.script(Reply(status=500, error={"error": {"message": "overloaded"}}))
+    sent = [user("What is the capital of Norway?")]
+    assert proxy.chat(alice, sent).status_code == 500
+    assert proxy.chat(alice, sent).status_code == 200  # the app tries again
+    assert [(t.role.value, t.content) for t in proxy.turns("alice")] == [
+        ("user", "What is the capital of Norway?"), ("assistant", "Hello!"),
+    ]  # fmt: skip
+    # the same words said again later in the conversation are a new turn
+    again = [*sent, assistant("Hello!"), user("What is the capital of Norway?")]
+    assert proxy.chat(alice, again).status_code == 200
+    assert [t.role.value for t in proxy.turns("alice")] == ["user", "assistant"] * 2
+
+
+def test_text_parts_are_saved_and_other_parts_noted_by_kind_only(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    image = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    content = [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": image}},
+        {"type": "text", "text": "Be brief."},
+    ]
+    assert proxy.chat(alice, [{"role": "user", "content": content}]).status_code == 200
+    saved = proxy.turns("alice")[0]
+    assert saved.content == "What is in this picture?\n\nBe brief."
+    assert saved.metadata == {"non_text_parts": ["image_url"]}
+    assert "iVBORw0KGgo" not in json.dumps(saved.to_dict())
+    assert proxy.llm.last_messages[-1]["content"] == content  # the LLM still gets the image
+
+
+def test_a_tool_call_round_trip_saves_the_call_and_the_result(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    proxy.llm.script(Reply(content="", tool_calls=[WEATHER_CALL]), Reply(content="It is -3 C."))
+    asked = [user("What is the weather in Oslo?")]
+    first = proxy.chat(alice, asked, tools=[{"type": "function", "function": {"name": "x"}}])
+    assert first.json()["choices"][0]["finish_reason"] == "tool_calls"
+    result = {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": -3}'}
+    second = proxy.chat(alice, [*asked, assistant(None, tool_calls=[WEATHER_CALL]), result])
+    assert second.status_code == 200
+    turns = proxy.turns("alice")
+    assert [t.role.value for t in turns] == ["user", "assistant", "tool", "assistant"]
+    call, tool, final = turns[1], turns[2], turns[3]
+    assert call.content == "" and call.tool_calls == [WEATHER_CALL]
+    assert call.metadata["finish_reason"] == "tool_calls"
+    assert tool.content == '{"temp_c": -3}' and tool.metadata == {"tool_call_id": "call_1"}
+    assert final.content == "It is -3 C."
+
+
+# -- memory in the prompt -------------------------------------------------------------------
+
+
+def test_what_is_remembered_goes_after_the_apps_system_messages(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    proxy.vault.add_memory("alice", "Alice is allergic to peanuts", kind="fact", category="health")
+    system = {"role": "system", "content": "You are a cook."}
+    assert proxy.chat(alice, [system, user("What should I cook tonight?")]).status_code == 200
+    got = proxy.llm.last_messages
+    assert [m["role"] for m in got] == ["system", "system", "user"]
+    assert got[0] == system and "allergic to peanuts" in got[1]["content"]
+    assert got[2] == user("What should I cook tonight?")
+    # with no system message of the app's, the memory comes first
+    assert proxy.chat(alice, [user("And tomorrow?")]).status_code == 200
+    got = proxy.llm.last_messages
+    assert [m["role"] for m in got] == ["system", "user"]
+    assert "allergic to peanuts" in got[0]["content"]
+
+
+def test_no_memory_with_a_zero_budget_or_nothing_remembered(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    sent = [user("What should I cook tonight?")]
+    assert proxy.chat(alice, sent).status_code == 200  # nothing remembered yet
+    assert proxy.llm.last_messages == sent
+    proxy.vault.add_memory("alice", "Alice is allergic to peanuts", kind="fact")
+    off = {**alice, "X-Memvault-Context-Tokens": "0"}
+    assert proxy.chat(off, sent).status_code == 200
+    assert proxy.llm.last_messages == sent
+    bad = proxy.chat({**alice, "X-Memvault-Context-Tokens": "lots"}, sent)
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"]["field"] == "X-Memvault-Context-Tokens"
+
+
+def test_the_conversation_under_way_is_not_repeated_as_memory(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    proxy.vault.add_memory("alice", "Alice lives in Bergen", kind="fact")
+    sent = [user("Tell me about rainy cities")]
+    proxy.chat(alice, sent)
+    proxy.chat(alice, [*sent, assistant("Hello!"), user("Which rainy city is best?")])
+    memory = proxy.llm.last_messages[0]["content"]
+    assert "lives in Bergen" in memory
+    assert "Which rainy city is best?" not in memory  # the message asked about
+    assert "Current conversation" not in memory  # the session's recent turns
+
+
+# -- streaming ------------------------------------------------------------------------------
+
+
+def test_a_stream_is_relayed_as_it_arrives_and_saved_at_its_end(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    proxy.llm.script(Reply(content="Lisbon is lovely in May", hold_after=2))
+    body = {"model": MODEL, "messages": [user("When should I go?")], "stream": True}
+    with proxy.http.stream("POST", "/chat/completions", json=body, headers=alice) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        lines = answer.iter_lines()
+        first = [next(lines), next(lines), next(lines), next(lines)]  # two events, two blanks
+        # the LLM is holding the rest back: these came through before its stream ended
+        assert proxy.llm.streams_done == 0
+        assert first == [proxy.llm.sent_events[0].strip(), "", proxy.llm.sent_events[1].strip(), ""]
+        assert len(proxy.turns("alice")) == 1  # the user's message, saved before the LLM
+        proxy.llm.release()
+        rest = list(lines)
+    relayed = "\n".join(first + rest)
+    assert relayed.strip() == "".join(proxy.llm.sent_events).strip()
+    assert rest[-2:] == ["data: [DONE]", ""]
+    turns = proxy.turns("alice")  # saved before the end of the stream reached the client
+    assert [(t.role.value, t.content) for t in turns] == [
+        ("user", "When should I go?"), ("assistant", "Lisbon is lovely in May"),
+    ]  # fmt: skip
+    assert turns[1].metadata == {
+        "model": MODEL, "response_id": "chatcmpl-1", "finish_reason": "stop"
+    }  # fmt: skip
+
+
+def test_a_client_leaving_mid_stream_leaves_a_partial_answer(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    proxy.llm.script(Reply(content="Lisbon is lovely in May", hold_after=3))
+    body = {"model": MODEL, "messages": [user("When should I go?")], "stream": True}
+    with proxy.http.stream("POST", "/chat/completions", json=body, headers=alice) as answer:
+        lines = answer.iter_lines()
+        for _ in range(6):  # three events: the role, "Lisbon", " is"
+            next(lines)
+    # the client has closed its connection; the LLM is still holding its stream open
+    turns = wait_for_turns(proxy, "alice", 2)
+    assert turns[1].content == "Lisbon is"
+    assert turns[1].metadata["partial"] is True
+    assert "finish_reason" not in turns[1].metadata
+
+
+def test_a_stream_the_llm_breaks_off_leaves_a_partial_answer(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    proxy.llm.script(Reply(content="Lisbon is lovely in May", cut_after=3))
+    body = {"model": MODEL, "messages": [user("When should I go?")], "stream": True}
+    with proxy.http.stream("POST", "/chat/completions", json=body, headers=alice) as answer:
+        relayed = answer.read().decode()
+    assert relayed == "".join(proxy.llm.sent_events) and "[DONE]" not in relayed
+    answered = proxy.turns("alice")[1]
+    assert answered.content == "Lisbon is" and answered.metadata["partial"] is True
+
+
+def test_an_answer_too_large_to_save_still_reaches_the_client(
+    make_vault: MakeVault, llm: FakeLlm, caplog: pytest.LogCaptureFixture
+) -> None:
+    vault = make_vault(admin_key=ADMIN_KEY, llm_url=llm.url, max_content_bytes=40,
+                       embedder="hashing")  # fmt: skip
+    llm.script(Reply(content="a very long answer that is over the limit of forty bytes"))
+    with serve_proxy(vault, llm) as proxy:
+        answer = proxy.chat(proxy.user_key("alice"), [user("Tell me a story")])
+        assert answer.status_code == 200
+        assert answer.json()["choices"][0]["message"]["content"].startswith("a very long")
+        assert [t.role.value for t in proxy.turns("alice")] == ["user"]
+    assert "the answer was not saved (invalid turns[0].content)" in caplog.text
+    assert "a very long" not in caplog.text
+
+
+def test_streamed_tool_calls_are_gathered_from_their_pieces(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    proxy.llm.script(Reply(content="", tool_calls=[WEATHER_CALL]))
+    body = {"model": MODEL, "messages": [user("Weather in Oslo?")], "stream": True}
+    with proxy.http.stream("POST", "/chat/completions", json=body, headers=alice) as answer:
+        answer.read()
+    call = proxy.turns("alice")[1]
+    assert call.tool_calls == [WEATHER_CALL] and call.content == ""
+    assert call.metadata["finish_reason"] == "tool_calls" and "partial" not in call.metadata
+
+
+# -- the LLM failing ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_llm_error_is_passed_through_and_only_the_question_saved(
+    proxy: Proxy, stream: bool
+) -> None:
+    alice = proxy.user_key("alice")
+    error = {"error": {"message": "the model crashed", "type": "server_error"}}
+    proxy.llm.script(Reply(status=500, error=error))
+    answer = proxy.chat(alice, [user("Hello there")], stream=stream)
+    assert answer.status_code == 500 and answer.json() == error
+    assert [(t.role.value, t.content) for t in proxy.turns("alice")] == [("user", "Hello there")]
+
+
+def test_a_refused_connection_answers_502_without_the_url(
+    make_vault: MakeVault, llm: FakeLlm
+) -> None:
+    nowhere = f"http://user:hunter2@127.0.0.1:{free_port()}/v1"
+    vault = make_vault(admin_key=ADMIN_KEY, llm_url=nowhere, embedder="hashing")
+    with serve_proxy(vault, llm) as proxy:
+        answer = proxy.chat(proxy.user_key("alice"), [user("Hello there")])
+        assert answer.status_code == 502
+        error = answer.json()["error"]
+        assert error == {"code": "llm_unreachable", "message": "could not connect to the LLM",
+                         "details": {}}  # fmt: skip
+        assert [t.content for t in proxy.turns("alice")] == ["Hello there"]
+
+
+def test_an_llm_that_does_not_answer_in_time_answers_502(
+    make_vault: MakeVault, llm: FakeLlm
+) -> None:
+    vault = make_vault(admin_key=ADMIN_KEY, llm_url=llm.url, llm_timeout=0.3, embedder="hashing")
+    llm.script(Reply(delay=1.5))
+    with serve_proxy(vault, llm) as proxy:
+        answer = proxy.chat(proxy.user_key("alice"), [user("Hello there")])
+        assert answer.status_code == 502
+        assert answer.json()["error"]["message"] == "the LLM did not answer within 0.3 s"
+        assert [t.role.value for t in proxy.turns("alice")] == ["user"]
+
+
+# -- who is asking --------------------------------------------------------------------------
+
+
+def test_an_agent_key_writes_as_its_agent_and_sees_only_its_memories(proxy: Proxy) -> None:
+    planner, planner_key = proxy.agent_key("alice", "planner")
+    writer, _ = proxy.agent_key("alice", "writer")
+    proxy.vault.add_memory("alice", "Alice prefers morning flights", kind="fact", agent_id=planner)
+    proxy.vault.add_memory("alice", "Alice writes crime novels", kind="fact", agent_id=writer)
+    assert proxy.chat(planner_key, [user("Book me a flight")]).status_code == 200
+    memory = proxy.llm.last_messages[0]["content"]
+    assert "morning flights" in memory and "crime novels" not in memory
+    turns = proxy.turns("alice")
+    assert [(t.role.value, t.agent_id) for t in turns] == [
+        ("user", planner), ("assistant", planner),
+    ]  # fmt: skip
+
+
+def test_an_admin_key_names_the_user_in_the_body(proxy: Proxy) -> None:
+    answer = proxy.chat(ADMIN, [user("Hello from Bob")], user="bob")
+    assert answer.status_code == 200
+    assert [t.content for t in proxy.turns("bob")] == ["Hello from Bob", "Hello!"]
+    assert proxy.llm.chats[-1].body["user"] == "bob"  # OpenAI's own field, passed on
+    calls = len(proxy.llm.chats)
+    missing = proxy.chat(ADMIN, [user("Hello from nobody")])
+    assert missing.status_code == 400
+    assert missing.json()["error"]["code"] == "bad_request"
+    assert missing.json()["error"]["details"] == {"field": "user"}
+    assert len(proxy.llm.chats) == calls  # nothing forwarded
+
+
+def test_a_user_key_cannot_write_to_another_user(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    proxy.vault.add_turn("bob", "chat", "user", "Bob's own turn")
+    answer = proxy.chat(alice, [user("Written into Bob's memory?")], user="bob")
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+    assert [t.content for t in proxy.turns("bob")] == ["Bob's own turn"]
+    assert proxy.vault.list_sessions("alice") == [] and proxy.llm.chats == []
+    assert proxy.chat(alice, [user("Mine")], user="alice").status_code == 200  # its own user
+    assert proxy.http.post("/chat/completions", json={"messages": []}).status_code == 401
+
+
+def test_models_are_listed_by_the_llm(proxy: Proxy) -> None:
+    answer = proxy.http.get("/models", headers=proxy.user_key("alice"))
+    assert answer.status_code == 200 and answer.json()["data"][0]["id"] == MODEL
+    assert proxy.http.get("/models").status_code == 401
+
+
+def test_without_an_llm_url_the_proxy_answers_503(make_vault: MakeVault) -> None:
+    with open_api(make_vault, embedder="hashing") as api:
+        for answer in (
+            api.client.post("/v1/chat/completions", json={"messages": [user("hi")], "user": "a"},
+                            headers=ADMIN),
+            api.client.get("/v1/models", headers=ADMIN),
+        ):  # fmt: skip
+            assert answer.status_code == 503
+            error = answer.json()["error"]
+            assert error["code"] == "unavailable" and "MEMVAULT_LLM_URL" in error["message"]
+            assert "retry-after" not in answer.headers
+        assert api.vault.list_sessions("a") == []
+
+
+def test_malformed_messages_are_refused_before_anything_is_saved(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    malformed: list[tuple[list[Any], str]] = [
+        ([], "messages"),
+        (["hello"], "messages[0]"),
+        ([{"role": "user", "content": [{"type": "text", "text": 3}]}],
+         "messages[0].content[0].text"),
+    ]  # fmt: skip
+    for messages, field in malformed:
+        answer = proxy.chat(alice, messages)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["details"]["field"] == field
+    assert proxy.vault.list_sessions("alice") == [] and proxy.llm.chats == []
