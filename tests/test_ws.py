@@ -120,6 +120,29 @@ def test_bad_messages_answer_errors_and_keep_the_connection(api: Api) -> None:
         assert ws.receive_json() == {"type": "pong"}
 
 
+@pytest.mark.parametrize("frame", [b'{"type": "ping"}', "[" * 100_000 + "]" * 100_000])
+def test_unreadable_frames_are_bad_messages(make_vault: MakeVault, frame: str | bytes) -> None:
+    """Over real sockets: a binary frame, or JSON nested too deep to parse, answers an error
+    and keeps the connection, like any bad message; as the first message it fails
+    authentication (4401)."""
+    vault = make_vault(admin_key=ADMIN_KEY, ws_idle_timeout=10)
+    key = vault.keys.create("user", "alice")[1]
+    with serve_in_thread(vault) as url:
+        with ws_connect(url.replace("http", "ws", 1) + "/v1/ws") as ws:
+            ws.send(json.dumps({"type": "auth", "token": key}))
+            assert receive(ws)["type"] == "ready"
+            ws.send(frame)
+            assert receive(ws)["error"]["code"] == "invalid"
+            ws.send(json.dumps({"type": "ping"}))
+            assert receive(ws) == {"type": "pong"}
+        with ws_connect(url.replace("http", "ws", 1) + "/v1/ws") as ws:
+            ws.send(frame)
+            with pytest.raises(ConnectionClosed) as closed:
+                receive(ws)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == CLOSE_UNAUTHORIZED
+
+
 @pytest.mark.parametrize(
     "first", [{"type": "auth", "token": "mvk_wrong"}, {"type": "hello"}, "not json", "[1]"]
 )

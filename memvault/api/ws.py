@@ -162,7 +162,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     await websocket.accept()
     try:
         principal = await _authenticate(websocket, state.auth, settings.ws_idle_timeout)
-    except (Unauthorized, Invalid, TimeoutError, ValueError):
+    except (Unauthorized, Invalid, TimeoutError, ValueError, RecursionError):
         await websocket.close(CLOSE_UNAUTHORIZED, "unauthorized")
         return
     except WebSocketDisconnect:
@@ -172,8 +172,21 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     await session.run(settings)
 
 
+async def _receive_text(websocket: WebSocket) -> str | None:
+    """The next frame's text; None for a binary frame, which this JSON text protocol does not
+    read (`receive_text` would fail on it and take the connection down)."""
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    text = message.get("text")
+    return text if isinstance(text, str) else None
+
+
 async def _authenticate(websocket: WebSocket, auth: Authenticator, timeout: float) -> Principal:
-    message = json.loads(await asyncio.wait_for(websocket.receive_text(), timeout))
+    text = await asyncio.wait_for(_receive_text(websocket), timeout)
+    if text is None:
+        raise Unauthorized("the first message must be {type: auth, token}")
+    message = json.loads(text)  # deep nesting raises RecursionError: a failed authentication
     if not isinstance(message, dict):
         raise Unauthorized("the first message must be {type: auth, token}")
     token = message.get("token")
@@ -203,7 +216,7 @@ class _Session:
             while not writer.done():
                 try:
                     text = await asyncio.wait_for(
-                        self.websocket.receive_text(), settings.ws_idle_timeout
+                        _receive_text(self.websocket), settings.ws_idle_timeout
                     )
                 except TimeoutError:
                     await self.websocket.close(CLOSE_IDLE, "idle timeout")
@@ -225,12 +238,12 @@ class _Session:
                 return
             await self.websocket.send_text(json.dumps(message, ensure_ascii=False))
 
-    async def _handle(self, text: str, settings: Settings) -> None:
+    async def _handle(self, text: str | None, settings: Settings) -> None:
         if self.conn.closing:  # its key was revoked: the close is on its way
             return
         ref = None
         try:
-            message = json.loads(text)
+            message = _parse(text)
             if not isinstance(message, dict):
                 raise Invalid("message", "must be a JSON object")
             ref = message.get("ref")
@@ -301,6 +314,15 @@ class _Session:
         fields = [principal.stamp_agent(t) for t in turns]
         stored = await self.appends.add_turns(user_id, session_id, fields)
         return {"type": "appended", "turns": [t.to_dict() for t in stored]}
+
+
+def _parse(text: str | None) -> Any:
+    if text is None:
+        raise Invalid("message", "must be a text frame of JSON")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise Invalid("message", "is nested too deeply") from None
 
 
 def _error(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]:
