@@ -100,7 +100,11 @@ def check_json(field: str, value: Any, *, max_bytes: int, object_only: bool = Fa
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
         raise Invalid(field, "is not JSON-serialisable") from None
-    if len(encoded.encode("utf-8", errors="surrogatepass")) > max_bytes:
+    try:  # a string or key spelling a lone surrogate ("\ud800") serialises, then cannot be stored
+        size = len(encoded.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise Invalid(field, "is not valid Unicode text (lone surrogate)") from None
+    if size > max_bytes:
         raise Invalid(field, f"is over the limit of {max_bytes} bytes once serialised")
     return value
 

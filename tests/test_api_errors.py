@@ -58,6 +58,32 @@ def test_validation_errors_name_the_field_and_not_the_value(api: Api) -> None:
     assert error_of(query, 422, "invalid")["details"]["field"] == "limit"
 
 
+TURNS = "/v1/users/alice/sessions/s1/turns"
+MEMORIES = "/v1/users/alice/memories"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", TURNS, r'{"role": "user", "content": "x", "metadata": {"\ud800": 1}}',
+         "turns[0].metadata"),
+        ("POST", TURNS, r'[{"role": "tool", "tool_result": {"k": "\udc00"}}]',
+         "turns[0].tool_result"),
+        ("POST", MEMORIES, r'{"text": "x", "metadata": {"k": "\ud800"}}', "metadata"),
+        ("PUT", "/v1/users/alice", r'{"profile": {"name": "\ud800"}}', "profile"),
+    ],
+)  # fmt: skip
+def test_lone_surrogates_in_json_values_are_422(
+    api: Api, method: str, path: str, body: str, field: str
+) -> None:
+    """JSON escapes can spell a lone surrogate, which no UTF-8 column can hold: as in a text
+    field, it is a 422 naming the field, and nothing is written."""
+    headers = {**api.user_headers("alice"), "content-type": "application/json"}
+    answer = api.client.request(method, path, content=body.encode(), headers=headers)
+    assert error_of(answer, 422, "invalid")["details"]["field"] == field
+    assert api.client.get("/v1/users/alice", headers=ADMIN).status_code == 404
+
+
 def test_missing_and_bad_credentials_are_401(api: Api) -> None:
     missing = api.client.get("/v1/users/alice")
     assert error_of(missing, 401, "unauthorized") and missing.headers["www-authenticate"]
