@@ -120,7 +120,10 @@ def check_time(field: str, value: object) -> datetime:
         raise Invalid(field, f"must be a date-time, not {type(value).__name__}")
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is past the last day in UTC
+        raise Invalid(field, "is out of range once in UTC") from None
 
 
 def check_optional_time(field: str, value: object) -> datetime | None:

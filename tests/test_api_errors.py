@@ -84,6 +84,26 @@ def test_lone_surrogates_in_json_values_are_422(
     assert api.client.get("/v1/users/alice", headers=ADMIN).status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (TURNS, {"role": "user", "content": "x", "created_at": "9999-12-31T23:59:59-12:00"},
+         "turns[0].created_at"),
+        (MEMORIES, {"text": "x", "valid_from": "0001-01-01T00:00:00+05:00"}, "valid_from"),
+        ("/v1/users/alice/search", {"query": "x", "since": "9999-12-31T23:00:00-05:00"}, "since"),
+        ("/v1/users/alice/context", {"query": "x", "now": "0001-01-01T00:00:00+05:00"}, "now"),
+    ],
+)  # fmt: skip
+def test_date_times_that_leave_the_calendar_in_utc_are_422(
+    api: Api, path: str, body: dict[str, Any], field: str
+) -> None:
+    """A valid ISO date-time at the edge of the calendar, whose offset takes it past year 9999
+    or before year 1 in UTC, is a 422 naming the field, not a 500; nothing is written."""
+    answer = api.client.post(path, json=body, headers=api.user_headers("alice"))
+    assert error_of(answer, 422, "invalid")["details"]["field"] == field
+    assert api.client.get("/v1/users/alice", headers=ADMIN).status_code == 404
+
+
 def test_missing_and_bad_credentials_are_401(api: Api) -> None:
     missing = api.client.get("/v1/users/alice")
     assert error_of(missing, 401, "unauthorized") and missing.headers["www-authenticate"]
