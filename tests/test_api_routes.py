@@ -44,7 +44,8 @@ def test_user_profile_stats_and_delete(api: Api, alice: dict[str, str]) -> None:
     stats = c.get("/v1/users/alice/stats", headers=alice).json()
     assert stats["turns"] == 1 and stats["sessions"] == 1
     assert c.delete("/v1/users/alice", headers=alice).status_code == 204
-    assert c.get("/v1/users/alice", headers=alice).status_code == 404
+    assert c.get("/v1/users/alice", headers=ADMIN).status_code == 404
+    assert c.get("/v1/users/alice", headers=alice).status_code == 401  # deleted with the user
 
 
 def test_turns_one_or_many_and_pages(api: Api, alice: dict[str, str]) -> None:
