@@ -63,6 +63,22 @@ def test_turns_one_or_many_and_pages(api: Api, alice: dict[str, str]) -> None:
     assert [t["seq"] for t in rest["items"]] == [4, 5] and rest["next"] is None
 
 
+@pytest.mark.parametrize("cursor", ["-1", "x", "\u00b2", "9" * 30, str(2**63)])
+@pytest.mark.parametrize("listing", ["sessions/s1/turns", "memories"])
+def test_a_cursor_not_from_the_list_is_422(
+    api: Api, alice: dict[str, str], listing: str, cursor: str
+) -> None:
+    """Cursors of offset-paged lists are whole numbers that fit the database: anything else
+    ("²" passes str.isdigit, a 30-digit number overflows the column) names `cursor`."""
+    c = api.client
+    c.post("/v1/users/alice/sessions/s1/turns", json={"role": "user", "content": "x"},
+           headers=alice)  # fmt: skip
+    c.post("/v1/users/alice/memories", json={"text": "x"}, headers=alice)
+    answer = c.get(f"/v1/users/alice/{listing}", params={"cursor": cursor}, headers=alice)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["details"]["field"] == "cursor"
+
+
 def test_sessions_read_patch_list_delete(api: Api, alice: dict[str, str]) -> None:
     c = api.client
     for session in ("s1", "s2", "s3"):

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Query, Response
 
 from memvault.api.auth import Principal
 from memvault.api.deps import PrincipalDep, UserId, VaultDep
-from memvault.api.pages import page
+from memvault.api.pages import offset_cursor, page
 from memvault.api.schemas import MemoryIn, MemoryPatch, MemoryQuery
-from memvault.errors import Invalid, NotFound
+from memvault.errors import NotFound
 from memvault.keys import Scope
 from memvault.model import Memory
 from memvault.vault import Vault
@@ -41,9 +41,7 @@ def list_memories(
         if agent_id not in (None, principal.agent_id):
             return page([], query.limit, None)
         agent_id = principal.agent_id
-    if query.cursor is not None and not query.cursor.isdigit():
-        raise Invalid("cursor", "is not a cursor from this list")
-    offset = int(query.cursor or 0)
+    offset = offset_cursor(query.cursor)
     memories = vault.list_memories(
         user_id, kinds=query.kind, tiers=query.tier, agent_id=agent_id, category=query.category,
         tags=query.tag, pinned=query.pinned, include_superseded=query.include_superseded,

@@ -9,9 +9,8 @@ from fastapi.responses import JSONResponse
 
 from memvault.api.appends import AppendBatcher
 from memvault.api.deps import PrincipalDep, UserId, VaultDep
-from memvault.api.pages import page
+from memvault.api.pages import offset_cursor, page
 from memvault.api.schemas import SessionPatch, TurnsIn
-from memvault.errors import Invalid
 from memvault.model import format_ts
 
 router = APIRouter(prefix="/v1/users/{user_id}/sessions", tags=["sessions"])
@@ -77,8 +76,6 @@ def session_turns(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """Turns in order, a page at a time; pass `next` back as `cursor` for the following page."""
-    if cursor is not None and not cursor.isdigit():
-        raise Invalid("cursor", "is not a cursor from this list")
-    after = int(cursor or 0)
+    after = offset_cursor(cursor)
     turns = vault.session_turns(user_id, session_id, after_seq=after, limit=limit)
     return page(turns, limit, str(turns[-1].seq) if turns else None)
