@@ -108,7 +108,8 @@ class LlmNotConfigured(MemvaultError):
 
 
 class LlmUnreachable(MemvaultError):
-    """The LLM did not answer: connection refused, timed out, or cut off (the API's 502).
-    The message names the problem, never the URL (it may carry credentials)."""
+    """The LLM gave no usable answer: connection refused, timed out, cut off, or a success
+    that is not JSON (the API's 502). The message names the problem, never the URL (it may
+    carry credentials)."""
 
     code = "llm_unreachable"

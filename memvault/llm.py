@@ -35,11 +35,14 @@ def unreachable(exc: httpx.HTTPError, timeout: float) -> LlmUnreachable:
 
 
 def json_or_error(status: int, content: bytes) -> Any:
-    """The body as JSON; a body that is not JSON (an HTML error page from a gateway, say)
-    becomes an OpenAI-style error object that says so without repeating it."""
+    """The body as JSON. An error body that is not JSON (an HTML page from a gateway, say)
+    becomes an OpenAI-style error object that says so without repeating it; a success that is
+    not JSON is no answer (`LlmUnreachable`)."""
     try:
         return json.loads(content)
     except ValueError:
+        if 200 <= status < 300:
+            raise LlmUnreachable("the LLM answered with a body that is not JSON") from None
         message = f"the LLM answered HTTP {status} with a body that is not JSON"
         return {"error": {"message": message, "type": "upstream_error"}}
 

@@ -30,6 +30,7 @@ class Reply:
     delay: float = 0.0  # seconds before answering at all
     hold_after: int | None = None  # a stream stops after this many events until `release()`
     cut_after: int | None = None  # a stream closes the connection after this many events
+    html: str | None = None  # a body that is not JSON, as a misconfigured gateway answers
 
 
 @dataclass
@@ -128,6 +129,14 @@ def _handler(fake: FakeLlm) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _html(self, status: int, text: str) -> None:
+            data = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
         def do_GET(self) -> None:
             fake.received.append(Received(self.path, dict(self.headers), None))
             if self.path == "/v1/models":
@@ -141,7 +150,9 @@ def _handler(fake: FakeLlm) -> type[BaseHTTPRequestHandler]:
             number = len(fake.received)
             reply = fake.next_reply()
             time.sleep(reply.delay)
-            if reply.status >= 300:
+            if reply.html is not None:
+                self._html(reply.status, reply.html)
+            elif reply.status >= 300:
                 self._json(reply.status, reply.error or {"error": {"message": "failed"}})
             elif body.get("stream"):
                 self._stream(reply, number)

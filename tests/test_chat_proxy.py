@@ -321,6 +321,18 @@ def test_an_llm_error_is_passed_through_and_only_the_question_saved(
     assert [(t.role.value, t.content) for t in proxy.turns("alice")] == [("user", "Hello there")]
 
 
+@pytest.mark.parametrize("status", [200, 502])
+def test_an_answer_that_is_not_json_is_named_not_repeated(proxy: Proxy, status: int) -> None:
+    proxy.llm.script(Reply(status=status, html="<html>gateway says hello</html>"))
+    answer = proxy.chat(proxy.user_key("alice"), [user("Hello there")])
+    assert answer.status_code == 502 and "gateway says" not in answer.text
+    if status == 200:  # no answer at all
+        assert answer.json()["error"]["code"] == "llm_unreachable"
+    else:  # the LLM's error, in OpenAI's shape
+        assert answer.json()["error"]["type"] == "upstream_error"
+    assert [t.role.value for t in proxy.turns("alice")] == ["user"]
+
+
 def test_a_refused_connection_answers_502_without_the_url(
     make_vault: MakeVault, llm: FakeLlm
 ) -> None:
