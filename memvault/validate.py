@@ -57,13 +57,19 @@ def check_text(field: str, value: object, *, max_bytes: int, allow_empty: bool =
         raise Invalid(field, "must not be empty")
     if len(value) > max_bytes:  # at least one byte a character: too long whatever it holds
         raise Invalid(field, f"is over the limit of {max_bytes} bytes")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise Invalid(field, "is not valid Unicode text (lone surrogate)") from None
+    size = utf8_size(field, value)
     if size > max_bytes:
         raise Invalid(field, f"is {size} bytes, over the limit of {max_bytes}")
     return value
+
+
+def utf8_size(field: str, value: str) -> int:
+    """The bytes `value` takes in UTF-8. A string spelling a lone surrogate ("\\ud800", which JSON
+    and Python allow) has none: it cannot be stored, sealed or tokenised, so it is `Invalid`."""
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise Invalid(field, "is not valid Unicode text (lone surrogate)") from None
 
 
 def check_optional_text(
@@ -100,10 +106,7 @@ def check_json(field: str, value: Any, *, max_bytes: int, object_only: bool = Fa
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
         raise Invalid(field, "is not JSON-serialisable") from None
-    try:  # a string or key spelling a lone surrogate ("\ud800") serialises, then cannot be stored
-        size = len(encoded.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise Invalid(field, "is not valid Unicode text (lone surrogate)") from None
+    size = utf8_size(field, encoded)  # a lone surrogate in a string or key serialises
     if size > max_bytes:
         raise Invalid(field, f"is over the limit of {max_bytes} bytes once serialised")
     return value

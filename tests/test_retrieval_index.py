@@ -436,6 +436,11 @@ def test_text_without_a_time_expression_resolves_to_nothing(query: str) -> None:
     assert resolve_time(query, NOW) is None
 
 
+@pytest.mark.parametrize("query", ["tea yesterday", "tea last week", "tea 3 days ago"])
+def test_a_time_before_the_calendar_begins_resolves_to_nothing(query: str) -> None:
+    assert resolve_time(query, datetime(1, 1, 1, tzinfo=UTC)) is None
+
+
 def test_fusion_is_a_weighted_mean_and_modes_isolate_one_signal() -> None:
     weights = Weights(bm25=1.0, dense=3.0)
     fused = fuse({"bm25": np.array([1.0, 0.0]), "dense": np.array([0.0, 1.0])}, weights)

@@ -401,6 +401,7 @@ def test_min_score_drops_weak_matches(recall_vault: Vault) -> None:
     [
         ({"query": ""}, "query"),
         ({"query": "x" * 5000}, "query"),
+        ({"query": "tea \ud800"}, "query"),  # a lone surrogate: no text to tokenise
         ({"limit": 0}, "limit"),
         ({"limit": 1000}, "limit"),
         ({"types": ["turns"]}, "types"),

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from memvault import validate as v
 from memvault.errors import Invalid
 from memvault.retrieval.cues import expected_answer
 from memvault.retrieval.dense import Slots, Vectors
@@ -81,6 +82,7 @@ def check_query(text: object) -> str:
         raise Invalid("query", "must not be empty")
     if len(text) > MAX_QUERY_CHARS:
         raise Invalid("query", f"longer than {MAX_QUERY_CHARS} characters")
+    v.utf8_size("query", text)
     return text
 
 

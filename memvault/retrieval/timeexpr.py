@@ -239,7 +239,7 @@ def resolve_time(query: str, now: datetime, *, names: Set[str] = frozenset()) ->
                 continue
             try:
                 start, end = _window(kind, match.groups(), now.astimezone(UTC))
-            except (KeyError, ValueError):
+            except (KeyError, ValueError, OverflowError):  # no such date, or off the calendar
                 continue
             found.append((match.start(), TimeWindow(start, end, match.group(0))))
             break
