@@ -40,6 +40,7 @@ def requests_for(
         ("GET", f"{u}/export", None),
         ("POST", f"{u}/import", export),
         ("POST", f"{u}/clear", {}),
+        ("POST", f"{u}/consolidate", {}),
         ("GET", f"{u}/sessions", None),
         ("GET", s, None),
         ("PATCH", s, {"title": "mine now"}),
