@@ -35,7 +35,7 @@ ERRORS: dict[str, type[errors.MemvaultError]] = {
     for cls in (
         errors.Invalid, errors.NotFound, errors.Forbidden, errors.Conflict, errors.Unauthorized,
         errors.TooLarge, errors.RateLimited, errors.IntegrityError, errors.WrongMasterKey,
-        errors.Unavailable,
+        errors.Unavailable, errors.BadRequest, errors.LlmUnreachable, errors.LlmNotConfigured,
     )
 }  # fmt: skip
 

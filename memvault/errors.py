@@ -104,7 +104,7 @@ class LlmNotConfigured(MemvaultError):
     """The chat proxy has no LLM to forward to: `MEMVAULT_LLM_URL` is unset (the API's 503).
     Unlike `Unavailable`, retrying will not help until the operator sets it."""
 
-    code = "unavailable"
+    code = "llm_not_configured"
 
 
 class LlmUnreachable(MemvaultError):

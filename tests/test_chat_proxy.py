@@ -415,7 +415,8 @@ def test_without_an_llm_url_the_proxy_answers_503(make_vault: MakeVault) -> None
         ):  # fmt: skip
             assert answer.status_code == 503
             error = answer.json()["error"]
-            assert error["code"] == "unavailable" and "MEMVAULT_LLM_URL" in error["message"]
+            assert error["code"] == "llm_not_configured"
+            assert "MEMVAULT_LLM_URL" in error["message"]
             assert "retry-after" not in answer.headers
         assert api.vault.list_sessions("a") == []
 
