@@ -2,8 +2,9 @@
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean chromium
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +22,19 @@ lint: install
 	$(BIN)/ruff format --check memvault tests benchmarks
 	$(BIN)/mypy
 
-test: lint
+# The web UI tests drive Debian's Chromium through Playwright (no browser is downloaded):
+# install it when we can (root, apt-get); otherwise say why those tests will skip.
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Chromium for the web UI tests: apt-get install chromium"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+			|| echo "Could not install Chromium: the web UI tests will skip"; \
+	else \
+		echo "No $(CHROMIUM): the web UI tests will skip (as root: apt-get install -y chromium)"; \
+	fi
+
+test: lint chromium
 	$(BIN)/pytest
 
 format: install

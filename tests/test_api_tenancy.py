@@ -51,6 +51,7 @@ def requests_for(
         ("GET", f"{u}/memories", None),
         ("GET", m, None),
         ("PATCH", m, {"text": "changed"}),
+        ("POST", f"{m}/supersede", {"text": "replaced"}),
         ("DELETE", m, None),
         ("POST", f"{u}/search", {"query": "secret"}),
         ("POST", f"{u}/context", {"query": "secret"}),

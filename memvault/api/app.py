@@ -1,7 +1,7 @@
 """The application factory: one FastAPI app around one `Vault`.
 
-`create_app` wires the pieces (routes, auth, limits, logs, the WebSocket hub) and nothing else;
-the caller owns the vault and closes it after the app stops.
+`create_app` wires the pieces (routes, auth, limits, logs, the WebSocket hub, the web UI) and
+nothing else; the caller owns the vault and closes it after the app stops.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from memvault.api.routes import (
     recall,
     sessions,
     users,
+    whoami,
 )
+from memvault.api.ui import mount_ui
 from memvault.api.ws import Hub
 from memvault.api.ws import router as ws_router
 from memvault.config import Settings
@@ -38,7 +40,7 @@ from memvault.vault import Vault
 
 ROUTERS = (  # the hot path (appends) first: routes are matched in order
     sessions.router, health.router, users.router, memories.router, recall.router, agents.router,
-    global_context.router, keys.router, chat.router, ws_router,
+    global_context.router, keys.router, whoami.router, chat.router, ws_router,
 )  # fmt: skip
 
 
@@ -74,6 +76,7 @@ def create_app(vault: Vault, settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    mount_ui(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)  # added last: outermost, so it sees every answer
     return app

@@ -90,6 +90,14 @@ class MemoryPatch(MemoryFields):
     tier: str | None = None
 
 
+class MemorySupersede(MemoryFields):
+    """The successor of a memory that no longer holds; unset fields are inherited from it."""
+
+    text: str
+    kind: str | None = None
+    tier: str | None = None
+
+
 class HandshakeIn(Body):
     name: str
     description: str | None = None

@@ -1,4 +1,4 @@
-"""Memories: add, list with filters, read, edit or move (tier/kind), delete.
+"""Memories: add, list with filters, read, edit or move (tier/kind), supersede, delete.
 
 An agent key works only with its own agent's memories: others answer 404, like missing ones.
 """
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Response
 from memvault.api.auth import Principal
 from memvault.api.deps import PrincipalDep, UserId, VaultDep
 from memvault.api.pages import offset_cursor, page
-from memvault.api.schemas import MemoryIn, MemoryPatch, MemoryQuery
+from memvault.api.schemas import MemoryIn, MemoryPatch, MemoryQuery, MemorySupersede
 from memvault.errors import NotFound
 from memvault.keys import Scope
 from memvault.model import Memory
@@ -71,6 +71,17 @@ def update_memory(
     """Edit text and fields, or move the memory to another `tier` or `kind`."""
     visible_memory(vault, principal, user_id, memory_id)
     return vault.update_memory(user_id, memory_id, **principal.stamp_agent(body.fields())).to_dict()
+
+
+@router.post("/{memory_id}/supersede", status_code=201)
+def supersede_memory(
+    user_id: UserId, memory_id: str, body: MemorySupersede, vault: VaultDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Replace a memory that no longer holds: answers the new one; the old one is kept, its
+    validity closed and pointing to its successor (409 when it already has one)."""
+    visible_memory(vault, principal, user_id, memory_id)
+    fields = principal.stamp_agent(body.fields())
+    return vault.supersede_memory(user_id, memory_id, fields.pop("text"), **fields).to_dict()
 
 
 @router.delete("/{memory_id}", status_code=204)
