@@ -558,9 +558,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def test_upkeep_queues_one_job_per_user_and_delay_and_none_for_its_own_writes(
-    vault: Vault,
-) -> None:
+def test_upkeep_queues_few_jobs_for_many_writes_and_none_for_its_own(vault: Vault) -> None:
     upkeep = Upkeep(vault, delay=0.3, poll_seconds=0.05)
     try:
         unused = vault.add_memory("alice", "Asked about trains", kind="episodic", tier="working",
@@ -568,11 +566,14 @@ def test_upkeep_queues_one_job_per_user_and_delay_and_none_for_its_own_writes(
         for i in range(5):
             vault.add_turn("alice", "s", "user", f"message {i}")
         wait_for(lambda: vault.get_memory("alice", unused.id).tier is Tier.ARCHIVE)
-        wait_for(lambda: vault.jobs.counts() == {"done": 1})
-        time.sleep(0.8)  # more than twice the delay: the run's own writes queued nothing
-        assert vault.jobs.counts() == {"done": 1}
+        # one job, or two when the writes straddled a poll (the later ones wait for the next)
+        wait_for(lambda: set(vault.jobs.counts()) == {"done"})
+        done = vault.jobs.counts()["done"]
+        assert done in (1, 2)
+        time.sleep(1.0)  # over twice the delay: the runs' own writes queued nothing
+        assert vault.jobs.counts() == {"done": done}
         vault.add_memory("bob", "Asked about buses", kind="episodic", tier="working")
-        wait_for(lambda: vault.jobs.counts() == {"done": 2})
+        wait_for(lambda: vault.jobs.counts() == {"done": done + 1})
     finally:
         upkeep.close()
 
