@@ -175,8 +175,21 @@ def test_a_tool_call_round_trip_saves_the_call_and_the_result(proxy: Proxy) -> N
     call, tool, final = turns[1], turns[2], turns[3]
     assert call.content == "" and call.tool_calls == [WEATHER_CALL]
     assert call.metadata["finish_reason"] == "tool_calls"
-    assert tool.content == '{"temp_c": -3}' and tool.metadata == {"tool_call_id": "call_1"}
+    assert tool.content == '{"temp_c": -3}' and tool.tool_result == {"tool_call_id": "call_1"}
     assert final.content == "It is -3 C."
+
+
+def test_a_tool_that_answered_nothing_is_still_a_turn(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    proxy.llm.script(Reply(content="", tool_calls=[WEATHER_CALL]), Reply(content="No data."))
+    asked = [user("What is the weather in Oslo?")]
+    assert proxy.chat(alice, asked).status_code == 200
+    result = {"role": "tool", "tool_call_id": "call_1", "content": ""}
+    followed = [*asked, assistant(None, tool_calls=[WEATHER_CALL]), result]
+    assert proxy.chat(alice, followed).status_code == 200
+    tool = proxy.turns("alice")[2]
+    assert tool.role.value == "tool" and tool.content == ""
+    assert tool.tool_result == {"tool_call_id": "call_1"}
 
 
 # -- memory in the prompt -------------------------------------------------------------------
@@ -428,6 +441,7 @@ def test_malformed_messages_are_refused_before_anything_is_saved(proxy: Proxy) -
         (["hello"], "messages[0]"),
         ([{"role": "user", "content": [{"type": "text", "text": 3}]}],
          "messages[0].content[0].text"),
+        ([{"role": "system", "content": "Be brief."}, user("  ")], "messages[1].content"),
     ]  # fmt: skip
     for messages, field in malformed:
         answer = proxy.chat(alice, messages)

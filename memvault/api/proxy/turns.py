@@ -74,7 +74,10 @@ def text_and_parts(content: Any, where: str) -> tuple[str, list[str]]:
 
 def message_turn(message: Message, where: str, agent_id: str | None) -> dict[str, Any]:
     """A user or tool message as the fields of `Vault.add_turns`. A message with no text
-    (only an image, say) is saved as the list of what it held, so that it is still a turn."""
+    (only an image, say) is saved as the list of what it held, so that it is still a turn.
+
+    A tool message's turn has the call it answers as its `tool_result` (`{"tool_call_id":
+    ...}`): a tool may well answer nothing, and that empty answer is still a turn."""
     text, kinds = text_and_parts(message.get("content"), f"{where}.content")
     metadata: dict[str, Any] = {}
     if kinds:
@@ -82,12 +85,12 @@ def message_turn(message: Message, where: str, agent_id: str | None) -> dict[str
         if not text.strip():
             text = "[" + ", ".join(kinds) + "]"
     role = TURN_ROLES[message["role"]]
-    if role == "tool":
-        call_id = message.get("tool_call_id")
-        if call_id is not None:
-            metadata["tool_call_id"] = call_id
     name = message.get("name")
     fields: dict[str, Any] = {"role": role, "content": text, "metadata": metadata}
+    if role == "tool":
+        fields["tool_result"] = {"tool_call_id": message.get("tool_call_id")}
+    elif not text.strip():
+        raise Invalid(f"{where}.content", "must hold some text or another part")
     if role == "user" and isinstance(name, str) and name:
         fields["speaker"] = name
     elif role == "tool" and name is not None:
@@ -104,11 +107,9 @@ def request_turns(messages: Sequence[Message], agent_id: str | None) -> list[dic
 
 def same_turn(stored: Turn, fields: Mapping[str, Any]) -> bool:
     """Whether a stored turn is this one: same role, text and tool call."""
-    metadata: Mapping[str, Any] = fields.get("metadata") or {}
+    same_result: bool = stored.tool_result == fields.get("tool_result")
     return (
-        stored.role.value == fields["role"]
-        and stored.content == fields["content"]
-        and stored.metadata.get("tool_call_id") == metadata.get("tool_call_id")
+        stored.role.value == fields["role"] and stored.content == fields["content"] and same_result
     )
 
 
