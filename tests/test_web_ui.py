@@ -58,6 +58,7 @@ def base_url(ui_vault: Vault) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     executable = chromium.require_chromium()
+    expect.set_options(timeout=TIMEOUT_MS)  # as patient as every other step, on a busy machine
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(executable))
         yield browser

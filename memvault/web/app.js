@@ -62,7 +62,7 @@ class ApiError extends Error {
 
 async function api(method, path, body) {
   const headers = { Authorization: `Bearer ${state.key}` };
-  const init = { method, headers, cache: "no-store", referrerPolicy: "no-referrer" };
+  const init = { method, headers, cache: "no-store" }; // user content stays out of the cache
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
