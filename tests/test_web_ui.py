@@ -22,7 +22,7 @@ import httpx
 import pytest
 from api_support import ADMIN, ADMIN_KEY, Api, bearer, open_api
 from loopback import serve_in_thread
-from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
 
 from memvault import Vault
 from memvault.config import Settings
@@ -67,14 +67,20 @@ def browser() -> Iterator[Browser]:
 
 @dataclass
 class Ui:
-    """One browser tab on the UI, with every dialog (alert, confirm) it tried to open."""
+    """One browser tab on the UI, with every dialog (alert, confirm) it tried to open and every
+    error it wrote to the console (a Content-Security-Policy violation is one)."""
 
     page: Page
     dialogs: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
 
     def record_dialog(self, dialog: Dialog) -> None:
         self.dialogs.append(dialog.message)
         dialog.dismiss()
+
+    def record_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.console_errors.append(message.text)
 
     def sign_in(self, key: str) -> None:
         self.page.goto("/ui/")
@@ -99,6 +105,7 @@ def ui_factory(browser: Browser, base_url: str) -> Iterator[Callable[..., Ui]]:
         contexts.append(context)
         ui = Ui(context.new_page())
         ui.page.on("dialog", ui.record_dialog)
+        ui.page.on("console", ui.record_console)
         return ui
 
     yield make
@@ -340,6 +347,20 @@ def test_the_context_preview_shows_a_remembered_fact_and_what_a_small_budget_dro
     expect(page.locator("#context-usage")).to_contain_text("of 5 tokens")
 
 
+def test_an_agent_key_opens_its_user_and_sees_only_its_own_memories(
+    ui: Ui, ui_vault: Vault
+) -> None:
+    user_id = f"u{uuid.uuid4().hex[:10]}"
+    agent = ui_vault.register_agent(user_id, "Jarvis")
+    _, key = ui_vault.keys.create("agent", user_id, agent.id)
+    ui_vault.add_memory(user_id, "The user's own note")
+    ui_vault.add_memory(user_id, "Jarvis's note", agent_id=agent.id)
+    ui.sign_in_as_user(key)
+    expect(ui.page.locator("#who")).to_have_text(f"agent key for {user_id}")
+    ui.tab("Memories")
+    expect(ui.page.locator("#memory-list .content")).to_have_text(["Jarvis's note"])
+
+
 # -- safety ---------------------------------------------------------------------------------------
 
 MARKUP = {
@@ -381,6 +402,7 @@ def test_stored_markup_shows_as_literal_text_and_runs_nothing(ui: Ui, ui_vault: 
     assert page.locator("main img, main script, main svg, main b, main i").count() == 0
     assert ui.dialogs == []
     assert page.evaluate("window.ran") is None
+    assert ui.console_errors == []  # not even an attempt the policy had to block
 
 
 def test_the_ui_is_served_with_strict_security_headers(base_url: str) -> None:
