@@ -688,6 +688,7 @@ class Vault:
         agent_id: str | None = None,
         asked_by: str | None = None,
         min_relative_score: float = MIN_RELATIVE_SCORE,
+        leave_out: Iterable[str] = (),
     ) -> Context:
         """What an LLM should know for this query, inside `token_budget` tokens.
 
@@ -704,6 +705,9 @@ class Vault:
         A relevant memory or turn must score at least `min_score`, and at least
         `min_relative_score` times the best one's score: a question with a clear answer gets a
         short context, and a caller who pays per token can ask for a higher share.
+
+        `leave_out` names turns (or memories) the caller's prompt holds already, such as the
+        conversation a chat app sends with each call: they are not repeated as relevant lines.
         """
         check_budget(token_budget)
         check_min_relative_score(min_relative_score)
@@ -711,6 +715,9 @@ class Vault:
         v.check_id("user_id", user_id)
         v.check_optional_id("session_id", session_id)
         moment = utcnow() if now is None else v.check_time("now", now)  # one moment for all
+        if isinstance(leave_out, str):  # one id given alone would be read letter by letter
+            raise Invalid("leave_out", "must be a list of ids")
+        known = frozenset(leave_out)  # as long as the conversation: ids matching none are moot
         hits, standing = self.recall.for_context(
             user_id, query, limit=50, now=moment, min_score=min_score, agent_id=agent_id,
             session_id=session_id, channel_limits=limits, asked_by=asked_by,
@@ -719,7 +726,7 @@ class Vault:
             global_entries=self.list_global_context(),
             pinned=standing.pinned,
             facts=standing.facts,
-            hits=hits,
+            hits=[hit for hit in hits if hit.id not in known],
             recent=standing.recent,
         )
         return build_context(

@@ -235,6 +235,19 @@ def test_the_conversation_under_way_is_not_repeated_as_memory(proxy: Proxy) -> N
     assert "lives in Bergen" in memory
     assert "Which rainy city is best?" not in memory  # the message asked about
     assert "Current conversation" not in memory  # the session's recent turns
+    assert "rainy cities" not in memory  # a turn the app sent along, though it matches
+
+
+def test_a_turn_of_the_session_the_app_no_longer_sends_can_be_remembered(proxy: Proxy) -> None:
+    alice = proxy.user_key("alice")
+    proxy.chat(alice, [user("My umbrella is the green one with the duck handle")])
+    # the app keeps only its last exchange: the umbrella is out of its window, not of memory
+    window = [assistant("Noted."), user("Talk to me about weather")]
+    proxy.chat(alice, window)
+    proxy.chat(alice, [*window, assistant("Sure."), user("Which umbrella should I take?")])
+    memory = proxy.llm.last_messages[0]["content"]
+    assert "green one with the duck handle" in memory
+    assert "Talk to me about weather" not in memory
 
 
 # -- streaming ------------------------------------------------------------------------------

@@ -155,6 +155,14 @@ def _hit(number: int, score: float) -> Hit:
                role="user", speaker="Ann", created_at=NOW)  # fmt: skip
 
 
+def test_turns_the_caller_holds_already_are_left_out(recall_vault: Vault) -> None:
+    sent = recall_vault.add_turn("u", "s", "user", "Book the dentist for Friday")
+    other = recall_vault.add_turn("u", "old", "user", "The dentist is on Elm Street")
+    context = recall_vault.context("u", "which dentist?", leave_out=[sent.id])
+    assert [i.id for i in context.items] == [other.id]
+    assert context.dropped == []  # left out, not dropped for the budget
+
+
 def test_a_relevant_line_scores_at_least_a_share_of_the_best_ones() -> None:
     """Fused scores lift a poor match to about half the best one's, so a context used to fill
     its budget whatever the question; lines under the share are left out, and are not reported
@@ -193,6 +201,7 @@ def test_a_callers_share_of_the_best_score_is_checked_and_applied(recall_vault: 
         ({"token_budget": "lots"}, "token_budget"),
         ({"channel_limits": {"sms": 3}}, "channel_limits"),
         ({"channel_limits": {"ai": -1}}, "channel_limits"),
+        ({"leave_out": "one-turn-id"}, "leave_out"),
     ],
 )
 def test_bad_input_names_the_field(

@@ -31,7 +31,14 @@ from memvault.api.appends import AppendBatcher
 from memvault.api.proxy.answer import Answer, StreamedAnswer, completion_answer
 from memvault.api.proxy.caller import Caller
 from memvault.api.proxy.memory import with_memory
-from memvault.api.proxy.turns import already_stored, check_messages, last_user_text, request_turns
+from memvault.api.proxy.turns import (
+    Message,
+    already_stored,
+    check_messages,
+    last_user_text,
+    request_turns,
+    stored_turns_sent,
+)
 from memvault.errors import LlmNotConfigured, LlmUnreachable, MemvaultError
 from memvault.llm import ChatStream, LlmClient
 from memvault.vault import MAX_LIST, Vault
@@ -89,7 +96,7 @@ class ChatProxy:
         messages = check_messages(body)
         turns = request_turns(messages, caller.agent_id)  # checked before anything is written
         try:
-            memory = await self._memory(caller, last_user_text(messages))
+            memory = await self._memory(caller, messages)
         finally:  # what the user said is saved even if reading memory failed
             await self._save_new(caller, turns)
         outgoing = {**body, "messages": with_memory(messages, memory)}
@@ -100,15 +107,26 @@ class ChatProxy:
             await self._save_answer(caller, completion_answer(answer))
         return JSONResponse(answer, status_code=status)
 
-    async def _memory(self, caller: Caller, query: str) -> str:
-        """The context for the user's latest message, as the caller's agent sees the user."""
+    async def _memory(self, caller: Caller, messages: Sequence[Message]) -> str:
+        """The context for the user's latest message, as the caller's agent sees the user,
+        without the turns of the conversation the app sent along (the session's last ones)."""
+        query = last_user_text(messages)
         if caller.context_tokens == 0 or not query.strip():
             return ""
+        already = stored_turns_sent(messages)
+        sent = []
+        if already:
+            sent = await run_in_threadpool(
+                partial(
+                    self.vault.recent_turns, caller.user_id, session_id=caller.session_id,
+                    limit=min(already, MAX_LIST),
+                )
+            )  # fmt: skip
         context = await run_in_threadpool(
             partial(
                 self.vault.context, caller.user_id, query, session_id=caller.session_id,
                 token_budget=caller.context_tokens, channel_limits=NO_RECENT_TURNS,
-                agent_id=caller.agent_id, asked_by="user",
+                agent_id=caller.agent_id, asked_by="user", leave_out=[t.id for t in sent],
             )
         )  # fmt: skip
         return context.text

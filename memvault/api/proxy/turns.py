@@ -44,6 +44,13 @@ def new_messages(messages: Sequence[Message]) -> list[tuple[int, Message]]:
     return [(at, m) for at, m in enumerate(messages) if at >= start and m["role"] in TURN_ROLES]
 
 
+def stored_turns_sent(messages: Sequence[Message]) -> int:
+    """How many of the session's last stored turns the request carries: its conversation
+    (every message but the app's instructions) before its new part, which is not stored yet."""
+    conversation = sum(1 for m in messages if m["role"] not in INSTRUCTION_ROLES)
+    return conversation - len(new_messages(messages))
+
+
 def text_and_parts(content: Any, where: str) -> tuple[str, list[str]]:
     """The text of a message's content, and the kinds of its parts that are not text.
 
