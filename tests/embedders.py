@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 
 from memvault.retrieval.dense import Vectors
-from memvault.retrieval.embed import HashingEmbedder
+from memvault.retrieval.embed import BackgroundRun, HashingEmbedder
 
 
 class CountingEmbedder(HashingEmbedder):
@@ -34,9 +34,11 @@ class GatedEmbedder(CountingEmbedder):
         self.closed = threading.Event()
         self.entered = threading.Event()
         self.opened = threading.Event()
+        self.runs: list[BackgroundRun] = []  # those that reached the closed gate
 
-    def embed_in_background(self, texts: Sequence[str]) -> Vectors:
+    def embed_in_background(self, texts: Sequence[str], run: BackgroundRun) -> Vectors:
         if self.closed.is_set():
+            self.runs.append(run)
             self.entered.set()
             self.opened.wait(timeout=30)
         return self.embed(texts)

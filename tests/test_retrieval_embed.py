@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,7 @@ import pytest
 
 from memvault.errors import Invalid, MemvaultError
 from memvault.retrieval.embed import (
+    BackgroundRun,
     HashingEmbedder,
     MiniLMEmbedder,
     RemoteEmbedder,
@@ -98,9 +100,42 @@ def test_minilm_in_the_background_gives_the_same_vectors(minilm: MiniLMEmbedder)
     texts = [f"note {n}: " + "walked the dog in the park " * (n % 7) for n in range(40)]
     assert np.array_equal(minilm.embed_in_background(texts), minilm.embed(texts))
     assert np.array_equal(minilm.embed_in_background(texts[:1]), minilm.embed(texts[:1]))
+    assert np.array_equal(minilm.embed_in_background(texts, BackgroundRun()), minilm.embed(texts))
     assert background_embed(minilm) == minilm.embed_in_background
     hashing = HashingEmbedder()
     assert background_embed(hashing) is None  # an embedder without one: `embed`, as usual
+
+
+def test_an_abandoned_background_run_ends_before_its_work_is_done(minilm: MiniLMEmbedder) -> None:
+    """A top-up giving way to a search abandons its chunk: the model stops at its next operator
+    instead of taking a core until the chunk's end, beside the search."""
+    texts = [f"note {n}: " + "walked the dog along the river in the rain " * 12 for n in range(64)]
+    run = BackgroundRun()
+    started = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def embed() -> None:
+        started.set()
+        try:
+            minilm.embed_in_background(texts, run)
+            outcome.append(None)
+        except Exception as exc:  # onnxruntime's own error type, raised by the ended run
+            outcome.append(exc)
+
+    whole = time.perf_counter()
+    minilm.embed_in_background(texts)
+    whole = time.perf_counter() - whole
+    worker = threading.Thread(target=embed)
+    worker.start()
+    assert started.wait(timeout=30)
+    time.sleep(whole / 10)
+    abandoned = time.perf_counter()
+    run.abandon()
+    worker.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], Exception)  # it did not run to its end
+    assert time.perf_counter() - abandoned < whole / 2
+    with pytest.raises(Exception, match="terminate"):  # abandoned before it starts: no run at all
+        minilm.embed_in_background(texts[:2], run)
 
 
 _FRESH_PROCESS = """

@@ -159,6 +159,7 @@ def test_a_top_up_gives_way_to_a_search_at_once_giving_up_its_chunk(
     searching.start()
     searching.join(timeout=30)
     assert found == ["the heron nests by the weir"]  # with the top-up's chunk at the gate
+    assert [run.abandoned for run in embedder.runs] == [True]  # its model run told to end
     assert vault.recall.warmer is not None and vault.recall.warmer.settle(timeout=30)
     embedder.opened.set()
     deadline = time.monotonic() + 30

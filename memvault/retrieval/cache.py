@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from memvault.retrieval.dense import Vectors
-from memvault.retrieval.embed import Embedder, background_embed
+from memvault.retrieval.embed import BackgroundRun, Embedder, background_embed
 from memvault.retrieval.graphs import GraphBuilds
 from memvault.retrieval.idle import IdleThread
 from memvault.retrieval.index import People, UserIndex
@@ -378,8 +378,10 @@ class IndexCache:
 
         An embedder with a background path (`background_embed`) is run on the idle thread, and
         the top-up does not wait for it blindly, since that thread gets no CPU while the
-        machine is busy: it gives the chunk up as soon as it should give way, and again if it
-        should by the time the chunk is done, so that nothing of a deleted user is stored. An
+        machine is busy: it gives the chunk up as soon as it should give way, abandoning the
+        run under way (`BackgroundRun`) so that it does not go on beside the search that takes
+        over, and again if it should by the time the chunk is done, so that nothing of a
+        deleted user is stored. An
         embedder without one is run here: it may hold the GIL throughout (the hashing one
         does), and a thread at the lowest priority holding the GIL stalls every other thread.
         """
@@ -389,13 +391,15 @@ class IndexCache:
         embed = background_embed(self.embedder)
         if embed is None:
             return self.embedder.embed(texts)
-        future: Future[Vectors] = self._idle.submit(partial(embed, texts))
+        run = BackgroundRun()
+        future: Future[Vectors] = self._idle.submit(partial(embed, texts, run))
         while True:
             try:
                 vectors = future.result(timeout=GIVE_WAY_POLL)
             except TimeoutError:
                 if give_way():
-                    future.cancel()  # or, under way, it ends unheard
+                    future.cancel()  # or, under way, it ends at once, unheard
+                    run.abandon()
                     raise Stopped from None
                 continue
             if give_way():

@@ -72,8 +72,9 @@ class Embedder(Protocol):
         ...
 
     # Optional: `relevance_floor`, a float (see `relevance_floor` below), and
-    # `embed_in_background(texts)`, the same vectors as `embed` computed so as to leave cores
-    # to callers who wait, and letting go of the GIL while it computes (see `background_embed`
+    # `embed_in_background(texts, run)`, the same vectors as `embed` computed so as to leave
+    # cores to callers who wait, letting go of the GIL while it computes, and ending early once
+    # `run` (a `BackgroundRun`) is abandoned (see `background_embed`
     # and `idle.py`). Not members here, so that an embedder written without them still
     # satisfies the protocol.
 
@@ -88,14 +89,46 @@ def relevance_floor(embedder: Embedder) -> float:
     return float(getattr(embedder, "relevance_floor", 0.0))
 
 
-def background_embed(embedder: Embedder) -> Callable[[Sequence[str]], Vectors] | None:
+BackgroundEmbed = Callable[[Sequence[str], "BackgroundRun"], Vectors]
+
+
+def background_embed(embedder: Embedder) -> BackgroundEmbed | None:
     """How to embed documents nobody is waiting for, on a thread of the lowest priority: the
     embedder's `embed_in_background`, or None where it has none (its `embed` is then called as
     for any document, at normal priority)."""
-    embed: Callable[[Sequence[str]], Vectors] | None = getattr(
-        embedder, "embed_in_background", None
-    )
+    embed: BackgroundEmbed | None = getattr(embedder, "embed_in_background", None)
     return embed
+
+
+class BackgroundRun:
+    """One background embedding, which the caller may abandon from any thread (`abandon`).
+
+    A top-up that gives way to a search stops waiting for its chunk at once, but the chunk went
+    on to its end on the idle thread beside the search that took over, slowing it: the first
+    search after 25 appends, made 100 ms after them, took 250 to 450 ms against 170 ms with no
+    top-up at all. Abandoned, onnxruntime ends the run at its next operator (its `terminate`
+    flag, made to be set from another thread), and that search took 170 to 180 ms."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._options: Any = None
+        self.abandoned = False
+
+    def run_options(self) -> Any:
+        """The onnxruntime `RunOptions` of this embedding's runs: terminated once abandoned."""
+        with self._lock:
+            if self._options is None:
+                import onnxruntime as ort
+
+                self._options = ort.RunOptions()
+                self._options.terminate = self.abandoned
+            return self._options
+
+    def abandon(self) -> None:
+        with self._lock:
+            self.abandoned = True
+            if self._options is not None:
+                self._options.terminate = True
 
 
 def normalise(vectors: Vectors) -> Vectors:
@@ -166,15 +199,20 @@ class MiniLMEmbedder:
     def embed(self, texts: Sequence[str]) -> Vectors:
         return self._embed_documents(texts, self._session)
 
-    def embed_in_background(self, texts: Sequence[str]) -> Vectors:
+    def embed_in_background(
+        self, texts: Sequence[str], run: BackgroundRun | None = None
+    ) -> Vectors:
+        """`embed` on a one-thread session, ended early (onnxruntime raises) once `run` is
+        abandoned."""
         with self._sessions_lock:
             if self._background_session is None:
                 self._background_session = _session(str(self.model_file), threads=1)
-        return self._embed_documents(texts, self._background_session)
+        options = run.run_options() if run is not None else None
+        return self._embed_documents(texts, self._background_session, options)
 
-    def _embed_documents(self, texts: Sequence[str], session: Any) -> Vectors:
+    def _embed_documents(self, texts: Sequence[str], session: Any, options: Any = None) -> Vectors:
         if len(texts) == 1:
-            return self._embed_one(texts[0], session)
+            return self._embed_one(texts[0], session, options)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), _BATCH):
@@ -182,7 +220,7 @@ class MiniLMEmbedder:
             encodings = self._tokenizer.encode_batch([texts[i] for i in idx])
             ids = np.array([e.ids for e in encodings], dtype=np.int64)
             mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-            out[idx] = _mean_pool(self._run(ids, mask, session), mask)
+            out[idx] = _mean_pool(self._run(ids, mask, session, options), mask)
         out[[i for i, text in enumerate(texts) if not text.strip()]] = 0.0
         return normalise(out)
 
@@ -223,20 +261,25 @@ class MiniLMEmbedder:
         """
         return min(float(self._embed_one(p, session)[0] @ self._embed_one(p)[0]) for p in PROBES)
 
-    def _embed_one(self, text: str, session: Any = None) -> Vectors:
+    def _embed_one(self, text: str, session: Any = None, options: Any = None) -> Vectors:
         """One text: nothing to pad, so every token is real and the mean is a plain mean."""
         if not text.strip():
             return np.zeros((1, self.dim), dtype=np.float32)
         ids = np.array([self._tokenizer.encode(text).ids], dtype=np.int64)
-        pooled = self._run(ids, np.ones_like(ids), session)[0].mean(axis=0, keepdims=True)
-        return normalise(pooled)
+        hidden = self._run(ids, np.ones_like(ids), session, options)
+        return normalise(hidden[0].mean(axis=0, keepdims=True))
 
     def _run(
-        self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64], session: Any = None
+        self,
+        ids: npt.NDArray[np.int64],
+        mask: npt.NDArray[np.int64],
+        session: Any = None,
+        options: Any = None,
     ) -> Hidden:
         (hidden,) = (session or self._session).run(
             ["last_hidden_state"],
             {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+            options,
         )
         result: Hidden = hidden
         return result
