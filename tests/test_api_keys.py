@@ -62,7 +62,9 @@ def test_jwt_subject_is_the_user(api: Api) -> None:
     alice = token({"sub": "alice", "exp": int(time.time()) + 60})
     assert api.client.get("/v1/users/alice/sessions", headers=alice).status_code == 200
     assert api.client.get("/v1/users/bob/sessions", headers=alice).status_code == 404
-    assert api.client.get("/v1/keys", headers=alice).status_code == 403
+    refused = api.client.get("/v1/keys", headers=alice)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["message"] == "user keys may not do this"
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ class Principal:
 
     def require(self, *scopes: Scope) -> None:
         if self.scope not in scopes:
-            raise Forbidden(f"a {self.scope.value} key may not do this")
+            raise Forbidden(f"{self.scope.value} keys may not do this")
 
     def stamp_agent(self, fields: dict[str, Any]) -> dict[str, Any]:
         """An agent key writes as its own agent, and only as it."""
