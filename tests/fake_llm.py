@@ -170,12 +170,14 @@ def _handler(fake: FakeLlm) -> type[BaseHTTPRequestHandler]:
                     return
                 if at == reply.hold_after:
                     fake.released.wait(WAIT_LIMIT)
+                # noted before it is written: the test may read it as soon as the proxy relays it
+                fake.sent_events.append(event)
                 try:
                     self.wfile.write(event.encode())
                     self.wfile.flush()
-                except OSError:  # the proxy went away
+                except OSError:  # the proxy went away: not sent after all
+                    fake.sent_events.pop()
                     return
-                fake.sent_events.append(event)
             fake.streams_done += 1
 
     return Handler
