@@ -41,6 +41,13 @@ def optional_stamp(moment: datetime | None) -> str | None:
     return None if moment is None else format_ts(moment)
 
 
+def check_validity(valid_from: str | None, valid_to: str | None) -> None:
+    """A memory holds from `valid_from` until `valid_to`: an end before the start would hide it
+    from every moment. (Timestamp columns share one fixed-width format, so they compare as text.)"""
+    if valid_from is not None and valid_to is not None and valid_to < valid_from:
+        raise Invalid("valid_to", "is before valid_from")
+
+
 def build_turn(
     settings: Settings,
     user_id: str,

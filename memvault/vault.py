@@ -22,6 +22,7 @@ from memvault.errors import Conflict, Invalid, MemvaultError, NotFound
 from memvault.events import Event, EventBus
 from memvault.inputs import (
     build_turn,
+    check_validity,
     memory_fields,
     new_session,
     session_fields,
@@ -453,6 +454,7 @@ class Vault:
         now = utcnow()
         memory_id = new_id()
         values = memory_fields(self.settings, {"text": text, "kind": kind, "tier": tier, **fields})
+        check_validity(values.get("valid_from"), values.get("valid_to"))
         created = values.pop("created_at", None) or format_ts(now)
         row = {
             "user_id": user_id, "id": memory_id, "importance": 0.5, "valence": 0.0, "pinned": 0,
@@ -503,6 +505,12 @@ class Vault:
         current = self.store.get_memory(user_id, memory_id)  # before sealing makes a user key
         if current is None:
             raise NotFound("no such memory")
+        if values.get("superseded_by") == memory_id:
+            raise Invalid("superseded_by", "a memory cannot supersede itself")
+        check_validity(
+            values.get("valid_from", current["valid_from"]),
+            values.get("valid_to", current["valid_to"]),
+        )
         if not values:
             return open_memory(self.sealer, current)
         sealed = self.sealer.for_user(user_id).seal("memories", memory_id, values)
@@ -608,9 +616,12 @@ class Vault:
             raise NotFound("no such user")
         memories = [open_memory(self.sealer, r) for r in self.store.list_memories(user_id)]
         plan = plan_memories(memories, moment, policy)
+        starts = {m.id: m.valid_from for m in memories}
         for merge in plan.merges:
             for old in merge.merged:
-                self.update_memory(user_id, old, superseded_by=merge.survivor, valid_to=moment)
+                start = starts[old]  # one valid from later on ends there: never before it held
+                ends = start if start is not None and start > moment else moment
+                self.update_memory(user_id, old, superseded_by=merge.survivor, valid_to=ends)
         for memory_id, fields in plan.survivor_fields.items():
             self.update_memory(user_id, memory_id, **fields)
         for move in plan.moves:

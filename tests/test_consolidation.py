@@ -464,6 +464,17 @@ def test_duplicates_keep_their_recalls_in_history(vault: Vault) -> None:
     assert not vault.consolidate("u", now=NOW).changed
 
 
+def test_a_duplicate_valid_only_from_later_on_ends_where_it_starts(vault: Vault) -> None:
+    later = NOW + timedelta(days=10)
+    old = vault.add_memory(
+        "u", "Starts at Acme", created_at=NOW - timedelta(days=2), valid_from=later
+    )
+    new = vault.add_memory("u", "starts at Acme.", created_at=NOW - timedelta(days=1))
+    vault.consolidate("u", now=NOW)  # its end may not come before its start
+    closed = vault.get_memory("u", old.id)
+    assert closed.superseded_by == new.id and closed.valid_to == closed.valid_from == later
+
+
 def test_a_new_turn_makes_the_summary_stale(vault: Vault) -> None:
     vault.add_turns("u", "s", spoken(4, NOW - timedelta(hours=2)))
     assert vault.consolidate("u", now=NOW).summarised == ("s",)

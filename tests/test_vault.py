@@ -300,3 +300,19 @@ def test_add_memory_answers_as_a_read_would_without_reading_it_back(
     assert vault.get_memory("u", written.id) == written
     assert vault.get_memory("u", bare.id) == bare
     assert written.metadata == {"seen": [1, 2], "3": "three"}  # as stored, whatever was given
+
+
+def test_a_memory_cannot_supersede_itself_nor_end_before_it_starts(vault: Vault) -> None:
+    start = datetime(2025, 3, 1, tzinfo=UTC)
+    memory = vault.add_memory("u", "Works at Acme", valid_from=start)
+    with pytest.raises(Invalid) as itself:
+        vault.update_memory("u", memory.id, superseded_by=memory.id)
+    assert itself.value.field == "superseded_by"
+    with pytest.raises(Invalid) as early:  # against the stored start
+        vault.update_memory("u", memory.id, valid_to=start - timedelta(days=1))
+    assert early.value.field == "valid_to"
+    with pytest.raises(Invalid) as given:  # both given at once
+        vault.add_memory("u", "Lives in Oslo", valid_from=start, valid_to=start - timedelta(days=1))
+    assert given.value.field == "valid_to"
+    assert vault.get_memory("u", memory.id) == memory  # nothing written
+    assert [m.text for m in vault.list_memories("u")] == ["Works at Acme"]
