@@ -261,6 +261,13 @@ def _move_memory(
     return _update_memory(user_id, memory_id, **_drop_none({"tier": tier, "kind": kind}))
 
 
+def _supersede_memory(user_id: str, memory_id: str, text: str, **fields: Any) -> Call[Memory]:
+    """Replace a memory that no longer holds: answers the new one. The old one is kept, its
+    `valid_to` set and `superseded_by` naming the new one; fields not given are inherited."""
+    body = {"text": text, **{k: _jsonable(v) for k, v in fields.items()}}
+    return Call("POST", f"{_memory_path(user_id, memory_id)}/supersede", _one(Memory), json=body)
+
+
 def _delete_memory(user_id: str, memory_id: str) -> Call[None]:
     return Call("DELETE", _memory_path(user_id, memory_id), _nothing)
 
@@ -300,6 +307,11 @@ def _context(user_id: str, query: str, **options: Any) -> Call[Context]:
     asked_by, min_relative_score."""
     body = {"query": query, **{k: _jsonable(v) for k, v in options.items()}}
     return Call("POST", f"{_user(user_id)}/context", _one(Context), json=body)
+
+
+def _whoami() -> Call[dict[str, str | None]]:
+    """The token's `{"scope", "user_id", "agent_id"}` (`user_id` is None for an admin key)."""
+    return Call("GET", "/v1/whoami", _json)
 
 
 def _set_global_context(key: str, text: str) -> Call[GlobalContextEntry]:
@@ -392,10 +404,12 @@ class _Client:
     get_memory = endpoint(_get_memory)
     update_memory = endpoint(_update_memory)
     move_memory = endpoint(_move_memory)
+    supersede_memory = endpoint(_supersede_memory)
     delete_memory = endpoint(_delete_memory)
     list_memories = endpoint(_list_memories)
     search = endpoint(_search)
     context = endpoint(_context)
+    whoami = endpoint(_whoami)
     set_global_context = endpoint(_set_global_context)
     list_global_context = endpoint(_list_global_context)
     delete_global_context = endpoint(_delete_global_context)

@@ -115,6 +115,54 @@ def test_async_client_uses_the_same_calls(server: Server, admin: MemvaultClient)
     assert [t.seq for t in turns] == list(range(1, 11))
 
 
+def test_whoami_names_the_keys_scope_user_and_agent(server: Server, admin: MemvaultClient) -> None:
+    assert admin.whoami() == {"scope": "admin", "user_id": None, "agent_id": None}
+    with user_client(server, admin, "fern") as mv:
+        assert mv.whoami() == {"scope": "user", "user_id": "fern", "agent_id": None}
+        shake = mv.handshake("scribe")
+
+    async def as_agent() -> dict[str, str | None]:
+        async with AsyncMemvaultClient(server.url, shake.key) as agent:
+            return await agent.whoami()
+
+    assert asyncio.run(as_agent()) == {
+        "scope": "agent", "user_id": "fern", "agent_id": shake.agent.id,
+    }  # fmt: skip
+
+
+def test_supersede_keeps_the_old_memory_as_history(server: Server, admin: MemvaultClient) -> None:
+    with user_client(server, admin, "gus") as mv:
+        old = mv.add_memory("gus", "Gus lives in Lyon", category="home", tags=["place"])
+        new = mv.supersede_memory("gus", old.id, "Gus lives in Porto", importance=0.8)
+        assert isinstance(new, Memory) and new.text == "Gus lives in Porto"
+        assert (new.category, new.tags, new.importance) == ("home", ("place",), 0.8)
+        kept = mv.get_memory("gus", old.id)
+        assert kept.text == "Gus lives in Lyon" and kept.superseded_by == new.id
+        assert kept.valid_to is not None and new.valid_from is not None
+        assert kept.valid_to.tzinfo is not None
+        with pytest.raises(Conflict):
+            mv.supersede_memory("gus", old.id, "Gus lives in Oslo")
+        with pytest.raises(NotFound):
+            mv.supersede_memory("gus", "no-such-memory", "anything")
+        with pytest.raises(NotFound):
+            mv.supersede_memory("alice", old.id, "not gus's to touch")
+        with pytest.raises(Invalid) as invalid:
+            mv.supersede_memory("gus", new.id, "Gus lives in Porto", importance="very")
+        assert invalid.value.field == "importance"
+        shake = mv.handshake("mover")
+
+    async def as_agent() -> None:
+        async with AsyncMemvaultClient(server.url, shake.key) as agent:
+            with pytest.raises(NotFound):
+                await agent.supersede_memory("gus", new.id, "the agent may not see it")
+            own = await agent.add_memory("gus", "Meeting on Monday")
+            moved = await agent.supersede_memory("gus", own.id, "Meeting on Tuesday")
+            assert moved.agent_id == shake.agent.id
+            assert (await agent.get_memory("gus", own.id)).superseded_by == moved.id
+
+    asyncio.run(as_agent())
+
+
 def test_websocket_over_a_real_socket(server: Server, admin: MemvaultClient) -> None:
     _, secret = admin.create_key("user", "erin")
     ws_url = server.url.replace("http://", "ws://") + "/v1/ws"
