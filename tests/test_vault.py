@@ -316,3 +316,13 @@ def test_a_memory_cannot_supersede_itself_nor_end_before_it_starts(vault: Vault)
     assert given.value.field == "valid_to"
     assert vault.get_memory("u", memory.id) == memory  # nothing written
     assert [m.text for m in vault.list_memories("u")] == ["Works at Acme"]
+
+
+def test_superseding_a_memory_valid_only_from_later_on_ends_it_where_it_starts(
+    vault: Vault,
+) -> None:
+    later = datetime.now(UTC) + timedelta(days=30)
+    planned = vault.add_memory("u", "Starts at Acme next month", valid_from=later)
+    vault.supersede_memory("u", planned.id, "Stays at Initech after all")
+    closed = vault.get_memory("u", planned.id)
+    assert closed.valid_to == closed.valid_from == later.replace(tzinfo=UTC)

@@ -436,10 +436,13 @@ class SqlStore:
         with self.db.write() as tx:
             rev = self._touch_user(tx, row["user_id"], now)
             if supersedes is not None:
+                # closed now, or where it starts if it holds only from later on: a validity
+                # never ends before it begins (timestamps are fixed-width text, so compare)
                 closed = tx.one(
-                    "UPDATE memories SET valid_to = ?, superseded_by = ?, updated_at = ?, rev = ? "
+                    "UPDATE memories SET valid_to = CASE WHEN valid_from > ? THEN valid_from "
+                    "ELSE ? END, superseded_by = ?, updated_at = ?, rev = ? "
                     "WHERE user_id = ? AND id = ? AND superseded_by IS NULL RETURNING agent_id",
-                    (now, row["id"], now, rev, row["user_id"], supersedes),
+                    (now, now, row["id"], now, rev, row["user_id"], supersedes),
                 )
                 if closed is None:
                     raise NotFound("no such current memory to supersede")
