@@ -289,3 +289,37 @@ def test_a_socket_is_closed_when_its_key_stops_working(
         for name in ("dave", "admin"):
             sockets[name].send(json.dumps({"type": "ping"}))
             assert receive_until(sockets[name], "pong")[-1] == {"type": "pong"}
+
+
+def strict_json(text: str | bytes) -> Any:
+    """JSON as any other parser reads it: Python's would also take NaN and Infinity."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_ref_that_would_not_go_out_as_json_is_refused(make_vault: MakeVault) -> None:
+    """Over real sockets: Python parses NaN, Infinity, 1e999 and lone surrogate escapes, but
+    echoing such a `ref` would send a frame that is not JSON (or not UTF-8). Such a message
+    answers `invalid` naming `ref`, is not acted on, and the connection stays open; a `ref`
+    that is JSON is echoed as it came."""
+    vault = make_vault(admin_key=ADMIN_KEY, ws_idle_timeout=10)
+    key = vault.keys.create("user", "alice")[1]
+    append = '{"type": "append", "session_id": "s1", "turns": [{"role": "user", "content": "x"}]'
+    with serve_in_thread(vault) as url, ws_connect(url.replace("http", "ws", 1) + "/v1/ws") as ws:
+        ws.send(json.dumps({"type": "auth", "token": key}))
+        assert receive(ws)["type"] == "ready"
+        for ref in ("NaN", "-Infinity", "1e999", '{"a": [1, NaN]}', '"\\ud800"'):
+            ws.send(append + ', "ref": ' + ref + "}")
+            reply = strict_json(ws.recv(timeout=10))
+            assert reply["type"] == "error" and "ref" not in reply, ref
+            assert reply["error"]["code"] == "invalid"
+            assert reply["error"]["details"] == {"field": "ref"}
+        assert vault.list_sessions("alice") == []
+        for ref in ('"a"', "1.5", "-0.0", "12345678901234567890", '{"k": [null, "\\u00e9"]}'):
+            ws.send('{"type": "ping", "ref": ' + ref + "}")
+            assert strict_json(ws.recv(timeout=10)) == {"type": "pong", "ref": json.loads(ref)}
+        ws.send(append + ', "ref": 3}')
+        assert strict_json(ws.recv(timeout=10))["type"] == "appended"

@@ -9,7 +9,8 @@ Protocol (JSON text frames):
   Rooms of other users answer an error `not_found`, as if they did not exist.
 - `{"type": "leave", "room"}`; `{"type": "ping"}` answers `{"type": "pong"}`.
 - `{"type": "append", "session_id", "turns": [...]}` appends turns durably and answers
-  `{"type": "appended", "turns": [...]}`; an optional `ref` is echoed in answers and errors.
+  `{"type": "appended", "turns": [...]}`; an optional `ref` is echoed in answers and errors
+  (one that would not go out as valid JSON, such as NaN, answers an `invalid` error instead).
 - events: `{"type": "turn.added" | "memory.added" | ..., "user_id", ids...}` (ids, no content).
   Memory events also carry the memory's `agent_id`; an agent key hears only its own agent's.
 - a connection silent for `ws_idle_timeout` seconds is closed with 4408; one whose key is
@@ -246,7 +247,7 @@ class _Session:
             message = _parse(text)
             if not isinstance(message, dict):
                 raise Invalid("message", "must be a JSON object")
-            ref = message.get("ref")
+            ref = _ref(message)
             reply = await self._answer(message, settings)
         except MemvaultError as exc:
             reply = _error(exc.code, exc.message, exc.details)
@@ -323,6 +324,18 @@ def _parse(text: str | None) -> Any:
         return json.loads(text)
     except RecursionError:
         raise Invalid("message", "is nested too deeply") from None
+
+
+def _ref(message: dict[str, Any]) -> Any:
+    """The message's `ref`, to echo back: only one that goes out as the JSON it came in as.
+    Python's parser takes `NaN`, `Infinity` and `1e999`, which would go out as `NaN` and
+    `Infinity` (not JSON), and a lone surrogate escape, which is no UTF-8 text."""
+    ref = message.get("ref")
+    try:
+        json.dumps(ref, allow_nan=False, ensure_ascii=False).encode()
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        raise Invalid("ref", "must be JSON without NaN, Infinity or lone surrogates") from None
+    return ref
 
 
 def _error(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]:
