@@ -129,6 +129,22 @@ def test_an_agent_cannot_reach_another_agents_memories(api: Api) -> None:
     assert [m["id"] for m in api.client.get(base, headers=planner).json()["items"]] == [own["id"]]
 
 
+def test_an_agent_key_may_not_read_the_users_stats(api: Api) -> None:
+    """Stats count the whole user, every agent's memories included, so they are for user and
+    admin keys, like export: an agent key is refused and learns nothing of other agents."""
+    planner_id, _ = api.agent_headers("alice", "planner")
+    _, critic = api.agent_headers("alice", "critic")
+    for i in range(3):
+        api.vault.add_memory("alice", f"planner's note {i}", agent_id=planner_id)
+    path = "/v1/users/alice/stats"
+    denied = api.client.get(path, headers=critic)
+    assert denied.status_code == 403
+    assert denied.json()["error"] == {
+        "code": "forbidden", "message": "agent keys may not do this", "details": {},
+    }  # fmt: skip
+    assert api.client.get(path, headers=api.user_headers("alice")).json()["memories"] == 3
+
+
 def test_an_agents_search_page_is_full_of_what_it_may_read(api: Api) -> None:
     _, planner = api.agent_headers("alice", "planner")
     _, critic = api.agent_headers("alice", "critic")

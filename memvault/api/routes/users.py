@@ -41,7 +41,9 @@ def delete_user(user_id: UserId, vault: VaultDep, _: OwnerDep) -> Response:
 
 
 @router.get("/stats")
-def stats(user_id: UserId, vault: VaultDep, _: PrincipalDep) -> Any:
+def stats(user_id: UserId, vault: VaultDep, _: OwnerDep) -> Any:
+    """Counts of the whole user, every agent's memories included: not for agent keys, which
+    see only their own agent's memories."""
     return to_jsonable(vault.stats(user_id))
 
 
