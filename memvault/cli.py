@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from memvault.config import Settings
+from memvault.crypto import decode_key, generate_key, write_key_file
 from memvault.errors import Invalid, MemvaultError, NotFound
 from memvault.migrate import migrate_to_postgres
 from memvault.model import to_jsonable
@@ -110,14 +111,43 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_master_key(args: argparse.Namespace) -> int:
+    """Re-wrap every data key under a new master key.
+
+    With a key file in the data folder, that file is replaced. With `MEMVAULT_MASTER_KEY`, the
+    new key must be somewhere safe before the keyring changes: printed after it, a lost output
+    (a closed terminal, a broken pipe) would leave every user unreadable. So `--new-key-file`
+    is required there: an existing file's key is used, or a new key is written to the file,
+    on disk, first."""
+    new_key = _new_master_key(args.new_key_file) if args.new_key_file else None
+    if new_key is None and Settings().master_key:
+        raise Invalid(
+            "new_key_file",
+            "with MEMVAULT_MASTER_KEY, give --new-key-file FILE: the new key is read from it, or "
+            "written to it before the keyring changes",
+        )
     with _open(args, existing=True) as vault:
-        key = vault.rotate_master_key()
+        vault.rotate_master_key(new_key)
     if Settings().master_key:
-        print("the data keys are now wrapped by this master key; put it in MEMVAULT_MASTER_KEY:")
-        print(key)
+        print(f"master key rotated: set MEMVAULT_MASTER_KEY to the key in {args.new_key_file}")
+        print("before the next start, and restart every process that has this data open")
     else:
         print("master key rotated; the key file in the data folder holds the new key")
     return 0
+
+
+def _new_master_key(path: Path) -> bytes:
+    """The key in `path`, or a new one written there (owner-only, synced) if there is none."""
+    if path.exists():
+        try:
+            return decode_key(path.read_text().strip(), source="new_key_file")
+        except (OSError, UnicodeDecodeError):
+            raise Invalid("new_key_file", f"{path} cannot be read as a key") from None
+    key = generate_key()
+    try:
+        write_key_file(path, key)
+    except OSError as exc:
+        raise Invalid("new_key_file", f"{path} cannot be written ({exc.strerror})") from None
+    return key
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -216,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--user", default=None, help="import under this user id instead")
     imp.set_defaults(run=cmd_import)
     rotate = commands.add_parser("rotate-master-key", help="re-wrap data keys under a new key")
+    rotate.add_argument(
+        "--new-key-file", type=Path, default=None,
+        help="the new key: read from this file, or written to it first (needed with "
+        "MEMVAULT_MASTER_KEY)",
+    )  # fmt: skip
     rotate.set_defaults(run=cmd_rotate_master_key)
     serve = commands.add_parser("serve", help="run the HTTP and WebSocket server")
     serve.add_argument("--host", default=None, help="listen address (MEMVAULT_HOST)")

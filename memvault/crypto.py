@@ -199,11 +199,13 @@ def load_master_key(data_dir: Path, env_value: str | None, *, create: bool) -> b
             f"no master key: set {MASTER_KEY_ENV} or restore {MASTER_KEY_FILE} in the data folder"
         )
     key = generate_key()
-    _write_key_file(path, key)
+    write_key_file(path, key)
     return key
 
 
-def _write_key_file(path: Path, key: bytes) -> None:
+def write_key_file(path: Path, key: bytes) -> None:
+    """A new file holding `key` (base64), readable by its owner alone, on disk when this
+    returns; an existing file is never overwritten (`FileExistsError`)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(encode_key(key) + "\n")
@@ -333,7 +335,7 @@ class Keyring:
         if self._key_file is not None:
             pending = self._key_file.with_name(self._key_file.name + ".new")
             pending.unlink(missing_ok=True)
-            _write_key_file(pending, new_master_key)
+            write_key_file(pending, new_master_key)
 
         def rewrap(user_id: str, wrapped: bytes) -> bytes:  # runs inside the key store's lock
             data_key = _unwrapped(self._master, user_id, wrapped)

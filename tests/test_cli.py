@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from memvault.cli import main
+from memvault.crypto import encode_key, generate_key
 
 
 @pytest.fixture(autouse=True)
@@ -54,3 +55,29 @@ def test_a_damaged_data_folder_is_named_not_a_traceback(
     assert err.startswith("memvault: data: ") and str(data) in err, err
     named = "is not a folder" if damaged == "folder" else "keyring.db in " + str(data)
     assert named in err and ("file is not a database" in err or damaged == "folder"), err
+
+
+def test_rotating_an_environment_master_key_needs_a_file_for_the_new_key_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Printed after the rotation, the only copy of the new key could be lost with the output;
+    the key is on disk before the keyring changes, and never printed."""
+    data, old = str(tmp_path / "data"), encode_key(generate_key())
+    monkeypatch.setenv("MEMVAULT_MASTER_KEY", old)
+    assert main(["--data", data, "demo"]) == 0
+    capsys.readouterr()
+    assert main(["--data", data, "rotate-master-key"]) == 2
+    assert "memvault: new_key_file: " in capsys.readouterr().err
+    assert main(["--data", data, "stats", "demo-user"]) == 0  # nothing rotated
+    written = tmp_path / "new.key"
+    assert main(["--data", data, "rotate-master-key", "--new-key-file", str(written)]) == 0
+    new = written.read_text().strip()
+    assert new not in capsys.readouterr().out and written.stat().st_mode & 0o777 == 0o600
+    assert main(["--data", data, "stats", "demo-user"]) == 2  # the old key opens nothing now
+    monkeypatch.setenv("MEMVAULT_MASTER_KEY", new)
+    assert main(["--data", data, "stats", "demo-user"]) == 0
+    chosen = tmp_path / "chosen.key"
+    chosen.write_text(encode_key(generate_key()) + "\n")  # a key the operator made: used as is
+    assert main(["--data", data, "rotate-master-key", "--new-key-file", str(chosen)]) == 0
+    monkeypatch.setenv("MEMVAULT_MASTER_KEY", chosen.read_text().strip())
+    assert main(["--data", data, "stats", "demo-user"]) == 0
