@@ -145,6 +145,22 @@ def test_a_retried_request_does_not_save_the_users_message_twice(proxy: Proxy) -
     assert [t.role.value for t in proxy.turns("alice")] == ["user", "assistant"] * 2
 
 
+def test_the_same_words_after_an_answer_that_was_not_stored_are_a_new_turn(proxy: Proxy) -> None:
+    """An LLM's empty answer has no turn; the user's next message, the same words again, must
+    not be taken for a retry of the first."""
+    alice = proxy.user_key("alice")
+    proxy.llm.script(Reply(content=""), Reply(content="Oslo."))
+    sent = [user("What is the capital of Norway?")]
+    assert proxy.chat(alice, sent).status_code == 200
+    assert len(proxy.turns("alice")) == 1  # the empty answer: nothing to store
+    again = [*sent, assistant(None), user("What is the capital of Norway?")]
+    assert proxy.chat(alice, again).status_code == 200
+    assert [(t.role.value, t.content) for t in proxy.turns("alice")] == [
+        ("user", "What is the capital of Norway?"), ("user", "What is the capital of Norway?"),
+        ("assistant", "Oslo."),
+    ]  # fmt: skip
+
+
 def test_text_parts_are_saved_and_other_parts_noted_by_kind_only(proxy: Proxy) -> None:
     alice = proxy.user_key("alice")
     image = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"

@@ -63,7 +63,8 @@ async def admin_only(principal: PrincipalDep) -> Principal:
 
 
 async def not_agent(principal: PrincipalDep) -> Principal:
-    """Whole-user operations (profile, delete, import, export, clear) are not for agent keys."""
+    """Whole-user operations (profile, delete, import, export, clear, stats, consolidate) are
+    not for agent keys."""
     principal.require(Scope.ADMIN, Scope.USER)
     return principal
 

@@ -34,6 +34,7 @@ from memvault.api.proxy.memory import with_memory
 from memvault.api.proxy.turns import (
     Message,
     already_stored,
+    answer_before,
     check_messages,
     last_user_text,
     request_turns,
@@ -98,7 +99,7 @@ class ChatProxy:
         try:
             memory = await self._memory(caller, messages)
         finally:  # what the user said is saved even if reading memory failed
-            await self._save_new(caller, turns)
+            await self._save_new(caller, turns, answer_before(messages))
         outgoing = {**body, "messages": with_memory(messages, memory)}
         if body.get("stream") is True:
             return await self._streamed(caller, llm, outgoing)
@@ -131,18 +132,21 @@ class ChatProxy:
         )  # fmt: skip
         return context.text
 
-    async def _save_new(self, caller: Caller, turns: Sequence[Mapping[str, Any]]) -> None:
-        """Save the request's new messages, unless they are already the session's last turns."""
+    async def _save_new(
+        self, caller: Caller, turns: Sequence[Mapping[str, Any]], answer: Message | None
+    ) -> None:
+        """Save the request's new messages, unless they are already the session's last turns
+        after the `answer` the request says they follow (`already_stored`)."""
         if not turns:
             return
         async with self.locks.hold(caller.user_id, caller.session_id):
-            tail = await run_in_threadpool(
+            stored = await run_in_threadpool(
                 partial(
                     self.vault.recent_turns, caller.user_id, session_id=caller.session_id,
-                    limit=min(len(turns), MAX_LIST),
+                    limit=min(len(turns) + 1, MAX_LIST),
                 )
             )  # fmt: skip
-            if not already_stored(turns, tail):
+            if not already_stored(turns, stored, answer):
                 await self.appends.add_turns(caller.user_id, caller.session_id, turns)
 
     async def _save_answer(self, caller: Caller, answer: Answer, *, partial: bool = False) -> None:

@@ -120,10 +120,31 @@ def same_turn(stored: Turn, fields: Mapping[str, Any]) -> bool:
     )
 
 
-def already_stored(turns: Sequence[Mapping[str, Any]], tail: Sequence[Turn]) -> bool:
-    """Whether the session's stored tail is these turns: a request sent again (a retry after
-    the LLM failed, or a client that timed out) saves nothing twice."""
-    return len(tail) == len(turns) and all(map(same_turn, tail, turns))
+def answer_before(messages: Sequence[Message]) -> Message | None:
+    """The assistant message the request's new part follows, or None when it has none."""
+    conversation = [m for m in messages if m["role"] not in INSTRUCTION_ROLES]
+    before = stored_turns_sent(messages)
+    return conversation[before - 1] if before > 0 else None
+
+
+def already_stored(
+    turns: Sequence[Mapping[str, Any]], stored: Sequence[Turn], answer: Message | None
+) -> bool:
+    """Whether the session's last stored turns (`stored`, oldest first, one more than `turns`
+    where there is one) are these turns, after the `answer` the request says they follow.
+
+    A request sent again (a retry after the LLM failed, or a client that timed out) saves
+    nothing twice. The same words said again after an answer that was not stored (an LLM's
+    empty answer has no turn) are a new turn: the request's answer is not the stored turn
+    before them."""
+    tail = stored[len(stored) - len(turns) :] if len(stored) >= len(turns) else []
+    if len(tail) != len(turns) or not all(map(same_turn, tail, turns)):
+        return False
+    if answer is None:
+        return True
+    before = stored[: len(stored) - len(turns)]
+    text, _ = text_and_parts(answer.get("content"), "answer.content")
+    return bool(before) and before[-1].role.value == "assistant" and before[-1].content == text
 
 
 def last_user_text(messages: Sequence[Message]) -> str:
