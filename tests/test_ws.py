@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from api_support import ADMIN_KEY, Api, bearer, open_api
 from conftest import MakeVault
@@ -22,6 +23,7 @@ from websockets.sync.client import connect as ws_connect
 from memvault.api.ws import CLOSE_IDLE, CLOSE_UNAUTHORIZED
 
 IDLE = 1.0
+JWT_SECRET = "a-test-jwt-secret-of-at-least-32-bytes"
 
 
 @pytest.fixture
@@ -323,3 +325,41 @@ def test_a_ref_that_would_not_go_out_as_json_is_refused(make_vault: MakeVault) -
             assert strict_json(ws.recv(timeout=10)) == {"type": "pong", "ref": json.loads(ref)}
         ws.send(append + ', "ref": 3}')
         assert strict_json(ws.recv(timeout=10))["type"] == "appended"
+
+
+def jwt_token(claims: dict[str, object]) -> str:
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
+def test_a_jwt_socket_is_closed_when_the_token_expires(make_vault: MakeVault) -> None:
+    """Over real sockets: a socket opened with a JWT works until the token's `exp`, then is
+    closed with 4401, like one whose key is revoked; an append sent as `exp` passes writes
+    nothing. A socket whose JWT expires later stays open."""
+    vault = make_vault(admin_key=ADMIN_KEY, ws_idle_timeout=10, jwt_secret=JWT_SECRET)
+    exp = int(time.time()) + 3  # the JWT library counts whole seconds: 2 to 3 s from now
+    with serve_in_thread(vault) as url, ExitStack() as stack:
+        sockets = {}
+        for name, claims in (("short", {"sub": "alice", "exp": exp}),
+                             ("long", {"sub": "alice", "exp": exp + 60})):  # fmt: skip
+            ws = stack.enter_context(ws_connect(url.replace("http", "ws", 1) + "/v1/ws"))
+            ws.send(json.dumps({"type": "auth", "token": jwt_token(claims)}))
+            assert receive(ws)["type"] == "ready"
+            sockets[name] = ws
+        short = sockets["short"]
+
+        def append(session_id: str) -> str:
+            return json.dumps({"type": "append", "session_id": session_id, "ref": session_id,
+                               "turns": [{"role": "user", "content": "hello"}]})  # fmt: skip
+
+        short.send(append("before"))
+        assert receive(short)["type"] == "appended"
+        assert time.time() < exp  # the check above ran while the token was good
+        time.sleep(max(0.0, exp - time.time()))
+        with pytest.raises(ConnectionClosed) as closed:
+            short.send(append("after"))
+            while True:  # whatever was already on its way, then the close
+                assert receive(short)["type"] != "appended"
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == CLOSE_UNAUTHORIZED
+        assert [s.id for s in vault.list_sessions("alice")] == ["before"]
+        sockets["long"].send(json.dumps({"type": "ping"}))
+        assert receive(sockets["long"]) == {"type": "pong"}

@@ -14,7 +14,8 @@ Protocol (JSON text frames):
 - events: `{"type": "turn.added" | "memory.added" | ..., "user_id", ids...}` (ids, no content).
   Memory events also carry the memory's `agent_id`; an agent key hears only its own agent's.
 - a connection silent for `ws_idle_timeout` seconds is closed with 4408; one whose key is
-  revoked (or whose user is deleted, with their keys) is closed with 4401.
+  revoked (or whose user is deleted, with their keys), or whose JWT reaches its `exp`, is
+  closed with 4401.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import jwt
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
 from memvault.api.appends import AppendBatcher
-from memvault.api.auth import Authenticator, Principal
+from memvault.api.auth import JWT_KEY_ID_PREFIX, REFUSED, Authenticator, Principal
 from memvault.api.middleware import KEY_ID
 from memvault.api.ratelimit import RateLimiter
 from memvault.config import Settings
@@ -162,14 +165,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     settings: Settings = state.settings
     await websocket.accept()
     try:
-        principal = await _authenticate(websocket, state.auth, settings.ws_idle_timeout)
+        principal, expires_at = await _authenticate(websocket, state.auth, settings.ws_idle_timeout)
     except (Unauthorized, Invalid, TimeoutError, ValueError, RecursionError):
         await websocket.close(CLOSE_UNAUTHORIZED, "unauthorized")
         return
     except WebSocketDisconnect:
         return
     websocket.scope[KEY_ID] = principal.key_id
-    session = _Session(websocket, principal, state)
+    session = _Session(websocket, principal, expires_at, state)
     await session.run(settings)
 
 
@@ -183,7 +186,10 @@ async def _receive_text(websocket: WebSocket) -> str | None:
     return text if isinstance(text, str) else None
 
 
-async def _authenticate(websocket: WebSocket, auth: Authenticator, timeout: float) -> Principal:
+async def _authenticate(
+    websocket: WebSocket, auth: Authenticator, timeout: float
+) -> tuple[Principal, float | None]:
+    """The caller, and when its token stops working (a JWT's `exp`; None: only revocation)."""
     text = await asyncio.wait_for(_receive_text(websocket), timeout)
     if text is None:
         raise Unauthorized("the first message must be {type: auth, token}")
@@ -193,14 +199,37 @@ async def _authenticate(websocket: WebSocket, auth: Authenticator, timeout: floa
     token = message.get("token")
     if message.get("type") != "auth" or not isinstance(token, str):
         raise Unauthorized("the first message must be {type: auth, token}")
-    return await run_in_threadpool(auth.principal, token)
+    principal = await run_in_threadpool(auth.principal, token)
+    return principal, _expiry(token, principal, auth)
+
+
+def _expiry(token: str, principal: Principal, auth: Authenticator) -> float | None:
+    """A JWT's `exp` (seconds since the epoch), read from the token `auth` has just accepted;
+    None for a JWT without one, and for keys. A fractional `exp` is cut to whole seconds, as
+    the JWT library does when it checks it."""
+    if not principal.key_id.startswith(JWT_KEY_ID_PREFIX) or auth.jwt_secret is None:
+        return None
+    try:
+        claims = jwt.decode(
+            token, auth.jwt_secret, algorithms=["HS256"], options={"verify_exp": False}
+        )
+        exp = claims.get("exp")
+        return None if exp is None else float(int(exp))
+    except (jwt.InvalidTokenError, TypeError, ValueError, OverflowError):
+        raise Unauthorized(REFUSED) from None
 
 
 class _Session:
-    """One authenticated connection: a reader loop here, a writer task draining the outbox."""
+    """One authenticated connection: a reader loop here, a writer task draining the outbox.
 
-    def __init__(self, websocket: WebSocket, principal: Principal, state: State) -> None:
+    A JWT with an `exp` is closed (4401) by a timer set for that moment; a message read once it
+    has passed is not acted on either, should it beat the timer."""
+
+    def __init__(
+        self, websocket: WebSocket, principal: Principal, expires_at: float | None, state: State
+    ) -> None:
         self.websocket = websocket
+        self.expires_at = expires_at
         self.vault: Vault = state.vault
         self.hub: Hub = state.hub
         self.limiter: RateLimiter = state.rate_limiter
@@ -213,6 +242,10 @@ class _Session:
                         "user_id": principal.user_id, "agent_id": principal.agent_id})  # fmt: skip
         self.hub.add(self.conn)
         writer = asyncio.create_task(self._write())
+        expiry = None
+        if self.expires_at is not None:
+            delay = max(0.0, self.expires_at - time.time())
+            expiry = asyncio.get_running_loop().call_later(delay, self._expire)
         try:
             while not writer.done():
                 try:
@@ -226,6 +259,8 @@ class _Session:
         except WebSocketDisconnect:
             return
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self.hub.drop(self.conn)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -239,8 +274,16 @@ class _Session:
                 return
             await self.websocket.send_text(json.dumps(message, ensure_ascii=False))
 
+    def _expire(self) -> None:
+        """The token's `exp` has passed: as for a revoked key, nothing more is heard or done."""
+        if not self.conn.closing:
+            self.conn.close(CLOSE_UNAUTHORIZED, "token expired")
+        self.hub.drop(self.conn)
+
     async def _handle(self, text: str | None, settings: Settings) -> None:
-        if self.conn.closing:  # its key was revoked: the close is on its way
+        if self.expires_at is not None and time.time() >= self.expires_at:
+            self._expire()
+        if self.conn.closing:  # its key was revoked or its token expired: the close is on its way
             return
         ref = None
         try:
