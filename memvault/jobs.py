@@ -20,7 +20,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -120,9 +120,16 @@ class JobQueue:
                 (*values, values[-1]),
             )
 
-    def claim(self, worker: str, *, lease_seconds: float) -> Job | None:
-        """Take the most overdue job (queued and due, or running with an expired lease)."""
-        row = self._claim(f"{worker}/{uuid.uuid4().hex}", lease_seconds)
+    def claim(
+        self, worker: str, *, lease_seconds: float, kinds: Collection[JobKind] | None = None
+    ) -> Job | None:
+        """Take the most overdue job (queued and due, or running with an expired lease), of one
+        of `kinds` when given: a worker takes only the jobs it has a handler for, and leaves
+        the others to the workers that do."""
+        chosen = None if kinds is None else sorted(JobKind(kind).value for kind in kinds)
+        if chosen == []:
+            return None
+        row = self._claim(f"{worker}/{uuid.uuid4().hex}", lease_seconds, chosen)
         if row is None:
             return None
         return Job(
@@ -132,7 +139,7 @@ class JobQueue:
         )  # fmt: skip
 
     @retried
-    def _claim(self, lease: str, lease_seconds: float) -> Row | None:
+    def _claim(self, lease: str, lease_seconds: float, kinds: list[str] | None) -> Row | None:
         """The claim's one transaction. Run again, it looks at the queue afresh (the clock
         included): the run that was rolled back claimed nothing."""
         now = format_ts(utcnow())
@@ -144,12 +151,13 @@ class JobQueue:
                 "AND lease_expires_at <= ? AND attempts >= max_attempts",
                 (now, now),
             )
+            of_kind = "" if kinds is None else " AND kind IN (" + ", ".join("?" * len(kinds)) + ")"
             due = tx.one(
-                "SELECT id FROM jobs WHERE (state = 'queued' AND run_after <= ?) "
-                "OR (state = 'running' AND lease_expires_at <= ? AND attempts < max_attempts) "
-                "ORDER BY run_after LIMIT 1" + self._skip_locked,
-                (now, now),
-            )
+                "SELECT id FROM jobs WHERE ((state = 'queued' AND run_after <= ?) "
+                "OR (state = 'running' AND lease_expires_at <= ? AND attempts < max_attempts))"
+                + of_kind + " ORDER BY run_after LIMIT 1" + self._skip_locked,
+                (now, now, *(kinds or ())),
+            )  # fmt: skip
             if due is None:
                 return None
             return tx.one(
@@ -239,7 +247,7 @@ class Worker:
 
     def run_once(self) -> bool:
         """Run one job if one is due; return whether there was one."""
-        job = self.queue.claim(self.name, lease_seconds=self.lease_seconds)
+        job = self.queue.claim(self.name, lease_seconds=self.lease_seconds, kinds=self.handlers)
         if job is None:
             return False
         handler = self.handlers.get(job.kind)

@@ -151,6 +151,21 @@ def test_worker_retries_a_failing_handler(queue: JobQueue) -> None:
     assert queue.get(job_id)["state"] == "done"  # type: ignore[index]
 
 
+def test_a_worker_claims_only_the_kinds_it_has_a_handler_for(queue: JobQueue) -> None:
+    """A server runs consolidation only: it must leave another kind's job queued for the worker
+    that handles it, not fail it for want of a handler."""
+    extraction = queue.enqueue(JobKind.EXTRACTION, "alice")
+    consolidation = queue.enqueue(JobKind.CONSOLIDATION, "alice")
+    done: list[str] = []
+    upkeep = Worker(queue, {JobKind.CONSOLIDATION: lambda job: done.append(job.id)})
+    assert upkeep.run_once() is True and done == [consolidation]
+    assert upkeep.run_once() is False  # the extraction job is not its to take
+    assert queue.get(extraction)["state"] == "queued"  # type: ignore[index]
+    assert queue.claim("w", lease_seconds=30, kinds=()) is None
+    claimed = queue.claim("w", lease_seconds=30, kinds=[JobKind.EXTRACTION])
+    assert claimed is not None and claimed.id == extraction
+
+
 def test_two_worker_processes_never_run_the_same_job(
     queue: JobQueue, data: Path, tmp_path: Path
 ) -> None:
