@@ -30,6 +30,7 @@ class Principal:
     user_id: str | None
     agent_id: str | None
     key_id: str
+    expires_at: float | None = None  # a JWT's `exp` (epoch seconds): when it stops working
 
     def may_access(self, user_id: str) -> bool:
         return self.scope is Scope.ADMIN or self.user_id == user_id
@@ -125,4 +126,6 @@ def _from_jwt(token: str, secret: str) -> Principal:
         raise Unauthorized(REFUSED)
     digest = hashlib.sha256(sub.encode()).hexdigest()[:16]  # user ids stay out of logs
     scope = Scope.USER if agent is None else Scope.AGENT
-    return Principal(scope, sub, agent, JWT_KEY_ID_PREFIX + digest)
+    exp = claims.get("exp")  # checked by `decode`, so a number; cut to whole seconds, as it is
+    expires_at = None if exp is None else float(int(exp))
+    return Principal(scope, sub, agent, JWT_KEY_ID_PREFIX + digest, expires_at)

@@ -28,13 +28,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
 from memvault.api.appends import AppendBatcher
-from memvault.api.auth import JWT_KEY_ID_PREFIX, REFUSED, Authenticator, Principal
+from memvault.api.auth import Authenticator, Principal
 from memvault.api.middleware import KEY_ID
 from memvault.api.ratelimit import RateLimiter
 from memvault.config import Settings
@@ -165,14 +164,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     settings: Settings = state.settings
     await websocket.accept()
     try:
-        principal, expires_at = await _authenticate(websocket, state.auth, settings.ws_idle_timeout)
+        principal = await _authenticate(websocket, state.auth, settings.ws_idle_timeout)
     except (Unauthorized, Invalid, TimeoutError, ValueError, RecursionError):
         await websocket.close(CLOSE_UNAUTHORIZED, "unauthorized")
         return
     except WebSocketDisconnect:
         return
     websocket.scope[KEY_ID] = principal.key_id
-    session = _Session(websocket, principal, expires_at, state)
+    session = _Session(websocket, principal, state)
     await session.run(settings)
 
 
@@ -186,10 +185,7 @@ async def _receive_text(websocket: WebSocket) -> str | None:
     return text if isinstance(text, str) else None
 
 
-async def _authenticate(
-    websocket: WebSocket, auth: Authenticator, timeout: float
-) -> tuple[Principal, float | None]:
-    """The caller, and when its token stops working (a JWT's `exp`; None: only revocation)."""
+async def _authenticate(websocket: WebSocket, auth: Authenticator, timeout: float) -> Principal:
     text = await asyncio.wait_for(_receive_text(websocket), timeout)
     if text is None:
         raise Unauthorized("the first message must be {type: auth, token}")
@@ -199,24 +195,7 @@ async def _authenticate(
     token = message.get("token")
     if message.get("type") != "auth" or not isinstance(token, str):
         raise Unauthorized("the first message must be {type: auth, token}")
-    principal = await run_in_threadpool(auth.principal, token)
-    return principal, _expiry(token, principal, auth)
-
-
-def _expiry(token: str, principal: Principal, auth: Authenticator) -> float | None:
-    """A JWT's `exp` (seconds since the epoch), read from the token `auth` has just accepted;
-    None for a JWT without one, and for keys. A fractional `exp` is cut to whole seconds, as
-    the JWT library does when it checks it."""
-    if not principal.key_id.startswith(JWT_KEY_ID_PREFIX) or auth.jwt_secret is None:
-        return None
-    try:
-        claims = jwt.decode(
-            token, auth.jwt_secret, algorithms=["HS256"], options={"verify_exp": False}
-        )
-        exp = claims.get("exp")
-        return None if exp is None else float(int(exp))
-    except (jwt.InvalidTokenError, TypeError, ValueError, OverflowError):
-        raise Unauthorized(REFUSED) from None
+    return await run_in_threadpool(auth.principal, token)
 
 
 class _Session:
@@ -225,11 +204,9 @@ class _Session:
     A JWT with an `exp` is closed (4401) by a timer set for that moment; a message read once it
     has passed is not acted on either, should it beat the timer."""
 
-    def __init__(
-        self, websocket: WebSocket, principal: Principal, expires_at: float | None, state: State
-    ) -> None:
+    def __init__(self, websocket: WebSocket, principal: Principal, state: State) -> None:
         self.websocket = websocket
-        self.expires_at = expires_at
+        self.expires_at = principal.expires_at
         self.vault: Vault = state.vault
         self.hub: Hub = state.hub
         self.limiter: RateLimiter = state.rate_limiter
