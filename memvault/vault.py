@@ -7,6 +7,7 @@ in one transaction, then publishes an event. Every method takes the user scope f
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -497,14 +498,28 @@ class Vault:
 
     def update_memory(self, user_id: str, memory_id: str, **fields: Any) -> Memory:
         """Change the given fields (text, importance, tier, ...); the rest stay as they are."""
+        row = self._update_memory(user_id, memory_id, fields)
+        if row is None:
+            raise NotFound("no such memory")
+        return open_memory(self.sealer, row)
+
+    def _update_memory(
+        self,
+        user_id: str,
+        memory_id: str,
+        fields: Mapping[str, Any],
+        if_updated_at: str | None = None,
+    ) -> Row | None:
+        """`update_memory`'s work: the memory's row as written, or None when there is no such
+        memory, or (`if_updated_at`, a stored `updated_at`) it was written since then."""
         v.check_id("user_id", user_id)
         v.check_id("memory_id", memory_id)
         if "created_at" in fields:
             raise Invalid("created_at", "cannot be changed")
         values = memory_fields(self.settings, fields)
         current = self.store.get_memory(user_id, memory_id)  # before sealing makes a user key
-        if current is None:
-            raise NotFound("no such memory")
+        if current is None or if_updated_at not in (None, current["updated_at"]):
+            return None
         if values.get("superseded_by") == memory_id:
             raise Invalid("superseded_by", "a memory cannot supersede itself")
         check_validity(
@@ -512,18 +527,20 @@ class Vault:
             values.get("valid_to", current["valid_to"]),
         )
         if not values:
-            return open_memory(self.sealer, current)
+            return current
         sealed = self.sealer.for_user(user_id).seal("memories", memory_id, values)
-        row = self.store.update_memory(user_id, memory_id, sealed, format_ts(utcnow()))
+        row = self.store.update_memory(
+            user_id, memory_id, sealed, format_ts(utcnow()), if_updated_at=if_updated_at
+        )
         if row is None:
-            raise NotFound("no such memory")
+            return None
         moved = {"previous_agent_id": current["agent_id"]}
         if current["agent_id"] == row["agent_id"]:
             moved = {}  # the agent it belonged to is told when it leaves that agent's view
         self._publish(
             "memory.updated", user_id, memory_id=memory_id, agent_id=row["agent_id"], **moved
         )
-        return open_memory(self.sealer, row)
+        return row
 
     def move_memory(
         self, user_id: str, memory_id: str, *, tier: str | None = None, kind: str | None = None
@@ -614,18 +631,33 @@ class Vault:
             raise Invalid("policy", "must be a ConsolidationPolicy")
         if self.store.get_user(user_id) is None:
             raise NotFound("no such user")
-        memories = [open_memory(self.sealer, r) for r in self.store.list_memories(user_id)]
+        rows = self.store.list_memories(user_id)
+        memories = [open_memory(self.sealer, r) for r in rows]
         plan = plan_memories(memories, moment, policy)
         starts = {m.id: m.valid_from for m in memories}
+        # each change only to the memory as the plan read it: one written meanwhile (a caller's
+        # edit, another server's run) is left for the next run to judge again
+        read_at = {r["id"]: str(r["updated_at"]) for r in rows}
+        skipped: set[str] = set()
+
+        def apply(memory_id: str, **fields: Any) -> None:
+            if memory_id in skipped:
+                return
+            row = self._update_memory(user_id, memory_id, fields, read_at[memory_id])
+            if row is None:
+                skipped.add(memory_id)
+            else:
+                read_at[memory_id] = str(row["updated_at"])
+
         for merge in plan.merges:
             for old in merge.merged:
                 start = starts[old]  # one valid from later on ends there: never before it held
                 ends = start if start is not None and start > moment else moment
-                self.update_memory(user_id, old, superseded_by=merge.survivor, valid_to=ends)
+                apply(old, superseded_by=merge.survivor, valid_to=ends)
         for memory_id, fields in plan.survivor_fields.items():
-            self.update_memory(user_id, memory_id, **fields)
+            apply(memory_id, **fields)
         for move in plan.moves:
-            self.move_memory(user_id, move.memory_id, tier=move.tier.value)
+            apply(move.memory_id, tier=move.tier.value)
         summarised = []
         for session in self._every_session(user_id):
             if not needs_summary(session, moment, policy):
@@ -635,12 +667,19 @@ class Vault:
                 metadata = summary_metadata(session)
                 self.update_session(user_id, session.id, summary=summary, metadata=metadata)
                 summarised.append(session.id)
-        moved = {reason: tuple(m.memory_id for m in plan.moves if m.reason == reason)
+        moved = {reason: tuple(m.memory_id for m in plan.moves
+                               if m.reason == reason and m.memory_id not in skipped)
                  for reason in ("promoted", "unused", "decayed", "expired")}  # fmt: skip
+        merged = tuple(
+            dataclasses.replace(m, merged=tuple(i for i in m.merged if i not in skipped))
+            for m in plan.merges
+            if any(i not in skipped for i in m.merged)
+        )
         return ConsolidationReport(
-            user_id=user_id, now=moment, merged=plan.merges, promoted=moved["promoted"],
+            user_id=user_id, now=moment, merged=merged, promoted=moved["promoted"],
             archived_unused=moved["unused"], archived_decayed=moved["decayed"],
             archived_expired=moved["expired"], summarised=tuple(summarised),
+            skipped=tuple(sorted(skipped)),
         )  # fmt: skip
 
     def _every_session(self, user_id: str) -> list[Session]:

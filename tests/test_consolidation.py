@@ -475,6 +475,34 @@ def test_a_duplicate_valid_only_from_later_on_ends_where_it_starts(vault: Vault)
     assert closed.superseded_by == new.id and closed.valid_to == closed.valid_from == later
 
 
+def test_a_memory_written_during_a_run_is_left_for_the_next(vault: Vault) -> None:
+    """The plan is read once and applied change by change: a memory a caller edits in between
+    must not get the change planned for what it was (the caller rates it important: it is no
+    longer an unused working memory to archive)."""
+    day = timedelta(days=1)
+    first = vault.add_memory("u", "Has two cats", kind="episodic", created_at=NOW - 3 * day)
+    vault.add_memory("u", "has two cats", kind="episodic", created_at=NOW - 2 * day)
+    unused = vault.add_memory(
+        "u", "Asked about the weather", kind="episodic", tier="working", created_at=NOW - 8 * day
+    )
+    edited: list[str] = []
+
+    def meanwhile(event: Event) -> None:  # the run's first write: the duplicate's merge
+        if event.type == "memory.updated" and not edited:
+            edited.append(unused.id)  # first: the edit announces itself too
+            vault.update_memory("u", unused.id, importance=0.9)
+
+    unsubscribe = vault.events.subscribe(meanwhile)
+    try:
+        report = vault.consolidate("u", now=NOW)
+    finally:
+        unsubscribe()
+    assert edited == [unused.id] and [m.merged for m in report.merged] == [(first.id,)]
+    assert report.skipped == (unused.id,) and report.archived_unused == ()
+    assert vault.get_memory("u", unused.id).tier is Tier.WORKING  # not archived as planned
+    assert vault.consolidate("u", now=NOW).promoted == (unused.id,)  # judged again: important
+
+
 def test_a_new_turn_makes_the_summary_stale(vault: Vault) -> None:
     vault.add_turns("u", "s", spoken(4, NOW - timedelta(hours=2)))
     assert vault.consolidate("u", now=NOW).summarised == ("s",)

@@ -14,7 +14,16 @@ from conftest import MakeVault
 
 from memvault import Conflict, Invalid, NotFound, Vault
 from memvault.events import Event
-from memvault.model import Channel, MemoryKind, Modality, Role, SessionKind, Tier
+from memvault.model import (
+    Channel,
+    MemoryKind,
+    Modality,
+    Role,
+    SessionKind,
+    Tier,
+    format_ts,
+    utcnow,
+)
 from memvault.stats import streaks
 from memvault.store.database import Row
 
@@ -326,3 +335,18 @@ def test_superseding_a_memory_valid_only_from_later_on_ends_it_where_it_starts(
     vault.supersede_memory("u", planned.id, "Stays at Initech after all")
     closed = vault.get_memory("u", planned.id)
     assert closed.valid_to == closed.valid_from == later.replace(tzinfo=UTC)
+
+
+def test_a_conditional_memory_update_refuses_a_stale_read_and_moves_no_revision(
+    vault: Vault,
+) -> None:
+    memory = vault.add_memory("u", "Prefers tea")
+    read = vault.store.get_memory("u", memory.id)
+    assert read is not None
+    vault.update_memory("u", memory.id, importance=0.9)  # written after that read
+    revision = vault.store.revision("u")
+    stale = vault.store.update_memory(
+        "u", memory.id, {"importance": 0.1}, format_ts(utcnow()), if_updated_at=read["updated_at"]
+    )
+    assert stale is None and vault.store.revision("u") == revision
+    assert vault.get_memory("u", memory.id).importance == 0.9

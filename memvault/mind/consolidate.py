@@ -130,6 +130,7 @@ class ConsolidationReport:
     archived_decayed: tuple[str, ...] = ()  # long_term (or promoted) to archive by decay
     archived_expired: tuple[str, ...] = ()  # past expires_at, to archive
     summarised: tuple[str, ...] = ()  # session ids given a new summary
+    skipped: tuple[str, ...] = ()  # memories written meanwhile: left for the next run to judge
 
     @property
     def counts(self) -> dict[str, int]:

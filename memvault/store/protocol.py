@@ -50,7 +50,15 @@ class Store(Protocol):
 
     def insert_memory(self, row: Row, now: str, *, supersedes: str | None = None) -> str | None: ...
     def get_memory(self, user_id: str, memory_id: str) -> Row | None: ...
-    def update_memory(self, user_id: str, memory_id: str, fields: Row, now: str) -> Row | None: ...
+    def update_memory(
+        self,
+        user_id: str,
+        memory_id: str,
+        fields: Row,
+        now: str,
+        *,
+        if_updated_at: str | None = None,
+    ) -> Row | None: ...
     def delete_memory(self, user_id: str, memory_id: str, now: str) -> Row | None: ...
     def list_memories(
         self,

@@ -64,6 +64,10 @@ def _in(values: Sequence[Any]) -> str:
     return "(" + ", ".join("?" for _ in values) + ")"
 
 
+class _WrittenMeanwhile(Exception):
+    """A conditional update found the row changed: raised to roll its transaction back."""
+
+
 class SqlStore:
     """Implements the `Store` protocol in portable SQL with `?` placeholders.
 
@@ -462,19 +466,37 @@ class SqlStore:
             )
 
     @retried
-    def update_memory(self, user_id: str, memory_id: str, fields: Row, now: str) -> Row | None:
+    def update_memory(
+        self,
+        user_id: str,
+        memory_id: str,
+        fields: Row,
+        now: str,
+        *,
+        if_updated_at: str | None = None,
+    ) -> Row | None:
+        """Change a memory's fields; None when there is no such memory, or (`if_updated_at`)
+        when it was written since the caller read it at that `updated_at`."""
         unknown = set(fields) - MEMORY_FIELDS
         assert not unknown, unknown
-        with self.db.write() as tx:
-            if not self._exists(tx, "memories", user_id, memory_id):
-                return None
-            rev = self._bump(tx, user_id, now)
-            assignments = "".join(f"{name} = ?, " for name in fields)
-            return tx.one(
-                f"UPDATE memories SET {assignments}updated_at = ?, rev = ? "
-                "WHERE user_id = ? AND id = ? RETURNING *",
-                (*fields.values(), now, rev, user_id, memory_id),
-            )
+        unchanged = "" if if_updated_at is None else " AND updated_at = ?"
+        condition = () if if_updated_at is None else (if_updated_at,)
+        try:
+            with self.db.write() as tx:
+                if not self._exists(tx, "memories", user_id, memory_id):
+                    return None
+                rev = self._bump(tx, user_id, now)
+                assignments = "".join(f"{name} = ?, " for name in fields)
+                row = tx.one(
+                    f"UPDATE memories SET {assignments}updated_at = ?, rev = ? "
+                    f"WHERE user_id = ? AND id = ?{unchanged} RETURNING *",
+                    (*fields.values(), now, rev, user_id, memory_id, *condition),
+                )
+                if row is None:  # written meanwhile: the revision's bump goes back with it
+                    raise _WrittenMeanwhile
+                return row
+        except _WrittenMeanwhile:
+            return None
 
     @retried
     def delete_memory(self, user_id: str, memory_id: str, now: str) -> Row | None:
