@@ -115,9 +115,9 @@ def raise_for_error(response: httpx.Response) -> httpx.Response:
     except (ValueError, KeyError, TypeError):
         code, message, details = "error", f"HTTP {response.status_code}", {}
     cls = ERRORS.get(code, errors.MemvaultError)
-    if cls is errors.Invalid:
+    if issubclass(cls, errors.FieldError):  # built from its field, as the server built it
         field = str(details.get("field", "request"))
-        raise errors.Invalid(field, message.removeprefix(f"{field}: "))
+        raise cls(field, message.removeprefix(f"{field}: "))
     raise cls(message, details=details)
 
 

@@ -21,14 +21,19 @@ class MemvaultError(Exception):
         self.details = details or {}
 
 
-class Invalid(MemvaultError):
-    """The caller's input is malformed; `field` names what is wrong. Nothing was written."""
-
-    code = "invalid"
+class FieldError(MemvaultError):
+    """An error about one field of the caller's input, which `field` (and `details["field"]`)
+    names; the message reads "field: problem"."""
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}", details={"field": field})
         self.field = field
+
+
+class Invalid(FieldError):
+    """The caller's input is malformed; `field` names what is wrong. Nothing was written."""
+
+    code = "invalid"
 
 
 class NotFound(MemvaultError):
@@ -90,14 +95,10 @@ class Unavailable(MemvaultError):
     code = "unavailable"
 
 
-class BadRequest(MemvaultError):
-    """The request lacks something it needs (the API's 400); `details["field"]` names it."""
+class BadRequest(FieldError):
+    """The request lacks something it needs (the API's 400); `field` names it."""
 
     code = "bad_request"
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}", details={"field": field})
-        self.field = field
 
 
 class LlmNotConfigured(MemvaultError):
