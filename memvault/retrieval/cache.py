@@ -381,9 +381,9 @@ class IndexCache:
         machine is busy: it gives the chunk up as soon as it should give way, abandoning the
         run under way (`BackgroundRun`) so that it does not go on beside the search that takes
         over, and again if it should by the time the chunk is done, so that nothing of a
-        deleted user is stored. An
-        embedder without one is run here: it may hold the GIL throughout (the hashing one
-        does), and a thread at the lowest priority holding the GIL stalls every other thread.
+        deleted user is stored. An embedder without one is run here: it may hold the GIL
+        throughout (the hashing one does), and a thread at the lowest priority holding the GIL
+        stalls every other thread.
         """
         give_way = partial(self._gives_way, user_id, lock, stop)
         if give_way():

@@ -74,9 +74,8 @@ class Embedder(Protocol):
     # Optional: `relevance_floor`, a float (see `relevance_floor` below), and
     # `embed_in_background(texts, run)`, the same vectors as `embed` computed so as to leave
     # cores to callers who wait, letting go of the GIL while it computes, and ending early once
-    # `run` (a `BackgroundRun`) is abandoned (see `background_embed`
-    # and `idle.py`). Not members here, so that an embedder written without them still
-    # satisfies the protocol.
+    # `run` (a `BackgroundRun`) is abandoned (see `background_embed` and `idle.py`). Not
+    # members here, so that an embedder written without them still satisfies the protocol.
 
 
 def relevance_floor(embedder: Embedder) -> float:
