@@ -158,9 +158,11 @@ class Tools:
 
     def _visible_memory(self, memory_id: str) -> None:
         """An agent server works only with its own agent's memories, as an agent key does on
-        the HTTP API: the others answer as missing ones do."""
-        memory = self.vault.get_memory(self.user_id, memory_id)
-        if self.agent_id is not None and memory.agent_id != self.agent_id:
+        the HTTP API: the others answer as missing ones do. (A user's server sees them all, and
+        reads nothing here.)"""
+        if self.agent_id is None:
+            return
+        if self.vault.get_memory(self.user_id, memory_id).agent_id != self.agent_id:
             raise NotFound("no such memory")
 
     def register(self, server: FastMCP) -> None:
@@ -193,10 +195,7 @@ class MemoryServer(FastMCP):
 def build_server(vault: Vault, user_id: str, agent: str | None = None) -> MemoryServer:
     """The MCP server for `user_id` (as its agent `agent`, registered if new)."""
     v.check_id("user_id", user_id)
-    agent_id = None
-    if agent is not None:
-        known = {a.name: a.id for a in vault.list_agents(user_id)}
-        agent_id = known.get(agent) or vault.register_agent(user_id, agent).id
+    agent_id = None if agent is None else vault.register_agent(user_id, agent).id  # by name
     server = MemoryServer("memvault", instructions=INSTRUCTIONS, log_level="WARNING")
     Tools(vault, user_id, agent_id).register(server)
     return server
