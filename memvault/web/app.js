@@ -219,24 +219,32 @@ function switchView(name) {
 
 // -- sessions -------------------------------------------------------------------------------
 
-function loadSessions({ more = false } = {}) {
-  const section = $("#view-sessions");
-  show($("#session-detail"), false);
-  show($("#session-index"));
-  const list = $("#session-list");
+/** The first page of a list (replacing what it held) or, with `more`, the next one: `name`
+ * keys the cursor and the page size; the "more" button shows while the API has a next page. */
+function loadList(name, { more, section, list, moreButton, path, filter, entry, loading, empty }) {
   if (!more) {
-    state.cursors.sessions = null;
-    placeholder(list, "Loading sessions…", { loading: true });
+    state.cursors[name] = null;
+    placeholder(list, loading, { loading: true });
   }
   return run(section, async () => {
-    const page = await api("GET", userPath("sessions") + query({
-      limit: PAGE_SIZE.sessions, cursor: state.cursors.sessions,
+    const page = await api("GET", path + query({
+      ...filter, limit: PAGE_SIZE[name], cursor: state.cursors[name],
     }));
     if (!more) list.replaceChildren();
-    list.append(...page.items.map(sessionEntry));
-    if (!list.children.length) placeholder(list, "No sessions yet.");
-    state.cursors.sessions = page.next;
-    show($("#sessions-more"), page.next != null);
+    list.append(...page.items.map(entry));
+    if (!list.children.length) placeholder(list, empty);
+    state.cursors[name] = page.next;
+    show(moreButton, page.next != null);
+  });
+}
+
+function loadSessions({ more = false } = {}) {
+  show($("#session-detail"), false);
+  show($("#session-index"));
+  return loadList("sessions", {
+    more, section: $("#view-sessions"), list: $("#session-list"), moreButton: $("#sessions-more"),
+    path: userPath("sessions"), entry: sessionEntry,
+    loading: "Loading sessions…", empty: "No sessions yet.",
   });
 }
 
@@ -263,20 +271,10 @@ function openSession(session) {
 }
 
 function loadTurns({ more = false } = {}) {
-  const list = $("#turn-list");
-  if (!more) {
-    state.cursors.turns = null;
-    placeholder(list, "Loading turns…", { loading: true });
-  }
-  return run($("#view-sessions"), async () => {
-    const page = await api("GET", userPath("sessions", state.sessionId, "turns") + query({
-      limit: PAGE_SIZE.turns, cursor: state.cursors.turns,
-    }));
-    if (!more) list.replaceChildren();
-    list.append(...page.items.map(turnEntry));
-    if (!list.children.length) placeholder(list, "This session has no turns.");
-    state.cursors.turns = page.next;
-    show($("#turns-more"), page.next != null);
+  return loadList("turns", {
+    more, section: $("#view-sessions"), list: $("#turn-list"), moreButton: $("#turns-more"),
+    path: userPath("sessions", state.sessionId, "turns"), entry: turnEntry,
+    loading: "Loading turns…", empty: "This session has no turns.",
   });
 }
 
@@ -353,20 +351,10 @@ function memoryFilter() {
 }
 
 function loadMemories({ more = false } = {}) {
-  const list = $("#memory-list");
-  if (!more) {
-    state.cursors.memories = null;
-    placeholder(list, "Loading memories…", { loading: true });
-  }
-  return run($("#view-memories"), async () => {
-    const page = await api("GET", userPath("memories") + query({
-      ...memoryFilter(), limit: PAGE_SIZE.memories, cursor: state.cursors.memories,
-    }));
-    if (!more) list.replaceChildren();
-    list.append(...page.items.map(memoryEntry));
-    if (!list.children.length) placeholder(list, "No memories match.");
-    state.cursors.memories = page.next;
-    show($("#memories-more"), page.next != null);
+  return loadList("memories", {
+    more, section: $("#view-memories"), list: $("#memory-list"), moreButton: $("#memories-more"),
+    path: userPath("memories"), filter: memoryFilter(), entry: memoryEntry,
+    loading: "Loading memories…", empty: "No memories match.",
   });
 }
 
