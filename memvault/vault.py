@@ -659,10 +659,15 @@ class Vault:
         for move in plan.moves:
             apply(move.memory_id, tier=move.tier.value)
         summarised = []
-        for session in self._every_session(user_id):
+        for listed in self._every_session(user_id):
+            if not needs_summary(listed, moment, policy):
+                continue
+            # read afresh with its turns: the listing may be stale by now, and its metadata
+            # written back would undo a caller's edit made since
+            session = self.get_session(user_id, listed.id)
             if not needs_summary(session, moment, policy):
                 continue
-            summary = extractive_summary(self.get_session(user_id, session.id).turns or (), policy)
+            summary = extractive_summary(session.turns or (), policy)
             if summary is not None:
                 metadata = summary_metadata(session)
                 self.update_session(user_id, session.id, summary=summary, metadata=metadata)
