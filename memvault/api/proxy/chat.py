@@ -34,11 +34,9 @@ from memvault.api.proxy.memory import with_memory
 from memvault.api.proxy.turns import (
     Message,
     already_stored,
-    answer_before,
     check_messages,
     last_user_text,
-    request_turns,
-    stored_turns_sent,
+    new_part,
 )
 from memvault.errors import LlmNotConfigured, LlmUnreachable, MemvaultError
 from memvault.llm import ChatStream, LlmClient
@@ -95,11 +93,11 @@ class ChatProxy:
         """`POST /v1/chat/completions`, streamed or not, as the LLM answers it."""
         llm = self._llm()
         messages = check_messages(body)
-        turns = request_turns(messages, caller.agent_id)  # checked before anything is written
+        new = new_part(messages, caller.agent_id)  # checked before anything is written
         try:
-            memory = await self._memory(caller, messages)
+            memory = await self._memory(caller, messages, new.stored_sent)
         finally:  # what the user said is saved even if reading memory failed
-            await self._save_new(caller, turns, answer_before(messages))
+            await self._save_new(caller, new.turns, new.answer)
         outgoing = {**body, "messages": with_memory(messages, memory)}
         if body.get("stream") is True:
             return await self._streamed(caller, llm, outgoing)
@@ -108,13 +106,13 @@ class ChatProxy:
             await self._save_answer(caller, completion_answer(answer))
         return JSONResponse(answer, status_code=status)
 
-    async def _memory(self, caller: Caller, messages: Sequence[Message]) -> str:
+    async def _memory(self, caller: Caller, messages: Sequence[Message], already: int) -> str:
         """The context for the user's latest message, as the caller's agent sees the user,
-        without the turns of the conversation the app sent along (the session's last ones)."""
+        without the turns of the conversation the app sent along (the session's last
+        `already` ones)."""
         query = last_user_text(messages)
         if caller.context_tokens == 0 or not query.strip():
             return ""
-        already = stored_turns_sent(messages)
         sent = []
         if already:
             sent = await run_in_threadpool(

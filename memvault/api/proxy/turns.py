@@ -9,6 +9,7 @@ app's instructions, not turns.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from memvault.errors import Invalid
@@ -35,20 +36,31 @@ def check_messages(body: Mapping[str, Any]) -> list[Message]:
     return messages
 
 
-def new_messages(messages: Sequence[Message]) -> list[tuple[int, Message]]:
-    """The messages after the last assistant one that are turns, with their positions."""
+@dataclass(frozen=True, slots=True)
+class NewPart:
+    """What a request adds to its session, read from its messages once per request."""
+
+    turns: list[dict[str, Any]]  # the new messages as the fields of `Vault.add_turns`, in order
+    stored_sent: int  # how many of the session's last stored turns the request carries
+    answer: Message | None  # the assistant message the new part follows, or None
+
+
+def new_part(messages: Sequence[Message], agent_id: str | None) -> NewPart:
+    """The new messages (the turns after the last assistant message) as turn fields; the
+    conversation before them (every message but the app's instructions), which is stored
+    already; and the last message of that conversation, the answer they follow."""
     start = 0
     for at, message in enumerate(messages):
         if message["role"] == "assistant":
             start = at + 1
-    return [(at, m) for at, m in enumerate(messages) if at >= start and m["role"] in TURN_ROLES]
-
-
-def stored_turns_sent(messages: Sequence[Message]) -> int:
-    """How many of the session's last stored turns the request carries: its conversation
-    (every message but the app's instructions) before its new part, which is not stored yet."""
-    conversation = sum(1 for m in messages if m["role"] not in INSTRUCTION_ROLES)
-    return conversation - len(new_messages(messages))
+    new = [(at, m) for at, m in enumerate(messages) if at >= start and m["role"] in TURN_ROLES]
+    conversation = [m for m in messages if m["role"] not in INSTRUCTION_ROLES]
+    sent = len(conversation) - len(new)
+    return NewPart(
+        turns=[message_turn(m, f"messages[{at}]", agent_id) for at, m in new],
+        stored_sent=sent,
+        answer=conversation[sent - 1] if sent > 0 else None,
+    )
 
 
 def text_and_parts(content: Any, where: str) -> tuple[str, list[str]]:
@@ -107,24 +119,12 @@ def message_turn(message: Message, where: str, agent_id: str | None) -> dict[str
     return fields
 
 
-def request_turns(messages: Sequence[Message], agent_id: str | None) -> list[dict[str, Any]]:
-    """The new messages of a request as turn fields, in order."""
-    return [message_turn(m, f"messages[{at}]", agent_id) for at, m in new_messages(messages)]
-
-
 def same_turn(stored: Turn, fields: Mapping[str, Any]) -> bool:
     """Whether a stored turn is this one: same role, text and tool call."""
     same_result: bool = stored.tool_result == fields.get("tool_result")
     return (
         stored.role.value == fields["role"] and stored.content == fields["content"] and same_result
     )
-
-
-def answer_before(messages: Sequence[Message]) -> Message | None:
-    """The assistant message the request's new part follows, or None when it has none."""
-    conversation = [m for m in messages if m["role"] not in INSTRUCTION_ROLES]
-    before = stored_turns_sent(messages)
-    return conversation[before - 1] if before > 0 else None
 
 
 def already_stored(
