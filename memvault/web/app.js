@@ -205,7 +205,8 @@ const VIEW_LOADERS = {
   context: () => $("#context-query").focus(),
 };
 
-function switchView(name) {
+/** Show a view; unless `load` is false, it also loads (or focuses) what it starts with. */
+function switchView(name, { load = true } = {}) {
   for (const button of document.querySelectorAll("#tabs button")) {
     const current = button.dataset.view === name;
     if (current) button.setAttribute("aria-current", "page");
@@ -214,7 +215,7 @@ function switchView(name) {
   for (const view of document.querySelectorAll(".view")) {
     show(view, view.id === `view-${name}`);
   }
-  VIEW_LOADERS[name]();
+  if (load) VIEW_LOADERS[name]();
 }
 
 // -- sessions -------------------------------------------------------------------------------
@@ -334,8 +335,9 @@ function signalList(signals) {
   return el("dl", { class: "signals", "aria-label": "score signals" }, ...entries);
 }
 
+/** A search hit's session: straight to its turns, without fetching the session list first. */
 function showSession(sessionId) {
-  switchView("sessions");
+  switchView("sessions", { load: false });
   return openSession({ id: sessionId });
 }
 
