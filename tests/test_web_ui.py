@@ -126,6 +126,16 @@ def new_user(vault: Vault) -> tuple[str, str]:
     return user_id, secret
 
 
+def signed_in_user(
+    ui: Ui, vault: Vault, session: str = "s", content: str = "hello"
+) -> tuple[str, str]:
+    """A fresh user with one turn, signed in on `ui` with its key; the user id and the key."""
+    user_id, key = new_user(vault)
+    vault.add_turn(user_id, session, "user", content)
+    ui.sign_in_as_user(key)
+    return user_id, key
+
+
 # -- signing in ---------------------------------------------------------------------------------
 
 
@@ -192,9 +202,7 @@ def test_a_bad_key_shows_the_apis_error_and_is_not_kept(ui: Ui) -> None:
 def test_the_key_stays_in_session_storage_only_and_sign_out_forgets_it(
     ui: Ui, ui_vault: Vault
 ) -> None:
-    user_id, key = new_user(ui_vault)
-    ui_vault.add_turn(user_id, "notes", "user", "Remember the milk.")
-    ui.sign_in_as_user(key)
+    user_id, key = signed_in_user(ui, ui_vault, "notes", "Remember the milk.")
     page = ui.page
     assert key not in page.url
     assert page.evaluate("sessionStorage.getItem('memvault.key')") == key
@@ -227,10 +235,8 @@ def test_a_key_revoked_while_signed_in_returns_to_sign_in_with_the_apis_words(
 
 
 def test_search_finds_a_turn_and_explains_its_score_on_demand(ui: Ui, ui_vault: Vault) -> None:
-    user_id, key = new_user(ui_vault)
-    ui_vault.add_turn(user_id, "pets", "user", "We adopted a greyhound named Biscuit.")
+    user_id, _ = signed_in_user(ui, ui_vault, "pets", "We adopted a greyhound named Biscuit.")
     ui_vault.add_turn(user_id, "work", "user", "The quarterly report is due on Friday.")
-    ui.sign_in_as_user(key)
     page = ui.page
     ui.tab("Search")
     expect(page.locator("#search-query")).to_be_focused()
@@ -252,9 +258,7 @@ def test_search_finds_a_turn_and_explains_its_score_on_demand(ui: Ui, ui_vault: 
 
 
 def test_search_with_nothing_found_says_so(ui: Ui, ui_vault: Vault) -> None:
-    user_id, key = new_user(ui_vault)
-    ui_vault.add_turn(user_id, "s", "user", "Only this.")
-    ui.sign_in_as_user(key)
+    signed_in_user(ui, ui_vault, content="Only this.")
     ui.tab("Search")
     ui.page.fill("#search-query", "zeppelin")
     ui.page.keyboard.press("Enter")
@@ -264,9 +268,7 @@ def test_search_with_nothing_found_says_so(ui: Ui, ui_vault: Vault) -> None:
 def test_memories_are_added_superseded_and_deleted_and_the_store_agrees(
     ui: Ui, ui_vault: Vault
 ) -> None:
-    user_id, key = new_user(ui_vault)
-    ui_vault.add_turn(user_id, "s", "user", "hello")
-    ui.sign_in_as_user(key)
+    user_id, _ = signed_in_user(ui, ui_vault)
     page = ui.page
     ui.tab("Memories")
     memories = page.locator("#memory-list > li")
@@ -311,9 +313,7 @@ def test_memories_are_added_superseded_and_deleted_and_the_store_agrees(
 
 
 def test_a_refused_memory_shows_the_apis_error_naming_the_field(ui: Ui, ui_vault: Vault) -> None:
-    user_id, key = new_user(ui_vault)
-    ui_vault.add_turn(user_id, "s", "user", "hello")
-    ui.sign_in_as_user(key)
+    user_id, _ = signed_in_user(ui, ui_vault)
     page = ui.page
     ui.tab("Memories")
     page.get_by_text("Add a memory").click()
@@ -330,10 +330,8 @@ def test_a_refused_memory_shows_the_apis_error_naming_the_field(ui: Ui, ui_vault
 def test_the_context_preview_shows_a_remembered_fact_and_what_a_small_budget_drops(
     ui: Ui, ui_vault: Vault
 ) -> None:
-    user_id, key = new_user(ui_vault)
-    ui_vault.add_turn(user_id, "s", "user", "hello")
+    user_id, _ = signed_in_user(ui, ui_vault)
     ui_vault.add_memory(user_id, "The user's favourite colour is teal", category="preference")
-    ui.sign_in_as_user(key)
     page = ui.page
     ui.tab("Context")
     page.fill("#context-query", "what colour do I like?")
