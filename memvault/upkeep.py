@@ -70,13 +70,19 @@ class Upkeep:
         with self._lock:
             users, self._written = self._written, set()
         now = time.monotonic()
-        for user_id in sorted(users):
-            if self._queued_until.get(user_id, 0.0) > now:
-                with self._lock:  # a job is queued: this write waits for the one after it
-                    self._written.add(user_id)
-                continue
-            self.vault.jobs.enqueue(JobKind.CONSOLIDATION, user_id, delay_seconds=self.delay)
-            self._queued_until[user_id] = now + self.delay
+        # noted again for the next poll: a user whose job from here is still due (this write
+        # waits for the one after it), and, should the queue fail, every user not yet queued
+        left = set(users)
+        try:
+            for user_id in sorted(users):
+                if self._queued_until.get(user_id, 0.0) > now:
+                    continue
+                self.vault.jobs.enqueue(JobKind.CONSOLIDATION, user_id, delay_seconds=self.delay)
+                self._queued_until[user_id] = now + self.delay
+                left.discard(user_id)
+        finally:
+            with self._lock:
+                self._written |= left
         for user_id in [u for u, due in self._queued_until.items() if due <= now]:
             del self._queued_until[user_id]
 
