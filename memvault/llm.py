@@ -12,7 +12,8 @@ the `Authorization` header of requests to the LLM.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,15 @@ def unreachable(exc: httpx.HTTPError, timeout: float) -> LlmUnreachable:
     if isinstance(exc, httpx.ConnectError):
         return LlmUnreachable("could not connect to the LLM")
     return LlmUnreachable(f"the connection to the LLM failed ({type(exc).__name__})")
+
+
+@contextmanager
+def reaching(timeout: float) -> Iterator[None]:
+    """Raise any failure to reach the LLM as `LlmUnreachable` (`unreachable`)."""
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        raise unreachable(exc, timeout) from None
 
 
 def json_or_error(status: int, content: bytes) -> Any:
@@ -64,23 +74,19 @@ class ChatStream:
         as sent (line ends normalised to `\\n`). Raises `LlmUnreachable` if the stream stops
         before it ends (cut off, or silent for longer than the timeout)."""
         lines: list[str] = []
-        try:
+        with reaching(self.timeout):
             async for line in self.response.aiter_lines():
                 lines.append(line)
                 if not line:
                     yield "\n".join(lines) + "\n"
                     lines = []
-        except httpx.HTTPError as exc:
-            raise unreachable(exc, self.timeout) from None
         if any(lines):  # a last event without its blank line
             yield "\n".join(lines) + "\n\n"
 
     async def error_body(self) -> Any:
         """The whole body of an answer that is not a stream (an error), as JSON."""
-        try:
+        with reaching(self.timeout):
             content = await self.response.aread()
-        except httpx.HTTPError as exc:
-            raise unreachable(exc, self.timeout) from None
         return json_or_error(self.status, content)
 
     async def aclose(self) -> None:
@@ -105,31 +111,27 @@ class LlmClient:
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
         return cls(settings.llm_url, api_key=key, timeout=settings.llm_timeout)
 
+    async def _json(self, sending: Awaitable[httpx.Response]) -> tuple[int, Any]:
+        """The status and the JSON answer of a request, whatever the status."""
+        with reaching(self.timeout):
+            response = await sending
+        return response.status_code, json_or_error(response.status_code, response.content)
+
     async def chat(self, body: Mapping[str, Any]) -> tuple[int, Any]:
         """POST `chat/completions`; the status and the JSON answer, whatever the status."""
-        try:
-            response = await self._http.post(CHAT_PATH, json=body)
-        except httpx.HTTPError as exc:
-            raise unreachable(exc, self.timeout) from None
-        return response.status_code, json_or_error(response.status_code, response.content)
+        return await self._json(self._http.post(CHAT_PATH, json=body))
 
     async def open_chat_stream(self, body: Mapping[str, Any]) -> ChatStream:
         """POST `chat/completions` and return once the status has arrived; the events follow
         through `ChatStream.events`. The caller closes it (`aclose`)."""
         request = self._http.build_request("POST", CHAT_PATH, json=body)
-        try:
+        with reaching(self.timeout):
             response = await self._http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise unreachable(exc, self.timeout) from None
         return ChatStream(response.status_code, response, self.timeout)
 
     async def models(self) -> tuple[int, Any]:
         """GET `models`: the status and the JSON answer."""
-        try:
-            response = await self._http.get(MODELS_PATH)
-        except httpx.HTTPError as exc:
-            raise unreachable(exc, self.timeout) from None
-        return response.status_code, json_or_error(response.status_code, response.content)
+        return await self._json(self._http.get(MODELS_PATH))
 
     async def aclose(self) -> None:
         await self._http.aclose()
