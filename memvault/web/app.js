@@ -13,7 +13,6 @@ const PAGE_SIZE = { sessions: 50, turns: 100, memories: 50 };
 
 const state = {
   key: null,
-  scope: null, // "admin", "user" or "agent", as GET /v1/whoami tells it
   userId: null,
   sessionId: null,
   cursors: { sessions: null, turns: null, memories: null },
@@ -151,7 +150,6 @@ async function signIn(key) {
     throw error;
   }
   sessionStorage.setItem(KEY_STORAGE, key);
-  state.scope = who.scope;
   $("#api-key").value = "";
   show($("#sign-in"), false);
   show($("#identity"));
@@ -170,7 +168,7 @@ async function signIn(key) {
 function signOut(error) {
   sessionStorage.removeItem(KEY_STORAGE);
   sessionStorage.removeItem(USER_STORAGE);
-  Object.assign(state, { key: null, scope: null, userId: null, sessionId: null });
+  Object.assign(state, { key: null, userId: null, sessionId: null });
   for (const section of document.querySelectorAll(".view, #user-picker, #tabs, #identity")) {
     show(section, false);
   }
