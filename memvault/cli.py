@@ -66,7 +66,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_consolidate(args: argparse.Namespace) -> int:
     """Run the consolidation rules over one user's memories and sessions; print the report."""
-    with _open(args) as vault:
+    with _open(args, existing=True) as vault:
         report = vault.consolidate(args.user, now=args.now)
     print(json.dumps(report.to_dict(), indent=2))
     return 0
