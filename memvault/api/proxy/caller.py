@@ -38,7 +38,7 @@ def user_of(principal: Principal, body: Mapping[str, Any]) -> str:
         if named is None:
             raise BadRequest("user", "an admin key must name the user (OpenAI's `user` field)")
         return v.check_id("user", named)
-    if named is not None and named != principal.user_id:
+    if named is not None and not principal.may_access(named):
         raise NotFound("no such user")  # as for any other user's path: nothing said about it
     assert principal.user_id is not None  # user and agent keys are bound to a user
     return principal.user_id
