@@ -355,35 +355,17 @@ def spoken(n: int, start: datetime) -> list[dict[str, Any]]:
 
 def test_consolidate_applies_every_rule_and_keeps_history(vault: Vault) -> None:
     day = timedelta(days=1)
-    dup_old = vault.add_memory(
-        "alice", "Likes green tea.", kind="episodic", tier="long_term", created_at=NOW - 20 * day
-    )
-    dup_new = vault.add_memory(
-        "alice", "likes green TEA", kind="episodic", tier="working", created_at=NOW - day
-    )
-    used = vault.add_memory(
-        "alice",
-        "Parks the car on level 3",
-        kind="episodic",
-        tier="working",
-        created_at=NOW - 2 * day,
-    )
+
+    def episode(text: str, tier: str, age: timedelta) -> Memory:
+        return vault.add_memory("alice", text, kind="episodic", tier=tier, created_at=NOW - age)
+
+    dup_old = episode("Likes green tea.", "long_term", 20 * day)
+    dup_new = episode("likes green TEA", "working", day)
+    used = episode("Parks the car on level 3", "working", 2 * day)
     for _ in range(3):
         vault.store.record_access("alice", [used.id], "2025-05-31T00:00:00.000000Z")
-    unused = vault.add_memory(
-        "alice",
-        "Asked about the weather",
-        kind="episodic",
-        tier="working",
-        created_at=NOW - 8 * day,
-    )
-    faded = vault.add_memory(
-        "alice",
-        "Once mentioned a film",
-        kind="episodic",
-        tier="long_term",
-        created_at=NOW - 400 * day,
-    )
+    unused = episode("Asked about the weather", "working", 8 * day)
+    faded = episode("Once mentioned a film", "long_term", 400 * day)
     expired = vault.add_memory(
         "alice", "Has a dentist appointment", kind="episodic", expires_at=NOW - day, pinned=True
     )
@@ -393,9 +375,7 @@ def test_consolidate_applies_every_rule_and_keeps_history(vault: Vault) -> None:
     pinned = vault.add_memory(
         "alice", "Call her Ali", kind="procedural", pinned=True, created_at=NOW - 900 * day
     )
-    fresh = vault.add_memory(
-        "alice", "Mentioned a new job", kind="episodic", tier="working", created_at=NOW - day
-    )
+    fresh = episode("Mentioned a new job", "working", day)
     vault.add_turns("alice", "chat", spoken(6, NOW - timedelta(hours=3)))
     vault.add_turns("alice", "short", spoken(3, NOW - timedelta(hours=3)))
     vault.add_turns("alice", "live", spoken(6, NOW - timedelta(minutes=10)))
