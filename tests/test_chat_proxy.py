@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,12 @@ class Proxy:
             "/chat/completions", json={"model": MODEL, "messages": messages, **body},
             headers=headers,
         )  # fmt: skip
+
+    def stream(
+        self, headers: dict[str, str], messages: list[Any]
+    ) -> AbstractContextManager[httpx.Response]:
+        body = {"model": MODEL, "messages": messages, "stream": True}
+        return self.http.stream("POST", "/chat/completions", json=body, headers=headers)
 
     def turns(self, user_id: str, session_id: str = "chat") -> list[Turn]:
         return self.vault.session_turns(user_id, session_id)
@@ -272,8 +278,7 @@ def test_a_turn_of_the_session_the_app_no_longer_sends_can_be_remembered(proxy: 
 def test_a_stream_is_relayed_as_it_arrives_and_saved_at_its_end(proxy: Proxy) -> None:
     alice = proxy.user_key("alice")
     proxy.llm.script(Reply(content="Lisbon is lovely in May", hold_after=2))
-    body = {"model": MODEL, "messages": [user("When should I go?")], "stream": True}
-    with proxy.http.stream("POST", "/chat/completions", json=body, headers=alice) as answer:
+    with proxy.stream(alice, [user("When should I go?")]) as answer:
         assert answer.status_code == 200
         assert answer.headers["content-type"].startswith("text/event-stream")
         lines = answer.iter_lines()
@@ -299,8 +304,7 @@ def test_a_stream_is_relayed_as_it_arrives_and_saved_at_its_end(proxy: Proxy) ->
 def test_a_client_leaving_mid_stream_leaves_a_partial_answer(proxy: Proxy) -> None:
     alice = proxy.user_key("alice")
     proxy.llm.script(Reply(content="Lisbon is lovely in May", hold_after=3))
-    body = {"model": MODEL, "messages": [user("When should I go?")], "stream": True}
-    with proxy.http.stream("POST", "/chat/completions", json=body, headers=alice) as answer:
+    with proxy.stream(alice, [user("When should I go?")]) as answer:
         lines = answer.iter_lines()
         for _ in range(6):  # three events: the role, "Lisbon", " is"
             next(lines)
@@ -314,8 +318,7 @@ def test_a_client_leaving_mid_stream_leaves_a_partial_answer(proxy: Proxy) -> No
 def test_a_stream_the_llm_breaks_off_leaves_a_partial_answer(proxy: Proxy) -> None:
     alice = proxy.user_key("alice")
     proxy.llm.script(Reply(content="Lisbon is lovely in May", cut_after=3))
-    body = {"model": MODEL, "messages": [user("When should I go?")], "stream": True}
-    with proxy.http.stream("POST", "/chat/completions", json=body, headers=alice) as answer:
+    with proxy.stream(alice, [user("When should I go?")]) as answer:
         relayed = answer.read().decode()
     assert relayed == "".join(proxy.llm.sent_events) and "[DONE]" not in relayed
     answered = proxy.turns("alice")[1]
@@ -340,8 +343,7 @@ def test_an_answer_too_large_to_save_still_reaches_the_client(
 def test_streamed_tool_calls_are_gathered_from_their_pieces(proxy: Proxy) -> None:
     alice = proxy.user_key("alice")
     proxy.llm.script(Reply(content="", tool_calls=[WEATHER_CALL]))
-    body = {"model": MODEL, "messages": [user("Weather in Oslo?")], "stream": True}
-    with proxy.http.stream("POST", "/chat/completions", json=body, headers=alice) as answer:
+    with proxy.stream(alice, [user("Weather in Oslo?")]) as answer:
         answer.read()
     call = proxy.turns("alice")[1]
     assert call.tool_calls == [WEATHER_CALL] and call.content == ""
