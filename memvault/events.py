@@ -24,6 +24,9 @@ class Event:
     type: str  # turn.added, memory.added|updated|deleted, session.updated|deleted, user.deleted
     user_id: str
     ids: dict[str, Any] = field(default_factory=dict)
+    # written by another process and relayed here (`memvault.relay`): the same event as the
+    # writer's own, so it compares equal to it
+    remote: bool = field(default=False, compare=False)
 
 
 Listener = Callable[[Event], None]

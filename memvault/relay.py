@@ -6,7 +6,7 @@ listening connection and are republished on the local bus, so the WebSocket hub 
 subscriber see all writes without knowing where they happened. Payloads carry the event's ids,
 never content: a receiver loads what it needs through `Vault`, in the user's scope. Each relay
 stamps its events with a random origin and drops its own when they come back; a remote event
-being republished is never sent out again.
+(`Event.remote`) being republished is never sent out again.
 
 NOTIFY is fire-and-forget: events sent while a listener is reconnecting are missed. That is
 fine for live updates; anything that must not be missed (search caches) checks the user's
@@ -49,7 +49,6 @@ class PostgresRelay:
         schema = str(row["s"] if row else "public")
         # One channel per schema: deployments sharing a database in separate schemas stay apart.
         self.channel = "memvault_events_" + hashlib.sha256(schema.encode()).hexdigest()[:16]
-        self._republishing = threading.local()
         self._stop = threading.Event()
         self._outbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._listener: psycopg.Connection[Any] | None = self._listen_connection()
@@ -68,7 +67,7 @@ class PostgresRelay:
 
     def _queue(self, event: Event) -> None:
         """Hand the event to the sender thread: a write never waits for NOTIFY."""
-        if getattr(self._republishing, "active", False):
+        if event.remote:
             return
         message = {"origin": self.origin, "type": event.type, "user_id": event.user_id,
                    "ids": event.ids}  # fmt: skip
@@ -105,17 +104,15 @@ class PostgresRelay:
     def _receive(self, payload: str) -> None:
         try:
             message = json.loads(payload)
-            event = Event(str(message["type"]), str(message["user_id"]), dict(message["ids"]))
+            event = Event(
+                str(message["type"]), str(message["user_id"]), dict(message["ids"]), remote=True
+            )
         except (ValueError, KeyError, TypeError):
             log.warning("event relay skipped a malformed notification")
             return
         if message.get("origin") == self.origin:
             return
-        self._republishing.active = True
-        try:
-            self._bus.publish(event)
-        finally:
-            self._republishing.active = False
+        self._bus.publish(event)
 
     def _listen(self) -> None:
         while not self._stop.is_set():

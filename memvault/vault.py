@@ -149,9 +149,7 @@ class Vault:
             ),
             vectors=SealedVectors(self.store, self.keyring),
         )
-        self.events.subscribe(
-            lambda e: self.recall.forget(e.user_id) if e.type == "user.deleted" else None
-        )
+        self.events.subscribe(self._keep_index)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Vault:
@@ -870,8 +868,15 @@ class Vault:
 
     def _publish(self, kind: str, user_id: str, **ids: Any) -> None:
         """Announce a committed write, and have the user's index take it up in the background
-        (`Recall.written`): events from other processes come through the relay instead, and
-        their users' indexes here wait for the next search."""
+        (`Recall.written`); another process's writes come through the relay (`_keep_index`)."""
         if kind != "user.deleted":
             self.recall.written(user_id)
         self.events.publish(Event(kind, user_id, ids))
+
+    def _keep_index(self, event: Event) -> None:
+        """A deleted user's index goes, whichever process deleted it; another process's write
+        is taken up by the user's index here, if one is cached (`Recall.written_elsewhere`)."""
+        if event.type == "user.deleted":
+            self.recall.forget(event.user_id)
+        elif event.remote:
+            self.recall.written_elsewhere(event.user_id)

@@ -98,6 +98,30 @@ def test_a_warm_search_cache_sees_another_servers_write_at_once(open_vault: Open
     assert two.search("alice", "violin lesson") == []
 
 
+def _cached_revision(vault: Vault, user_id: str) -> int | None:
+    index = vault.recall.cache._indexes.get(user_id)
+    return None if index is None else index.revision
+
+
+def test_another_servers_writes_top_up_the_indexes_cached_here(open_vault: OpenVault) -> None:
+    one, two = open_vault("one"), open_vault("two")
+    heard = _collect(two)
+    one.add_turn("alice", "s", "user", "we planted tomatoes in the garden")
+    assert two.search("alice", "tomatoes garden")  # alice's index is now cached on two
+    before = _cached_revision(two, "alice")
+    one.add_turns(
+        "alice", "s", [{"role": "user", "content": f"row {n} of beans"} for n in range(20)]
+    )
+    one.add_turn("bob", "s", "user", "bob's index is cached nowhere")
+    for _ in range(21):
+        assert heard.get(timeout=5).type == "turn.added"
+    assert two.recall.warmer is not None and two.recall.warmer.settle(timeout=30)
+    revision, _ = two.store.revision_and_recalls("alice")
+    assert before is not None and before < revision
+    assert _cached_revision(two, "alice") == revision  # caught up before any search
+    assert not two.recall.cache.holds("bob")  # not built for a write it never searched
+
+
 def test_the_relay_reconnects_after_losing_its_connection(
     open_vault: OpenVault, postgres_url: str
 ) -> None:

@@ -251,6 +251,26 @@ def test_a_burst_of_writes_shares_one_top_up_and_a_writer_who_never_pauses_gets_
         warmer.close()
 
 
+def test_a_longer_pause_asked_for_waits_and_a_shorter_one_brings_the_top_up_forward() -> None:
+    refreshed: list[tuple[str, float]] = []
+    start = time.monotonic()
+    warmer = IndexWarmer(
+        lambda user_id, stop: refreshed.append((user_id, time.monotonic() - start)),
+        quiet=0.05,
+        max_wait=60,
+    )
+    try:
+        warmer.written("ann", quiet=30)  # another process's write, say
+        time.sleep(0.3)
+        assert refreshed == []  # well past the warmer's own pause
+        warmer.written("ann")  # a write here: its own pause wins
+        assert warmer.settle(timeout=10)
+        assert [user_id for user_id, _ in refreshed] == ["ann"]
+        assert refreshed[0][1] < 10
+    finally:
+        warmer.close()
+
+
 def _searched_in_turn(
     open_vault: OpenVault, users: list[str]
 ) -> tuple[Vault, CountingEmbedder, IndexWarmer, IndexCache]:

@@ -223,6 +223,12 @@ class IndexCache:
         with self._lock:
             self._recalls_here.setdefault(user_id, set()).add(recalls)
 
+    def holds(self, user_id: str) -> bool:
+        """Whether the user's index is cached here (another process's writes are taken up only
+        for those: see `Recall.written_elsewhere`)."""
+        with self._lock:
+            return user_id in self._indexes
+
     def speaker_words(self, user_id: str) -> frozenset[str] | None:
         """The speakers' names in the user's cached index, or None when none is cached: what a
         search needs to start embedding its query before the checkout (which may top the index

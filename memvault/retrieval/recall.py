@@ -45,7 +45,7 @@ from memvault.retrieval.search import (
 from memvault.retrieval.text import words
 from memvault.retrieval.thesaurus import shipped_thesaurus
 from memvault.retrieval.tokens import load_tokenizer
-from memvault.retrieval.warmer import IndexWarmer
+from memvault.retrieval.warmer import REMOTE_QUIET, IndexWarmer
 
 log = logging.getLogger(__name__)
 
@@ -488,6 +488,15 @@ class Recall:
         """A write for the user has committed (`Vault` calls this): top its index up soon."""
         if self.warmer is not None:
             self.warmer.written(user_id)
+
+    def written_elsewhere(self, user_id: str) -> None:
+        """Another process wrote for the user (an event relayed over PostgreSQL): top the
+        user's index up here too, if it is cached, after a longer pause (`REMOTE_QUIET`) that
+        lets the writer store the vectors first. An index not cached is left to its first
+        search, as it would be in a process that never saw the write: every server building
+        every written user's index would fill each cache with the others' users."""
+        if self.warmer is not None and self.cache.holds(user_id):
+            self.warmer.written(user_id, quiet=REMOTE_QUIET)
 
     def _warm(self, user_id: str, stop: threading.Event) -> None:
         revision, recalls = self._revision_and_recalls(user_id)

@@ -17,6 +17,10 @@ after the first, for a writer that never pauses), so the writes of a burst share
 do not meet it while they last. Topped up after each write instead, a writer appending one turn
 at a time went from 0.43 to 1.2-1.4 ms a turn on SQLite, every top-up being one more
 transaction (its vectors) beside the writer's own.
+
+Another process's writes (relayed over PostgreSQL) are taken up too, for the indexes cached
+here, after `REMOTE_QUIET`: by then the writer's own top-up has mostly stored their vectors,
+and this one reads them instead of embedding the same texts again.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ Refresh = Callable[[str, threading.Event], None]
 QUIET = 0.05
 # seconds after a user's first unhandled write when its top-up starts, pause or not
 MAX_WAIT = 1.0
+# the pause for another process's writes: long enough for the writer's top-up (which starts
+# after QUIET and embeds about 250 turns a second) to store the vectors of a short burst
+REMOTE_QUIET = 0.5
 
 
 class IndexWarmer:
@@ -48,27 +55,32 @@ class IndexWarmer:
         self._quiet = quiet
         self._max_wait = max_wait
         # users to top up, with the moments of their first and last writes since their last
-        # top-up began
-        self._marked: dict[str, tuple[float, float]] = {}
+        # top-up began, and the pause their top-up waits for
+        self._marked: dict[str, tuple[float, float, float]] = {}
         self._busy = False  # a top-up is under way
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def written(self, user_id: str) -> None:
-        """A write for `user_id` has committed: top its index up soon. Never blocks."""
+    def written(self, user_id: str, quiet: float | None = None) -> None:
+        """A write for `user_id` has committed: top its index up once its writes have paused
+        for `quiet` (this warmer's own by default; the shortest asked for since the last
+        top-up wins). Never blocks."""
         with self._changed:
             if self._stop.is_set():
                 return
             now = time.monotonic()
-            first = self._marked.get(user_id, (now, now))[0]
-            self._marked[user_id] = (first, now)
+            pause = self._quiet if quiet is None else quiet
+            first, _, asked = self._marked.get(user_id, (now, now, pause))
+            self._marked[user_id] = (first, now, min(pause, asked))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="memvault-index-warmer", daemon=True
                 )
                 self._thread.start()
-            if first == now:  # a later write only moves the top-up later: no need to wake it
+            # a first write or a shorter pause may bring the top-up forward; a later write
+            # otherwise only moves it later, and the thread need not wake for it
+            if first == now or pause < asked:
                 self._changed.notify_all()
 
     def unmark(self, user_id: str) -> None:
@@ -102,8 +114,8 @@ class IndexWarmer:
             wait = None
             if self._marked:
                 due, user_id = min(
-                    (min(last + self._quiet, first + self._max_wait), user_id)
-                    for user_id, (first, last) in self._marked.items()
+                    (min(last + quiet, first + self._max_wait), user_id)
+                    for user_id, (first, last, quiet) in self._marked.items()
                 )
                 wait = due - time.monotonic()
                 if wait <= 0:
