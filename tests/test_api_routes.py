@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from api_support import ADMIN, Api, open_api
+from api_support import ADMIN, Api, bearer, open_api
 from conftest import MakeVault
 
 
@@ -253,3 +253,47 @@ def test_search_and_context(api: Api, alice: dict[str, str]) -> None:
     share = c.post("/v1/users/alice/context", json={"query": "my dog?", "min_relative_score": 2},
                    headers=alice)  # fmt: skip
     assert share.status_code == 422 and "min_relative_score" in share.text
+
+
+def test_whoami_tells_a_tokens_scope_and_user(api: Api) -> None:
+    agent_id, agent_headers = api.agent_headers("alice", "Jarvis")
+    answers = {
+        "admin": api.client.get("/v1/whoami", headers=ADMIN),
+        "user": api.client.get("/v1/whoami", headers=api.user_headers("alice")),
+        "agent": api.client.get("/v1/whoami", headers=agent_headers),
+    }
+    assert answers["admin"].json() == {"scope": "admin", "user_id": None, "agent_id": None}
+    assert answers["user"].json() == {"scope": "user", "user_id": "alice", "agent_id": None}
+    assert answers["agent"].json() == {"scope": "agent", "user_id": "alice", "agent_id": agent_id}
+    refused = api.client.get("/v1/whoami", headers=bearer("mvk_" + "x" * 43))
+    assert refused.status_code == 401
+    assert refused.json()["error"]["message"] == "invalid or revoked credentials"
+
+
+def test_supersede_answers_the_successor_and_closes_the_old_memory(api: Api) -> None:
+    headers = api.user_headers("alice")
+    old = api.vault.add_memory("alice", "Alice works at Acme", category="work")
+    path = f"/v1/users/alice/memories/{old.id}/supersede"
+    answer = api.client.post(path, json={"text": "Alice works at Initech"}, headers=headers)
+    assert answer.status_code == 201
+    new = answer.json()
+    assert (new["text"], new["category"]) == ("Alice works at Initech", "work")
+    assert api.vault.get_memory("alice", old.id).superseded_by == new["id"]
+
+    again = api.client.post(path, json={"text": "Alice works at Globex"}, headers=headers)
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "conflict")
+    missing = api.client.post(path, json={}, headers=headers)
+    assert (missing.status_code, missing.json()["error"]["details"]["field"]) == (422, "text")
+
+
+def test_supersede_is_not_for_another_agents_memory_or_another_user(api: Api) -> None:
+    _, agent_headers = api.agent_headers("alice", "Jarvis")
+    users_own = api.vault.add_memory("alice", "Alice likes tea")
+    path = f"/v1/users/alice/memories/{users_own.id}/supersede"
+    as_agent = api.client.post(path, json={"text": "Alice likes coffee"}, headers=agent_headers)
+    assert as_agent.status_code == 404
+    as_bob = api.client.post(
+        path, json={"text": "Alice likes coffee"}, headers=api.user_headers("bob")
+    )
+    assert as_bob.status_code == 404
+    assert api.vault.get_memory("alice", users_own.id).superseded_by is None

@@ -3,8 +3,8 @@
 One browser and one server for the module (a fresh browser context, so fresh session storage,
 for each test); each test writes its own user through the vault the server shares, and checks
 what the page shows and, for writes, what the store then holds. The routes the UI added
-(`GET /v1/whoami`, `POST .../memories/{id}/supersede`) are tested over HTTP at the end, on
-every backend.
+(`GET /v1/whoami`, `POST .../memories/{id}/supersede`) are tested over HTTP with the other
+routes, in test_api_routes.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import chromium
 import httpx
 import pytest
-from api_support import ADMIN, ADMIN_KEY, Api, bearer, open_api
+from api_support import ADMIN_KEY
 from loopback import serve_in_thread
 from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
 
@@ -436,59 +436,6 @@ def test_a_narrow_window_scrolls_only_downwards(
     for view in ("Sessions", "Search", "Memories", "Context"):
         ui.tab(view)
         assert ui.page.evaluate("document.documentElement.scrollWidth") <= 360, view
-
-
-# -- the routes the UI uses, over HTTP ----------------------------------------------------------
-
-
-@pytest.fixture
-def api(make_vault: Callable[..., Vault]) -> Iterator[Api]:
-    with open_api(make_vault) as api:
-        yield api
-
-
-def test_whoami_tells_a_tokens_scope_and_user(api: Api) -> None:
-    agent_id, agent_headers = api.agent_headers("alice", "Jarvis")
-    answers = {
-        "admin": api.client.get("/v1/whoami", headers=ADMIN),
-        "user": api.client.get("/v1/whoami", headers=api.user_headers("alice")),
-        "agent": api.client.get("/v1/whoami", headers=agent_headers),
-    }
-    assert answers["admin"].json() == {"scope": "admin", "user_id": None, "agent_id": None}
-    assert answers["user"].json() == {"scope": "user", "user_id": "alice", "agent_id": None}
-    assert answers["agent"].json() == {"scope": "agent", "user_id": "alice", "agent_id": agent_id}
-    refused = api.client.get("/v1/whoami", headers=bearer("mvk_" + "x" * 43))
-    assert refused.status_code == 401
-    assert refused.json()["error"]["message"] == REFUSED
-
-
-def test_supersede_answers_the_successor_and_closes_the_old_memory(api: Api) -> None:
-    headers = api.user_headers("alice")
-    old = api.vault.add_memory("alice", "Alice works at Acme", category="work")
-    path = f"/v1/users/alice/memories/{old.id}/supersede"
-    answer = api.client.post(path, json={"text": "Alice works at Initech"}, headers=headers)
-    assert answer.status_code == 201
-    new = answer.json()
-    assert (new["text"], new["category"]) == ("Alice works at Initech", "work")
-    assert api.vault.get_memory("alice", old.id).superseded_by == new["id"]
-
-    again = api.client.post(path, json={"text": "Alice works at Globex"}, headers=headers)
-    assert (again.status_code, again.json()["error"]["code"]) == (409, "conflict")
-    missing = api.client.post(path, json={}, headers=headers)
-    assert (missing.status_code, missing.json()["error"]["details"]["field"]) == (422, "text")
-
-
-def test_supersede_is_not_for_another_agents_memory_or_another_user(api: Api) -> None:
-    _, agent_headers = api.agent_headers("alice", "Jarvis")
-    users_own = api.vault.add_memory("alice", "Alice likes tea")
-    path = f"/v1/users/alice/memories/{users_own.id}/supersede"
-    as_agent = api.client.post(path, json={"text": "Alice likes coffee"}, headers=agent_headers)
-    assert as_agent.status_code == 404
-    as_bob = api.client.post(
-        path, json={"text": "Alice likes coffee"}, headers=api.user_headers("bob")
-    )
-    assert as_bob.status_code == 404
-    assert api.vault.get_memory("alice", users_own.id).superseded_by is None
 
 
 def test_without_chromium_the_browser_tests_skip_or_fail_when_it_is_required(
