@@ -306,19 +306,25 @@ def test_a_ref_that_would_not_go_out_as_json_is_refused(make_vault: MakeVault) -
     """Over real sockets: Python parses NaN, Infinity, 1e999 and lone surrogate escapes, but
     echoing such a `ref` would send a frame that is not JSON (or not UTF-8). Such a message
     answers `invalid` naming `ref`, is not acted on, and the connection stays open; a `ref`
-    that is JSON is echoed as it came."""
-    vault = make_vault(admin_key=ADMIN_KEY, ws_idle_timeout=10)
+    that is JSON is echoed as it came. A `ref` has the size limit of any JSON field."""
+    vault = make_vault(admin_key=ADMIN_KEY, ws_idle_timeout=10, max_json_bytes=64)
     key = vault.keys.create("user", "alice")[1]
     append = '{"type": "append", "session_id": "s1", "turns": [{"role": "user", "content": "x"}]'
     with serve_in_thread(vault) as url, ws_connect(url.replace("http", "ws", 1) + "/v1/ws") as ws:
         ws.send(json.dumps({"type": "auth", "token": key}))
         assert receive(ws)["type"] == "ready"
-        for ref in ("NaN", "-Infinity", "1e999", '{"a": [1, NaN]}', '"\\ud800"'):
-            ws.send(append + ', "ref": ' + ref + "}")
-            reply = strict_json(ws.recv(timeout=10))
-            assert reply["type"] == "error" and "ref" not in reply, ref
-            assert reply["error"]["code"] == "invalid"
-            assert reply["error"]["details"] == {"field": "ref"}
+        refused = {
+            "ref: is not JSON-serialisable": ("NaN", "-Infinity", "1e999", '{"a": [1, NaN]}'),
+            "ref: is not valid Unicode text (lone surrogate)": ('"\\ud800"',),
+            "ref: is over the limit of 64 bytes once serialised": ('"' + "r" * 63 + '"',),
+        }
+        for words, refs in refused.items():
+            for ref in refs:
+                ws.send(append + ', "ref": ' + ref + "}")
+                reply = strict_json(ws.recv(timeout=10))
+                assert reply["type"] == "error" and "ref" not in reply, ref
+                assert reply["error"] == {"code": "invalid", "message": words,
+                                          "details": {"field": "ref"}}  # fmt: skip
         assert vault.list_sessions("alice") == []
         for ref in ('"a"', "1.5", "-0.0", "12345678901234567890", '{"k": [null, "\\u00e9"]}'):
             ws.send('{"type": "ping", "ref": ' + ref + "}")

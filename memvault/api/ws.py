@@ -32,6 +32,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
+from memvault import validate as v
 from memvault.api.appends import AppendBatcher
 from memvault.api.auth import Authenticator, Principal
 from memvault.api.middleware import KEY_ID
@@ -267,7 +268,7 @@ class _Session:
             message = _parse(text)
             if not isinstance(message, dict):
                 raise Invalid("message", "must be a JSON object")
-            ref = _ref(message)
+            ref = _ref(message, settings.max_json_bytes)
             reply = await self._answer(message, settings)
         except MemvaultError as exc:
             reply = _error(exc.code, exc.message, exc.details)
@@ -346,16 +347,13 @@ def _parse(text: str | None) -> Any:
         raise Invalid("message", "is nested too deeply") from None
 
 
-def _ref(message: dict[str, Any]) -> Any:
+def _ref(message: dict[str, Any], max_bytes: int) -> Any:
     """The message's `ref`, to echo back: only one that goes out as the JSON it came in as.
     Python's parser takes `NaN`, `Infinity` and `1e999`, which would go out as `NaN` and
-    `Infinity` (not JSON), and a lone surrogate escape, which is no UTF-8 text."""
-    ref = message.get("ref")
-    try:
-        json.dumps(ref, allow_nan=False, ensure_ascii=False).encode()
-    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
-        raise Invalid("ref", "must be JSON without NaN, Infinity or lone surrogates") from None
-    return ref
+    `Infinity` (not JSON), and a lone surrogate escape, which is no UTF-8 text: `check_json`
+    refuses both, as it does in every JSON field a caller sends. (A `ref` nested too deeply
+    to serialise never gets here: `_parse` refuses it first.)"""
+    return v.check_json("ref", message.get("ref"), max_bytes=max_bytes)
 
 
 def _error(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]:
