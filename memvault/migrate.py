@@ -168,8 +168,10 @@ def _open_source(folder: Path) -> tuple[_Side, list[str]]:
 
 
 def _open_target(url: str, keyring_url: str | None, *, dry_run: bool) -> _Side:
-    if not is_postgres_url(url) or not (keyring_url is None or is_postgres_url(keyring_url)):
+    if not is_postgres_url(url):
         raise Invalid("to", "must be postgresql://...")
+    if not (keyring_url is None or is_postgres_url(keyring_url)):
+        raise Invalid("keyring_to", "must be postgresql://...")
     db = PostgresDatabase(url, pool_size=2)
     try:
         if dry_run:

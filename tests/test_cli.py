@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from api_support import free_port
 
 from memvault.cli import main
 from memvault.crypto import encode_key, generate_key
@@ -81,3 +82,40 @@ def test_rotating_an_environment_master_key_needs_a_file_for_the_new_key_first(
     assert main(["--data", data, "rotate-master-key", "--new-key-file", str(chosen)]) == 0
     monkeypatch.setenv("MEMVAULT_MASTER_KEY", chosen.read_text().strip())
     assert main(["--data", data, "stats", "demo-user"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "command"),
+    [("MEMVAULT_DATABASE_URL", ["serve", "--port", "0"]), ("MEMVAULT_DATABASE_URL", ["demo"]),
+     ("MEMVAULT_KEYRING_URL", ["serve", "--port", "0"]), ("MEMVAULT_KEYRING_URL", ["demo"])],
+    ids=lambda part: part if isinstance(part, str) else part[0],
+)  # fmt: skip
+def test_a_database_that_does_not_answer_is_named_before_anything_is_made(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    command: list[str],
+) -> None:
+    """A closed port on loopback: the store's pool waited 10 seconds, then a PoolTimeout
+    traceback named nothing. Now one line names the setting, and no data folder is made."""
+    port = free_port()
+    monkeypatch.setenv(variable, f"postgresql://memvault:s3cret-pw@127.0.0.1:{port}/memvault")
+    data = tmp_path / "data"
+    assert main(["--data", str(data), *command]) == 2
+    field = variable.removeprefix("MEMVAULT_").lower()
+    assert capsys.readouterr().err == (
+        f"memvault: {field}: could not reach a PostgreSQL server at 127.0.0.1:{port} "
+        "(connection refused)\n"
+    )
+    assert not data.exists()
+
+
+def test_a_setting_the_environment_gets_wrong_is_named_without_its_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMVAULT_DATABASE_POOL_SIZE", "s3cret")
+    assert main(["--data", str(tmp_path), "stats", "alice"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("memvault: MEMVAULT_DATABASE_POOL_SIZE: ") and err.count("\n") == 1
+    assert "s3cret" not in err

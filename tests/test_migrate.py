@@ -8,7 +8,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import postgres_schema
+from api_support import free_port
+from conftest import POSTGRES_URL, postgres_schema, require_postgres
 
 from memvault import Conflict, Vault
 from memvault.cli import main
@@ -113,3 +114,51 @@ def test_keys_can_go_to_their_own_database(source: Path, postgres_url: str, tmp_
         with psycopg.connect(postgres_url) as conn:
             found = conn.execute("SELECT to_regclass('user_keys') IS NULL").fetchone()
         assert found == (True,)
+
+
+def test_an_unreachable_keyring_is_named_and_the_target_is_left_untouched(
+    source: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A closed port on loopback: one line naming --keyring-to and what went wrong, no
+    traceback, and not even the schema written into the target that does answer."""
+    port = free_port()
+    closed = f"postgresql://memvault:s3cret-pw@127.0.0.1:{port}/keys"
+    argv = ["migrate", "--from", f"sqlite://{source}", "--to", postgres_url, "--keyring-to", closed]
+    assert main(argv) == 2
+    refused = f"could not reach a PostgreSQL server at 127.0.0.1:{port} (connection refused)"
+    assert capsys.readouterr() == ("", f"memvault: keyring_to: {refused}\n")
+    with psycopg.connect(postgres_url) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
+        assert tables.fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    ("target", "named"),
+    [
+        ("postgresql://memvault:s3cret-pw@127.0.0.1:{closed}/test",
+         "to: could not reach a PostgreSQL server at 127.0.0.1:{closed} (connection refused)"),
+        ("{server}/no_such_database",
+         "to: the server at 127.0.0.1:5432 has no database 'no_such_database'"),
+        ("postgresql://nobody_here:s3cret-pw@127.0.0.1:5432/test",
+         "to: the server at 127.0.0.1:5432 refused user 'nobody_here': check the user name and "
+         "password"),
+        ("postgresql://memvault:s3cret pw@127.0.0.1:5432/test",
+         "to: is not a PostgreSQL URL: percent-encode spaces and other special characters in the "
+         "user name and password (@ as %40), and check the query parameters"),
+        ("postgresql://memvault:s3cret@pw@127.0.0.1:5432/test",
+         "to: an @ in the user name or password must be written %40"),
+        ("postgresql://memvault:s3cret-pw@127.0.0.1:54x2/test", "to: the port must be a number"),
+        ("mysql://memvault:s3cret-pw@127.0.0.1/test", "to: must start with postgresql://"),
+    ],
+    ids=["closed-port", "no-database", "unknown-user", "space", "at-sign", "port", "scheme"],
+)  # fmt: skip
+def test_a_bad_target_url_is_one_line_naming_its_fault_never_the_password(
+    source: Path, capsys: pytest.CaptureFixture[str], target: str, named: str
+) -> None:
+    require_postgres()
+    closed, server = free_port(), POSTGRES_URL.rsplit("/", 1)[0]
+    url = target.format(closed=closed, server=server)
+    assert main(["migrate", "--from", f"sqlite://{source}", "--to", url]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"memvault: {named.format(closed=closed)}\n")
+    assert "s3cret" not in err
