@@ -151,19 +151,27 @@ def test_a_retried_request_does_not_save_the_users_message_twice(proxy: Proxy) -
     assert [t.role.value for t in proxy.turns("alice")] == ["user", "assistant"] * 2
 
 
-def test_the_same_words_after_an_answer_that_was_not_stored_are_a_new_turn(proxy: Proxy) -> None:
-    """An LLM's empty answer has no turn; the user's next message, the same words again, must
-    not be taken for a retry of the first."""
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_empty_answer_is_a_turn_marked_empty(proxy: Proxy, stream: bool) -> None:
+    """A turn needs some content: an answer with neither text nor tool calls is saved with a
+    placeholder, marked `empty`. The app sends it back as an empty message, which it stands
+    for: the same words said again after it are a new turn, and a retry of those is not."""
     alice = proxy.user_key("alice")
-    proxy.llm.script(Reply(content=""), Reply(content="Oslo."))
+    overloaded = Reply(status=500, error={"error": {"message": "overloaded"}})
+    proxy.llm.script(Reply(content=""), overloaded, Reply(content="Oslo."))
     sent = [user("What is the capital of Norway?")]
-    assert proxy.chat(alice, sent).status_code == 200
-    assert len(proxy.turns("alice")) == 1  # the empty answer: nothing to store
+    assert proxy.chat(alice, sent, stream=stream).status_code == 200
+    empty = proxy.turns("alice")[1]
+    assert (empty.role.value, empty.content) == ("assistant", "[empty answer]")
+    assert empty.metadata == {
+        "model": MODEL, "response_id": "chatcmpl-1", "finish_reason": "stop", "empty": True,
+    }  # fmt: skip
     again = [*sent, assistant(None), user("What is the capital of Norway?")]
-    assert proxy.chat(alice, again).status_code == 200
+    assert proxy.chat(alice, again, stream=stream).status_code == 500
+    assert proxy.chat(alice, again, stream=stream).status_code == 200  # the app tries again
     assert [(t.role.value, t.content) for t in proxy.turns("alice")] == [
-        ("user", "What is the capital of Norway?"), ("user", "What is the capital of Norway?"),
-        ("assistant", "Oslo."),
+        ("user", "What is the capital of Norway?"), ("assistant", "[empty answer]"),
+        ("user", "What is the capital of Norway?"), ("assistant", "Oslo."),
     ]  # fmt: skip
 
 
@@ -270,6 +278,31 @@ def test_a_turn_of_the_session_the_app_no_longer_sends_can_be_remembered(proxy: 
     memory = proxy.llm.last_messages[0]["content"]
     assert "green one with the duck handle" in memory
     assert "Talk to me about weather" not in memory
+
+
+def memory_sent(proxy: Proxy) -> str:
+    """The memory the LLM got with the last chat: its system messages (none here are the app's)."""
+    return "\n".join(m["content"] for m in proxy.llm.last_messages if m["role"] == "system")
+
+
+@pytest.mark.parametrize("answered", [False, True])
+def test_a_retried_request_leaves_out_the_turns_it_carries(proxy: Proxy, answered: bool) -> None:
+    """A retry finds its messages stored (and, when the first try was answered, the answer
+    after them): the memory leaves out the stored turns the request carries, wherever they sit
+    in the session, and the user's message is not saved twice."""
+    alice = proxy.user_key("alice")
+    umbrella, which = "My umbrella is the green one with the duck handle", "Which umbrella?"
+    proxy.chat(alice, [user(umbrella)])
+    if not answered:
+        proxy.llm.script(Reply(status=500, error={"error": {"message": "overloaded"}}))
+    sent = [user(umbrella), assistant("Hello!"), user(which)]
+    proxy.chat(alice, sent)
+    assert proxy.chat(alice, sent).status_code == 200  # the app tries again
+    memory = memory_sent(proxy)
+    assert "duck handle" not in memory and which not in memory  # the app sent them along
+    stored = [(t.role.value, t.content) for t in proxy.turns("alice")]
+    answers = [("assistant", "Hello!")] * (2 if answered else 1)
+    assert stored == [("user", umbrella), ("assistant", "Hello!"), ("user", which), *answers]
 
 
 # -- streaming ------------------------------------------------------------------------------

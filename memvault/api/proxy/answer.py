@@ -2,7 +2,8 @@
 
 Only the first choice is kept (a request with `n` > 1 gets several; the app shows one). The
 turn carries the text, the tool calls the model asked for, and in its metadata the model, the
-LLM's response id and why it stopped; a stream the client left early is marked `partial`.
+LLM's response id and why it stopped; a stream the client left early is marked `partial`, and
+an answer with neither text nor tool calls `empty`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 DATA_PREFIX = "data:"
 DONE = "[DONE]"
+EMPTY_ANSWER = "[empty answer]"  # the content of the turn of an answer with no text or call
+EMPTY_MARK = "empty"  # the metadata key that marks it
 
 
 @dataclass
@@ -24,21 +27,24 @@ class Answer:
     finish_reason: str | None = None
     refusal: bool = False
 
-    def turn(self, agent_id: str | None, *, partial: bool = False) -> dict[str, Any] | None:
-        """The fields of `Vault.add_turns`, or None for an answer with nothing in it."""
-        if not self.content and not self.tool_calls:
-            return None
+    def turn(self, agent_id: str | None, *, partial: bool = False) -> dict[str, Any]:
+        """The fields of `Vault.add_turns`. An answer with nothing in it is a turn too (a turn
+        needs some content, so it holds `EMPTY_ANSWER`, marked `EMPTY_MARK`): the session shows
+        that the LLM answered, and why it stopped."""
+        empty = not self.content and not self.tool_calls
         metadata: dict[str, Any] = {
             "model": self.model, "response_id": self.response_id,
             "finish_reason": self.finish_reason,
         }  # fmt: skip
+        if empty:
+            metadata[EMPTY_MARK] = True
         if self.refusal:
             metadata["refusal"] = True
         if partial:
             metadata["partial"] = True
         fields: dict[str, Any] = {
             "role": "assistant",
-            "content": self.content,
+            "content": EMPTY_ANSWER if empty else self.content,
             "metadata": {k: v for k, v in metadata.items() if v is not None},
         }
         if self.tool_calls:

@@ -8,8 +8,9 @@ client; a stream the client leaves early is saved as far as it got, marked `part
 
 Memory is read before the new messages are saved: the user's latest message would otherwise be
 the best match for itself, taking a line of the budget and raising the bar the other lines must
-clear (`MIN_RELATIVE_SCORE`). The current session's recent turns are left out of it too: the app
-sends the conversation itself.
+clear (`MIN_RELATIVE_SCORE`). The stored turns the request carries are left out of it too (the
+app sends the conversation itself; on a retry, its new messages are stored already), found by
+one read of the session's last turns (`turns.place`).
 """
 
 from __future__ import annotations
@@ -33,14 +34,16 @@ from memvault.api.proxy.caller import Caller
 from memvault.api.proxy.memory import with_memory
 from memvault.api.proxy.turns import (
     Message,
-    already_stored,
+    NewPart,
+    Placement,
     check_messages,
     last_user_text,
     new_part,
+    place,
 )
 from memvault.errors import LlmNotConfigured, LlmUnreachable, MemvaultError
 from memvault.llm import ChatStream, LlmClient
-from memvault.vault import MAX_LIST, Vault
+from memvault.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,10 @@ NOT_CONFIGURED = "the chat proxy needs MEMVAULT_LLM_URL: the base URL of an Open
 
 
 class SessionLocks:
-    """One asyncio lock per (user, session), held while a request compares its new messages
-    with the stored tail and saves them: two copies of one request sent at once (a client's
-    retry racing its original) then save it once. Within one server process; see docs/api.md."""
+    """One asyncio lock per (user, session), held while a request compares its messages with
+    the stored tail, reads its memory and saves its new messages: two copies of one request
+    sent at once (a client's retry racing its original) then save it once. Within one server
+    process; see docs/api.md."""
 
     def __init__(self) -> None:
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
@@ -94,10 +98,13 @@ class ChatProxy:
         llm = self._llm()
         messages = check_messages(body)
         new = new_part(messages, caller.agent_id)  # checked before anything is written
-        try:
-            memory = await self._memory(caller, messages, new.stored_sent)
-        finally:  # what the user said is saved even if reading memory failed
-            await self._save_new(caller, new.turns, new.answer)
+        async with self.locks.hold(caller.user_id, caller.session_id):
+            placed = await self._place(caller, new)
+            try:
+                memory = await self._memory(caller, messages, placed.carried)
+            finally:  # what the user said is saved even if reading memory failed
+                if new.turns and not placed.stored:
+                    await self.appends.add_turns(caller.user_id, caller.session_id, new.turns)
         outgoing = {**body, "messages": with_memory(messages, memory)}
         if body.get("stream") is True:
             return await self._streamed(caller, llm, outgoing)
@@ -106,53 +113,39 @@ class ChatProxy:
             await self._save_answer(caller, completion_answer(answer))
         return JSONResponse(answer, status_code=status)
 
-    async def _memory(self, caller: Caller, messages: Sequence[Message], already: int) -> str:
+    async def _place(self, caller: Caller, new: NewPart) -> Placement:
+        """Where the request stands in its session (`place`), from one read of the session's
+        last turns. The session lock is held from this read until the new turns are saved, so
+        that two copies of one request sent at once save them once."""
+        tail = await run_in_threadpool(
+            partial(
+                self.vault.recent_turns, caller.user_id, session_id=caller.session_id,
+                limit=new.tail_size,
+            )
+        )  # fmt: skip
+        return place(new, tail)
+
+    async def _memory(
+        self, caller: Caller, messages: Sequence[Message], carried: Sequence[str]
+    ) -> str:
         """The context for the user's latest message, as the caller's agent sees the user,
-        without the turns of the conversation the app sent along (the session's last
-        `already` ones)."""
+        without the stored turns the request carries (`carried`)."""
         query = last_user_text(messages)
         if caller.context_tokens == 0 or not query.strip():
             return ""
-        sent = []
-        if already:
-            sent = await run_in_threadpool(
-                partial(
-                    self.vault.recent_turns, caller.user_id, session_id=caller.session_id,
-                    limit=min(already, MAX_LIST),
-                )
-            )  # fmt: skip
         context = await run_in_threadpool(
             partial(
                 self.vault.context, caller.user_id, query, session_id=caller.session_id,
                 token_budget=caller.context_tokens, channel_limits=NO_RECENT_TURNS,
-                agent_id=caller.agent_id, asked_by="user", leave_out=[t.id for t in sent],
+                agent_id=caller.agent_id, asked_by="user", leave_out=carried,
             )
         )  # fmt: skip
         return context.text
-
-    async def _save_new(
-        self, caller: Caller, turns: Sequence[Mapping[str, Any]], answer: Message | None
-    ) -> None:
-        """Save the request's new messages, unless they are already the session's last turns
-        after the `answer` the request says they follow (`already_stored`)."""
-        if not turns:
-            return
-        async with self.locks.hold(caller.user_id, caller.session_id):
-            stored = await run_in_threadpool(
-                partial(
-                    self.vault.recent_turns, caller.user_id, session_id=caller.session_id,
-                    limit=min(len(turns) + 1, MAX_LIST),
-                )
-            )  # fmt: skip
-            if not already_stored(turns, stored, answer):
-                await self.appends.add_turns(caller.user_id, caller.session_id, turns)
 
     async def _save_answer(self, caller: Caller, answer: Answer, *, partial: bool = False) -> None:
         """Save the assistant's answer. The client gets the answer even if this fails (it
         came back from the LLM and may have cost money); the failure is logged by kind."""
         fields = answer.turn(caller.agent_id, partial=partial)
-        if fields is None:
-            return
         try:
             await self.appends.add_turns(caller.user_id, caller.session_id, [fields])
         except MemvaultError as exc:
