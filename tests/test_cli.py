@@ -119,3 +119,15 @@ def test_a_setting_the_environment_gets_wrong_is_named_without_its_value(
     err = capsys.readouterr().err
     assert err.startswith("memvault: MEMVAULT_DATABASE_POOL_SIZE: ") and err.count("\n") == 1
     assert "s3cret" not in err
+
+
+@pytest.mark.parametrize("command", ["stats", "export"])
+def test_a_user_that_does_not_exist_is_named_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Stats and export describe the whole user: an unknown id is a mistake, not zeros."""
+    data = str(tmp_path / "data")
+    assert main(["--data", data, "demo"]) == 0
+    capsys.readouterr()
+    assert main(["--data", data, command, "demo-usr"]) == 2
+    assert capsys.readouterr() == ("", "memvault: no such user\n")
