@@ -63,6 +63,18 @@ def test_turns_one_or_many_and_pages(api: Api, alice: dict[str, str]) -> None:
     assert [t["seq"] for t in rest["items"]] == [4, 5] and rest["next"] is None
 
 
+def test_a_session_list_cursor_not_from_the_list_is_422_naming_cursor(
+    api: Api, alice: dict[str, str]
+) -> None:
+    """The list pages by time, which `Vault.list_sessions` takes as `before`: the error names
+    the query parameter the caller sent, not that argument."""
+    answer = api.client.get("/v1/users/alice/sessions", params={"cursor": "x"}, headers=alice)
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert error["message"] == "cursor: is not an ISO 8601 date-time"
+    assert error["details"] == {"field": "cursor"}
+
+
 @pytest.mark.parametrize("cursor", ["-1", "x", "\u00b2", "9" * 30, str(2**63)])
 @pytest.mark.parametrize("listing", ["sessions/s1/turns", "memories"])
 def test_a_cursor_not_from_the_list_is_422(

@@ -12,6 +12,7 @@ from memvault.api.deps import PrincipalDep, UserId, VaultDep
 from memvault.api.pages import offset_cursor, page
 from memvault.api.schemas import SessionPatch, TurnsIn
 from memvault.model import format_ts
+from memvault.validate import check_time
 
 router = APIRouter(prefix="/v1/users/{user_id}/sessions", tags=["sessions"])
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -21,8 +22,10 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 def list_sessions(
     user_id: UserId, vault: VaultDep, _: PrincipalDep, limit: Limit = 50, cursor: str | None = None
 ) -> dict[str, Any]:
-    """Sessions by last activity, newest first; pass `next` back as `cursor` for older ones."""
-    sessions = vault.list_sessions(user_id, limit=limit, before=cursor)
+    """Sessions by last activity, newest first; pass `next` back as `cursor` for older ones.
+    The cursor is checked here, so that a bad one is named as the caller wrote it."""
+    before = None if cursor is None else check_time("cursor", cursor)
+    sessions = vault.list_sessions(user_id, limit=limit, before=before)
     last = format_ts(sessions[-1].updated_at) if sessions else None
     return page(sessions, limit, last)
 
