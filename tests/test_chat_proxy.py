@@ -305,6 +305,18 @@ def test_a_retried_request_leaves_out_the_turns_it_carries(proxy: Proxy, answere
     assert stored == [("user", umbrella), ("assistant", "Hello!"), ("user", which), *answers]
 
 
+def test_a_conversation_longer_than_the_session_leaves_out_all_it_carries(proxy: Proxy) -> None:
+    """The app began the conversation before memvault stored it: every stored turn it sends
+    along is left out, not only as many of the last as it sent too many."""
+    alice = proxy.user_key("alice")
+    umbrella = "My umbrella is the green one with the duck handle"
+    said = [user(umbrella), assistant("Noted."), user("Thanks"), assistant("You are welcome.")]
+    proxy.vault.add_turns("alice", "chat", [dict(m) for m in said])
+    sent = [user("Hi"), assistant("Hey."), *said, user("Which umbrella?")]
+    assert proxy.chat(alice, sent).status_code == 200
+    assert "duck handle" not in memory_sent(proxy)
+
+
 # -- streaming ------------------------------------------------------------------------------
 
 
@@ -506,9 +518,27 @@ def test_malformed_messages_are_refused_before_anything_is_saved(proxy: Proxy) -
         ([{"role": "user", "content": [{"type": "text", "text": 3}]}],
          "messages[0].content[0].text"),
         ([{"role": "system", "content": "Be brief."}, user("  ")], "messages[1].content"),
+        ([{"role": "assistant", "content": 3}, user("Hi")], "messages[0].content"),
     ]  # fmt: skip
     for messages, field in malformed:
         answer = proxy.chat(alice, messages)
         assert answer.status_code == 422, answer.text
         assert answer.json()["error"]["details"]["field"] == field
     assert proxy.vault.list_sessions("alice") == [] and proxy.llm.chats == []
+
+
+def test_a_message_too_large_to_save_is_refused_naming_the_message(
+    make_vault: MakeVault, llm: FakeLlm
+) -> None:
+    vault = make_vault(admin_key=ADMIN_KEY, llm_url=llm.url, max_content_bytes=40,
+                       embedder="hashing")  # fmt: skip
+    with serve_proxy(vault, llm) as proxy:
+        long = "a very long message, well over the limit of 40 bytes"
+        sent = [{"role": "system", "content": "Be brief."}, user(long)]
+        answer = proxy.chat(proxy.user_key("alice"), sent)
+        assert answer.status_code == 422
+        error = answer.json()["error"]
+        assert error["details"] == {"field": "messages[1].content"}
+        assert error["message"].startswith("messages[1].content: ")
+        assert "very long" not in answer.text
+        assert vault.list_sessions("alice") == [] and llm.chats == []

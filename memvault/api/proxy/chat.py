@@ -38,10 +38,11 @@ from memvault.api.proxy.turns import (
     Placement,
     check_messages,
     last_user_text,
+    message_error,
     new_part,
     place,
 )
-from memvault.errors import LlmNotConfigured, LlmUnreachable, MemvaultError
+from memvault.errors import Invalid, LlmNotConfigured, LlmUnreachable, MemvaultError
 from memvault.llm import ChatStream, LlmClient
 from memvault.vault import Vault
 
@@ -104,7 +105,7 @@ class ChatProxy:
                 memory = await self._memory(caller, messages, placed.carried)
             finally:  # what the user said is saved even if reading memory failed
                 if new.turns and not placed.stored:
-                    await self.appends.add_turns(caller.user_id, caller.session_id, new.turns)
+                    await self._save_new(caller, new)
         outgoing = {**body, "messages": with_memory(messages, memory)}
         if body.get("stream") is True:
             return await self._streamed(caller, llm, outgoing)
@@ -141,6 +142,13 @@ class ChatProxy:
             )
         )  # fmt: skip
         return context.text
+
+    async def _save_new(self, caller: Caller, new: NewPart) -> None:
+        """Save the request's new messages, all or none; a refusal names the message's field."""
+        try:
+            await self.appends.add_turns(caller.user_id, caller.session_id, new.turns)
+        except Invalid as exc:
+            raise message_error(exc, new) from None
 
     async def _save_answer(self, caller: Caller, answer: Answer, *, partial: bool = False) -> None:
         """Save the assistant's answer. The client gets the answer even if this fails (it

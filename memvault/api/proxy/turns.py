@@ -8,6 +8,7 @@ app's instructions, not turns.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class NewPart:
     """What a request adds to its session, read from its messages once per request."""
 
     turns: list[dict[str, Any]]  # the new messages as the fields of `Vault.add_turns`, in order
+    sources: list[str]  # where each of those turns comes from (`messages[3]`), for errors
     sent: list[Key]  # the conversation before them (stored already), oldest first
 
     @property
@@ -63,12 +65,10 @@ def new_part(messages: Sequence[Message], agent_id: str | None) -> NewPart:
     for at, message in enumerate(messages):
         if message["role"] == "assistant":
             start = at + 1
+    new = [at for at, m in enumerate(messages) if at >= start and m["role"] in TURN_ROLES]
     return NewPart(
-        turns=[
-            message_turn(m, f"messages[{at}]", agent_id)
-            for at, m in enumerate(messages)
-            if at >= start and m["role"] in TURN_ROLES
-        ],
+        turns=[message_turn(messages[at], f"messages[{at}]", agent_id) for at in new],
+        sources=[f"messages[{at}]" for at in new],
         sent=[
             message_key(m, f"messages[{at}]")
             for at, m in enumerate(messages[:start])
@@ -178,7 +178,7 @@ def place(new: NewPart, tail: Sequence[Turn]) -> Placement:
     before = tail[: len(tail) if at is None else at]
     unmatched = Counter(new.sent)
     carried = []
-    for turn in before[len(before) - len(new.sent) :] if new.sent else ():
+    for turn in before[-len(new.sent) :] if new.sent else ():
         if unmatched[key := turn_key(turn)] > 0:
             unmatched[key] -= 1
             carried.append(turn.id)
@@ -212,6 +212,20 @@ def retried_at(new: NewPart, tail: Sequence[Turn]) -> int | None:
 def follows(new: NewPart, before: Sequence[Turn]) -> bool:
     """Whether stored turns (`before`) end with the answer the request's new part follows."""
     return not new.sent or (bool(before) and turn_key(before[-1]) == new.sent[-1])
+
+
+TURN_FIELD_SOURCES = {"content": "content", "speaker": "name", "tool_result": "tool_call_id"}
+
+
+def message_error(exc: Invalid, new: NewPart) -> Invalid:
+    """A refusal of the new turns (`Vault.add_turns`: over a size limit, say), naming the field
+    of the request (`messages[3].content`) rather than of the turn (`turns[0].content`)."""
+    found = re.fullmatch(r"turns\[(\d+)\]\.(\w+)", exc.field)
+    if found is None or int(found[1]) >= len(new.sources):
+        return exc
+    source = TURN_FIELD_SOURCES.get(found[2])
+    field = new.sources[int(found[1])] + (f".{source}" if source else "")
+    return Invalid(field, exc.message.removeprefix(f"{exc.field}: "))
 
 
 def last_user_text(messages: Sequence[Message]) -> str:
