@@ -188,9 +188,9 @@ def place(new: NewPart, tail: Sequence[Turn]) -> Placement:
 
 
 def retried_at(new: NewPart, tail: Sequence[Turn]) -> int | None:
-    """Where in `tail` the request's new turns are stored already, or None: they are its
-    last turns, or (for a request that carries an answer) the last but one answer of the
-    LLM's, and they follow the answer the request says they follow.
+    """Where in `tail` the request's new turns are stored already, or None: they are its last
+    turns, or (for a request that carries an answer) followed only by an answer to them, and
+    they follow the answer the request says they follow.
 
     A request sent again (a retry after the LLM failed, a client that timed out, an app asking
     for another answer) saves nothing twice. The same words said again after an answer are a
