@@ -227,6 +227,9 @@ def test_policy_checks_name_the_field() -> None:
         ("decay_floor", 1.5),
         ("half_life", timedelta(0)),
         ("summary_chars", True),
+        ("summary_turn_chars", 10**7),
+        ("promote_importance", float("nan")),
+        ("summary_share", "0.5"),
         ("session_idle", 30),
     ):
         with pytest.raises(Invalid) as err:

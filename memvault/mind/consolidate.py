@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from memvault import validate as v
 from memvault.errors import Invalid
 from memvault.model import Memory, MemoryKind, Role, Session, Tier, Turn, to_jsonable
 from memvault.retrieval.cues import turn_salience
@@ -52,6 +53,7 @@ from memvault.retrieval.cues import turn_salience
 _SETTLED = {Tier.ARCHIVE: 0, Tier.WORKING: 1, Tier.LONG_TERM: 2}
 SUMMARISED_TURNS = "summarised_turns"  # session metadata: the turns a summary written here covers
 _SPOKEN = (Role.USER, Role.ASSISTANT)  # system prompts and tool output are not the conversation
+MAX_POLICY_COUNT = 1_000_000  # the most a policy's counts and lengths may be
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +87,9 @@ class ConsolidationPolicy:
 
     def __post_init__(self) -> None:
         for name in ("promote_uses", "summary_min_turns", "summary_chars", "summary_turn_chars"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise Invalid(f"policy.{name}", "must be a whole number, 1 or more")
+            v.check_limit(f"policy.{name}", getattr(self, name), MAX_POLICY_COUNT)
         for name in ("promote_importance", "decay_floor", "summary_share"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise Invalid(f"policy.{name}", "must be a number between 0 and 1")
+            v.check_number(f"policy.{name}", getattr(self, name), 0, 1)
         for name in ("working_retention", "half_life", "session_idle"):
             value = getattr(self, name)
             if not isinstance(value, timedelta) or value <= timedelta(0):
