@@ -180,6 +180,10 @@ def test_decayed_importance_halves_every_half_life_scaled_by_uses() -> None:
     assert decayed_importance(0.8, 2 * POLICY.half_life, 0, POLICY) == pytest.approx(0.2)
     assert decayed_importance(0.8, 2 * POLICY.half_life, 1, POLICY) == pytest.approx(0.4)
     assert decayed_importance(0.8, -POLICY.half_life, 0, POLICY) == 0.8  # a future time
+    # recalled more often than a timedelta can count half-lives: no OverflowError
+    assert decayed_importance(0.8, POLICY.half_life, 10**12, POLICY) == pytest.approx(0.8)
+    worn = memory(tier=Tier.LONG_TERM, age=timedelta(days=3650), access_count=10**12)
+    assert moved(worn, Use(10**12, NOW - timedelta(days=3650))) is None
 
 
 @pytest.mark.parametrize(

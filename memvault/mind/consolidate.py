@@ -252,8 +252,11 @@ def decayed_importance(
     importance: float, idle: timedelta, uses: int, policy: ConsolidationPolicy
 ) -> float:
     """`importance` halved for every half-life of `idle` time, the half-life scaled by
-    1 + `uses`: a memory recalled twice fades three times slower than one never recalled."""
-    half_lives = max(idle, timedelta(0)) / (policy.half_life * (1 + uses))
+    1 + `uses`: a memory recalled twice fades three times slower than one never recalled.
+
+    Divided as numbers, not by a scaled timedelta: a half-life of 90 days times twelve million
+    recalls is past the largest timedelta, and would stop the run with an OverflowError."""
+    half_lives = max(idle, timedelta(0)) / policy.half_life / (1 + uses)
     return float(importance * 0.5**half_lives)
 
 
