@@ -35,6 +35,7 @@ from memvault.mind.consolidate import (
     ConsolidationPolicy,
     ConsolidationReport,
     extractive_summary,
+    merged_end,
     needs_summary,
     plan_memories,
     summary_metadata,
@@ -630,9 +631,8 @@ class Vault:
         if self.store.get_user(user_id) is None:
             raise NotFound("no such user")
         rows = self.store.list_memories(user_id)
-        memories = [open_memory(self.sealer, r) for r in rows]
-        plan = plan_memories(memories, moment, policy)
-        starts = {m.id: m.valid_from for m in memories}
+        memories = {r["id"]: open_memory(self.sealer, r) for r in rows}
+        plan = plan_memories(list(memories.values()), moment, policy)
         # each change only to the memory as the plan read it: one written meanwhile (a caller's
         # edit, another server's run) is left for the next run to judge again
         read_at = {r["id"]: str(r["updated_at"]) for r in rows}
@@ -649,8 +649,7 @@ class Vault:
 
         for merge in plan.merges:
             for old in merge.merged:
-                start = starts[old]  # one valid from later on ends there: never before it held
-                ends = start if start is not None and start > moment else moment
+                ends = merged_end(memories[old], moment)
                 apply(old, superseded_by=merge.survivor, valid_to=ends)
         for memory_id, fields in plan.survivor_fields.items():
             apply(memory_id, **fields)

@@ -27,6 +27,7 @@ from memvault.mind.consolidate import (
     duplicate_key,
     extractive_summary,
     find_duplicates,
+    merged_end,
     needs_summary,
     next_tier,
     normalised,
@@ -124,6 +125,14 @@ def test_a_merged_survivor_takes_the_groups_pin_importance_tier_and_uses() -> No
         "b": {"importance": 0.6, "pinned": True, "tier": Tier.LONG_TERM}
     }
     assert plan.moves == ()
+
+
+def test_a_merged_duplicate_ends_now_but_not_before_it_starts_nor_after_it_ended() -> None:
+    assert merged_end(memory(), NOW) == NOW
+    assert merged_end(memory(valid_from=NOW - TICK, valid_to=NOW + TICK), NOW) == NOW
+    assert merged_end(memory(valid_from=NOW + TICK), NOW) == NOW + TICK
+    assert merged_end(memory(valid_to=NOW - TICK), NOW) == NOW - TICK
+    assert merged_end(memory(valid_to=NOW), NOW) == NOW
 
 
 def test_uses_of_earlier_duplicates_count_towards_promotion_but_not_changed_facts() -> None:
@@ -460,6 +469,16 @@ def test_a_duplicate_valid_only_from_later_on_ends_where_it_starts(vault: Vault)
     vault.consolidate("u", now=NOW)  # its end may not come before its start
     closed = vault.get_memory("u", old.id)
     assert closed.superseded_by == new.id and closed.valid_to == closed.valid_from == later
+
+
+def test_a_duplicate_that_had_stopped_holding_keeps_its_end(vault: Vault) -> None:
+    ended = NOW - timedelta(days=30)
+    old = vault.add_memory("u", "Works at Acme", created_at=NOW - timedelta(days=90),
+                           valid_from=NOW - timedelta(days=90), valid_to=ended)  # fmt: skip
+    new = vault.add_memory("u", "works at Acme.", created_at=NOW - timedelta(days=1))
+    vault.consolidate("u", now=NOW)  # merged, but not made to hold until now
+    closed = vault.get_memory("u", old.id)
+    assert closed.superseded_by == new.id and closed.valid_to == ended
 
 
 def test_a_memory_written_during_a_run_is_left_for_the_next(vault: Vault) -> None:

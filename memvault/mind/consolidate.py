@@ -213,6 +213,18 @@ def merged_survivor(survivor: Memory, merged: Sequence[Memory]) -> Memory:
     )
 
 
+def merged_end(memory: Memory, now: datetime) -> datetime:
+    """Where the validity of a duplicate merged at `now` ends: now, as a supersede closes it,
+    but never before it starts (one valid only from later on ends where it starts), nor after
+    an end it already had (a statement that had stopped holding is not made to hold until now).
+    """
+    if memory.valid_to is not None and memory.valid_to <= now:
+        return memory.valid_to
+    if memory.valid_from is not None and memory.valid_from > now:
+        return memory.valid_from
+    return now
+
+
 @dataclass(frozen=True, slots=True)
 class Use:
     """How much a memory was recalled: its own count and those of the duplicates merged into it."""
