@@ -350,3 +350,27 @@ def test_a_conditional_memory_update_refuses_a_stale_read_and_moves_no_revision(
     )
     assert stale is None and vault.store.revision("u") == revision
     assert vault.get_memory("u", memory.id).importance == 0.9
+
+
+def test_a_conditional_session_update_refuses_a_stale_read_and_moves_no_revision(
+    vault: Vault,
+) -> None:
+    vault.add_turn("u", "s", "user", "hello")
+    read = vault.store.get_session("u", "s")
+    assert read is not None
+    vault.update_session("u", "s", metadata={"topic": "greetings"})  # written after that read
+    revision = vault.store.revision("u")
+    sealed = vault.sealer.for_user("u").seal("sessions", "s", {"summary": "user: hello"})
+    stale = vault.store.update_session(
+        "u", "s", sealed, format_ts(utcnow()), if_updated_at=read["updated_at"]
+    )
+    assert stale is None and vault.store.revision("u") == revision
+    kept = vault.get_session("u", "s")
+    assert kept.summary is None and kept.metadata == {"topic": "greetings"}
+    current = vault.store.get_session("u", "s")
+    assert current is not None
+    fresh = vault.store.update_session(
+        "u", "s", sealed, format_ts(utcnow()), if_updated_at=current["updated_at"]
+    )
+    assert fresh is not None and vault.get_session("u", "s").summary == "user: hello"
+    assert vault.store.update_session("u", "gone", sealed, format_ts(utcnow())) is None

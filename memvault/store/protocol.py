@@ -40,7 +40,13 @@ class Store(Protocol):
     ) -> list[Row]: ...
     def list_sessions(self, user_id: str, *, limit: int, before: str | None) -> list[Row]: ...
     def update_session(
-        self, user_id: str, session_id: str, fields: Row, now: str
+        self,
+        user_id: str,
+        session_id: str,
+        fields: Row,
+        now: str,
+        *,
+        if_updated_at: str | None = None,
     ) -> Row | None: ...
     def delete_session(self, user_id: str, session_id: str, now: str) -> bool: ...
     def recent_turns(

@@ -68,6 +68,14 @@ class _WrittenMeanwhile(Exception):
     """A conditional update found the row changed: raised to roll its transaction back."""
 
 
+def _unchanged_since(if_updated_at: str | None) -> tuple[str, tuple[str, ...]]:
+    """What a conditional update adds to its `WHERE` (and its parameters): the row still has
+    the `updated_at` its caller read. Nothing when the update is unconditional (None)."""
+    if if_updated_at is None:
+        return "", ()
+    return " AND updated_at = ?", (if_updated_at,)
+
+
 class SqlStore:
     """Implements the `Store` protocol in portable SQL with `?` placeholders.
 
@@ -344,24 +352,40 @@ class SqlStore:
             return tx.all(sql, params)
 
     @retried
-    def update_session(self, user_id: str, session_id: str, fields: Row, now: str) -> Row | None:
+    def update_session(
+        self,
+        user_id: str,
+        session_id: str,
+        fields: Row,
+        now: str,
+        *,
+        if_updated_at: str | None = None,
+    ) -> Row | None:
+        """Change a session's fields; None when there is no such session, or (`if_updated_at`)
+        when it was written since the caller read it at that `updated_at`."""
         unknown = set(fields) - SESSION_FIELDS
         assert not unknown, unknown
-        with self.db.write() as tx:
-            if not self._exists(tx, "sessions", user_id, session_id):
-                return None
-            assignments = ", ".join(f"{name} = ?" for name in fields)
-            _, row = tx.ones(
-                [
-                    self._bump_sql(user_id, now),  # the user's row first, as in every write
-                    (
-                        f"UPDATE sessions SET {assignments}, updated_at = ? "
-                        "WHERE user_id = ? AND id = ? RETURNING *",
-                        (*fields.values(), now, user_id, session_id),
-                    ),
-                ]
-            )
-            return row
+        unchanged, condition = _unchanged_since(if_updated_at)
+        try:
+            with self.db.write() as tx:
+                if not self._exists(tx, "sessions", user_id, session_id):
+                    return None
+                assignments = ", ".join(f"{name} = ?" for name in fields)
+                _, row = tx.ones(
+                    [
+                        self._bump_sql(user_id, now),  # the user's row first, as in every write
+                        (
+                            f"UPDATE sessions SET {assignments}, updated_at = ? "
+                            f"WHERE user_id = ? AND id = ?{unchanged} RETURNING *",
+                            (*fields.values(), now, user_id, session_id, *condition),
+                        ),
+                    ]
+                )
+                if row is None:  # written meanwhile: the revision's bump goes back with it
+                    raise _WrittenMeanwhile
+                return row
+        except _WrittenMeanwhile:
+            return None
 
     @retried
     def delete_session(self, user_id: str, session_id: str, now: str) -> bool:
@@ -479,8 +503,7 @@ class SqlStore:
         when it was written since the caller read it at that `updated_at`."""
         unknown = set(fields) - MEMORY_FIELDS
         assert not unknown, unknown
-        unchanged = "" if if_updated_at is None else " AND updated_at = ?"
-        condition = () if if_updated_at is None else (if_updated_at,)
+        unchanged, condition = _unchanged_since(if_updated_at)
         try:
             with self.db.write() as tx:
                 if not self._exists(tx, "memories", user_id, memory_id):
