@@ -391,20 +391,29 @@ class Vault:
             {"title": title, "summary": summary, "kind": kind, "intent": intent,
              "confidence": confidence, "entities": entities, "metadata": metadata},
         )  # fmt: skip
-        current = self._session_row(user_id, session_id)  # before sealing makes a user key
-        if not fields:
-            return open_session(self.sealer, current)
-        sealed = self.sealer.for_user(user_id).seal("sessions", session_id, fields)
-        row = self.store.update_session(user_id, session_id, sealed, format_ts(utcnow()))
+        row = self._update_session(user_id, session_id, fields)
         if row is None:
             raise NotFound("no such session")
-        self._publish("session.updated", user_id, session_id=session_id)
         return open_session(self.sealer, row)
 
-    def _session_row(self, user_id: str, session_id: str) -> Row:
-        row = self.store.get_session(user_id, session_id)
+    def _update_session(
+        self, user_id: str, session_id: str, fields: Row, if_updated_at: str | None = None
+    ) -> Row | None:
+        """`update_session`'s work on checked fields (`session_fields`): the session's row as
+        written, or None when there is no such session, or (`if_updated_at`, a stored
+        `updated_at`) it was written since then."""
+        current = self.store.get_session(user_id, session_id)  # before sealing makes a user key
+        if current is None or if_updated_at not in (None, current["updated_at"]):
+            return None
+        if not fields:
+            return current
+        sealed = self.sealer.for_user(user_id).seal("sessions", session_id, fields)
+        row = self.store.update_session(
+            user_id, session_id, sealed, format_ts(utcnow()), if_updated_at=if_updated_at
+        )
         if row is None:
-            raise NotFound("no such session")
+            return None
+        self._publish("session.updated", user_id, session_id=session_id)
         return row
 
     def recent_turns(
@@ -621,6 +630,10 @@ class Vault:
         `update_session`), so nothing is deleted, superseded duplicates are kept as history and
         each change is announced. The same `now` gives the same plan, and a run right after
         another finds nothing to do.
+
+        Each change is made only to the memory or session as the plan read it: one written or
+        deleted meanwhile (a caller's edit, another server's run) is left alone, listed in the
+        report's `skipped` or `skipped_sessions`, and the run goes on.
         """
         v.check_id("user_id", user_id)
         moment = utcnow() if now is None else v.check_time("now", now)
@@ -633,8 +646,6 @@ class Vault:
         rows = self.store.list_memories(user_id)
         memories = {r["id"]: open_memory(self.sealer, r) for r in rows}
         plan = plan_memories(list(memories.values()), moment, policy)
-        # each change only to the memory as the plan read it: one written meanwhile (a caller's
-        # edit, another server's run) is left for the next run to judge again
         read_at = {r["id"]: str(r["updated_at"]) for r in rows}
         skipped: set[str] = set()
 
@@ -655,20 +666,13 @@ class Vault:
             apply(memory_id, **fields)
         for move in plan.moves:
             apply(move.memory_id, tier=move.tier.value)
+        summaries, skipped_sessions = self._summaries(user_id, moment, policy)
         summarised = []
-        for listed in self._every_session(user_id):
-            if not needs_summary(listed, moment, policy):
-                continue
-            # read afresh with its turns: the listing may be stale by now, and its metadata
-            # written back would undo a caller's edit made since
-            session = self.get_session(user_id, listed.id)
-            if not needs_summary(session, moment, policy):
-                continue
-            summary = extractive_summary(session.turns or (), policy)
-            if summary is not None:
-                metadata = summary_metadata(session)
-                self.update_session(user_id, session.id, summary=summary, metadata=metadata)
-                summarised.append(session.id)
+        for session_id, session_read_at, summary_fields in summaries:
+            if self._update_session(user_id, session_id, summary_fields, session_read_at) is None:
+                skipped_sessions.append(session_id)
+            else:
+                summarised.append(session_id)
         moved = {reason: tuple(m.memory_id for m in plan.moves
                                if m.reason == reason and m.memory_id not in skipped)
                  for reason in ("promoted", "unused", "decayed", "expired")}  # fmt: skip
@@ -681,8 +685,44 @@ class Vault:
             user_id=user_id, now=moment, merged=merged, promoted=moved["promoted"],
             archived_unused=moved["unused"], archived_decayed=moved["decayed"],
             archived_expired=moved["expired"], summarised=tuple(summarised),
-            skipped=tuple(sorted(skipped)),
+            skipped=tuple(sorted(skipped)), skipped_sessions=tuple(sorted(skipped_sessions)),
         )  # fmt: skip
+
+    def _summaries(
+        self, user_id: str, now: datetime, policy: ConsolidationPolicy
+    ) -> tuple[list[tuple[str, str, Row]], list[str]]:
+        """The summaries the user's idle sessions need, each as (session id, `updated_at` of
+        the read it was made from, checked fields to write); and the sessions left out: deleted
+        since they were listed, or whose summary does not fit this deployment's limits.
+
+        All are read before any is written, as the memories are: each write is then conditional
+        on the read its summary was made from, and a session written meanwhile is skipped."""
+        summaries: list[tuple[str, str, Row]] = []
+        left_out: list[str] = []
+        for listed in self._every_session(user_id):
+            if not needs_summary(listed, now, policy):
+                continue
+            # read afresh with its turns: the listing may be stale by now, and its metadata
+            # written back would undo a caller's edit made since
+            found = self.store.get_session_with_turns(user_id, listed.id)
+            if found is None:  # deleted since it was listed
+                left_out.append(listed.id)
+                continue
+            row, turns = found
+            session = open_session(self.sealer, row, (open_turn(self.sealer, t) for t in turns))
+            if not needs_summary(session, now, policy):
+                continue
+            summary = extractive_summary(session.turns or (), policy)
+            if summary is None:
+                continue
+            metadata = summary_metadata(session)
+            try:
+                fields = session_fields(self.settings, {"summary": summary, "metadata": metadata})
+            except Invalid:  # too long for this deployment: every run would stop here
+                left_out.append(session.id)
+                continue
+            summaries.append((session.id, str(row["updated_at"]), fields))
+        return summaries, left_out
 
     def _every_session(self, user_id: str) -> list[Session]:
         """All the user's sessions, a page of `MAX_LIST` at a time. A page ends at a time its

@@ -509,6 +509,93 @@ def test_a_memory_written_during_a_run_is_left_for_the_next(vault: Vault) -> Non
     assert vault.consolidate("u", now=NOW).promoted == (unused.id,)  # judged again: important
 
 
+def idle_sessions(vault: Vault, user_id: str, *session_ids: str) -> None:
+    """Sessions of four spoken turns, idle long enough at NOW to be summarised."""
+    for session_id in session_ids:
+        vault.add_turns(user_id, session_id, spoken(4, NOW - timedelta(hours=3)))
+
+
+def summary_written(event: Event, session_id: str) -> bool:
+    return event.type == "session.updated" and event.ids.get("session_id") == session_id
+
+
+def test_a_session_written_during_a_run_keeps_that_write(make_vault: MakeVault) -> None:
+    """Summaries are made over one read of each session, then written: the app's edit of a
+    session in between (here through another Vault on the same database, once the run has
+    written its first summary) is kept, and that session waits for the next run."""
+    vault, app = make_vault(), make_vault()
+    idle_sessions(vault, "u", "a", "b")
+    edited: list[str] = []
+
+    def meanwhile(event: Event) -> None:
+        if summary_written(event, "a") and not edited:
+            edited.append("b")
+            app.update_session("u", "b", title="Lisbon", metadata={"topic": "trip"})
+
+    unsubscribe = vault.events.subscribe(meanwhile)
+    try:
+        report = vault.consolidate("u", now=NOW)
+    finally:
+        unsubscribe()
+    assert edited == ["b"]
+    assert report.summarised == ("a",) and report.skipped_sessions == ("b",)
+    kept = vault.get_session("u", "b")
+    assert (kept.title, kept.metadata, kept.summary) == ("Lisbon", {"topic": "trip"}, None)
+    again = vault.consolidate("u", now=NOW)
+    assert again.summarised == ("b",) and again.skipped_sessions == ()
+    summarised = vault.get_session("u", "b")
+    assert summarised.title == "Lisbon" and summarised.summary is not None
+    assert summarised.metadata == {"topic": "trip", "summarised_turns": 4}
+
+
+def test_what_is_deleted_during_a_run_is_skipped_and_the_run_goes_on(
+    make_vault: MakeVault,
+) -> None:
+    vault, app = make_vault(), make_vault()
+    day = timedelta(days=1)
+    first = vault.add_memory("u", "Has two cats", kind="episodic", created_at=NOW - 3 * day)
+    vault.add_memory("u", "has two cats", kind="episodic", created_at=NOW - 2 * day)
+    unused = vault.add_memory(
+        "u", "Asked about the weather", kind="episodic", tier="working", created_at=NOW - 8 * day
+    )
+    idle_sessions(vault, "u", "a", "b", "c")
+    deleted: list[str] = []
+
+    def meanwhile(event: Event) -> None:  # another writer deletes what the run has yet to write
+        if event.type == "memory.updated" and not deleted:  # the run's first write: the merge
+            deleted.append(unused.id)
+            app.delete_memory("u", unused.id)
+        elif summary_written(event, "a") and "b" not in deleted:
+            deleted.append("b")
+            app.delete_session("u", "b")
+
+    unsubscribe = vault.events.subscribe(meanwhile)
+    try:
+        report = vault.consolidate("u", now=NOW)
+    finally:
+        unsubscribe()
+    assert deleted == [unused.id, "b"]
+    assert [m.merged for m in report.merged] == [(first.id,)]
+    assert report.skipped == (unused.id,) and report.archived_unused == ()
+    assert report.summarised == ("a", "c") and report.skipped_sessions == ("b",)
+    assert [s.id for s in vault.list_sessions("u")] == ["c", "a"]  # "b" not made again
+    assert not vault.consolidate("u", now=NOW).changed
+
+
+def test_a_summary_over_the_deployments_limits_is_skipped_not_fatal(
+    make_vault: MakeVault,
+) -> None:
+    """A session whose metadata, with the note of the turns its summary covers, would pass
+    `max_json_bytes` is left as it is; it does not stop the run for the user's other sessions."""
+    vault = make_vault(max_json_bytes=100)
+    idle_sessions(vault, "u", "a", "b")
+    vault.update_session("u", "a", metadata={"notes": "x" * 80})  # fits, with no room for more
+    report = vault.consolidate("u", now=NOW)
+    assert report.summarised == ("b",) and report.skipped_sessions == ("a",)
+    full = vault.get_session("u", "a")
+    assert full.summary is None and full.metadata == {"notes": "x" * 80}
+
+
 def test_a_new_turn_makes_the_summary_stale(vault: Vault) -> None:
     vault.add_turns("u", "s", spoken(4, NOW - timedelta(hours=2)))
     assert vault.consolidate("u", now=NOW).summarised == ("s",)

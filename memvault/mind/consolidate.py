@@ -128,7 +128,11 @@ class ConsolidationReport:
     archived_decayed: tuple[str, ...] = ()  # long_term (or promoted) to archive by decay
     archived_expired: tuple[str, ...] = ()  # past expires_at, to archive
     summarised: tuple[str, ...] = ()  # session ids given a new summary
-    skipped: tuple[str, ...] = ()  # memories written meanwhile: left for the next run to judge
+    # written or deleted by someone else since the run read them: left for the next run to judge
+    skipped: tuple[str, ...] = ()  # memory ids
+    # session ids: as `skipped`, or whose summary does not fit this deployment's limits
+    # (`max_content_bytes`, or `max_json_bytes` for its metadata with the note of its turns)
+    skipped_sessions: tuple[str, ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
