@@ -91,7 +91,16 @@ class Upkeep:
             self.vault.consolidate(job.user_id)
 
     def close(self) -> None:
-        """Stop watching and working; a job under way finishes first."""
+        """Stop watching and working; a job under way finishes first.
+
+        Users noted since the last poll, or waiting for their job from here to pass, get a job
+        now: otherwise their last writes would wait for a next write that may never come.
+        """
         self._unsubscribe()
         self._stop.set()
         self._thread.join()
+        self._queued_until.clear()
+        try:
+            self._queue_written()
+        except Exception as exc:  # the database away: those users wait for their next write
+            log.warning("consolidation upkeep, on close: %s", type(exc).__name__)

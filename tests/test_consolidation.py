@@ -710,6 +710,18 @@ def test_upkeep_queues_few_jobs_for_many_writes_and_none_for_its_own(vault: Vaul
         upkeep.close()
 
 
+def test_upkeep_queues_the_writes_it_still_holds_when_it_closes(vault: Vault) -> None:
+    upkeep = Upkeep(vault, delay=60, poll_seconds=0.05)
+    try:
+        vault.add_turn("alice", "s", "user", "first")
+        wait_for(lambda: vault.jobs.counts() == {"queued": 1})
+        vault.add_turn("alice", "s", "user", "second")  # waits for the job queued for the first
+        vault.add_turn("bob", "s", "user", "hello")  # maybe not polled yet
+    finally:
+        upkeep.close()
+    assert vault.jobs.counts() == {"queued": 3}
+
+
 def test_the_server_consolidates_a_user_after_a_write(
     tmp_path: Path, backend_settings: dict[str, Any]
 ) -> None:
