@@ -22,6 +22,7 @@ from memvault.cli import main
 from memvault.events import Event
 from memvault.mind.consolidate import (
     ConsolidationPolicy,
+    ConsolidationReport,
     Use,
     decayed_importance,
     duplicate_key,
@@ -481,6 +482,15 @@ def test_a_duplicate_that_had_stopped_holding_keeps_its_end(vault: Vault) -> Non
     assert closed.superseded_by == new.id and closed.valid_to == ended
 
 
+def consolidated_while(vault: Vault, meanwhile: Callable[[Event], None]) -> ConsolidationReport:
+    """User "u" consolidated at NOW, `meanwhile` told of each write the run announces."""
+    unsubscribe = vault.events.subscribe(meanwhile)
+    try:
+        return vault.consolidate("u", now=NOW)
+    finally:
+        unsubscribe()
+
+
 def test_a_memory_written_during_a_run_is_left_for_the_next(vault: Vault) -> None:
     """The plan is read once and applied change by change: a memory a caller edits in between
     must not get the change planned for what it was (the caller rates it important: it is no
@@ -498,11 +508,7 @@ def test_a_memory_written_during_a_run_is_left_for_the_next(vault: Vault) -> Non
             edited.append(unused.id)  # first: the edit announces itself too
             vault.update_memory("u", unused.id, importance=0.9)
 
-    unsubscribe = vault.events.subscribe(meanwhile)
-    try:
-        report = vault.consolidate("u", now=NOW)
-    finally:
-        unsubscribe()
+    report = consolidated_while(vault, meanwhile)
     assert edited == [unused.id] and [m.merged for m in report.merged] == [(first.id,)]
     assert report.skipped == (unused.id,) and report.archived_unused == ()
     assert vault.get_memory("u", unused.id).tier is Tier.WORKING  # not archived as planned
@@ -532,11 +538,7 @@ def test_a_session_written_during_a_run_keeps_that_write(make_vault: MakeVault) 
             edited.append("b")
             app.update_session("u", "b", title="Lisbon", metadata={"topic": "trip"})
 
-    unsubscribe = vault.events.subscribe(meanwhile)
-    try:
-        report = vault.consolidate("u", now=NOW)
-    finally:
-        unsubscribe()
+    report = consolidated_while(vault, meanwhile)
     assert edited == ["b"]
     assert report.summarised == ("a",) and report.skipped_sessions == ("b",)
     kept = vault.get_session("u", "b")
@@ -569,11 +571,7 @@ def test_what_is_deleted_during_a_run_is_skipped_and_the_run_goes_on(
             deleted.append("b")
             app.delete_session("u", "b")
 
-    unsubscribe = vault.events.subscribe(meanwhile)
-    try:
-        report = vault.consolidate("u", now=NOW)
-    finally:
-        unsubscribe()
+    report = consolidated_while(vault, meanwhile)
     assert deleted == [unused.id, "b"]
     assert [m.merged for m in report.merged] == [(first.id,)]
     assert report.skipped == (unused.id,) and report.archived_unused == ()
