@@ -4,8 +4,10 @@ A server process runs one `Upkeep`. It watches the event bus for writes by calle
 memory added) and queues a consolidation job for that user `delay` seconds later, at most one
 per user and delay from this process, so a chat of a hundred turns queues one job, not a
 hundred. The job goes through the shared queue (`memvault.jobs`), so with several servers on one
-PostgreSQL any of them may run it, once, under a lease. Consolidation is idempotent, so the
-extra job another server may have queued for the same user finds nothing to do.
+PostgreSQL any of them may run it, once, under a lease. Writes relayed from another server
+(`Event.remote`) are that server's to schedule: N servers do not queue N jobs for one burst.
+Consolidation is idempotent, so the extra job another server may have queued for the same user,
+written to through both, finds nothing to do.
 
 A user who goes on writing is consolidated about every `delay`; one who stops is consolidated
 once more, `delay` to twice `delay` after their last write, and then left alone until they write
@@ -50,7 +52,7 @@ class Upkeep:
         self._thread.start()
 
     def _on_event(self, event: Event) -> None:
-        if event.type in WRITES:
+        if event.type in WRITES and not event.remote:
             with self._lock:
                 self._written.add(event.user_id)
 

@@ -19,6 +19,7 @@ from memvault.config import Settings
 from memvault.crypto import encode_key, generate_key
 from memvault.events import Event
 from memvault.retrieval.embed import HashingEmbedder
+from memvault.upkeep import Upkeep
 
 OpenVault = Callable[[str], Vault]
 
@@ -120,6 +121,18 @@ def test_another_servers_writes_top_up_the_indexes_cached_here(open_vault: OpenV
     assert before is not None and before < revision
     assert _cached_revision(two, "alice") == revision  # caught up before any search
     assert not two.recall.cache.holds("bob")  # not built for a write it never searched
+
+
+def test_upkeep_leaves_another_servers_writes_to_that_server(open_vault: OpenVault) -> None:
+    one, two = open_vault("one"), open_vault("two")
+    heard = _collect(two)
+    upkeep = Upkeep(two, delay=60, poll_seconds=0.05)
+    try:
+        one.add_turn("alice", "s", "user", "written through the other server")
+        assert heard.get(timeout=5).type == "turn.added"
+    finally:
+        upkeep.close()  # queues every write it still holds
+    assert two.jobs.counts() == {}
 
 
 def test_the_relay_reconnects_after_losing_its_connection(
