@@ -212,9 +212,17 @@ def _get_session(user_id: str, session_id: str) -> Call[Session]:
 
 
 def _list_sessions(
-    user_id: str, *, limit: int = 50, before: datetime | str | None = None
+    user_id: str,
+    *,
+    limit: int = 50,
+    before: datetime | str | None = None,
+    before_id: str | None = None,
 ) -> Call[list[Session]]:
-    params = _drop_none({"limit": limit, "cursor": _jsonable(before)})
+    """As `Vault.list_sessions`: the API's cursor is the time and, when given, the id."""
+    cursor = _jsonable(before)
+    if cursor is not None and before_id is not None:
+        cursor = f"{cursor}/{before_id}"
+    params = _drop_none({"limit": limit, "cursor": cursor})
     return Call("GET", f"{_user(user_id)}/sessions", _items(Session), params=params)
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -361,13 +361,27 @@ class Vault:
         return [open_turn(self.sealer, r) for r in rows]
 
     def list_sessions(
-        self, user_id: str, *, limit: int = 50, before: datetime | str | None = None
+        self,
+        user_id: str,
+        *,
+        limit: int = 50,
+        before: datetime | str | None = None,
+        before_id: str | None = None,
     ) -> list[Session]:
-        """Sessions by last activity, newest first; `before` pages on to older ones."""
+        """Sessions by last activity, newest first (the latest id first among equal times).
+
+        `before` pages on to sessions last active earlier; with `before_id` too (the last page's
+        last session: its `updated_at` and `id`), to those after it in this order, so that
+        sessions last active at the same moment (an import keeps the times it is given) are
+        neither skipped nor repeated between pages."""
         v.check_id("user_id", user_id)
         v.check_limit("limit", limit, MAX_LIST)
         cursor = None if before is None else format_ts(v.check_time("before", before))
-        rows = self.store.list_sessions(user_id, limit=limit, before=cursor)
+        if before_id is not None:
+            v.check_id("before_id", before_id)
+            if cursor is None:
+                raise Invalid("before_id", "needs before, the time of the same session")
+        rows = self.store.list_sessions(user_id, limit=limit, before=cursor, before_id=before_id)
         return [open_session(self.sealer, r) for r in rows]
 
     def update_session(
@@ -725,18 +739,20 @@ class Vault:
         return summaries, left_out
 
     def _every_session(self, user_id: str) -> list[Session]:
-        """All the user's sessions, a page of `MAX_LIST` at a time. A page ends at a time its
-        next one starts from again (sessions updated in the same microsecond would otherwise
-        fall between two pages), and those already seen are skipped."""
-        sessions: dict[str, Session] = {}
-        before: str | None = None
+        """All the user's sessions, by id, read a page of `MAX_LIST` at a time."""
+        sessions: list[Session] = []
+        last: Row | None = None  # the last page's last session
         while True:
-            rows = self.store.list_sessions(user_id, limit=MAX_LIST, before=before)
-            fresh = [r for r in rows if r["id"] not in sessions]
-            sessions.update((r["id"], open_session(self.sealer, r)) for r in fresh)
-            if len(rows) < MAX_LIST or not fresh:
-                return sorted(sessions.values(), key=lambda s: s.id)
-            before = format_ts(parse_ts(rows[-1]["updated_at"]) + timedelta(microseconds=1))
+            rows = self.store.list_sessions(
+                user_id,
+                limit=MAX_LIST,
+                before=None if last is None else last["updated_at"],
+                before_id=None if last is None else last["id"],
+            )
+            sessions += [open_session(self.sealer, r) for r in rows]
+            if len(rows) < MAX_LIST:
+                return sorted(sessions, key=lambda s: s.id)
+            last = rows[-1]
 
     # -- global context --------------------------------------------------------------------
 

@@ -134,3 +134,14 @@ def recall_vault(tmp_path: Path, backend_settings: dict[str, Any]) -> Iterator[V
     vault = Vault(settings=settings, embedder=HashingEmbedder())
     yield vault
     vault.close()
+
+
+def sessions_of_one_moment(vault: Vault, user_id: str, count: int) -> None:
+    """Sessions s0 to s`count - 1`, one turn each, last active at the same moment, as an import
+    of them can leave them: what a list's pages must neither skip nor repeat."""
+    for n in range(count):
+        vault.add_turn("source", f"s{n}", "user", f"turn {n}")
+    exported = vault.export_user("source")
+    for session in exported["sessions"]:
+        session["updated_at"] = "2026-03-01T12:00:00+00:00"
+    vault.import_user(exported, user_id=user_id)

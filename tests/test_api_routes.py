@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from api_support import ADMIN, Api, bearer, open_api
-from conftest import MakeVault
+from conftest import MakeVault, sessions_of_one_moment
 
 
 @pytest.fixture
@@ -61,6 +62,29 @@ def test_turns_one_or_many_and_pages(api: Api, alice: dict[str, str]) -> None:
     assert [t["seq"] for t in first["items"]] == [1, 2, 3] and first["next"] == "3"
     rest = c.get(path, params={"limit": 3, "cursor": first["next"]}, headers=alice).json()
     assert [t["seq"] for t in rest["items"]] == [4, 5] and rest["next"] is None
+
+
+def test_session_pages_neither_skip_nor_repeat_sessions_of_the_same_moment(
+    api: Api, alice: dict[str, str]
+) -> None:
+    sessions_of_one_moment(api.vault, "alice", 5)
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 2}
+    while True:
+        answer = api.client.get("/v1/users/alice/sessions", params=params, headers=alice).json()
+        seen += [s["id"] for s in answer["items"]]
+        if answer["next"] is None:
+            break
+        params["cursor"] = answer["next"]
+    assert seen == ["s4", "s3", "s2", "s1", "s0"]
+    older = api.client.get(  # a cursor of the time alone, as before: what came before that time
+        "/v1/users/alice/sessions", params={"cursor": "2026-03-01T12:00:01+00:00"}, headers=alice
+    )
+    assert [s["id"] for s in older.json()["items"]] == seen
+    bad = api.client.get(
+        "/v1/users/alice/sessions", params={"cursor": "2026-03-01T12:00:00+00:00/ "}, headers=alice
+    )
+    assert bad.status_code == 422 and bad.json()["error"]["details"] == {"field": "cursor"}
 
 
 def test_a_session_list_cursor_not_from_the_list_is_422_naming_cursor(

@@ -202,3 +202,19 @@ def test_an_error_naming_a_field_comes_back_naming_it(code: str) -> None:
         raise_for_error(httpx.Response(400, json=envelope))
     assert type(raised.value) is ERRORS[code]
     assert (raised.value.field, raised.value.message) == ("user", "user: must be named")
+
+
+def test_session_pages_go_on_by_time_and_id(admin: MemvaultClient) -> None:
+    for n in range(3):
+        admin.add_turn("tie-source", f"s{n}", "user", f"turn {n}")
+    exported = admin.export_user("tie-source")
+    for session in exported["sessions"]:
+        session["updated_at"] = "2026-03-01T12:00:00+00:00"  # as an import can leave them
+    admin.import_user(exported, user_id="tied")
+    seen: list[str] = []
+    page = admin.list_sessions("tied", limit=1)
+    while page:
+        seen += [s.id for s in page]
+        page = admin.list_sessions("tied", limit=1, before=page[-1].updated_at,
+                                   before_id=page[-1].id)  # fmt: skip
+    assert seen == ["s2", "s1", "s0"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MakeVault
+from conftest import MakeVault, sessions_of_one_moment
 
 from memvault import Conflict, Invalid, NotFound, Vault
 from memvault.events import Event
@@ -134,6 +134,19 @@ def test_list_sessions_newest_first_with_cursor(vault: Vault) -> None:
     older = vault.list_sessions("u", before=sessions[0].updated_at, limit=1)
     assert [s.id for s in older] == ["two"]
     assert vault.list_sessions("nobody") == []
+
+
+def test_session_pages_neither_skip_nor_repeat_sessions_of_the_same_moment(vault: Vault) -> None:
+    sessions_of_one_moment(vault, "u", 5)
+    seen: list[str] = []
+    page = vault.list_sessions("u", limit=2)
+    while page:
+        seen += [s.id for s in page]
+        page = vault.list_sessions("u", limit=2, before=page[-1].updated_at, before_id=page[-1].id)
+    assert seen == ["s4", "s3", "s2", "s1", "s0"]
+    with pytest.raises(Invalid) as refused:
+        vault.list_sessions("u", before_id="s2")
+    assert refused.value.field == "before_id"
 
 
 def test_session_turn_pages(vault: Vault) -> None:

@@ -38,7 +38,9 @@ class Store(Protocol):
     def session_turns(
         self, user_id: str, session_id: str, *, after_seq: int = 0, limit: int = 100
     ) -> list[Row]: ...
-    def list_sessions(self, user_id: str, *, limit: int, before: str | None) -> list[Row]: ...
+    def list_sessions(
+        self, user_id: str, *, limit: int, before: str | None, before_id: str | None = None
+    ) -> list[Row]: ...
     def update_session(
         self,
         user_id: str,

@@ -340,10 +340,15 @@ class SqlStore:
             )
 
     @retried
-    def list_sessions(self, user_id: str, *, limit: int, before: str | None) -> list[Row]:
+    def list_sessions(
+        self, user_id: str, *, limit: int, before: str | None, before_id: str | None = None
+    ) -> list[Row]:
         sql = "SELECT * FROM sessions WHERE user_id = ?"
         params: list[Any] = [user_id]
-        if before is not None:
+        if before is not None and before_id is not None:  # after the page's last, ties and all
+            sql += " AND (updated_at < ? OR (updated_at = ? AND id < ?))"
+            params += [before, before, before_id]
+        elif before is not None:
             sql += " AND updated_at < ?"
             params.append(before)
         sql += " ORDER BY updated_at DESC, id DESC LIMIT ?"

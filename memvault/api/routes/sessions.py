@@ -9,10 +9,8 @@ from fastapi.responses import JSONResponse
 
 from memvault.api.appends import AppendBatcher
 from memvault.api.deps import PrincipalDep, UserId, VaultDep
-from memvault.api.pages import offset_cursor, page
+from memvault.api.pages import offset_cursor, page, time_id_cursor, time_id_next
 from memvault.api.schemas import SessionPatch, TurnsIn
-from memvault.model import format_ts
-from memvault.validate import check_time
 
 router = APIRouter(prefix="/v1/users/{user_id}/sessions", tags=["sessions"])
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -24,9 +22,9 @@ def list_sessions(
 ) -> dict[str, Any]:
     """Sessions by last activity, newest first; pass `next` back as `cursor` for older ones.
     The cursor is checked here, so that a bad one is named as the caller wrote it."""
-    before = None if cursor is None else check_time("cursor", cursor)
-    sessions = vault.list_sessions(user_id, limit=limit, before=before)
-    last = format_ts(sessions[-1].updated_at) if sessions else None
+    before, before_id = time_id_cursor(cursor)
+    sessions = vault.list_sessions(user_id, limit=limit, before=before, before_id=before_id)
+    last = time_id_next(sessions[-1].updated_at, sessions[-1].id) if sessions else None
     return page(sessions, limit, last)
 
 
