@@ -152,6 +152,14 @@ def _get_user(user_id: str) -> Call[User]:
     return Call("GET", _user(user_id), _one(User))
 
 
+def _list_users(
+    *, limit: int = 50, after: str | None = None, prefix: str | None = None
+) -> Call[list[User]]:
+    """As `Vault.list_users` (an admin key's): the API's cursor is the last page's last id."""
+    params = _drop_none({"limit": limit, "cursor": after, "prefix": prefix})
+    return Call("GET", "/v1/users", _items(User), params=params)
+
+
 def _delete_user(user_id: str) -> Call[None]:
     return Call("DELETE", _user(user_id), _nothing)
 
@@ -394,6 +402,7 @@ class _Client:
     ping = endpoint(_ping)
     put_user = endpoint(_put_user)
     get_user = endpoint(_get_user)
+    list_users = endpoint(_list_users)
     delete_user = endpoint(_delete_user)
     stats = endpoint(_stats)
     export_user = endpoint(_export_user)

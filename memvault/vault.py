@@ -202,6 +202,19 @@ class Vault:
             raise NotFound("no such user")
         return open_user(self.sealer, row)
 
+    def list_users(
+        self, *, limit: int = 50, after: str | None = None, prefix: str | None = None
+    ) -> list[User]:
+        """Every user, by id, with their profiles: an operator's view across users (the API
+        gives it to admin keys only). `after` pages on from the last page's last id; `prefix`
+        keeps the ids that start with it."""
+        v.check_limit("limit", limit, MAX_LIST)
+        v.check_optional_id("after", after)
+        if prefix is not None:  # the start of an id: it may end in a space, or be empty
+            v.check_text("prefix", prefix, max_bytes=4 * v.MAX_ID_LENGTH, allow_empty=True)
+        rows = self.store.list_users(limit=limit, after=after, prefix=prefix or None)
+        return [open_user(self.sealer, row) for row in rows]
+
     def delete_user(self, user_id: str) -> None:
         """Crypto-shred: destroy the user's data key first, then delete their rows.
 

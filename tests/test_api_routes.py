@@ -49,6 +49,27 @@ def test_user_profile_stats_and_delete(api: Api, alice: dict[str, str]) -> None:
     assert c.get("/v1/users/alice", headers=alice).status_code == 401  # deleted with the user
 
 
+def test_an_admin_lists_the_users_a_page_at_a_time_and_by_the_start_of_their_ids(
+    api: Api, alice: dict[str, str]
+) -> None:
+    for user_id in ("team-b", "team-a", "solo", "team_x", "team%"):
+        api.vault.add_turn(user_id, "s", "user", "hello")
+    api.vault.put_user("team-a", {"name": "Ann"})
+    c, users = api.client, "/v1/users"
+    first = c.get(users, params={"limit": 2}, headers=ADMIN).json()
+    assert [u["id"] for u in first["items"]] == ["solo", "team%"] and first["next"] == "team%"
+    rest = c.get(users, params={"limit": 10, "cursor": first["next"]}, headers=ADMIN).json()
+    assert [u["id"] for u in rest["items"]] == ["team-a", "team-b", "team_x"]
+    assert rest["items"][0]["profile"] == {"name": "Ann"} and rest["next"] is None
+    by_prefix = c.get(users, params={"prefix": "team-"}, headers=ADMIN).json()
+    assert [u["id"] for u in by_prefix["items"]] == ["team-a", "team-b"]  # "_" is no wildcard
+    literal = c.get(users, params={"prefix": "team%"}, headers=ADMIN).json()
+    assert [u["id"] for u in literal["items"]] == ["team%"]
+    assert c.get(users, headers=alice).status_code == 403  # across users: admin keys only
+    bad = c.get(users, params={"cursor": "a/b"}, headers=ADMIN)
+    assert bad.status_code == 422 and bad.json()["error"]["details"] == {"field": "cursor"}
+
+
 def test_turns_one_or_many_and_pages(api: Api, alice: dict[str, str]) -> None:
     c = api.client
     path = "/v1/users/alice/sessions/s1/turns"

@@ -218,3 +218,11 @@ def test_session_pages_go_on_by_time_and_id(admin: MemvaultClient) -> None:
         page = admin.list_sessions("tied", limit=1, before=page[-1].updated_at,
                                    before_id=page[-1].id)  # fmt: skip
     assert seen == ["s2", "s1", "s0"]
+
+
+def test_an_admin_client_lists_users_by_the_start_of_their_ids(admin: MemvaultClient) -> None:
+    for user_id in ("zed-1", "zed-2", "zed-3"):
+        admin.put_user(user_id, {"name": user_id.upper()})
+    first = admin.list_users(prefix="zed-", limit=2)
+    assert [(u.id, u.name) for u in first] == [("zed-1", "ZED-1"), ("zed-2", "ZED-2")]
+    assert [u.id for u in admin.list_users(prefix="zed-", after=first[-1].id)] == ["zed-3"]

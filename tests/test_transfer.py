@@ -110,7 +110,7 @@ def _assert_import_refused(
     with pytest.raises(Invalid) as err:
         target.import_user(document)
     assert err.value.field == (field or named)
-    assert target.store.list_user_ids() == []
+    assert target.list_users() == []
     assert _users_with_keys(target) == []
 
 

@@ -51,7 +51,7 @@ def test_bad_turn_input_names_the_field_and_writes_nothing(
         vault.add_turn(*args, **kwargs)
     assert err.value.field == field
     assert err.value.details == {"field": field}
-    assert vault.store.list_user_ids() == []
+    assert vault.list_users() == []
 
 
 def test_error_messages_never_echo_the_value(vault: Vault) -> None:
@@ -100,6 +100,10 @@ def test_bad_memory_input(vault: Vault, field: str, kwargs: dict[str, Any]) -> N
     [
         ("limit", lambda v: v.recent_turns("u", limit=0)),
         ("limit", lambda v: v.list_sessions("u", limit=10_001)),
+        ("before_id", lambda v: v.list_sessions("u", before="2026-01-01T00:00:00Z", before_id="")),
+        ("limit", lambda v: v.list_users(limit=0)),
+        ("after", lambda v: v.list_users(after="a/b")),
+        ("prefix", lambda v: v.list_users(prefix="\ud800")),
         ("channel", lambda v: v.recent_turns("u", channel="sms")),
         ("kinds", lambda v: v.list_memories("u", kinds=["dream"])),
         ("offset", lambda v: v.list_memories("u", offset=-1)),

@@ -182,13 +182,38 @@ def test_an_admin_key_chooses_the_user_by_id(ui: Ui, ui_vault: Vault) -> None:
     expect(page.locator("#user-id")).to_be_focused()
     page.fill("#user-id", "nobody-here")
     page.keyboard.press("Enter")
-    expect(page.locator("#user-picker .error")).to_have_text("no such user")  # the API's words
+    expect(page.locator("#user-picker > .error")).to_have_text("no such user")  # the API's words
     expect(page.locator("#tabs")).to_be_hidden()
 
     page.fill("#user-id", user_id)
     page.keyboard.press("Enter")
-    expect(page.locator("#user-picker .error")).to_be_hidden()
+    expect(page.locator("#user-picker > .error")).to_be_hidden()
     expect(page.locator("#session-list").get_by_role("button")).to_have_text(["garden"])
+
+
+def test_an_admin_key_lists_the_users_narrows_them_by_id_and_opens_one(
+    ui: Ui, ui_vault: Vault
+) -> None:
+    prefix = f"list{uuid.uuid4().hex[:8]}-"
+    for name in ("bea", "ann", "cid"):
+        ui_vault.add_turn(prefix + name, f"{name}-chat", "user", f"I am {name}.")
+    ui_vault.put_user(prefix + "bea", {"name": "Beatrice"})
+
+    ui.sign_in(ADMIN_KEY)
+    page = ui.page
+    users = page.get_by_role("list", name="Users")
+    expect(users.locator("li").first).to_be_visible()  # every user, whoever they are
+    page.fill("#user-id", prefix)  # narrowed as it is typed
+    expect(users.get_by_role("button")).to_have_text([prefix + n for n in ("ann", "bea", "cid")])
+    expect(users.locator("li").nth(1)).to_contain_text("Beatrice")
+    page.fill("#user-id", prefix + "z")
+    expect(users.locator("li")).to_have_text(["No users match."])
+
+    page.fill("#user-id", prefix)
+    users.get_by_role("button", name=prefix + "bea").click()
+    expect(page.locator("#session-list").get_by_role("button")).to_have_text(["bea-chat"])
+    expect(page.locator("#user-id")).to_have_value(prefix + "bea")
+    expect(users).to_be_hidden()  # folded away, out of the user's views
 
 
 def test_a_bad_key_shows_the_apis_error_and_is_not_kept(ui: Ui) -> None:

@@ -39,8 +39,9 @@ from memvault.llm import LlmClient
 from memvault.vault import Vault
 
 ROUTERS = (  # the hot path (appends) first: routes are matched in order
-    sessions.router, health.router, users.router, memories.router, recall.router, agents.router,
-    global_context.router, keys.router, whoami.router, chat.router, ws_router,
+    sessions.router, health.router, users.directory, users.router, memories.router,
+    recall.router, agents.router, global_context.router, keys.router, whoami.router,
+    chat.router, ws_router,
 )  # fmt: skip
 
 

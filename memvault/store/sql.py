@@ -172,9 +172,19 @@ class SqlStore:
         return row
 
     @retried
-    def list_user_ids(self) -> list[str]:
+    def list_users(self, *, limit: int, after: str | None, prefix: str | None) -> list[Row]:
+        """Users by id, after `after`, those whose id starts with `prefix` when given."""
+        sql = "SELECT * FROM users WHERE 1 = 1"
+        params: list[Any] = []
+        if after is not None:
+            sql += " AND id > ?"
+            params.append(after)
+        if prefix:  # no LIKE: "%" and "_" in an id are its own characters
+            sql += " AND substr(id, 1, ?) = ?"
+            params += [len(prefix), prefix]
+        sql += " ORDER BY id LIMIT ?"
         with self.db.read() as tx:
-            return [r["id"] for r in tx.all("SELECT id FROM users ORDER BY id")]
+            return tx.all(sql, [*params, limit])
 
     @retried
     def delete_user(self, user_id: str) -> bool:

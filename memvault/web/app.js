@@ -9,13 +9,15 @@
 
 const KEY_STORAGE = "memvault.key";
 const USER_STORAGE = "memvault.user";
-const PAGE_SIZE = { sessions: 50, turns: 100, memories: 50 };
+const PAGE_SIZE = { users: 50, sessions: 50, turns: 100, memories: 50 };
+// milliseconds of no typing in the user id field before the user list follows it
+const USER_FILTER_DELAY = 250;
 
 const state = {
   key: null,
   userId: null,
   sessionId: null,
-  cursors: { sessions: null, turns: null, memories: null },
+  cursors: { users: null, sessions: null, turns: null, memories: null },
   lastSearch: null,
 };
 
@@ -157,9 +159,11 @@ async function signIn(key) {
     who.scope === "admin" ? "admin key" : `${who.scope} key for ${who.user_id}`;
   if (who.scope === "admin") {
     show($("#user-picker"));
+    $("#user-browser").open = true;
     const remembered = sessionStorage.getItem(USER_STORAGE);
     if (remembered) await run($("#user-picker"), () => chooseUser(remembered));
     else $("#user-id").focus();
+    await loadUsers();
   } else {
     openUser(who.user_id);
   }
@@ -182,7 +186,29 @@ async function chooseUser(userId) {
   await api("GET", `/v1/users/${encodeURIComponent(userId)}`);
   sessionStorage.setItem(USER_STORAGE, userId);
   $("#user-id").value = userId;
+  $("#user-browser").open = false; // out of the way of the user's views, a click to open again
   openUser(userId);
+}
+
+/** An admin's list of users, by id, narrowed to those starting with the id field's text; its
+ * errors are its own, so that it does not clear the picker's ("no such user"). */
+function loadUsers({ more = false } = {}) {
+  return loadList("users", {
+    more, section: $("#user-browser"), list: $("#user-list"), moreButton: $("#users-more"),
+    path: "/v1/users", filter: { prefix: $("#user-id").value.trim() }, entry: userEntry,
+    loading: "Loading users…", empty: "No users match.",
+  });
+}
+
+function userEntry(user) {
+  const name = typeof user.profile?.name === "string" ? user.profile.name : null;
+  return el("li", {},
+    el("button", {
+      type: "button", class: "link", click: () => run($("#user-picker"), () => chooseUser(user.id)),
+    }, user.id),
+    el("span", { class: "meta" }, name ? `${name} · ` : "", "updated ",
+      timeElement(user.updated_at)),
+  );
 }
 
 function openUser(userId) {
@@ -490,6 +516,12 @@ function wire() {
     showContext(await api("POST", userPath("context"), contextBody(form)));
   }, form));
   $("#sign-out").addEventListener("click", () => signOut());
+  let userFilter = null;
+  $("#user-id").addEventListener("input", () => {
+    clearTimeout(userFilter);
+    userFilter = setTimeout(() => loadUsers(), USER_FILTER_DELAY);
+  });
+  $("#users-more").addEventListener("click", () => loadUsers({ more: true }));
   $("#sessions-refresh").addEventListener("click", () => loadSessions());
   $("#sessions-more").addEventListener("click", () => loadSessions({ more: true }));
   $("#turns-more").addEventListener("click", () => loadTurns({ more: true }));

@@ -5,21 +5,41 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
-from memvault.api.deps import OwnerDep, PrincipalDep, UserId, VaultDep
+from memvault.api.deps import AdminDep, OwnerDep, PrincipalDep, UserId, VaultDep
 from memvault.api.exports import jsonl_lines, markdown
+from memvault.api.pages import page
 from memvault.api.schemas import ClearIn, ConsolidateIn, UserIn
 from memvault.model import to_jsonable
+from memvault.validate import check_id
 
 router = APIRouter(prefix="/v1/users/{user_id}", tags=["users"])
+# the list of users: across users, so for admin keys only
+directory = APIRouter(prefix="/v1/users", tags=["users"])
+Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 class ExportFormat(StrEnum):
     JSON = "json"
     JSONL = "jsonl"
     MARKDOWN = "markdown"
+
+
+@directory.get("")
+def list_users(
+    vault: VaultDep,
+    _: AdminDep,
+    limit: Limit = 50,
+    cursor: str | None = None,
+    prefix: str | None = None,
+) -> dict[str, Any]:
+    """Users by id, with their profiles; `prefix` keeps the ids that start with it. Pass `next`
+    back as `cursor` for the following page."""
+    after = None if cursor is None else check_id("cursor", cursor)
+    users = vault.list_users(limit=limit, after=after, prefix=prefix)
+    return page(users, limit, users[-1].id if users else None)
 
 
 @router.put("")
