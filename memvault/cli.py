@@ -18,10 +18,10 @@ from memvault.config import Settings
 from memvault.crypto import decode_key, generate_key, write_key_file
 from memvault.errors import Invalid, MemvaultError, NotFound, Unavailable
 from memvault.migrate import migrate_to_postgres
-from memvault.model import to_jsonable
+from memvault.model import format_ts, to_jsonable
 from memvault.store import DATABASE_FILE, KEYRING_FILE
 from memvault.store.postgres import is_postgres_url
-from memvault.vault import Vault
+from memvault.vault import MAX_LIST, Vault
 
 Command = Callable[[argparse.Namespace], int]
 CONNECT_TIMEOUT = 10  # seconds, as the store's own pool waits for its first connection
@@ -128,6 +128,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"  fact ({memory.category}): {memory.text}")
         stats = vault.stats(user)
         print(f"  {stats['turns']} turns in {stats['sessions']} session(s)")
+    return 0
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    """Every user's id, when it was created and last updated, a line each, by id (profiles are
+    the users' content: `export` shows them)."""
+    with _open(args, existing=True) as vault:
+        after = None
+        while page := vault.list_users(limit=MAX_LIST, after=after, prefix=args.prefix):
+            for user in page:
+                print(f"{user.id}\t{format_ts(user.created_at)}\t{format_ts(user.updated_at)}")
+            after = page[-1].id
     return 0
 
 
@@ -304,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser("demo", help="write, restart, recall").set_defaults(run=cmd_demo)
+    users = commands.add_parser("users", help="list the users, by id")
+    users.add_argument("--prefix", default=None, help="only the ids that start with this")
+    users.set_defaults(run=cmd_users)
     stats = commands.add_parser("stats", help="a user's statistics")
     stats.add_argument("user")
     stats.set_defaults(run=cmd_stats)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from api_support import free_port
 
+from memvault import Vault
 from memvault.cli import main
 from memvault.crypto import encode_key, generate_key
 
@@ -23,7 +24,7 @@ def _sqlite_folder(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     "command",
     [["stats", "alice"], ["export", "alice"], ["rotate-master-key"], ["keys", "list"],
-     ["keys", "revoke", "k1"]],
+     ["keys", "revoke", "k1"], ["users"]],
     ids=" ".join,
 )  # fmt: skip
 def test_a_command_on_a_folder_with_no_data_says_so_and_makes_none(
@@ -131,3 +132,22 @@ def test_a_user_that_does_not_exist_is_named_as_such(
     capsys.readouterr()
     assert main(["--data", data, command, "demo-usr"]) == 2
     assert capsys.readouterr() == ("", "memvault: no such user\n")
+
+
+def test_users_are_listed_by_id_a_line_each_and_narrowed_by_prefix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    with Vault.open(data) as vault:
+        for user_id in ("team-b", "solo", "team-a"):
+            vault.put_user(user_id, {"name": "private name"})
+    assert main(["--data", str(data), "users"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["solo", "team-a", "team-b"]
+    assert all(len(line.split("\t")) == 3 for line in lines)  # id, created, updated
+    assert "private name" not in "\n".join(lines)  # profiles are content: export shows them
+    assert main(["--data", str(data), "users", "--prefix", "team-"]) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == [
+        "team-a",
+        "team-b",
+    ]
