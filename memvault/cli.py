@@ -10,87 +10,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
 
 from memvault.config import Settings
 from memvault.crypto import decode_key, generate_key, write_key_file
-from memvault.errors import Invalid, MemvaultError, NotFound, Unavailable
+from memvault.errors import Invalid, MemvaultError, NotFound
 from memvault.migrate import migrate_to_postgres
 from memvault.model import format_ts, to_jsonable
 from memvault.store import DATABASE_FILE, KEYRING_FILE
-from memvault.store.postgres import is_postgres_url
 from memvault.vault import MAX_LIST, Vault
 
 Command = Callable[[argparse.Namespace], int]
-CONNECT_TIMEOUT = 10  # seconds, as the store's own pool waits for its first connection
-# What libpq says (lower-cased) when it reached no server, and how the error says it.
-_UNREACHED = (
-    ("connection refused", "connection refused"),
-    ("timeout expired", "no answer in time"),
-    ("failed to resolve host", "host name not found"),
-    ("could not translate host name", "host name not found"),
-    ("no route to host", "no route to host"),
-)
-_REFUSED_LOGIN = ("password authentication failed", "no password supplied", "pg_hba.conf",
-                  "authentication failed", "role \"")  # fmt: skip
-
-
-def check_database_url(url: str, field: str) -> None:
-    """Connect once to the PostgreSQL `url`, so that a mistake in it or a server that is not
-    there ends the command with one line naming the part at fault, before anything is written
-    (the store's pool would wait, then fail with a traceback that names nothing).
-
-    libpq's own words are not passed on: they can quote a piece of the URL, password included
-    (one with an unescaped space, say). The line names only the host, port, database and user."""
-    if not is_postgres_url(url):
-        raise Invalid(field, "must start with postgresql://")
-    parts = _url_parts(url, field)
-    try:
-        psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT).close()
-    except psycopg.Error as exc:
-        raise _connect_failure(str(exc).lower(), parts, field) from None
-
-
-def _url_parts(url: str, field: str) -> dict[str, str]:
-    """The URL's host, port, database and user, as libpq reads them (defaults filled in)."""
-    try:
-        given = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        raise Invalid(field, "is not a PostgreSQL URL: percent-encode spaces and other special "
-                      "characters in the user name and password (@ as %40), and check the "
-                      "query parameters") from None  # fmt: skip
-    host, ports = str(given.get("host") or "localhost"), str(given.get("port") or "5432")
-    if "@" in host:  # libpq ends the user name and password at the first @
-        raise Invalid(field, "an @ in the user name or password must be written %40")
-    if not all(port.isdigit() for port in ports.split(",")):
-        raise Invalid(field, "the port must be a number")
-    return {"where": f"{host}:{ports}",
-            "database": str(given.get("dbname") or given.get("user") or "(default)"),
-            "user": str(given.get("user") or "(default)")}  # fmt: skip
-
-
-def _connect_failure(said: str, parts: dict[str, str], field: str) -> MemvaultError:
-    where = parts["where"]
-    if 'database "' in said and "does not exist" in said:
-        return Invalid(field, f"the server at {where} has no database {parts['database']!r}")
-    if any(words in said for words in _REFUSED_LOGIN):
-        return Invalid(field, f"the server at {where} refused user {parts['user']!r}: check "
-                       "the user name and password")  # fmt: skip
-    if "connection is bad: invalid" in said:
-        return Invalid(field, "a connection option in the URL has a value libpq does not accept")
-    reason = next((f" ({ours})" for words, ours in _UNREACHED if words in said), "")
-    message = f"{field}: could not reach a PostgreSQL server at {where}{reason}"
-    return Unavailable(message, details={"field": field})
-
-
-def _check_database_urls(settings: Settings) -> None:
-    """The configured PostgreSQL database and keyring (if any) answer, before a vault opens."""
-    if settings.database_url is not None:
-        check_database_url(settings.database_url, "database_url")
-    if settings.keyring_url is not None:
-        check_database_url(settings.keyring_url, "keyring_url")
 
 
 def _open(args: argparse.Namespace, *, existing: bool = False) -> Vault:
@@ -103,7 +33,6 @@ def _open(args: argparse.Namespace, *, existing: bool = False) -> Vault:
         )
     if folder.exists() and not folder.is_dir():
         raise Invalid("data", f"{folder} is not a folder")
-    _check_database_urls(Settings())
     try:
         return Vault.open(folder)
     except sqlite3.DatabaseError as exc:  # the driver's words name no content
@@ -240,9 +169,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from memvault.api.serve import serve  # the server's dependencies load only when serving
 
     given = {"host": args.host, "port": args.port, "data": args.serve_data or args.data}
-    settings = Settings(**{k: val for k, val in given.items() if val is not None})
-    _check_database_urls(settings)
-    serve(settings)
+    serve(Settings(**{k: val for k, val in given.items() if val is not None}))
     return 0
 
 
@@ -297,9 +224,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Copy a SQLite data folder into PostgreSQL as stored, then verify every table."""
-    check_database_url(args.target, "to")
-    if args.keyring_to is not None:
-        check_database_url(args.keyring_to, "keyring_to")
     report = migrate_to_postgres(
         args.source, args.target, keyring_url=args.keyring_to, dry_run=args.dry_run,
         progress=lambda line: print(line, file=sys.stderr),

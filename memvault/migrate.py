@@ -7,6 +7,9 @@ running it again, which skips the users already in the target whose rows match t
 refuses to touch a user whose rows differ. At the end every table's row count and checksum is
 compared between source and target. A dry run reads both sides and writes nothing.
 
+Whatever can refuse the copy is asked before the target is written: every URL answers, the
+source's schema is this version's, and the target keyring, if it has a check, has the source's.
+
 Checksums are order-independent sums of per-row SHA-256 digests over a canonical encoding of
 the values, so they do not depend on either database's collation or row order.
 """
@@ -26,7 +29,8 @@ from memvault.store import DATABASE_FILE, KEYRING_FILE
 from memvault.store.database import Database, Row, Transaction
 from memvault.store.migrations import MIGRATIONS, migrate
 from memvault.store.pgkeys import PostgresKeyStore
-from memvault.store.postgres import PostgresDatabase, is_postgres_url
+from memvault.store.pgurl import check_url
+from memvault.store.postgres import PostgresDatabase
 from memvault.store.sqlite import SqliteDatabase
 
 SQLITE_PREFIX = "sqlite://"
@@ -167,21 +171,38 @@ def _open_source(folder: Path) -> tuple[_Side, list[str]]:
     return side, shared
 
 
-def _open_target(url: str, keyring_url: str | None, *, dry_run: bool) -> _Side:
-    if not is_postgres_url(url):
-        raise Invalid("to", "must be postgresql://...")
-    if not (keyring_url is None or is_postgres_url(keyring_url)):
-        raise Invalid("keyring_to", "must be postgresql://...")
-    db = PostgresDatabase(url, pool_size=2)
+def _open_target(url: str, keyring_url: str | None, check: bytes, *, dry_run: bool) -> _Side:
+    """The target, ready to be written: its keyring, if it has one, is the source's (found
+    out before anything is written there)."""
+    keys_field = "to" if keyring_url is None else "keyring_to"
+    db = PostgresDatabase(url, field="to", pool_size=2)
     try:
         if dry_run:
             return _Side(db, None)
+        if _keyring_check(keyring_url or url, keys_field) not in (None, check):
+            raise Conflict(
+                "the target keyring was created separately; migrate into a fresh keyring"
+            )
         with db.exclusive():
             migrate(db)
-        return _Side(db, PostgresKeyStore(keyring_url or url))
+        return _Side(db, PostgresKeyStore(keyring_url or url, field=keys_field))
     except BaseException:
         db.close()
         raise
+
+
+def _keyring_check(url: str, field: str) -> bytes | None:
+    """The check of the keyring at `url`, read without creating its tables (None: none yet)."""
+    db = PostgresDatabase(url, field=field, pool_size=2)
+    try:
+        with db.read() as tx:
+            present = tx.one("SELECT to_regclass('keyring_meta') IS NOT NULL AS present")
+            if not (present and present["present"]):
+                return None
+            row = tx.one("SELECT value FROM keyring_meta WHERE name = 'check'")
+    finally:
+        db.close()
+    return None if row is None else bytes(row["value"])
 
 
 def _target_has_schema(target: _Side) -> bool:
@@ -194,14 +215,18 @@ def _digests(dump: dict[str, list[Row]]) -> dict[str, Digest]:
     return {table: Digest().add(rows) for table, rows in dump.items()}
 
 
-def _copy_keyring_check(source: KeyStore, target: KeyStore) -> None:
-    check, existing = source.get_check(), target.get_check()
+def _source_check(source: _Side) -> bytes:
+    assert source.keys is not None
+    check = source.keys.get_check()
     if check is None:
         raise Invalid("from", "the source keyring was never initialised")
-    if existing is None:
+    return check
+
+
+def _copy_keyring_check(check: bytes, target: KeyStore) -> None:
+    """The source's check into the target keyring (`_open_target` refused any other)."""
+    if target.get_check() is None:
         target.set_check(check)
-    elif existing != check:
-        raise Conflict("the target keyring was created separately; migrate into a fresh keyring")
 
 
 def _copy_user(source: _Side, target: _Side, user_id: str, dump: dict[str, list[Row]]) -> None:
@@ -257,9 +282,13 @@ def migrate_to_postgres(
 ) -> Report:
     """Copy a SQLite data folder into PostgreSQL (see the module docstring); return the report."""
     say = progress or (lambda _: None)
+    check_url(target_url, "to")  # every URL answers before anything is opened on it
+    if keyring_url is not None:
+        check_url(keyring_url, "keyring_to")
     source, shared = _open_source(source_folder(source_url))
     try:
-        target = _open_target(target_url, keyring_url, dry_run=dry_run)
+        check = _source_check(source)
+        target = _open_target(target_url, keyring_url, check, dry_run=dry_run)
     except BaseException:
         source.close()
         raise
@@ -267,9 +296,8 @@ def migrate_to_postgres(
         report = Report(dry_run=dry_run)
         report.tables = {t: TableCheck() for t in (*USER_TABLES, *shared)}
         fresh_target = dry_run and not _target_has_schema(target)
-        if not dry_run:
-            assert source.keys is not None and target.keys is not None
-            _copy_keyring_check(source.keys, target.keys)
+        if target.keys is not None:
+            _copy_keyring_check(check, target.keys)
         with source.db.read() as tx:
             user_ids = [r["id"] for r in tx.all("SELECT id FROM users ORDER BY id")]
         for number, user_id in enumerate(user_ids, 1):

@@ -83,7 +83,7 @@ from memvault.rows import (
 )
 from memvault.sealing import Sealer
 from memvault.stats import user_stats
-from memvault.store import Store, open_keyring, open_store
+from memvault.store import Store, check_database_urls, open_keyring, open_store
 from memvault.store.database import Row, TurnGroup
 from memvault.transfer import export_document, read_export, seal_dump
 
@@ -120,6 +120,8 @@ class Vault:
             self.settings = self.settings.model_copy(update={"data": Path(path)})
         if master_key is not None:
             self.settings = self.settings.model_copy(update={"master_key": master_key})
+        # before anything is made: a database that does not answer leaves nothing to undo
+        check_database_urls(self.settings)
         self._own_embedder = embedder is None  # made here from settings: closed here
         self.embedder = embedder or embedder_from_settings(self.settings)
         data = Path(self.settings.data)

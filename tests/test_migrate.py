@@ -14,6 +14,7 @@ from conftest import POSTGRES_URL, postgres_schema, require_postgres
 from memvault import Conflict, Vault
 from memvault.cli import main
 from memvault.config import Settings
+from memvault.errors import Unavailable
 from memvault.jobs import JobKind
 from memvault.migrate import migrate_to_postgres
 from memvault.retrieval.embed import HashingEmbedder
@@ -130,6 +131,36 @@ def test_an_unreachable_keyring_is_named_and_the_target_is_left_untouched(
     with psycopg.connect(postgres_url) as conn:
         tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
         assert tables.fetchone() == (0,)
+
+
+def tables_in(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
+        found = tables.fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def test_called_directly_a_bad_keyring_url_writes_nothing_to_the_target(
+    source: Path, postgres_url: str
+) -> None:
+    closed = f"postgresql://memvault:s3cret-pw@127.0.0.1:{free_port()}/keys"
+    with pytest.raises(Unavailable) as raised:
+        migrate_to_postgres(f"sqlite://{source}", postgres_url, keyring_url=closed)
+    assert raised.value.message.startswith("keyring_to: could not reach a PostgreSQL server")
+    assert "s3cret" not in str(raised.value)
+    assert tables_in(postgres_url) == 0
+
+
+def test_a_keyring_of_another_deployment_is_refused_before_the_target_is_written(
+    source: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    with postgres_schema() as keyring_url, postgres_schema() as other:
+        settings = Settings(data=tmp_path / "other", database_url=other, keyring_url=keyring_url)
+        Vault(settings=settings).close()
+        with pytest.raises(Conflict):
+            migrate_to_postgres(f"sqlite://{source}", postgres_url, keyring_url=keyring_url)
+        assert tables_in(postgres_url) == 0
 
 
 @pytest.mark.parametrize(

@@ -7,16 +7,20 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
-from conftest import postgres_schema
+from api_support import free_port
+from conftest import POSTGRES_URL, postgres_schema, require_postgres
 
 from memvault import Conflict, Vault
 from memvault.config import Settings
 from memvault.crypto import encode_key, generate_key
+from memvault.errors import Invalid, MemvaultError, Unavailable
 from memvault.store.migrations import MIGRATIONS, migrate
 from memvault.store.postgres import PostgresDatabase
 
@@ -89,6 +93,54 @@ def test_migrations_are_recorded_once_and_backup_is_left_to_postgres(
     with db.read() as tx:
         versions = [r["version"] for r in tx.all("SELECT version FROM schema_migrations")]
     assert sorted(versions) == sorted(m.version for m in MIGRATIONS)
+
+
+def opening_fails(settings: Settings) -> MemvaultError:
+    """Open a vault that must fail: the error, once it is known to have come within seconds,
+    leaving no thread running and no data folder made."""
+    threads = set(threading.enumerate())
+    started = time.monotonic()
+    with pytest.raises(MemvaultError) as raised:
+        Vault(settings=settings).close()
+    assert time.monotonic() - started < 3
+    assert set(threading.enumerate()) <= threads
+    assert not Path(settings.data).exists()
+    return raised.value
+
+
+@pytest.mark.parametrize("field", ["database_url", "keyring_url"])
+def test_a_closed_port_is_named_at_once_without_the_password(
+    field: str, postgres_url: str, tmp_path: Path
+) -> None:
+    """The pool used to retry for 10 seconds and end in a PoolTimeout that named nothing."""
+    port = free_port()
+    closed = f"postgresql://memvault:s3cret-pw@127.0.0.1:{port}/memvault"
+    urls: dict[str, Any] = {"database_url": postgres_url, field: closed}
+    error = opening_fails(Settings(data=tmp_path / "data", **urls))
+    assert isinstance(error, Unavailable)
+    reached = f"could not reach a PostgreSQL server at 127.0.0.1:{port} (connection refused)"
+    assert error.message == f"{field}: {reached}"
+    assert error.details == {"field": field}
+    with psycopg.connect(postgres_url) as conn:  # the database that does answer: untouched
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
+        assert tables.fetchone() == (0,)
+
+
+def test_a_missing_database_on_the_real_server_is_invalid(tmp_path: Path) -> None:
+    require_postgres()
+    missing = POSTGRES_URL.rsplit("/", 1)[0] + "/no_such_database"
+    error = opening_fails(Settings(data=tmp_path / "data", database_url=missing))
+    assert isinstance(error, Invalid) and error.field == "database_url"
+    assert error.message.endswith("has no database 'no_such_database'")
+
+
+def test_a_pool_on_a_closed_port_fails_at_once_naming_its_setting() -> None:
+    threads = set(threading.enumerate())
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match=r"^keyring_url: could not reach"):
+        PostgresDatabase(f"postgresql://127.0.0.1:{free_port()}/x", field="keyring_url")
+    assert time.monotonic() - started < 3
+    assert set(threading.enumerate()) <= threads
 
 
 def test_keyring_in_its_own_schema(postgres_url: str, tmp_path: Path) -> None:

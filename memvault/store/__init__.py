@@ -14,13 +14,24 @@ from memvault.crypto import Keyring, KeyStore, SqliteKeyStore
 from memvault.errors import Conflict, Invalid
 from memvault.store.database import Database
 from memvault.store.pgkeys import PostgresKeyStore
-from memvault.store.postgres import PostgresDatabase, is_postgres_url
+from memvault.store.pgurl import check_url, is_postgres_url
+from memvault.store.postgres import PostgresDatabase
 from memvault.store.protocol import Store
 from memvault.store.sql import SqlStore
 from memvault.store.sqlite import SqliteDatabase
 
 DATABASE_FILE = "memvault.db"
 KEYRING_FILE = "keyring.db"
+
+
+def check_database_urls(settings: Settings) -> None:
+    """Connect once to each PostgreSQL URL configured (`check_url`), before either is opened:
+    a keyring that works beside a database that does not (or the other way round) would
+    otherwise be written to, or have a master key made for it, before the other fails."""
+    for field in ("database_url", "keyring_url"):
+        url = getattr(settings, field)
+        if url is not None:
+            check_url(url, field)
 
 
 def open_database(settings: Settings, data_dir: Path) -> Database:
@@ -30,7 +41,7 @@ def open_database(settings: Settings, data_dir: Path) -> Database:
         return SqliteDatabase(data_dir / DATABASE_FILE, synchronous=settings.sqlite_synchronous)
     if not is_postgres_url(url):
         raise Invalid("database_url", "must start with postgresql:// (or be unset for SQLite)")
-    return PostgresDatabase(url, pool_size=settings.database_pool_size)
+    return PostgresDatabase(url, field="database_url", pool_size=settings.database_pool_size)
 
 
 def open_store(settings: Settings, data_dir: Path) -> SqlStore:
@@ -51,12 +62,13 @@ def open_store(settings: Settings, data_dir: Path) -> SqlStore:
 
 
 def open_key_store(settings: Settings, data_dir: Path) -> KeyStore:
-    url = settings.keyring_url or settings.database_url
+    field = "database_url" if settings.keyring_url is None else "keyring_url"
+    url = getattr(settings, field)
     if url is None:
         return SqliteKeyStore(data_dir / KEYRING_FILE)
     if not is_postgres_url(url):
-        raise Invalid("keyring_url", "must start with postgresql:// (or be unset)")
-    return PostgresKeyStore(url)
+        raise Invalid(field, "must start with postgresql:// (or be unset)")
+    return PostgresKeyStore(url, field=field)
 
 
 def open_keyring(settings: Settings, data_dir: Path) -> Keyring:
@@ -81,6 +93,7 @@ __all__ = [
     "KEYRING_FILE",
     "SqlStore",
     "Store",
+    "check_database_urls",
     "open_database",
     "open_keyring",
     "open_store",

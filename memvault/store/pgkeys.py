@@ -24,8 +24,8 @@ _SCHEMA = (
 class PostgresKeyStore:
     """The `KeyStore` protocol on PostgreSQL."""
 
-    def __init__(self, url: str) -> None:
-        self._db = PostgresDatabase(url, pool_size=2)
+    def __init__(self, url: str, *, field: str = "keyring_url") -> None:
+        self._db = PostgresDatabase(url, field=field, pool_size=2)
         try:
             with self._db.exclusive(), self._db.write() as tx:
                 for statement in _SCHEMA:

@@ -38,6 +38,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from memvault.errors import Conflict, Unavailable
 from memvault.store.database import RETRY_AFTER_SECONDS, Dialect, RolledBack, Row, Statement
+from memvault.store.pgurl import check_url
 
 log = logging.getLogger(__name__)
 # Errors after which the server has undone the whole transaction (psycopg does not make the
@@ -49,15 +50,10 @@ ROLLED_BACK = (
 )
 
 POSTGRES = Dialect(name="postgresql", blob="BYTEA", real="DOUBLE PRECISION", bigint="BIGINT")
-URL_SCHEMES = ("postgresql://", "postgres://")
 _MIGRATION_LOCK_KEY = 0x6D656D7661756C74  # "memvault": one schema change at a time, per database
 
 Connection = psycopg.Connection[Row]
 Cursor = psycopg.Cursor[Row]
-
-
-def is_postgres_url(url: str | None) -> bool:
-    return url is not None and url.startswith(URL_SCHEMES)
 
 
 def schema_url(url: str, schema: str) -> str:
@@ -237,11 +233,24 @@ def _closed_by_server(conn: Connection) -> bool:
 
 
 class PostgresDatabase:
-    """A `Database` on a psycopg pool; safe to share between threads and with other processes."""
+    """A `Database` on a psycopg pool; safe to share between threads and with other processes.
+
+    The URL is checked with one connection before the pool opens (`check_url`): a URL that
+    does not work fails at once with an error naming `field`, the setting it came from, and
+    leaves no pool or thread behind. `connect_timeout` is how long a call waits for a pooled
+    connection."""
 
     dialect = POSTGRES
 
-    def __init__(self, url: str, *, pool_size: int = 8, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        field: str = "database_url",
+        pool_size: int = 8,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        check_url(url, field)
         self.url = url
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             url,
