@@ -265,6 +265,13 @@ class Keyring:
 
     def _user_cipher(self, user_id: str, *, create: bool, fresh: bool = False) -> AESGCM:
         """The user's cipher: from the cache, or (when absent or `fresh`) as the store has it."""
+        cipher = self._stored_cipher(user_id, create=create, fresh=fresh)
+        if cipher is None:
+            raise IntegrityError("no data key for this user: it was deleted or never made")
+        return cipher
+
+    def _stored_cipher(self, user_id: str, *, create: bool, fresh: bool) -> AESGCM | None:
+        """`_user_cipher`, or None when the user has no key and `create` is false."""
         with self._lock:
             cached = self._cache.get(user_id)
             if cached is not None:
@@ -276,7 +283,7 @@ class Keyring:
             if not create:
                 with self._lock:
                     self._cache.pop(user_id, None)
-                raise IntegrityError("no data key for this user: it was deleted or never made")
+                return None
             stored = self._keys.add_wrapped(
                 user_id, self._wrap(user_id, generate_key()), self._check
             )
@@ -311,6 +318,12 @@ class Keyring:
         user (shredding the key) and made them anew with a new key since this one cached it.
         """
         self._user_cipher(user_id, create=True, fresh=True)
+
+    def has_user_key(self, user_id: str) -> bool:
+        """Whether the user has a data key, the cached one checked against the store; none is
+        made. An update calls this instead of `ensure_user_key`: a user deleted since the
+        update read their row (crypto-shredded) must not be given a key again."""
+        return self._stored_cipher(user_id, create=False, fresh=True) is not None
 
     def ping(self) -> None:
         """Raise if the key store cannot be reached."""
@@ -371,10 +384,17 @@ class Keyring:
         return self.seal_columns(user_id, table, row_id, {column: plaintext})[column]
 
     def seal_columns(
-        self, user_id: str, table: str, row_id: str, plaintexts: dict[str, bytes]
+        self,
+        user_id: str,
+        table: str,
+        row_id: str,
+        plaintexts: dict[str, bytes],
+        *,
+        create: bool = True,
     ) -> dict[str, bytes]:
-        """Seal several columns of one row, looking the user's key up once."""
-        cipher = self._user_cipher(user_id, create=True)
+        """Seal several columns of one row, looking the user's key up once. Without `create`,
+        a user with no key (deleted meanwhile) is an `IntegrityError` rather than a new key."""
+        cipher = self._user_cipher(user_id, create=create)
         nonces = os.urandom(NONCE_BYTES * len(plaintexts))
         sealed = {}
         for i, (column, plaintext) in enumerate(plaintexts.items()):

@@ -49,12 +49,22 @@ class Sealer:
 
     def for_user(self, user_id: str) -> UserSealer:
         """A sealer for one write of one user, with the user's key checked against the store once
-        (it may have been shredded and remade by another process since it was cached)."""
+        (it may have been shredded and remade by another process since it was cached). The
+        user's first write makes their key here."""
         self.keyring.ensure_user_key(user_id)
-        return UserSealer(self, user_id)
+        return UserSealer(self, user_id, create=True)
 
-    def seal(self, table: str, user_id: str, row_id: str, row: Row) -> Row:
-        """A copy of `row` with its content columns sealed; None stays None (nothing to hide)."""
+    def for_existing_user(self, user_id: str) -> UserSealer | None:
+        """A sealer for an update of what the user has, which never makes a key; None when the
+        user has none: deleted (by another writer, perhaps) since the caller read the row, so
+        the update has nothing to change, and a crypto-shredded user stays without a key."""
+        if not self.keyring.has_user_key(user_id):
+            return None
+        return UserSealer(self, user_id, create=False)
+
+    def seal(self, table: str, user_id: str, row_id: str, row: Row, *, create: bool = True) -> Row:
+        """A copy of `row` with its content columns sealed; None stays None (nothing to hide).
+        Without `create`, sealing never makes the user a key (see `for_existing_user`)."""
         plaintexts = {
             column: _encode(row[column], encoding)
             for column, encoding in SEALED_COLUMNS[table].items()
@@ -62,7 +72,8 @@ class Sealer:
         }
         if not plaintexts:
             return dict(row)
-        return {**row, **self.keyring.seal_columns(user_id, table, row_id, plaintexts)}
+        sealed = self.keyring.seal_columns(user_id, table, row_id, plaintexts, create=create)
+        return {**row, **sealed}
 
     def open(self, table: str, user_id: str, row_id: str, row: Row) -> Row:
         opened = dict(row)
@@ -75,11 +86,13 @@ class Sealer:
 
 
 class UserSealer:
-    """Seals the rows of one write for one user; made by `Sealer.for_user`."""
+    """Seals the rows of one write for one user; made by `Sealer.for_user` (which may make the
+    user's key) or `Sealer.for_existing_user` (which never does)."""
 
-    def __init__(self, sealer: Sealer, user_id: str) -> None:
+    def __init__(self, sealer: Sealer, user_id: str, *, create: bool) -> None:
         self._sealer = sealer
         self._user_id = user_id
+        self._create = create
 
     def seal(self, table: str, row_id: str, row: Row) -> Row:
-        return self._sealer.seal(table, self._user_id, row_id, row)
+        return self._sealer.seal(table, self._user_id, row_id, row, create=self._create)

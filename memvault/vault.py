@@ -436,7 +436,9 @@ class Vault:
             return None
         if not fields:
             return current
-        sealed = self.sealer.for_user(user_id).seal("sessions", session_id, fields)
+        sealed = self._sealed_update(user_id, "sessions", session_id, fields)
+        if sealed is None:
+            return None
         row = self.store.update_session(
             user_id, session_id, sealed, format_ts(utcnow()), if_updated_at=if_updated_at
         )
@@ -444,6 +446,14 @@ class Vault:
             return None
         self._publish("session.updated", user_id, session_id=session_id)
         return row
+
+    def _sealed_update(self, user_id: str, table: str, row_id: str, fields: Row) -> Row | None:
+        """`fields` sealed for an update of a row the user has; None when the user has no key
+        (deleted, by another writer perhaps, since the row was read). Only a user's first write
+        makes their key: an update that made one would give a crypto-shredded user a key again,
+        for rows the store then refuses to write."""
+        sealer = self.sealer.for_existing_user(user_id)
+        return None if sealer is None else sealer.seal(table, row_id, fields)
 
     def recent_turns(
         self,
@@ -499,10 +509,14 @@ class Vault:
             "access_count": 0, "created_at": created, "updated_at": format_ts(now), **values,
         }  # fmt: skip
         v.check_optional_id("supersedes", supersedes)
-        owner = self.store.insert_memory(
-            self.sealer.for_user(user_id).seal("memories", memory_id, row), format_ts(now),
-            supersedes=supersedes,
-        )  # fmt: skip
+        if supersedes is None:
+            sealed = self.sealer.for_user(user_id).seal("memories", memory_id, row)
+        else:  # an update of the superseded memory: it never makes the user a key
+            found = self._sealed_update(user_id, "memories", memory_id, row)
+            if found is None:
+                raise NotFound("no such current memory to supersede")
+            sealed = found
+        owner = self.store.insert_memory(sealed, format_ts(now), supersedes=supersedes)
         self._publish("memory.added", user_id, memory_id=memory_id, agent_id=row.get("agent_id"))
         if supersedes is not None:
             self._publish("memory.updated", user_id, memory_id=supersedes, agent_id=owner)
@@ -565,7 +579,9 @@ class Vault:
         )
         if not values:
             return current
-        sealed = self.sealer.for_user(user_id).seal("memories", memory_id, values)
+        sealed = self._sealed_update(user_id, "memories", memory_id, values)
+        if sealed is None:
+            return None
         row = self.store.update_memory(
             user_id, memory_id, sealed, format_ts(utcnow()), if_updated_at=if_updated_at
         )

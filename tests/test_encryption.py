@@ -6,12 +6,14 @@ import os
 import shutil
 import sqlite3
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import MakeVault
 
-from memvault import IntegrityError, Vault, WrongMasterKey
+from memvault import IntegrityError, NotFound, Vault, WrongMasterKey
 from memvault.crypto import encode_key, generate_key
 
 CANARY = "canary-7f3a91-zebra-quartz"
@@ -226,3 +228,37 @@ def test_rotation_interrupted_before_rename_recovers(
     (data / "master.key").write_bytes(old_file)
     assert make_vault(data).recent_turns("u")[0].content == "survives"
     assert not (data / "master.key.new").exists()
+
+
+Update = Callable[[Vault, str, str], object]
+UPDATES: dict[str, tuple[str, Update]] = {  # what each update reads first, and the update
+    "update_memory": ("get_memory", lambda v, m, s: v.update_memory("alice", m, text="new")),
+    "move_memory": ("get_memory", lambda v, m, s: v.move_memory("alice", m, tier="archive")),
+    "supersede_memory": ("get_memory", lambda v, m, s: v.supersede_memory("alice", m, "new")),
+    "update_session": ("get_session", lambda v, m, s: v.update_session("alice", s, title="t")),
+}
+
+
+@pytest.mark.parametrize("update", UPDATES)
+def test_an_update_of_a_user_deleted_after_its_read_is_not_found_and_makes_no_key(
+    make_vault: MakeVault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, update: str
+) -> None:
+    """Another vault on the same database deletes the user between the update's read and its
+    seal: sealing made the shredded user a new data key. Only a first write may make one."""
+    data = tmp_path / "data"
+    updater, deleter = make_vault(data), make_vault(data)
+    updater.add_turn("alice", "s", "user", "hello")
+    memory = updater.add_memory("alice", "likes tea")
+    read_name, run = UPDATES[update]
+    read = getattr(updater.store, read_name)
+
+    def read_then_deleted(*args: Any, **kwargs: Any) -> Any:
+        found = read(*args, **kwargs)  # the row as it was, then the user goes
+        deleter.delete_user("alice")
+        return found
+
+    monkeypatch.setattr(updater.store, read_name, read_then_deleted)
+    with pytest.raises(NotFound):
+        run(updater, memory.id, "s")
+    assert deleter.keyring._keys.get_wrapped("alice") is None
+    assert updater.store.get_user("alice") is None
