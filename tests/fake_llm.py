@@ -3,12 +3,15 @@
 It answers `POST /v1/chat/completions` (whole JSON, or server-sent events with `stream: true`)
 and `GET /v1/models`, and records every request it receives. Each chat request takes the next
 scripted `Reply` (a plain "Hello!" when none is left): text, tool calls, an error status, a delay
-before answering, or a stream that stops after some events until the test lets it go on.
+before answering, or a stream that stops after some events until the test lets it go on. A held
+stream watches its connection: when the proxy closes it, the stream counts as `closed_early`.
 """
 
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from typing import Any
 
 MODEL = "fake-model"
 WAIT_LIMIT = 30.0  # a held stream never outlives a test by more than this
+WATCH_EVERY = 0.02  # how often a held stream looks whether the proxy closed its connection
 
 
 @dataclass
@@ -47,6 +51,7 @@ class FakeLlm:
     received: list[Received] = field(default_factory=list)
     sent_events: list[str] = field(default_factory=list)  # every SSE event written, in order
     streams_done: int = 0  # streams written to their end
+    closed_early: int = 0  # streams whose connection the proxy closed before their end
     released: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,6 +62,21 @@ class FakeLlm:
     def release(self) -> None:
         """Let held streams go on."""
         self.released.set()
+
+    def closed_one_early(self) -> None:
+        with self.lock:
+            self.closed_early += 1
+
+    def held(self, connection: socket.socket) -> bool:
+        """Wait for `release()`: True once released, False if the proxy closed the connection
+        meanwhile."""
+        deadline = time.monotonic() + WAIT_LIMIT
+        while not self.released.wait(WATCH_EVERY):
+            if peer_closed(connection):
+                return False
+            if time.monotonic() > deadline:
+                break
+        return True
 
     def next_reply(self) -> Reply:
         with self.lock:
@@ -70,6 +90,18 @@ class FakeLlm:
     def last_messages(self) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = self.chats[-1].body["messages"]
         return messages
+
+
+def peer_closed(connection: socket.socket) -> bool:
+    """Whether the other end closed the connection: it reads as ended (or reset) although the
+    whole request was read, so nothing more is due from it."""
+    readable, _, _ = select.select([connection], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except ConnectionError:
+        return True
 
 
 def completion(reply: Reply, number: int) -> dict[str, Any]:
@@ -168,8 +200,9 @@ def _handler(fake: FakeLlm) -> type[BaseHTTPRequestHandler]:
             for at, event in enumerate(events):
                 if at == reply.cut_after:
                     return
-                if at == reply.hold_after:
-                    fake.released.wait(WAIT_LIMIT)
+                if at == reply.hold_after and not fake.held(self.connection):
+                    fake.closed_one_early()
+                    return
                 # noted before it is written: the test may read it as soon as the proxy relays it
                 fake.sent_events.append(event)
                 try:
@@ -177,6 +210,7 @@ def _handler(fake: FakeLlm) -> type[BaseHTTPRequestHandler]:
                     self.wfile.flush()
                 except OSError:  # the proxy went away: not sent after all
                     fake.sent_events.pop()
+                    fake.closed_one_early()
                     return
             fake.streams_done += 1
 

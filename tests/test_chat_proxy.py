@@ -6,20 +6,26 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from api_support import ADMIN, ADMIN_KEY, bearer, free_port, open_api
 from conftest import MakeVault
 from fake_llm import MODEL, FakeLlm, Reply, fake_llm
 from loopback import serve_in_thread
+from starlette.types import Message
 
 from memvault import Vault
+from memvault.api.proxy.answer import Answer
+from memvault.api.proxy.relay import RelayResponse
+from memvault.llm import LlmClient
 from memvault.model import Turn
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
@@ -87,6 +93,29 @@ def user(text: str) -> dict[str, Any]:
 
 def assistant(text: str | None, **extra: Any) -> dict[str, Any]:
     return {"role": "assistant", "content": text, **extra}
+
+
+def wait_until(done: Callable[[], object], what: str, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not done():
+        assert time.monotonic() < deadline, f"waited {within} s for {what}"
+        time.sleep(0.02)
+
+
+def leave_before_reading(proxy: Proxy, headers: dict[str, str], messages: list[Any]) -> None:
+    """Ask for a stream over a bare socket and close it once the LLM has the request, before
+    reading a byte of the answer: an app whose user gave up at once."""
+    body = json.dumps({"model": MODEL, "messages": messages, "stream": True}).encode()
+    url = proxy.http.base_url
+    assert url.port is not None
+    lines = [
+        f"POST {url.path.rstrip('/')}/chat/completions HTTP/1.1", f"Host: {url.host}:{url.port}",
+        "Content-Type: application/json", f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]  # fmt: skip
+    with socket.create_connection((url.host, url.port)) as client:
+        client.sendall("\r\n".join([*lines, "", ""]).encode() + body)
+        wait_until(lambda: proxy.llm.chats, "the request to reach the LLM")
 
 
 def wait_for_turns(proxy: Proxy, user_id: str, count: int) -> list[Turn]:
@@ -354,10 +383,67 @@ def test_a_client_leaving_mid_stream_leaves_a_partial_answer(proxy: Proxy) -> No
         for _ in range(6):  # three events: the role, "Lisbon", " is"
             next(lines)
     # the client has closed its connection; the LLM is still holding its stream open
+    wait_until(lambda: proxy.llm.closed_early == 1, "the proxy to close the LLM's stream")
     turns = wait_for_turns(proxy, "alice", 2)
     assert turns[1].content == "Lisbon is"
     assert turns[1].metadata["partial"] is True
     assert "finish_reason" not in turns[1].metadata
+
+
+@pytest.mark.parametrize("headers_after", [0.0, 0.5])
+def test_a_client_leaving_before_the_first_byte_closes_the_llms_stream(
+    proxy: Proxy, headers_after: float
+) -> None:
+    """The client leaves before reading anything: after the LLM's headers came (the proxy is
+    waiting for its first event), or while the proxy still waits for them. The LLM's stream is
+    closed at once, not held open until it ends, and the answer is saved as far as it came
+    (nothing here), marked partial."""
+    proxy.llm.script(Reply(content="Lisbon is lovely in May", delay=headers_after, hold_after=0))
+    leave_before_reading(proxy, proxy.user_key("alice"), [user("When should I go?")])
+    wait_until(lambda: proxy.llm.closed_early == 1, "the proxy to close the LLM's stream")
+    answered = wait_for_turns(proxy, "alice", 2)[1]
+    assert answered.role.value == "assistant" and answered.metadata["partial"] is True
+    assert answered.metadata["empty"] is True and proxy.llm.streams_done == 0
+
+
+@pytest.mark.parametrize(("sends_before_leaving", "gathered"), [(0, ""), (2, "Lisbon")])
+def test_a_server_that_tells_of_a_client_gone_by_failing_send_closes_the_llms_stream(
+    llm: FakeLlm, sends_before_leaving: int, gathered: str
+) -> None:
+    """ASGI 2.4 lets a server raise `OSError` from `send` once the client has gone, and not
+    report it through `receive`: the relay stops there, before the response start or after
+    the first event, closes the LLM's stream and saves what had come, marked partial."""
+    llm.script(Reply(content="Lisbon is lovely in May", hold_after=2))
+    saved: list[tuple[Answer, bool]] = []
+    sent: list[Message] = []
+
+    async def save(answer: Answer, partial: bool) -> None:
+        saved.append((answer, partial))
+
+    async def receive() -> Message:  # such a server need not report the client gone here
+        await anyio.sleep_forever()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if len(sent) == sends_before_leaving:
+            raise OSError("the client has gone")
+        sent.append(message)
+
+    async def relay() -> None:
+        client = LlmClient(llm.url, timeout=5)
+        body = {"model": MODEL, "messages": [user("When should I go?")], "stream": True}
+        try:
+            response = RelayResponse(await client.open_chat_stream(body), save)
+            scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}}
+            await response(scope, receive, send)
+        finally:
+            await client.aclose()
+
+    anyio.run(relay)
+    assert len(sent) == sends_before_leaving
+    [(answer, partial)] = saved
+    assert answer.content == gathered and partial is True
+    wait_until(lambda: llm.closed_early == 1, "the proxy to close the LLM's stream")
 
 
 def test_a_stream_the_llm_breaks_off_leaves_a_partial_answer(proxy: Proxy) -> None:

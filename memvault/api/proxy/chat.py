@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
-import anyio
-from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.background import BackgroundTask
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from memvault.api.appends import AppendBatcher
-from memvault.api.proxy.answer import Answer, StreamedAnswer, completion_answer
+from memvault.api.proxy.answer import Answer, completion_answer
 from memvault.api.proxy.caller import Caller
 from memvault.api.proxy.memory import with_memory
+from memvault.api.proxy.relay import EVENT_STREAM, RelayResponse
 from memvault.api.proxy.turns import (
     Message,
     NewPart,
@@ -42,14 +41,13 @@ from memvault.api.proxy.turns import (
     new_part,
     place,
 )
-from memvault.errors import Invalid, LlmNotConfigured, LlmUnreachable, MemvaultError
-from memvault.llm import ChatStream, LlmClient
+from memvault.errors import Invalid, LlmNotConfigured, MemvaultError
+from memvault.llm import LlmClient
 from memvault.vault import Vault
 
 log = logging.getLogger(__name__)
 
 NO_RECENT_TURNS = {"ai": 0, "general": 0}  # the app sends the conversation under way itself
-EVENT_STREAM = "text/event-stream"
 NOT_CONFIGURED = "the chat proxy needs MEMVAULT_LLM_URL: the base URL of an OpenAI-compatible API"
 
 
@@ -177,50 +175,4 @@ class ChatProxy:
         async def save(answer: Answer, partial: bool) -> None:
             await self._save_answer(caller, answer, partial=partial)
 
-        relay = StreamRelay(stream, save)
-        return StreamingResponse(
-            relay.events(),
-            status_code=stream.status,
-            media_type=EVENT_STREAM,
-            headers={"Cache-Control": "no-cache"},
-            background=BackgroundTask(relay.finish),
-        )
-
-
-class StreamRelay:
-    """Passes the LLM's events to the client as they arrive, gathering the answer; `finish`
-    closes the LLM's stream and saves the answer, once, however the relay ended.
-
-    It ends in one of three ways: the LLM's stream ends (the answer is whole, saved before the
-    last bytes reach the client); the LLM's stream breaks off, or closes before its finish
-    reason (saved as far as it got, `partial`); or the client goes away, which cancels the
-    relay (the same). `finish` runs from the relay's own
-    clean-up, shielded from that cancellation, and again as the response's background task
-    in case the relay was cancelled before it started."""
-
-    def __init__(self, stream: ChatStream, save: Callable[[Answer, bool], Awaitable[None]]):
-        self.stream = stream
-        self.save = save
-        self.gathered = StreamedAnswer()
-        self._finished = False
-
-    async def events(self) -> AsyncIterator[str]:
-        try:
-            async for event in self.stream.events():
-                self.gathered.feed(event)
-                yield event
-        except LlmUnreachable as exc:
-            log.warning("chat proxy: the LLM's stream broke off (%s)", exc.message)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.finish()
-
-    async def finish(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        try:
-            await self.stream.aclose()
-        finally:
-            # whole once the LLM said why it stopped: a stream that ends before is partial
-            await self.save(self.gathered.result(), not self.gathered.done)
+        return RelayResponse(stream, save)
