@@ -697,7 +697,10 @@ class Vault:
         def apply(memory_id: str, **fields: Any) -> None:
             if memory_id in skipped:
                 return
-            row = self._update_memory(user_id, memory_id, fields, read_at[memory_id])
+            try:
+                row = self._update_memory(user_id, memory_id, fields, read_at[memory_id])
+            except NotFound:  # the duplicate's survivor was deleted meanwhile: left current
+                row = None
             if row is None:
                 skipped.add(memory_id)
             else:

@@ -580,6 +580,38 @@ def test_what_is_deleted_during_a_run_is_skipped_and_the_run_goes_on(
     assert not vault.consolidate("u", now=NOW).changed
 
 
+def test_a_duplicate_whose_survivor_is_deleted_during_a_run_stays_current(
+    make_vault: MakeVault,
+) -> None:
+    """Two groups of duplicates; once the run has merged one, another writer deletes the newest
+    copy of the other. Its older copy must not point to a memory that is gone (it would drop
+    out of the current memories for good): it stays as it was, and is listed as skipped."""
+    vault, app = make_vault(), make_vault()
+    day = timedelta(days=1)
+    cats = [vault.add_memory("u", text, kind="episodic", created_at=NOW - age * day)
+            for text, age in (("Has two cats", 3), ("has two cats", 2))]  # fmt: skip
+    tea = [vault.add_memory("u", text, kind="episodic", created_at=NOW - age * day)
+           for text, age in (("Likes green tea", 3), ("likes green tea.", 2))]  # fmt: skip
+    deleted: list[Memory] = []
+
+    def meanwhile(event: Event) -> None:  # the run's first write: one group's merge
+        if event.type == "memory.updated" and not deleted:
+            merged_first = event.ids["memory_id"] in {m.id for m in cats}
+            deleted.append((tea if merged_first else cats)[1])
+            app.delete_memory("u", deleted[0].id)
+
+    report = consolidated_while(vault, meanwhile)
+    assert len(deleted) == 1
+    left = tea if deleted[0] in tea else cats
+    merged = cats if left is tea else tea
+    assert [(m.survivor, m.merged) for m in report.merged] == [(merged[1].id, (merged[0].id,))]
+    assert report.skipped == (left[0].id,)
+    assert vault.get_memory("u", left[0].id).superseded_by is None
+    current = {m.id for m in vault.list_memories("u", include_superseded=False)}
+    assert current == {merged[1].id, left[0].id}
+    assert not vault.consolidate("u", now=NOW).changed
+
+
 def test_a_summary_over_the_deployments_limits_is_skipped_not_fatal(
     make_vault: MakeVault,
 ) -> None:

@@ -340,6 +340,18 @@ def test_a_memory_cannot_supersede_itself_nor_end_before_it_starts(vault: Vault)
     assert [m.text for m in vault.list_memories("u")] == ["Works at Acme"]
 
 
+def test_a_memory_cannot_be_superseded_by_one_that_does_not_exist(vault: Vault) -> None:
+    """It would drop out of the current memories, pointing to nothing."""
+    memory = vault.add_memory("u", "Works at Acme")
+    gone = vault.add_memory("u", "Works at Initech")
+    vault.delete_memory("u", gone.id)
+    revision = vault.store.revision("u")
+    with pytest.raises(NotFound, match=r"^superseded_by: no such memory$"):
+        vault.update_memory("u", memory.id, superseded_by=gone.id)
+    assert vault.get_memory("u", memory.id) == memory  # nothing written, no revision taken
+    assert vault.store.revision("u") == revision
+
+
 def test_superseding_a_memory_valid_only_from_later_on_ends_it_where_it_starts(
     vault: Vault,
 ) -> None:

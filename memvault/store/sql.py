@@ -515,10 +515,19 @@ class SqlStore:
         if_updated_at: str | None = None,
     ) -> Row | None:
         """Change a memory's fields; None when there is no such memory, or (`if_updated_at`)
-        when it was written since the caller read it at that `updated_at`."""
+        when it was written since the caller read it at that `updated_at`.
+
+        A `superseded_by` is written only while that successor exists, in the same statement:
+        a memory pointing to a deleted one would drop out of the current memories for good.
+        A successor that is gone (deleted by another writer, say) is `NotFound`, naming the
+        field, and nothing is written."""
         unknown = set(fields) - MEMORY_FIELDS
         assert not unknown, unknown
-        unchanged, condition = _unchanged_since(if_updated_at)
+        where, params = _unchanged_since(if_updated_at)
+        successor = fields.get("superseded_by")
+        if successor is not None:
+            where += " AND EXISTS (SELECT 1 FROM memories s WHERE s.user_id = ? AND s.id = ?)"
+            params = (*params, user_id, successor)
         try:
             with self.db.write() as tx:
                 if not self._exists(tx, "memories", user_id, memory_id):
@@ -527,12 +536,16 @@ class SqlStore:
                 assignments = "".join(f"{name} = ?, " for name in fields)
                 row = tx.one(
                     f"UPDATE memories SET {assignments}updated_at = ?, rev = ? "
-                    f"WHERE user_id = ? AND id = ?{unchanged} RETURNING *",
-                    (*fields.values(), now, rev, user_id, memory_id, *condition),
+                    f"WHERE user_id = ? AND id = ?{where} RETURNING *",
+                    (*fields.values(), now, rev, user_id, memory_id, *params),
                 )
-                if row is None:  # written meanwhile: the revision's bump goes back with it
-                    raise _WrittenMeanwhile
-                return row
+                if row is not None:
+                    return row
+                if successor is not None and not self._exists(tx, "memories", user_id, successor):
+                    raise NotFound(
+                        "superseded_by: no such memory", details={"field": "superseded_by"}
+                    )
+                raise _WrittenMeanwhile  # the revision's bump goes back with it
         except _WrittenMeanwhile:
             return None
 
