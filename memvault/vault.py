@@ -32,6 +32,7 @@ from memvault.inputs import (
 from memvault.jobs import JobQueue
 from memvault.keys import ApiKeys
 from memvault.mind.consolidate import (
+    SUMMARISED_TURNS,
     ConsolidationPolicy,
     ConsolidationReport,
     extractive_summary,
@@ -481,14 +482,32 @@ class Vault:
     def clear(self, user_id: str, *, channel: str | None = None) -> int:
         """Forget the user's conversation history (one channel, or all); memories stay.
 
-        Returns how many turns were deleted. Sessions left without turns go too.
+        Returns how many turns were deleted. Sessions left without turns go too; a session
+        that keeps turns of another channel loses its summary (it may quote what was
+        forgotten) and consolidation's note of the turns it covered, in the same transaction,
+        so the next run summarises what is left.
         """
         v.check_id("user_id", user_id)
         chan = None if channel is None else v.check_enum("channel", channel, Channel).value
-        deleted = self.store.clear_turns(user_id, chan, format_ts(utcnow()))
+        unnoted = [] if chan is None else self._without_summary_notes(user_id)
+        deleted = self.store.clear_turns(user_id, chan, format_ts(utcnow()), unnoted=unnoted)
         if deleted:
             self._publish("user.cleared", user_id, channel=chan)
         return deleted
+
+    def _without_summary_notes(self, user_id: str) -> list[tuple[str, str, bytes | None]]:
+        """For each session whose metadata notes the turns its summary covers: its id, its
+        `updated_at`, and its metadata sealed without the note (what a clear leaves it)."""
+        sealer = self.sealer.for_existing_user(user_id)
+        if sealer is None:  # no key, so no sessions: nothing to clear
+            return []
+        found = []
+        for session in self._every_session(user_id):
+            if SUMMARISED_TURNS in session.metadata:
+                rest = {k: val for k, val in session.metadata.items() if k != SUMMARISED_TURNS}
+                sealed = sealer.seal("sessions", session.id, {"metadata": rest or None})
+                found.append((session.id, format_ts(session.updated_at), sealed["metadata"]))
+        return found
 
     # -- memories --------------------------------------------------------------------------
 

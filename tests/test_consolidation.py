@@ -612,6 +612,29 @@ def test_a_duplicate_whose_survivor_is_deleted_during_a_run_stays_current(
     assert not vault.consolidate("u", now=NOW).changed
 
 
+def test_clearing_a_channel_takes_the_summaries_that_quote_it(vault: Vault) -> None:
+    """A summary quoting turns a clear deleted went on showing them: it goes with them, and
+    so does the note of the turns it covered; the caller's own metadata stays."""
+    start = NOW - timedelta(hours=3)
+    vault.add_turns("u", "mixed", spoken(4, start))
+    said = "I keep my spare key under the blue flowerpot by the back door, remember that."
+    vault.add_turn("u", "mixed", "user", said, channel="general", created_at=start)
+    vault.update_session("u", "mixed", metadata={"topic": "trip"})
+    idle_sessions(vault, "u", "other")
+    assert vault.consolidate("u", now=NOW).summarised == ("mixed", "other")
+    assert "flowerpot" in (vault.get_session("u", "mixed").summary or "")
+    kept = vault.get_session("u", "other")
+
+    assert vault.clear("u", channel="general") == 1
+    cleared = vault.get_session("u", "mixed")
+    assert (cleared.summary, cleared.metadata, cleared.turn_count) == (None, {"topic": "trip"}, 4)
+    assert vault.get_session("u", "other") == kept  # it lost no turns
+    again = vault.consolidate("u", now=NOW)
+    assert again.summarised == ("mixed",)
+    summary = vault.get_session("u", "mixed").summary
+    assert summary is not None and "flowerpot" not in summary
+
+
 def test_a_summary_over_the_deployments_limits_is_skipped_not_fatal(
     make_vault: MakeVault,
 ) -> None:

@@ -445,13 +445,37 @@ class SqlStore:
             return tx.all(sql, params)
 
     @retried
-    def clear_turns(self, user_id: str, channel: str | None, now: str) -> int:
-        """Delete the user's turns (of one channel, or all) and the sessions left empty."""
+    def clear_turns(
+        self,
+        user_id: str,
+        channel: str | None,
+        now: str,
+        *,
+        unnoted: Sequence[tuple[str, str, bytes | None]] = (),
+    ) -> int:
+        """Delete the user's turns (of one channel, or all) and the sessions left empty.
+
+        A session that keeps turns of another channel loses its summary, which may quote the
+        deleted ones. `unnoted` gives, for sessions whose metadata notes what a summary covers,
+        (session id, `updated_at` as the caller read it, the metadata sealed without that
+        note): those of them that lose turns take it, unless written since the caller read
+        them (then their own metadata stays; without a summary, a note decides nothing)."""
         where, params = ("channel = ?", (channel,)) if channel else ("1 = 1", ())
+        losing = f"id IN (SELECT session_id FROM turns WHERE user_id = ? AND {where})"
         with self.db.write() as tx:
             if tx.one("SELECT id FROM users WHERE id = ?", (user_id,)) is None:
                 return 0
             rev = self._bump(tx, user_id, now)
+            for session_id, read_at, metadata in unnoted:
+                tx.send(
+                    f"UPDATE sessions SET metadata = ? WHERE user_id = ? AND id = ? "
+                    f"AND updated_at = ? AND {losing}",
+                    (metadata, user_id, session_id, read_at, user_id, *params),
+                )
+            tx.send(
+                f"UPDATE sessions SET summary = NULL WHERE user_id = ? AND {losing}",
+                (user_id, user_id, *params),
+            )
             self._bury_turns(tx, user_id, rev, where, params)
             deleted = tx.execute(
                 f"DELETE FROM turns WHERE user_id = ? AND {where}", (user_id, *params)
