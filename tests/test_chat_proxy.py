@@ -204,6 +204,23 @@ def test_an_empty_answer_is_a_turn_marked_empty(proxy: Proxy, stream: bool) -> N
     ]  # fmt: skip
 
 
+def test_an_empty_answer_is_neither_found_nor_put_in_a_context(proxy: Proxy) -> None:
+    """The placeholder of an empty answer is nobody's words: a search for them finds the
+    user's turn that holds them and not the placeholder, and a context, even with the
+    session's recent turns, leaves it out. The session still lists it."""
+    alice = proxy.user_key("alice")
+    proxy.llm.script(Reply(content=""))
+    assert proxy.chat(alice, [user("Give me an empty answer")]).status_code == 200
+    asked, empty = proxy.turns("alice")
+    assert empty.content == "[empty answer]" and empty.metadata["empty"] is True
+    found = [hit.id for hit in proxy.vault.search("alice", "empty answer")]
+    assert asked.id in found and empty.id not in found
+    context = proxy.vault.context("alice", "empty answer", session_id="chat")
+    lines = context.text.splitlines()
+    assert any("Give me an empty answer" in line for line in lines)
+    assert not any("[empty answer]" in line for line in lines), context.text
+
+
 def test_text_parts_are_saved_and_other_parts_noted_by_kind_only(proxy: Proxy) -> None:
     alice = proxy.user_key("alice")
     image = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"

@@ -24,7 +24,7 @@ from memvault.retrieval.embed import BackgroundRun, Embedder, background_embed
 from memvault.retrieval.graphs import GraphBuilds
 from memvault.retrieval.idle import IdleThread
 from memvault.retrieval.index import People, UserIndex
-from memvault.retrieval.items import TURN, Item
+from memvault.retrieval.items import TURN, Item, searchable
 
 ItemKey = tuple[str, str]
 
@@ -197,7 +197,7 @@ class IndexCache:
                 loaded = changes if whole else None
                 self._current(user_id, lock, revision, recalls, stop=stop, loaded=loaded)
             else:
-                self._vectors_for(user_id, lock, changes.items, newest, stop)
+                self._vectors_for(user_id, lock, searchable(changes.items), newest, stop)
 
     def _has_room(self, items: int) -> bool:
         """Whether an index of `items` items fits in the cache beside those it holds, at their
@@ -297,11 +297,11 @@ class IndexCache:
             index = UserIndex(self.embedder, **self._ann)
             with self._lock:  # recalls counted for the user before it was made anew
                 self._recalls_here.pop(user_id, None)
+        indexed = searchable(changes.items)
         turns = sorted(
-            (i for i in changes.items if i.type == TURN),
-            key=lambda i: (i.session_id or "", i.seq),
+            (i for i in indexed if i.type == TURN), key=lambda i: (i.session_id or "", i.seq)
         )
-        ordered = turns + [i for i in changes.items if i.type != TURN]
+        ordered = turns + [i for i in indexed if i.type != TURN]
         # embedded before the index changes at all, so a stopped top-up leaves it as it was
         vectors = self._vectors_for(user_id, lock, ordered, index.revision, stop)
         index.remove(changes.removed)

@@ -2,7 +2,8 @@
 
 Turns and memories differ in shape; ranking and filtering treat them alike through `Item`.
 A turn is keyed with its speaker folded in ("Caroline: I went to ..."), because people ask
-about who said or did something, and an image shared in a turn is keyed by its caption.
+about who said or did something, and an image shared in a turn is keyed by its caption. A turn
+marked `empty` is not indexed at all (`searchable`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from memvault.model import Memory, Turn
 TURN = "turn"
 MEMORY = "memory"
 ITEM_TYPES = (TURN, MEMORY)
+# turn metadata: the turn's content only stands in for an answer that said nothing (a turn
+# needs some content), so there is nothing in it to find or to put in a context
+EMPTY_MARK = "empty"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,13 @@ def item_from_turn(turn: Turn, rev: int = 0) -> Item:
         rev=rev,
         metadata=turn.metadata,
     )
+
+
+def searchable(items: Iterable[Item]) -> list[Item]:
+    """The items an index holds: all but turns marked `EMPTY_MARK`, whose placeholder text
+    would match searches for its own words and take a line of a context. They are still
+    stored and listed with their session."""
+    return [i for i in items if not (i.type == TURN and i.metadata.get(EMPTY_MARK) is True)]
 
 
 def item_from_memory(memory: Memory, rev: int = 0) -> Item:

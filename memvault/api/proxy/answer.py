@@ -12,10 +12,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from memvault.retrieval.items import EMPTY_MARK  # marks it, and keeps it out of the index
+
 DATA_PREFIX = "data:"
 DONE = "[DONE]"
 EMPTY_ANSWER = "[empty answer]"  # the content of the turn of an answer with no text or call
-EMPTY_MARK = "empty"  # the metadata key that marks it
 
 
 @dataclass

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from memvault.api.proxy.answer import EMPTY_MARK
 from memvault.errors import Invalid
 from memvault.model import Role, Turn
+from memvault.retrieval.items import EMPTY_MARK
 from memvault.vault import MAX_LIST
 
 INSTRUCTION_ROLES = frozenset(("system", "developer"))
