@@ -380,8 +380,17 @@ class Keyring:
 
     # -- fields ----------------------------------------------------------------------------
 
-    def seal(self, user_id: str, table: str, row_id: str, column: str, plaintext: bytes) -> bytes:
-        return self.seal_columns(user_id, table, row_id, {column: plaintext})[column]
+    def seal(
+        self,
+        user_id: str,
+        table: str,
+        row_id: str,
+        column: str,
+        plaintext: bytes,
+        *,
+        create: bool = True,
+    ) -> bytes:
+        return self.seal_columns(user_id, table, row_id, {column: plaintext}, create=create)[column]
 
     def seal_columns(
         self,

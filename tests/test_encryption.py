@@ -10,11 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import MakeVault
 
 from memvault import IntegrityError, NotFound, Vault, WrongMasterKey
 from memvault.crypto import encode_key, generate_key
+from memvault.retrieval.vectors import SealedVectors
 
 CANARY = "canary-7f3a91-zebra-quartz"
 # These read or damage the SQLite files themselves; the rest run on every backend.
@@ -262,3 +264,18 @@ def test_an_update_of_a_user_deleted_after_its_read_is_not_found_and_makes_no_ke
         run(updater, memory.id, "s")
     assert deleter.keyring._keys.get_wrapped("alice") is None
     assert updater.store.get_user("alice") is None
+
+
+def test_vectors_saved_for_a_user_deleted_meanwhile_are_dropped_and_make_no_key(
+    make_vault: MakeVault, tmp_path: Path
+) -> None:
+    """A top-up that read a user's rows before another vault deleted the user then saves their
+    vectors: sealing them made the shredded user a new data key."""
+    data = tmp_path / "data"
+    embedding, deleter = make_vault(data), make_vault(data)
+    turn = embedding.add_turn("alice", "s", "user", "hello")
+    deleter.delete_user("alice")
+    vectors = SealedVectors(embedding.store, embedding.keyring)
+    vectors.save("alice", "model", [(("turn", turn.id), 1, np.ones(4, dtype=np.float32))])
+    assert deleter.keyring._keys.get_wrapped("alice") is None
+    assert vectors.load("alice", "model", 0) == {}

@@ -52,6 +52,11 @@ class SealedVectors:
     def save(
         self, user_id: str, model: str, entries: Sequence[tuple[ItemKey, int, Vectors]]
     ) -> None:
+        """Keep the vectors of items the user has. A user deleted since the items were read
+        (by another process, perhaps) has no key, and none is made for their vectors: a
+        crypto-shredded user must not get a key back, and there is nothing left to embed for."""
+        if not self._keyring.has_user_key(user_id):
+            return
         rows = [
             {
                 "item_type": item_type,
@@ -65,7 +70,7 @@ class SealedVectors:
 
     def _seal(self, user_id: str, row_id: str, vector: Vectors) -> bytes:
         plain = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
-        return self._keyring.seal(user_id, TABLE, row_id, "vector", plain)
+        return self._keyring.seal(user_id, TABLE, row_id, "vector", plain, create=False)
 
     def delete(self, user_id: str, keys: Sequence[ItemKey]) -> None:
         self._store.delete_embeddings(user_id, keys)
