@@ -35,11 +35,14 @@ from memvault.mind.consolidate import (
     SUMMARISED_TURNS,
     ConsolidationPolicy,
     ConsolidationReport,
-    extractive_summary,
+    SessionPlan,
+    holds_from,
     merged_end,
+    needs_extraction,
     needs_summary,
+    new_facts,
     plan_memories,
-    summary_metadata,
+    plan_session,
 )
 from memvault.mind.context import (
     MIN_RELATIVE_SCORE,
@@ -50,6 +53,7 @@ from memvault.mind.context import (
     check_channel_limits,
     check_min_relative_score,
 )
+from memvault.mind.extract import ExtractedFact, extracted_metadata
 from memvault.model import (
     Agent,
     Channel,
@@ -687,13 +691,15 @@ class Vault:
         now: datetime | None = None,
         policy: ConsolidationPolicy | None = None,
     ) -> ConsolidationReport:
-        """Move the user's memories along their life and summarise their idle sessions.
+        """Move the user's memories along their life, summarise their idle sessions and read
+        the facts the user stated in them, each fact replacing any older one of its slot.
 
-        The rules (`memvault.mind.consolidate`) decide over what is stored, as of `now`; this
-        applies their plan with the ordinary operations (`update_memory`, `move_memory`,
-        `update_session`), so nothing is deleted, superseded duplicates are kept as history and
-        each change is announced. The same `now` gives the same plan, and a run right after
-        another finds nothing to do.
+        The rules (`memvault.mind.consolidate`, `memvault.mind.extract`) decide over what is
+        stored, as of `now`; this applies their plan with the ordinary operations
+        (`update_session`, `add_memory`, `update_memory`, `move_memory`), so nothing is deleted,
+        superseded duplicates and facts are kept as history and each change is announced.
+        Sessions are written first, with the facts read from them, then the memories. The same
+        `now` gives the same plan, and a run right after another finds nothing to do.
 
         Each change is made only to the memory or session as the plan read it: one written or
         deleted meanwhile (a caller's edit, another server's run) is left alone, listed in the
@@ -705,12 +711,27 @@ class Vault:
             policy = ConsolidationPolicy()
         elif not isinstance(policy, ConsolidationPolicy):
             raise Invalid("policy", "must be a ConsolidationPolicy")
-        if self.store.get_user(user_id) is None:
+        user = self.store.get_user(user_id)
+        if user is None:
             raise NotFound("no such user")
         rows = self.store.list_memories(user_id)
         memories = {r["id"]: open_memory(self.sealer, r) for r in rows}
-        plan = plan_memories(list(memories.values()), moment, policy)
         read_at = {r["id"]: str(r["updated_at"]) for r in rows}
+        user_name = open_user(self.sealer, user).name
+        plans, skipped_sessions = self._session_plans(user_id, user_name, moment, policy)
+        summarised, extracted = [], []
+        for session_id, session_read_at, session_plan in plans:
+            changes = session_plan.fields()
+            if self._update_session(user_id, session_id, changes, session_read_at) is None:
+                skipped_sessions.append(session_id)  # its facts wait for the next run
+                continue
+            if session_plan.summary is not None:
+                summarised.append(session_id)
+            for fact in new_facts(session_plan.facts, memories.values()):
+                added = self._add_fact(user_id, fact)
+                memories[added.id], read_at[added.id] = added, format_ts(added.updated_at)
+                extracted.append(added.id)
+        plan = plan_memories(list(memories.values()), moment, policy)
         skipped: set[str] = set()
 
         def apply(memory_id: str, **fields: Any) -> None:
@@ -718,7 +739,7 @@ class Vault:
                 return
             try:
                 row = self._update_memory(user_id, memory_id, fields, read_at[memory_id])
-            except NotFound:  # the duplicate's survivor was deleted meanwhile: left current
+            except NotFound:  # the successor was deleted meanwhile: left current
                 row = None
             if row is None:
                 skipped.add(memory_id)
@@ -729,17 +750,15 @@ class Vault:
             for old in merge.merged:
                 ends = merged_end(memories[old], moment)
                 apply(old, superseded_by=merge.survivor, valid_to=ends)
+        for supersession in plan.supersessions:
+            starts = holds_from(memories[supersession.newer])
+            for old in supersession.older:  # closed where the newer one starts
+                ends = merged_end(memories[old], starts)
+                apply(old, superseded_by=supersession.newer, valid_to=ends)
         for memory_id, fields in plan.survivor_fields.items():
             apply(memory_id, **fields)
         for move in plan.moves:
             apply(move.memory_id, tier=move.tier.value)
-        summaries, skipped_sessions = self._summaries(user_id, moment, policy)
-        summarised = []
-        for session_id, session_read_at, summary_fields in summaries:
-            if self._update_session(user_id, session_id, summary_fields, session_read_at) is None:
-                skipped_sessions.append(session_id)
-            else:
-                summarised.append(session_id)
         moved = {reason: tuple(m.memory_id for m in plan.moves
                                if m.reason == reason and m.memory_id not in skipped)
                  for reason in ("promoted", "unused", "decayed", "expired")}  # fmt: skip
@@ -748,26 +767,37 @@ class Vault:
             for m in plan.merges
             if any(i not in skipped for i in m.merged)
         )
+        superseded = tuple(
+            dataclasses.replace(s, older=tuple(i for i in s.older if i not in skipped))
+            for s in plan.supersessions
+            if any(i not in skipped for i in s.older)
+        )
         return ConsolidationReport(
             user_id=user_id, now=moment, merged=merged, promoted=moved["promoted"],
             archived_unused=moved["unused"], archived_decayed=moved["decayed"],
             archived_expired=moved["expired"], summarised=tuple(summarised),
+            extracted=tuple(extracted), superseded=superseded,
             skipped=tuple(sorted(skipped)), skipped_sessions=tuple(sorted(skipped_sessions)),
         )  # fmt: skip
 
-    def _summaries(
-        self, user_id: str, now: datetime, policy: ConsolidationPolicy
-    ) -> tuple[list[tuple[str, str, Row]], list[str]]:
-        """The summaries the user's idle sessions need, each as (session id, `updated_at` of
-        the read it was made from, checked fields to write); and the sessions left out: deleted
-        since they were listed, or whose summary does not fit this deployment's limits.
+    def _session_plans(
+        self, user_id: str, user_name: str | None, now: datetime, policy: ConsolidationPolicy
+    ) -> tuple[list[tuple[str, str, SessionPlan]], list[str]]:
+        """What the rules write to the user's sessions (a summary, the notes of what was read)
+        and the facts read from their turns, each as (session id, `updated_at` of the read it
+        was made from, plan); and the sessions left out: deleted since they were listed, or
+        whose summary, metadata or facts do not fit this deployment's limits.
 
         All are read before any is written, as the memories are: each write is then conditional
-        on the read its summary was made from, and a session written meanwhile is skipped."""
-        summaries: list[tuple[str, str, Row]] = []
+        on the read its plan was made from, and a session written meanwhile is skipped."""
+        plans: list[tuple[str, str, SessionPlan]] = []
         left_out: list[str] = []
-        for listed in self._every_session(user_id):
-            if not needs_summary(listed, now, policy):
+        for listed_row in self._every_session_row(user_id):
+            listed = open_session(self.sealer, listed_row)
+            if not (
+                needs_summary(listed, now, policy)
+                or needs_extraction(listed, int(listed_row["last_seq"]), now, policy)
+            ):
                 continue
             # read afresh with its turns: the listing may be stale by now, and its metadata
             # written back would undo a caller's edit made since
@@ -777,23 +807,41 @@ class Vault:
                 continue
             row, turns = found
             session = open_session(self.sealer, row, (open_turn(self.sealer, t) for t in turns))
-            if not needs_summary(session, now, policy):
+            plan = plan_session(session, int(row["last_seq"]), user_name, now, policy)
+            if plan is None:
                 continue
-            summary = extractive_summary(session.turns or (), policy)
-            if summary is None:
-                continue
-            metadata = summary_metadata(session)
-            try:
-                fields = session_fields(self.settings, {"summary": summary, "metadata": metadata})
-            except Invalid:  # too long for this deployment: every run would stop here
+            try:  # too long for this deployment: every run would stop here
+                session_fields(self.settings, plan.fields())
+                for fact in plan.facts:
+                    memory_fields(self.settings, self._fact_fields(fact))
+            except Invalid:
                 left_out.append(session.id)
                 continue
-            summaries.append((session.id, str(row["updated_at"]), fields))
-        return summaries, left_out
+            plans.append((session.id, str(row["updated_at"]), plan))
+        return plans, left_out
+
+    @staticmethod
+    def _fact_fields(fact: ExtractedFact) -> dict[str, Any]:
+        """An extracted fact as a memory of the user's own (no agent's) of kind `fact`, true
+        and written down since it was said."""
+        return {
+            "text": fact.text, "kind": "fact", "tier": "long_term", "category": fact.category,
+            "source_turn_ids": [fact.turn_id], "valid_from": fact.said_at,
+            "created_at": fact.said_at, "metadata": extracted_metadata(fact.slot),
+        }  # fmt: skip
+
+    def _add_fact(self, user_id: str, fact: ExtractedFact) -> Memory:
+        fields = self._fact_fields(fact)
+        return self.add_memory(user_id, fields.pop("text"), **fields)
 
     def _every_session(self, user_id: str) -> list[Session]:
         """All the user's sessions, by id, read a page of `MAX_LIST` at a time."""
-        sessions: list[Session] = []
+        return [open_session(self.sealer, r) for r in self._every_session_row(user_id)]
+
+    def _every_session_row(self, user_id: str) -> list[Row]:
+        """The stored rows of all the user's sessions, by id, a page of `MAX_LIST` at a time:
+        with the columns a `Session` leaves out (`last_seq`)."""
+        found: list[Row] = []
         last: Row | None = None  # the last page's last session
         while True:
             rows = self.store.list_sessions(
@@ -802,9 +850,9 @@ class Vault:
                 before=None if last is None else last["updated_at"],
                 before_id=None if last is None else last["id"],
             )
-            sessions += [open_session(self.sealer, r) for r in rows]
+            found += rows
             if len(rows) < MAX_LIST:
-                return sorted(sessions, key=lambda s: s.id)
+                return sorted(found, key=lambda r: str(r["id"]))
             last = rows[-1]
 
     # -- global context --------------------------------------------------------------------

@@ -27,15 +27,18 @@ from memvault.mind.consolidate import (
     decayed_importance,
     duplicate_key,
     extractive_summary,
+    find_contradictions,
     find_duplicates,
     merged_end,
     needs_summary,
+    new_facts,
     next_tier,
     normalised,
     plan_memories,
     shortened,
     summary_metadata,
 )
+from memvault.mind.extract import ExtractedFact
 from memvault.model import Memory, MemoryKind, Role, Session, SessionKind, Tier, Turn, utcnow
 from memvault.upkeep import Upkeep
 
@@ -146,6 +149,56 @@ def test_uses_of_earlier_duplicates_count_towards_promotion_but_not_changed_fact
     c = memory("likes coffee", id="c", age=timedelta(days=3), access_count=2, superseded_by="d")
     d = memory("likes tea", id="d", access_count=1)
     assert plan_memories([c, d], NOW, POLICY).moves == ()
+
+
+# -- contradictions --------------------------------------------------------------------------
+
+
+def fact(text: str, slot: str | None, *, id: str, age: timedelta, **fields: Any) -> Memory:
+    metadata = {} if slot is None else {"slot": slot}
+    return memory(text, id=id, kind=MemoryKind.FACT, age=age, metadata=metadata, **fields)
+
+
+def test_the_newest_fact_of_a_slot_supersedes_the_others_of_its_owner() -> None:
+    day = timedelta(days=1)
+    facts = [
+        fact("Lives in Paris", "home", id="a", age=9 * day),
+        fact("Lives in Rome", "Home ", id="b", age=5 * day),  # one slot, however written
+        fact("Lives in Oslo", "home", id="c", age=7 * day, valid_from=NOW - day),  # said later
+        fact("Lives in Lyon", "home", id="d", age=3 * day, agent_id="a1"),  # another owner
+        fact("Lives in Bonn", "home", id="e", age=2 * day, superseded_by="x"),  # history
+        fact("Lives in Kyiv", "home", id="f", age=2 * day, valid_from=NOW + day),  # not yet
+        fact("Lives in Riga", "home", id="g", age=2 * day, expires_at=NOW),  # expired
+        fact("Likes Lima", None, id="h", age=2 * day),  # accumulates
+        memory("Lives in Baku", id="i", metadata={"slot": "home"}),  # not a fact
+    ]
+    found = find_contradictions(facts, NOW)
+    assert [(s.newer, s.older) for s in found] == [("c", ("a", "b"))]
+    # applied as any supersede: the plan marks them, and a second plan finds nothing
+    plan = plan_memories(facts, NOW, POLICY)
+    assert [(s.newer, s.older) for s in plan.supersessions] == [("c", ("a", "b"))]
+    closed = [dataclasses.replace(m, superseded_by="c") if m.id in "ab" else m for m in facts]
+    assert plan_memories(closed, NOW, POLICY).supersessions == ()
+
+
+def said(text: str, slot: str | None, days_ago: int, category: str = "location") -> ExtractedFact:
+    return ExtractedFact(text, category, slot, f"t{days_ago}", NOW - timedelta(days=days_ago))
+
+
+def test_new_facts_leave_out_what_the_user_said_again_but_not_a_return() -> None:
+    stored = [
+        fact("The user lives in Boston", "home", id="a", age=timedelta(days=30),
+             category="location"),
+        fact("The user is allergic to cats", None, id="b", age=timedelta(days=30),
+             category="health"),
+    ]  # fmt: skip
+    again = said("The user lives in Boston.", "home", 20)
+    cats = said("the user is allergic to CATS", None, 20, "health")
+    assert new_facts([again, cats], stored) == []
+    moved, back = said("The user lives in Denver", "home", 10), said(again.text, "home", 5)
+    assert new_facts([back, moved], stored) == [moved, back]  # in the order said
+    assert new_facts([again], [dataclasses.replace(stored[0], superseded_by="x")]) == [again]
+    assert new_facts([again], [dataclasses.replace(stored[0], agent_id="a1")]) == [again]
 
 
 # -- tiers -----------------------------------------------------------------------------------
@@ -418,6 +471,8 @@ def test_consolidate_applies_every_rule_and_keeps_history(vault: Vault) -> None:
         "archived_decayed": 1,
         "archived_expired": 1,
         "summarised": 1,
+        "extracted": 0,
+        "superseded": 0,
     }
     after = everything(vault, "alice")
     assert after.keys() == before.keys()  # nothing deleted
@@ -547,7 +602,7 @@ def test_a_session_written_during_a_run_keeps_that_write(make_vault: MakeVault) 
     assert again.summarised == ("b",) and again.skipped_sessions == ()
     summarised = vault.get_session("u", "b")
     assert summarised.title == "Lisbon" and summarised.summary is not None
-    assert summarised.metadata == {"topic": "trip", "summarised_turns": 4}
+    assert summarised.metadata == {"topic": "trip", "summarised_turns": 4, "extracted_seq": 4}
 
 
 def test_what_is_deleted_during_a_run_is_skipped_and_the_run_goes_on(
@@ -564,15 +619,15 @@ def test_what_is_deleted_during_a_run_is_skipped_and_the_run_goes_on(
     deleted: list[str] = []
 
     def meanwhile(event: Event) -> None:  # another writer deletes what the run has yet to write
-        if event.type == "memory.updated" and not deleted:  # the run's first write: the merge
-            deleted.append(unused.id)
-            app.delete_memory("u", unused.id)
-        elif summary_written(event, "a") and "b" not in deleted:
+        if summary_written(event, "a") and "b" not in deleted:  # sessions are written first
             deleted.append("b")
             app.delete_session("u", "b")
+        elif event.type == "memory.updated" and unused.id not in deleted:  # then the merge
+            deleted.append(unused.id)
+            app.delete_memory("u", unused.id)
 
     report = consolidated_while(vault, meanwhile)
-    assert deleted == [unused.id, "b"]
+    assert deleted == ["b", unused.id]
     assert [m.merged for m in report.merged] == [(first.id,)]
     assert report.skipped == (unused.id,) and report.archived_unused == ()
     assert report.summarised == ("a", "c") and report.skipped_sessions == ("b",)
@@ -627,7 +682,10 @@ def test_clearing_a_channel_takes_the_summaries_that_quote_it(vault: Vault) -> N
 
     assert vault.clear("u", channel="general") == 1
     cleared = vault.get_session("u", "mixed")
-    assert (cleared.summary, cleared.metadata, cleared.turn_count) == (None, {"topic": "trip"}, 4)
+    # the note of the turns read for facts stays: the facts stay too, and `seq` only grows
+    assert (cleared.summary, cleared.metadata, cleared.turn_count) == (
+        None, {"topic": "trip", "extracted_seq": 5}, 4,
+    )  # fmt: skip
     assert vault.get_session("u", "other") == kept  # it lost no turns
     again = vault.consolidate("u", now=NOW)
     assert again.summarised == ("mixed",)
@@ -664,6 +722,118 @@ def test_a_new_turn_makes_the_summary_stale(vault: Vault) -> None:
     assert vault.consolidate("u", now=NOW).summarised == ("s",)
     second = vault.get_session("u", "s").summary
     assert second != first and second is not None and "pottery" in second
+
+
+def test_a_move_supersedes_the_old_home_and_keeps_it_in_history(vault: Vault) -> None:
+    """Said in one session, then a month later in another: the newer fact stands, the older is
+    superseded by it (closed where it starts), and a context about home gives the new one."""
+    first, moved = NOW - timedelta(days=30), NOW - timedelta(hours=2)
+    vault.add_turns("u", "spring", [
+        {"role": "user", "content": "Hello! I live in New York.", "created_at": first},
+        {"role": "assistant", "content": "Nice, I live in Oslo.", "created_at": first},
+    ])  # fmt: skip
+    report = vault.consolidate("u", now=first + timedelta(hours=1))
+    (new_york,) = [vault.get_memory("u", i) for i in report.extracted]
+    assert new_york.text == "The user lives in New York" and report.superseded == ()
+    vault.add_turn("u", "summer", "user", "I just moved to Boston", created_at=moved)
+
+    report = vault.consolidate("u", now=NOW)
+    (boston_id,) = report.extracted
+    assert [(s.newer, s.older) for s in report.superseded] == [(boston_id, (new_york.id,))]
+    assert report.counts["extracted"] == 1 and report.counts["superseded"] == 1
+    boston = vault.get_memory("u", boston_id)
+    assert (boston.text, boston.kind, boston.category) == (
+        "The user lives in Boston", MemoryKind.FACT, "location",
+    )  # fmt: skip
+    assert boston.agent_id is None and boston.valid_from == moved
+    assert boston.metadata == {"extracted": True, "slot": "home"}
+    (source,) = boston.source_turn_ids
+    assert vault.get_session("u", "summer").turns[0].id == source  # type: ignore[index]
+    current = vault.list_memories("u", kinds=["fact"], include_superseded=False)
+    assert [m.id for m in current] == [boston_id]
+    old = vault.get_memory("u", new_york.id)
+    assert old.superseded_by == boston_id and old.valid_to == moved and old.valid_from == first
+    assert new_york.id in {m.id for m in vault.list_memories("u", include_superseded=True)}
+
+    before = everything(vault, "u")
+    again = vault.consolidate("u", now=NOW)
+    assert not again.changed and everything(vault, "u") == before
+
+    context = vault.context("u", "where do I live?", now=NOW)
+    facts = [item.text for item in context.items if item.source == "fact"]
+    assert facts == ["location: The user lives in Boston"]
+    # the superseded fact is in no section; the turns that said both remain past conversation,
+    # each with its date
+    assert new_york.id not in {item.id for item in context.items}
+    known = context.text.split("## ")[1]
+    assert known.startswith("What you know") and "Boston" in known and "New York" not in known
+
+
+def test_a_callers_fact_with_a_slot_gives_way_to_a_newer_extracted_one(vault: Vault) -> None:
+    acme = vault.add_memory("u", "Works at Acme", category="work", metadata={"slot": "employer"},
+                            valid_from=NOW - timedelta(days=300))  # fmt: skip
+    other = vault.add_memory("u", "Likes green tea", category="food")
+    vault.add_turn("u", "s", "user", "I work at Initech", created_at=NOW - timedelta(hours=1))
+    report = vault.consolidate("u", now=NOW)
+    (initech,) = report.extracted
+    assert [(s.newer, s.older) for s in report.superseded] == [(initech, (acme.id,))]
+    closed = vault.get_memory("u", acme.id)
+    assert closed.superseded_by == initech and closed.valid_to == NOW - timedelta(hours=1)
+    assert vault.get_memory("u", other.id).superseded_by is None
+    assert not vault.consolidate("u", now=NOW).changed
+
+
+def test_a_fact_said_again_adds_nothing_and_assistants_add_nothing(vault: Vault) -> None:
+    for session_id, hours in (("a", 30), ("b", 3)):
+        vault.add_turns("u", session_id, [
+            {"role": "user", "content": "I'm allergic to peanuts.",
+             "created_at": NOW - timedelta(hours=hours)},
+            {"role": "assistant", "content": "I'm allergic to nothing, and I live in Oslo.",
+             "created_at": NOW - timedelta(hours=hours)},
+            {"role": "assistant", "content": "I work at OpenSky",
+             "created_at": NOW - timedelta(hours=hours)},
+        ])  # fmt: skip
+    report = vault.consolidate("u", now=NOW)
+    (allergy,) = [vault.get_memory("u", i) for i in report.extracted]
+    assert allergy.text == "The user is allergic to peanuts"
+    assert allergy.valid_from == NOW - timedelta(hours=30)  # since it was first said
+    assert [m.id for m in vault.list_memories("u")] == [allergy.id]
+    assert vault.get_session("u", "b").metadata == {"extracted_seq": 3}
+    assert not vault.consolidate("u", now=NOW).changed
+
+
+def test_extraction_waits_for_the_session_to_be_idle_and_may_be_off(vault: Vault) -> None:
+    vault.add_turn("u", "s", "user", "I live in Lisbon", created_at=NOW - timedelta(minutes=5))
+    assert vault.consolidate("u", now=NOW).extracted == ()  # a conversation under way
+    later = NOW + POLICY.session_idle
+    off = ConsolidationPolicy(extract_facts=False)
+    assert not vault.consolidate("u", now=later, policy=off).changed
+    assert vault.get_session("u", "s").metadata == {}
+    assert len(vault.consolidate("u", now=later).extracted) == 1
+    with pytest.raises(Invalid) as err:
+        ConsolidationPolicy(extract_facts=1)  # type: ignore[arg-type]
+    assert err.value.field == "policy.extract_facts"
+
+
+def test_facts_of_a_session_written_during_a_run_wait_for_the_next(make_vault: MakeVault) -> None:
+    """Sessions are read, then written one by one, each on the read its facts came from: one
+    a caller writes in between keeps that write, adds no fact, and is read again next time."""
+    vault, app = make_vault(), make_vault()
+    vault.add_turn("u", "a", "user", "I live in Lisbon", created_at=NOW - timedelta(hours=3))
+    vault.add_turn("u", "b", "user", "I work at Initech", created_at=NOW - timedelta(hours=2))
+    edited: list[str] = []
+
+    def meanwhile(event: Event) -> None:
+        if summary_written(event, "a") and not edited:
+            edited.append("b")
+            app.update_session("u", "b", title="Work")
+
+    report = consolidated_while(vault, meanwhile)
+    assert edited == ["b"] and report.skipped_sessions == ("b",)
+    assert [vault.get_memory("u", i).text for i in report.extracted] == ["The user lives in Lisbon"]
+    again = vault.consolidate("u", now=NOW)
+    assert [vault.get_memory("u", i).text for i in again.extracted] == ["The user works at Initech"]
+    assert vault.get_session("u", "b").title == "Work"
 
 
 def test_bad_input_names_the_field(vault: Vault) -> None:

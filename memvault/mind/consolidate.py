@@ -25,6 +25,11 @@ The rules, in the order they are applied to one memory:
    again from the same last recall at every run, so the result would depend on how often
    consolidation ran.
 
+After the duplicates, contradictions: among the current facts of one owner that name the same
+`slot` in their metadata (what the fact is the one value of: "home", "employer", "age"), the
+newest by `valid_from` (else creation) stays and the others are superseded by it, their validity
+closed where it starts. Extracted facts carry a slot, and so may any a caller writes.
+
 Pinned memories and current facts (kind `fact`, not superseded) are spared by rules 4 and 5: a
 fact holds until a newer one supersedes it, however long nobody asks about it. A memory already
 in the archive stays there (a recall does not bring it back; a caller may move it). Superseded
@@ -32,6 +37,9 @@ memories are history and are not touched.
 
 Sessions: one that has been idle for `session_idle`, with at least `summary_min_turns` turns,
 and whose summary is missing or was written before its last turn, gets an extractive summary.
+An idle session whose user turns have not all been read gets its facts extracted
+(`memvault.mind.extract`); the facts that say something the user's current facts do not
+(`new_facts`) are added as memories of kind `fact`, before the rules above run over them.
 """
 
 from __future__ import annotations
@@ -46,6 +54,14 @@ from typing import Any
 
 from memvault import validate as v
 from memvault.errors import Invalid
+from memvault.mind.extract import (
+    SLOT,
+    ExtractedFact,
+    extract_facts,
+    extracted_through,
+    extraction_metadata,
+    unread_turns,
+)
 from memvault.model import Memory, MemoryKind, Role, Session, Tier, Turn, to_jsonable
 from memvault.retrieval.cues import turn_salience
 
@@ -72,6 +88,8 @@ class ConsolidationPolicy:
     - `summary_min_turns` (4), `summary_share` (0.5), `summary_chars` (600),
       `summary_turn_chars` (160): a few turns need no summary; a summary keeps the more salient
       half of the turns at most, as a handful of short lines, cheap in any prompt.
+    - `extract_facts` (True): read the facts users state of themselves from their turns. Off,
+      no session is read for facts; contradictions among the facts stored are still resolved.
     """
 
     promote_uses: int = 3
@@ -84,8 +102,10 @@ class ConsolidationPolicy:
     summary_share: float = 0.5
     summary_chars: int = 600
     summary_turn_chars: int = 160
+    extract_facts: bool = True
 
     def __post_init__(self) -> None:
+        v.check_bool("policy.extract_facts", self.extract_facts)
         for name in ("promote_uses", "summary_min_turns", "summary_chars", "summary_turn_chars"):
             v.check_limit(f"policy.{name}", getattr(self, name), MAX_POLICY_COUNT)
         for name in ("promote_importance", "decay_floor", "summary_share"):
@@ -105,6 +125,14 @@ class Merge:
 
     survivor: str
     merged: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Supersession:
+    """Facts of one slot replaced: `older` are superseded by `newer`, oldest first."""
+
+    newer: str
+    older: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +156,8 @@ class ConsolidationReport:
     archived_decayed: tuple[str, ...] = ()  # long_term (or promoted) to archive by decay
     archived_expired: tuple[str, ...] = ()  # past expires_at, to archive
     summarised: tuple[str, ...] = ()  # session ids given a new summary
+    extracted: tuple[str, ...] = ()  # ids of the facts extracted from turns, added as memories
+    superseded: tuple[Supersession, ...] = ()  # facts replaced by a newer one of their slot
     # written or deleted by someone else since the run read them: left for the next run to judge
     skipped: tuple[str, ...] = ()  # memory ids
     # session ids: as `skipped`, or whose summary does not fit this deployment's limits
@@ -143,6 +173,8 @@ class ConsolidationReport:
             "archived_decayed": len(self.archived_decayed),
             "archived_expired": len(self.archived_expired),
             "summarised": len(self.summarised),
+            "extracted": len(self.extracted),
+            "superseded": sum(len(s.older) for s in self.superseded),
         }
 
     @property
@@ -261,6 +293,87 @@ def uses(memory: Memory, by_id: Mapping[str, Memory], merged_into: Mapping[str, 
     return Use(count, last)
 
 
+# -- contradictions --------------------------------------------------------------------------
+
+
+def slot_of(memory: Memory) -> str | None:
+    """What a fact is the one value of (its metadata's `slot`, case and spacing set aside), or
+    None: not a fact, or one of a kind that accumulates."""
+    slot = memory.metadata.get(SLOT)
+    if memory.kind is not MemoryKind.FACT or not isinstance(slot, str):
+        return None
+    return slot_key(slot) or None
+
+
+def slot_key(slot: str) -> str:
+    """A slot as compared: "Home" and "home " are one."""
+    return " ".join(slot.casefold().split())
+
+
+def holds_from(memory: Memory) -> datetime:
+    """When a fact became true: its `valid_from`, else when it was written down."""
+    return memory.created_at if memory.valid_from is None else memory.valid_from
+
+
+def find_contradictions(memories: Iterable[Memory], now: datetime) -> list[Supersession]:
+    """Current, unexpired facts of one owner with one slot: the newest (by `holds_from`, then
+    creation, then id) stays, the others are superseded by it. A fact that holds only from
+    later than `now` takes no part yet: the one it will replace still holds until then."""
+    groups: dict[tuple[str | None, str], list[Memory]] = {}
+    for memory in memories:
+        slot = slot_of(memory)
+        if (
+            slot is not None
+            and memory.superseded_by is None
+            and not _expired(memory, now)
+            and holds_from(memory) <= now
+        ):
+            groups.setdefault((memory.agent_id, slot), []).append(memory)
+    found = []
+    for group in groups.values():
+        if len(group) > 1:
+            group.sort(key=lambda m: (holds_from(m), m.created_at, m.id))
+            found.append(Supersession(group[-1].id, tuple(m.id for m in group[:-1])))
+    found.sort(key=lambda s: s.newer)
+    return found
+
+
+def new_facts(facts: Iterable[ExtractedFact], memories: Iterable[Memory]) -> list[ExtractedFact]:
+    """The extracted facts that say something the user's current facts do not, in the order
+    said. One said again ("I live in Boston", a week after the same words) adds nothing: the
+    fact stands from when it was first said. A slot's value counts as said only while it is
+    the slot's newest: "Boston", "Denver", then "Boston" again is three facts.
+
+    Only the user's own facts count (not an agent's): extracted facts are the user's."""
+    latest: dict[tuple[str | None, ...], tuple[datetime, tuple[str | None, str]]] = {}
+
+    def note(place: tuple[str | None, ...], when: datetime, key: tuple[str | None, str]) -> bool:
+        """Record `key` at `place` if it is the newest there; whether it was news."""
+        held = latest.get(place)
+        if held is not None and held[1] == key:
+            return False
+        if held is None or held[0] <= when:
+            latest[place] = (when, key)
+        return True
+
+    def place_of(slot: str | None, key: tuple[str | None, str]) -> tuple[str | None, ...]:
+        return ("slot", slot_key(slot)) if slot is not None else ("text", *key)
+
+    standing = [
+        m for m in memories
+        if m.kind is MemoryKind.FACT and m.agent_id is None and m.superseded_by is None
+    ]  # fmt: skip
+    for memory in sorted(standing, key=lambda m: (holds_from(m), m.created_at, m.id)):
+        key = (memory.category, normalised(memory.text))
+        note(place_of(slot_of(memory), key), holds_from(memory), key)
+    fresh = []
+    for fact in sorted(facts, key=lambda f: f.said_at):
+        key = (fact.category, normalised(fact.text))
+        if note(place_of(fact.slot, key), fact.said_at, key):
+            fresh.append(fact)
+    return fresh
+
+
 # -- tiers -----------------------------------------------------------------------------------
 
 
@@ -330,9 +443,10 @@ def next_tier(
 
 @dataclass(frozen=True, slots=True)
 class MemoryPlan:
-    """What to write: merges, the survivors' merged fields, then tier moves."""
+    """What to write: merges, supersessions, the survivors' merged fields, then tier moves."""
 
     merges: tuple[Merge, ...] = ()
+    supersessions: tuple[Supersession, ...] = ()
     survivor_fields: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     moves: tuple[TierMove, ...] = ()
 
@@ -361,6 +475,11 @@ def plan_memories(
             for name in ("importance", "pinned", "tier")
             if getattr(after, name) != getattr(before, name)
         }
+    supersessions = find_contradictions(standing.values(), now)
+    for supersession in supersessions:
+        for old in supersession.older:
+            merged_into.setdefault(supersession.newer, []).append(old)
+            standing[old] = dataclasses.replace(standing[old], superseded_by=supersession.newer)
     moves = []
     for memory in sorted(standing.values(), key=lambda m: m.id):
         move = next_tier(memory, uses(memory, standing, merged_into), now, policy)
@@ -368,7 +487,7 @@ def plan_memories(
             moves.append(move)
             survivor_fields.get(memory.id, {}).pop("tier", None)  # one write moves it
     survivor_fields = {k: fields for k, fields in survivor_fields.items() if fields}
-    return MemoryPlan(tuple(merges), survivor_fields, tuple(moves))
+    return MemoryPlan(tuple(merges), tuple(supersessions), survivor_fields, tuple(moves))
 
 
 # -- session summaries -----------------------------------------------------------------------
@@ -399,6 +518,56 @@ def needs_summary(session: Session, now: datetime, policy: ConsolidationPolicy) 
 def summary_metadata(session: Session) -> dict[str, Any]:
     """The session's metadata with the note of how many turns its new summary covers."""
     return {**session.metadata, SUMMARISED_TURNS: session.turn_count}
+
+
+def needs_extraction(
+    session: Session, last_seq: int, now: datetime, policy: ConsolidationPolicy
+) -> bool:
+    """Extraction on, turns after the last one read (`last_seq` is the session's last turn),
+    and the session idle for `session_idle`: a conversation under way is read once it is over,
+    as its summary is, and meanwhile its turns are in any context of the session anyway."""
+    return (
+        policy.extract_facts
+        and session.last_turn_at is not None
+        and now - session.last_turn_at >= policy.session_idle
+        and extracted_through(session.metadata) < last_seq
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPlan:
+    """What a run writes to one session (a new summary or None, and its metadata with the notes
+    of what was read), and the facts extracted from its turns."""
+
+    summary: str | None
+    metadata: Mapping[str, Any]
+    facts: tuple[ExtractedFact, ...]
+
+    def fields(self) -> dict[str, Any]:
+        """The session's fields to write."""
+        summary = {} if self.summary is None else {"summary": self.summary}
+        return {**summary, "metadata": dict(self.metadata)}
+
+
+def plan_session(
+    session: Session,
+    last_seq: int,
+    user_name: str | None,
+    now: datetime,
+    policy: ConsolidationPolicy,
+) -> SessionPlan | None:
+    """What the rules do with a session read with its turns (None: nothing). `last_seq` is the
+    `seq` of its last turn; `user_name` the profile's, the subject of the facts read."""
+    turns = session.turns or ()
+    summary = extractive_summary(turns, policy) if needs_summary(session, now, policy) else None
+    metadata = session.metadata if summary is None else summary_metadata(session)
+    facts: list[ExtractedFact] = []
+    if needs_extraction(session, last_seq, now, policy):
+        facts = extract_facts(unread_turns(turns, session.metadata), user_name)
+        metadata = extraction_metadata(metadata, last_seq)
+    if summary is None and metadata == session.metadata:
+        return None
+    return SessionPlan(summary, metadata, tuple(facts))
 
 
 def shortened(text: str, limit: int) -> str:
