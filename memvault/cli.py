@@ -247,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("user")
     stats.set_defaults(run=cmd_stats)
     consolidate = commands.add_parser(
-        "consolidate", help="promote, archive and merge a user's memories; summarise sessions"
+        "consolidate",
+        help="read a user's facts from their turns; promote, archive, merge and supersede their "
+        "memories; summarise sessions",
     )
     consolidate.add_argument("user")
     consolidate.add_argument(

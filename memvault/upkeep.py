@@ -11,8 +11,9 @@ written to through both, finds nothing to do.
 
 A user who goes on writing is consolidated about every `delay`; one who stops is consolidated
 once more, `delay` to twice `delay` after their last write, and then left alone until they write
-again. Consolidation's own writes (memories and sessions updated) queue nothing: a run does not
-schedule the next.
+again. Consolidation's own updates (memories and sessions updated) queue nothing: a run does not
+schedule the next. The facts it extracts are memories added, so a run that extracted some
+queues one more, which finds nothing to do.
 
 The event listener only notes the user; the queue is written from this module's own thread, so
 a write's caller never waits for it.
@@ -32,7 +33,7 @@ from memvault.vault import Vault
 
 log = logging.getLogger(__name__)
 
-WRITES = frozenset({"turn.added", "memory.added"})  # by callers; consolidation only updates
+WRITES = frozenset({"turn.added", "memory.added"})  # by callers, and extracted facts
 
 
 class Upkeep:

@@ -863,12 +863,18 @@ def test_the_cli_prints_the_report(
             tier="working",
             created_at=NOW - timedelta(days=30),
         )
+        old = vault.add_memory("alice", "Lives in Oslo", metadata={"slot": "home"},
+                               created_at=NOW - timedelta(days=30))  # fmt: skip
+        vault.add_turn("alice", "s", "user", "I live in Lyon", created_at=NOW - timedelta(days=1))
     code = main(
         ["--data", str(tmp_path / "data"), "consolidate", "alice", "--now", NOW.isoformat()]
     )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["archived_unused"] == [unused.id] and report["counts"]["archived_unused"] == 1
+    (lyon,) = report["extracted"]
+    assert report["superseded"] == [{"newer": lyon, "older": [old.id]}]
+    assert report["counts"]["extracted"] == report["counts"]["superseded"] == 1
     assert report["now"] == NOW.isoformat()
     assert main(["--data", str(tmp_path / "data"), "consolidate", "nobody"]) == 2
 
