@@ -60,6 +60,7 @@ def read(text: str, name: str | None = None) -> list[tuple[str, str | None]]:
         ("I'm lactose intolerant", "The user is lactose intolerant", None),
         ("I don't eat meat", "The user does not eat meat", None),
         ("I love hiking so much", "The user loves hiking", "feelings about hiking"),
+        ("I also like cheese pizza", "The user likes cheese pizza", "feelings about cheese pizza"),
         ("I can't stand Mondays", "The user hates Mondays", "feelings about mondays"),
         ("My wife's name is Sarah", "The user's wife is called Sarah", "spouse"),
         ("My mum is called Jane", "The user's mum is called Jane", "mother"),
@@ -114,6 +115,9 @@ def test_the_profile_name_is_the_subject() -> None:
         "I like your idea",
         "I love you",
         "I enjoy the show",
+        "I love their work",  # someone else's
+        "I like his jokes",
+        "Yeah, I love to.",  # the object is elsewhere
         "I lived in Paris for years",  # past
         "",
     ],

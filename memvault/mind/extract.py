@@ -157,8 +157,11 @@ _DIET_PLANS = r"(?i:keto|paleo|low-carb|low carb|gluten-free|dairy-free|mediterr
 _POINTING = frozenset({
     "it", "that", "this", "these", "those", "you", "your", "yours", "him", "her", "them", "me",
     "my", "mine", "myself", "we", "us", "our", "what", "how", "when", "where", "why", "who",
-    "the", "a", "an", "some", "any",
+    "the", "a", "an", "some", "any", "he", "she", "they", "his", "its", "their", "theirs",
+    "there", "here",
 })  # fmt: skip
+# words a liked thing cannot end on: the clause stops before its object ("Yeah, I love to.")
+_DANGLING = frozenset({"to", "and", "or", "of", "with", "about", "for", "in", "on", "at"})
 _NOT_NAMES = frozenset({
     "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "tomorrow",
     "today", "tonight", "later", "back", "anytime",
@@ -168,6 +171,7 @@ _FEELINGS = {
     "dislike": "dislikes", "detest": "detests", "loathe": "loathes",
 }  # fmt: skip
 _INTENSIFIERS = re.compile(r"\s+(?i:so much|a lot|very much|too)$")
+_LEADING_ADVERBS = re.compile(r"^(?i:also|really|just|still|even|totally|absolutely)\s+")
 
 Build = Callable[[Mapping[str, Any], _Subject], list[Statement]]
 
@@ -263,9 +267,12 @@ def _diet_plan(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
 
 
 def _feeling(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
-    what = _INTENSIFIERS.sub("", m["what"])
-    if any(word.casefold() in _POINTING for word in what.split()):
-        return []  # "I love it", "I like your idea", "I enjoy the show"
+    what = _LEADING_ADVERBS.sub("", _INTENSIFIERS.sub("", m["what"]))
+    words = what.split()
+    if not words or words[-1].casefold() in _DANGLING:
+        return []
+    if any(word.casefold() in _POINTING for word in words):
+        return []  # "I love it", "I like your idea", "I enjoy the show", "I love their work"
     verb = _FEELINGS[m["verb"].lower()]
     # one feeling at a time about one thing: "I hate coffee" replaces "I love coffee"
     return _one(f"{who.name} {verb} {what}", "preferences", f"feelings about {what.lower()}")
