@@ -7,6 +7,7 @@ import functools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 from memvault import Vault
 from memvault.config import Settings
+from memvault.model import Role, Turn
 from memvault.store.postgres import temporary_schema
 
 BACKENDS = ("sqlite", "postgres")
@@ -145,3 +147,20 @@ def sessions_of_one_moment(vault: Vault, user_id: str, count: int) -> None:
     for session in exported["sessions"]:
         session["updated_at"] = "2026-03-01T12:00:00+00:00"
     vault.import_user(exported, user_id=user_id)
+
+
+def plain_turn(
+    seq: int, content: str, role: Role = Role.USER, *, first: datetime, **fields: Any
+) -> Turn:
+    """Turn `seq` of session "s" of user "u", said `seq` minutes after `first`: for the rules
+    that read turns without a store (consolidation's, extraction's)."""
+    return Turn(
+        id=f"t{seq}",
+        user_id="u",
+        session_id="s",
+        seq=seq,
+        role=role,
+        content=content,
+        created_at=first + timedelta(minutes=seq),
+        **fields,
+    )

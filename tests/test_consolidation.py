@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from api_support import ADMIN, ADMIN_KEY, start_server
-from conftest import MakeVault
+from conftest import MakeVault, plain_turn
 from loopback import serve_in_thread
 
 from memvault import Invalid, NotFound, Vault
@@ -323,16 +323,7 @@ def session(*, turns: int = 4, idle: timedelta = timedelta(hours=1), **fields: A
 
 
 def turn(seq: int, content: str, role: Role = Role.USER, **fields: Any) -> Turn:
-    return Turn(
-        id=f"t{seq}",
-        user_id="u",
-        session_id="s",
-        seq=seq,
-        role=role,
-        content=content,
-        created_at=NOW - timedelta(hours=2) + timedelta(minutes=seq),
-        **fields,
-    )
+    return plain_turn(seq, content, role, first=NOW - timedelta(hours=2), **fields)
 
 
 @pytest.mark.parametrize(("idle", "wanted"), [(-TICK, False), (timedelta(0), True), (TICK, True)])

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from conftest import plain_turn
 
 from memvault.mind.extract import (
     EXTRACTED_SEQ,
@@ -134,16 +135,7 @@ def test_a_later_clause_that_starts_again_with_the_user_is_read_alone() -> None:
 
 
 def turn(seq: int, content: str, role: Role = Role.USER, **fields: Any) -> Turn:
-    return Turn(
-        id=f"t{seq}",
-        user_id="u",
-        session_id="s",
-        seq=seq,
-        role=role,
-        content=content,
-        created_at=NOW + timedelta(minutes=seq),
-        **fields,
-    )
+    return plain_turn(seq, content, role, first=NOW, **fields)
 
 
 def test_only_the_users_own_turns_are_read() -> None:
