@@ -122,7 +122,16 @@ class Settings(BaseSettings):
         None, description="Bearer key sent to the LLM at llm_url; never logged or echoed."
     )
     llm_timeout: float = Field(
-        120.0, gt=0, description="Seconds the chat proxy waits for the LLM (each read, streaming)."
+        120.0,
+        gt=0,
+        description="Seconds the chat proxy and consolidation wait for the LLM (each read).",
+    )
+    llm_model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Model consolidation asks the LLM at llm_url for, to summarise idle "
+        "sessions and read the user's facts (their turns are sent there); unset: rules only.",
     )
 
     @model_validator(mode="after")

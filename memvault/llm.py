@@ -3,6 +3,9 @@
 Only what the chat proxy needs: send a chat request and get the status and JSON back, or open a
 streamed one and read its server-sent events as they arrive; list the models. Async, because
 the server is: one `httpx.AsyncClient` per app keeps connections to the LLM open between calls.
+Consolidation runs in sync code (the CLI, the background upkeep thread), so `BlockingLlmClient`
+sends it the one kind of request it makes, a whole chat answer, to the same `LlmEndpoint`, with
+the same headers, timeout and errors.
 
 A failure to get any answer (refused, timed out, cut off) raises `LlmUnreachable`, whose message
 names the problem and never the URL, which may carry credentials. The API key travels only in
@@ -14,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -57,6 +60,35 @@ def json_or_error(status: int, content: bytes) -> Any:
         return {"error": {"message": message, "type": "upstream_error"}}
 
 
+def answer(response: httpx.Response) -> tuple[int, Any]:
+    """The status and the JSON answer of a response, whatever the status (`json_or_error`)."""
+    return response.status_code, json_or_error(response.status_code, response.content)
+
+
+@dataclass(frozen=True, slots=True)
+class LlmEndpoint:
+    """The LLM at one base URL (`https://api.openai.com/v1`), with one key and one timeout:
+    what every client of it is built from."""
+
+    url: str
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 120.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LlmEndpoint | None:
+        """The configured LLM, or None when `llm_url` is unset."""
+        if settings.llm_url is None:
+            return None
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+        return cls(settings.llm_url, key, settings.llm_timeout)
+
+    def client_options(self) -> dict[str, Any]:
+        """An httpx client's base URL, headers (the key, in `Authorization` only) and timeout."""
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return {"base_url": self.url.rstrip("/") + "/", "headers": headers,
+                "timeout": self.timeout}  # fmt: skip
+
+
 @dataclass
 class ChatStream:
     """A streamed chat answer whose status is known and whose body is still arriving."""
@@ -97,25 +129,22 @@ class LlmClient:
     """The LLM at one base URL (`https://api.openai.com/v1`), with one key and one timeout."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 120.0):
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = timeout
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout
-        )
+        self._http = httpx.AsyncClient(**LlmEndpoint(base_url, api_key, timeout).client_options())
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LlmClient | None:
         """The configured LLM, or None when `llm_url` is unset."""
-        if settings.llm_url is None:
+        endpoint = LlmEndpoint.from_settings(settings)
+        if endpoint is None:
             return None
-        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-        return cls(settings.llm_url, api_key=key, timeout=settings.llm_timeout)
+        return cls(endpoint.url, api_key=endpoint.api_key, timeout=endpoint.timeout)
 
     async def _json(self, sending: Awaitable[httpx.Response]) -> tuple[int, Any]:
         """The status and the JSON answer of a request, whatever the status."""
         with reaching(self.timeout):
             response = await sending
-        return response.status_code, json_or_error(response.status_code, response.content)
+        return answer(response)
 
     async def chat(self, body: Mapping[str, Any]) -> tuple[int, Any]:
         """POST `chat/completions`; the status and the JSON answer, whatever the status."""
@@ -135,3 +164,28 @@ class LlmClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+class BlockingLlmClient:
+    """The LLM for sync code: whole chat answers only, over one connection pool that the caller
+    closes (`close`, or `with`) once its run is done."""
+
+    def __init__(self, endpoint: LlmEndpoint) -> None:
+        self.timeout = endpoint.timeout
+        self._http = httpx.Client(**endpoint.client_options())
+
+    def chat(self, body: Mapping[str, Any]) -> tuple[int, Any]:
+        """POST `chat/completions`; the status and the JSON answer, whatever the status.
+        Raises `LlmUnreachable` when there is no answer (`unreachable`)."""
+        with reaching(self.timeout):
+            response = self._http.post(CHAT_PATH, json=body)
+        return answer(response)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> BlockingLlmClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

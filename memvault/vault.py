@@ -32,10 +32,11 @@ from memvault.inputs import (
 from memvault.jobs import JobQueue
 from memvault.keys import ApiKeys
 from memvault.mind.consolidate import (
-    SUMMARISED_TURNS,
+    SUMMARY_NOTES,
     ConsolidationPolicy,
     ConsolidationReport,
     SessionPlan,
+    SessionReader,
     holds_from,
     merged_end,
     needs_extraction,
@@ -54,6 +55,7 @@ from memvault.mind.context import (
     check_min_relative_score,
 )
 from memvault.mind.extract import ExtractedFact, extracted_metadata
+from memvault.mind.llm_reader import session_reader
 from memvault.model import (
     Agent,
     Channel,
@@ -501,14 +503,15 @@ class Vault:
 
     def _without_summary_notes(self, user_id: str) -> list[tuple[str, str, bytes | None]]:
         """For each session whose metadata notes the turns its summary covers: its id, its
-        `updated_at`, and its metadata sealed without the note (what a clear leaves it)."""
+        `updated_at`, and its metadata sealed without the notes of its summary (what a clear
+        leaves it)."""
         sealer = self.sealer.for_existing_user(user_id)
         if sealer is None:  # no key, so no sessions: nothing to clear
             return []
         found = []
         for session in self._every_session(user_id):
-            if SUMMARISED_TURNS in session.metadata:
-                rest = {k: val for k, val in session.metadata.items() if k != SUMMARISED_TURNS}
+            if any(note in session.metadata for note in SUMMARY_NOTES):
+                rest = {k: val for k, val in session.metadata.items() if k not in SUMMARY_NOTES}
                 sealed = sealer.seal("sessions", session.id, {"metadata": rest or None})
                 found.append((session.id, format_ts(session.updated_at), sealed["metadata"]))
         return found
@@ -718,7 +721,10 @@ class Vault:
         memories = {r["id"]: open_memory(self.sealer, r) for r in rows}
         read_at = {r["id"]: str(r["updated_at"]) for r in rows}
         user_name = open_user(self.sealer, user).name
-        plans, skipped_sessions = self._session_plans(user_id, user_name, moment, policy)
+        with session_reader(self.settings, policy) as reader:  # the LLM, if one is configured
+            plans, skipped_sessions = self._session_plans(
+                user_id, user_name, moment, policy, reader
+            )
         summarised, extracted = [], []
         for session_id, session_read_at, session_plan in plans:
             changes = session_plan.fields()
@@ -781,15 +787,21 @@ class Vault:
         )  # fmt: skip
 
     def _session_plans(
-        self, user_id: str, user_name: str | None, now: datetime, policy: ConsolidationPolicy
+        self,
+        user_id: str,
+        user_name: str | None,
+        now: datetime,
+        policy: ConsolidationPolicy,
+        reader: SessionReader,
     ) -> tuple[list[tuple[str, str, SessionPlan]], list[str]]:
         """What the rules write to the user's sessions (a summary, the notes of what was read)
-        and the facts read from their turns, each as (session id, `updated_at` of the read it
-        was made from, plan); and the sessions left out: deleted since they were listed, or
-        whose summary, metadata or facts do not fit this deployment's limits.
+        and the facts read from their turns by `reader`, each as (session id, `updated_at` of
+        the read it was made from, plan); and the sessions left out: deleted since they were
+        listed, or whose summary, metadata or facts do not fit this deployment's limits.
 
-        All are read before any is written, as the memories are: each write is then conditional
-        on the read its plan was made from, and a session written meanwhile is skipped."""
+        All are read, and the LLM (if any) asked, before any is written, as the memories are,
+        with no transaction open: each write is then conditional on the read its plan was made
+        from, and a session written meanwhile is skipped."""
         plans: list[tuple[str, str, SessionPlan]] = []
         left_out: list[str] = []
         for listed_row in self._every_session_row(user_id):
@@ -807,7 +819,9 @@ class Vault:
                 continue
             row, turns = found
             session = open_session(self.sealer, row, (open_turn(self.sealer, t) for t in turns))
-            plan = plan_session(session, int(row["last_seq"]), user_name, now, policy)
+            plan = plan_session(
+                session, int(row["last_seq"]), user_name, now, policy, reader=reader
+            )
             if plan is None:
                 continue
             try:  # too long for this deployment: every run would stop here
@@ -826,8 +840,8 @@ class Vault:
         and written down since it was said."""
         return {
             "text": fact.text, "kind": "fact", "tier": "long_term", "category": fact.category,
-            "source_turn_ids": [fact.turn_id], "valid_from": fact.said_at,
-            "created_at": fact.said_at, "metadata": extracted_metadata(fact.slot),
+            "source_turn_ids": fact.source_turn_ids, "valid_from": fact.said_at,
+            "created_at": fact.said_at, "metadata": extracted_metadata(fact.slot, fact.model),
         }  # fmt: skip
 
     def _add_fact(self, user_id: str, fact: ExtractedFact) -> Memory:

@@ -40,6 +40,8 @@ and whose summary is missing or was written before its last turn, gets an extrac
 An idle session whose user turns have not all been read gets its facts extracted
 (`memvault.mind.extract`); the facts that say something the user's current facts do not
 (`new_facts`) are added as memories of kind `fact`, before the rules above run over them.
+Who writes the summary and reads the facts is a `SessionReader`: these rules (`RULES`), or an
+LLM that falls back on them (`memvault.mind.llm_reader`), asked before anything is written.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from memvault import validate as v
 from memvault.errors import Invalid
@@ -68,6 +70,8 @@ from memvault.retrieval.cues import turn_salience
 # how settled each tier is: a merged memory keeps the most settled of its duplicates' tiers
 _SETTLED = {Tier.ARCHIVE: 0, Tier.WORKING: 1, Tier.LONG_TERM: 2}
 SUMMARISED_TURNS = "summarised_turns"  # session metadata: the turns a summary written here covers
+SUMMARY_MODEL = "summary_model"  # session metadata: the LLM that wrote the summary (none: rules)
+SUMMARY_NOTES = (SUMMARISED_TURNS, SUMMARY_MODEL)  # what goes when a summary is taken away
 _SPOKEN = (Role.USER, Role.ASSISTANT)  # system prompts and tool output are not the conversation
 MAX_POLICY_COUNT = 1_000_000  # the most a policy's counts and lengths may be
 
@@ -90,6 +94,12 @@ class ConsolidationPolicy:
       half of the turns at most, as a handful of short lines, cheap in any prompt.
     - `extract_facts` (True): read the facts users state of themselves from their turns. Off,
       no session is read for facts; contradictions among the facts stored are still resolved.
+    - `llm` (True): when an LLM is configured (`llm_url` and `llm_model`), it writes the
+      summaries and reads the facts, the rules standing in wherever it fails; off, or none
+      configured, the rules do it all.
+    - `llm_input_chars` (12,000, about 3,000 tokens): the most of a session's text one request
+      to the LLM carries, so any model with an 8k context has room for the instructions and
+      the answer; the newest turns that fit go, the older ones are left to the rules.
     """
 
     promote_uses: int = 3
@@ -103,10 +113,14 @@ class ConsolidationPolicy:
     summary_chars: int = 600
     summary_turn_chars: int = 160
     extract_facts: bool = True
+    llm: bool = True
+    llm_input_chars: int = 12_000
 
     def __post_init__(self) -> None:
         v.check_bool("policy.extract_facts", self.extract_facts)
-        for name in ("promote_uses", "summary_min_turns", "summary_chars", "summary_turn_chars"):
+        v.check_bool("policy.llm", self.llm)
+        for name in ("promote_uses", "summary_min_turns", "summary_chars", "summary_turn_chars",
+                     "llm_input_chars"):  # fmt: skip
             v.check_limit(f"policy.{name}", getattr(self, name), MAX_POLICY_COUNT)
         for name in ("promote_importance", "decay_floor", "summary_share"):
             v.check_number(f"policy.{name}", getattr(self, name), 0, 1)
@@ -515,9 +529,14 @@ def needs_summary(session: Session, now: datetime, policy: ConsolidationPolicy) 
     return session.updated_at <= session.last_turn_at
 
 
-def summary_metadata(session: Session) -> dict[str, Any]:
-    """The session's metadata with the note of how many turns its new summary covers."""
-    return {**session.metadata, SUMMARISED_TURNS: session.turn_count}
+def summary_metadata(session: Session, model: str | None = None) -> dict[str, Any]:
+    """The session's metadata with the note of how many turns its new summary covers, and of
+    the LLM that wrote it (`model`; None: the rules, and no note of an earlier one stays)."""
+    metadata = {k: value for k, value in session.metadata.items() if k != SUMMARY_MODEL}
+    metadata[SUMMARISED_TURNS] = session.turn_count
+    if model is not None:
+        metadata[SUMMARY_MODEL] = model
+    return metadata
 
 
 def needs_extraction(
@@ -535,17 +554,60 @@ def needs_extraction(
 
 
 @dataclass(frozen=True, slots=True)
+class Summary:
+    """A session's summary and the LLM that wrote it (None: the rules)."""
+
+    text: str
+    model: str | None = None
+
+
+class SessionReader(Protocol):
+    """Who summarises a session and reads the user's facts in it: the rules (`RULES`), or an
+    LLM (`memvault.mind.llm_reader`). Called while the run plans, before it writes."""
+
+    def summary(
+        self, turns: Sequence[Turn], user_name: str | None, policy: ConsolidationPolicy
+    ) -> Summary | None:
+        """The summary of a session's turns; None when they say too little for one."""
+        ...
+
+    def facts(
+        self, turns: Sequence[Turn], user_name: str | None, policy: ConsolidationPolicy
+    ) -> list[ExtractedFact]:
+        """The facts the user states of themself in these turns (those not read yet)."""
+        ...
+
+
+class RuleReader:
+    """The rules alone: `extractive_summary` and `extract_facts`. Pure and offline."""
+
+    def summary(
+        self, turns: Sequence[Turn], user_name: str | None, policy: ConsolidationPolicy
+    ) -> Summary | None:
+        text = extractive_summary(turns, policy)
+        return None if text is None else Summary(text)
+
+    def facts(
+        self, turns: Sequence[Turn], user_name: str | None, policy: ConsolidationPolicy
+    ) -> list[ExtractedFact]:
+        return extract_facts(turns, user_name)
+
+
+RULES = RuleReader()
+
+
+@dataclass(frozen=True, slots=True)
 class SessionPlan:
     """What a run writes to one session (a new summary or None, and its metadata with the notes
     of what was read), and the facts extracted from its turns."""
 
-    summary: str | None
+    summary: Summary | None
     metadata: Mapping[str, Any]
     facts: tuple[ExtractedFact, ...]
 
     def fields(self) -> dict[str, Any]:
         """The session's fields to write."""
-        summary = {} if self.summary is None else {"summary": self.summary}
+        summary = {} if self.summary is None else {"summary": self.summary.text}
         return {**summary, "metadata": dict(self.metadata)}
 
 
@@ -555,15 +617,20 @@ def plan_session(
     user_name: str | None,
     now: datetime,
     policy: ConsolidationPolicy,
+    *,
+    reader: SessionReader = RULES,
 ) -> SessionPlan | None:
-    """What the rules do with a session read with its turns (None: nothing). `last_seq` is the
-    `seq` of its last turn; `user_name` the profile's, the subject of the facts read."""
+    """What the rules do with a session read with its turns (None: nothing), its summary and
+    facts by `reader`. `last_seq` is the `seq` of its last turn; `user_name` the profile's,
+    the subject of the facts read."""
     turns = session.turns or ()
-    summary = extractive_summary(turns, policy) if needs_summary(session, now, policy) else None
-    metadata = session.metadata if summary is None else summary_metadata(session)
+    summary = None
+    if needs_summary(session, now, policy):
+        summary = reader.summary(turns, user_name, policy)
+    metadata = session.metadata if summary is None else summary_metadata(session, summary.model)
     facts: list[ExtractedFact] = []
     if needs_extraction(session, last_seq, now, policy):
-        facts = extract_facts(unread_turns(turns, session.metadata), user_name)
+        facts = reader.facts(unread_turns(turns, session.metadata), user_name, policy)
         metadata = extraction_metadata(metadata, last_seq)
     if summary is None and metadata == session.metadata:
         return None

@@ -37,6 +37,7 @@ from memvault.model import Role, Turn
 EXTRACTED_SEQ = "extracted_seq"  # session metadata: the last turn (`seq`) extraction has read
 EXTRACTED = "extracted"  # memory metadata: true on a fact extraction wrote
 SLOT = "slot"  # memory metadata: what the fact is the one value of, for any writer
+EXTRACTED_BY = "model"  # memory metadata: the LLM that read an extracted fact (none: the rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +51,22 @@ class Statement:
 
 @dataclass(frozen=True, slots=True)
 class ExtractedFact:
-    """A statement, the turn it was read from, and when it became true (when it was said)."""
+    """A statement, the turn it was read from, and when it became true (when it was said).
+
+    An LLM may read a fact from several turns: `turn_id` is the last, when it was said in
+    full, and `earlier_turn_ids` the others; `model` names the LLM (None: the rules here)."""
 
     text: str
     category: str
     slot: str | None
     turn_id: str
     said_at: datetime
+    earlier_turn_ids: tuple[str, ...] = ()
+    model: str | None = None
+
+    @property
+    def source_turn_ids(self) -> list[str]:
+        return [*self.earlier_turn_ids, self.turn_id]
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,6 +522,12 @@ def extraction_metadata(metadata: Mapping[str, Any], last_seq: int) -> dict[str,
     return {**metadata, EXTRACTED_SEQ: last_seq}
 
 
-def extracted_metadata(slot: str | None) -> dict[str, Any]:
-    """The metadata of a fact extraction writes: marked as extracted, with its slot if any."""
-    return {EXTRACTED: True} if slot is None else {EXTRACTED: True, SLOT: slot}
+def extracted_metadata(slot: str | None, model: str | None = None) -> dict[str, Any]:
+    """The metadata of a fact extraction writes: marked as extracted, with its slot if any,
+    and the LLM that read it if one did."""
+    metadata: dict[str, Any] = {EXTRACTED: True}
+    if slot is not None:
+        metadata[SLOT] = slot
+    if model is not None:
+        metadata[EXTRACTED_BY] = model
+    return metadata
