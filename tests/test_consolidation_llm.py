@@ -390,3 +390,18 @@ def test_grounded_keeps_facts_to_the_names_numbers_and_words_said(
     fact: str, cited: str, ok: bool
 ) -> None:
     assert grounded(fact, cited) is ok
+
+
+def test_clearing_a_channel_takes_the_llms_summary_and_its_note(
+    make_vault: MakeVault, llm: FakeLlm
+) -> None:
+    vault = llm_vault(make_vault, llm.url)
+    said(vault, "u", "a", LISBON)
+    vault.add_turn("u", "a", "user", "Note this down.", channel="general",
+                   created_at=NOW - timedelta(hours=2))  # fmt: skip
+    llm.script(Reply(content="Lisbon, and a note."), facts_reply())
+    vault.consolidate("u", now=NOW)
+    assert vault.get_session("u", "a").metadata["summary_model"] == MODEL
+    assert vault.clear("u", channel="general") == 1
+    cleared = vault.get_session("u", "a")
+    assert (cleared.summary, cleared.metadata) == (None, {"extracted_seq": 5})

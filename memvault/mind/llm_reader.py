@@ -93,9 +93,10 @@ def answer_of(status: int, body: Any, asked: str) -> Answer:
         raise Unusable("empty")
     if isinstance(choice, Mapping) and choice.get("finish_reason") == "length":
         raise Unusable("too long")
-    model = body.get("model") if isinstance(body, Mapping) else None
-    named = isinstance(model, str) and 0 < len(model) <= MAX_MODEL_CHARS
-    return Answer(text.strip(), model if named and isinstance(model, str) else asked)
+    model = body.get("model")
+    if not isinstance(model, str) or not 0 < len(model) <= MAX_MODEL_CHARS:
+        model = asked
+    return Answer(text.strip(), model)
 
 
 def newest_fitting(lines: Sequence[str], budget: int) -> int:
