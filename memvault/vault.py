@@ -35,13 +35,13 @@ from memvault.mind.consolidate import (
     SUMMARY_NOTES,
     ConsolidationPolicy,
     ConsolidationReport,
+    FactLedger,
     SessionPlan,
     SessionReader,
     holds_from,
     merged_end,
     needs_extraction,
     needs_summary,
-    new_facts,
     plan_memories,
     plan_session,
 )
@@ -726,6 +726,7 @@ class Vault:
                 user_id, user_name, moment, policy, reader
             )
         summarised, extracted = [], []
+        ledger = FactLedger(memories.values())
         for session_id, session_read_at, session_plan in plans:
             changes = session_plan.fields()
             if self._update_session(user_id, session_id, changes, session_read_at) is None:
@@ -733,7 +734,7 @@ class Vault:
                 continue
             if session_plan.summary is not None:
                 summarised.append(session_id)
-            for fact in new_facts(session_plan.facts, memories.values()):
+            for fact in ledger.news(session_plan.facts):
                 added = self._add_fact(user_id, fact)
                 memories[added.id], read_at[added.id] = added, format_ts(added.updated_at)
                 extracted.append(added.id)

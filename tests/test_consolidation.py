@@ -23,6 +23,7 @@ from memvault.events import Event
 from memvault.mind.consolidate import (
     ConsolidationPolicy,
     ConsolidationReport,
+    FactLedger,
     Use,
     decayed_importance,
     duplicate_key,
@@ -31,7 +32,6 @@ from memvault.mind.consolidate import (
     find_duplicates,
     merged_end,
     needs_summary,
-    new_facts,
     next_tier,
     normalised,
     plan_memories,
@@ -173,10 +173,10 @@ def test_the_newest_fact_of_a_slot_supersedes_the_others_of_its_owner() -> None:
         memory("Lives in Baku", id="i", metadata={"slot": "home"}),  # not a fact
     ]
     found = find_contradictions(facts, NOW)
-    assert [(s.newer, s.older) for s in found] == [("c", ("a", "b"))]
+    assert [(s.newer, s.older) for s in found] == [("b", ("a",)), ("c", ("b",))]  # in turn
     # applied as any supersede: the plan marks them, and a second plan finds nothing
     plan = plan_memories(facts, NOW, POLICY)
-    assert [(s.newer, s.older) for s in plan.supersessions] == [("c", ("a", "b"))]
+    assert [(s.newer, s.older) for s in plan.supersessions] == [("b", ("a",)), ("c", ("b",))]
     closed = [dataclasses.replace(m, superseded_by="c") if m.id in "ab" else m for m in facts]
     assert plan_memories(closed, NOW, POLICY).supersessions == ()
 
@@ -194,11 +194,14 @@ def test_new_facts_leave_out_what_the_user_said_again_but_not_a_return() -> None
     ]  # fmt: skip
     again = said("The user lives in Boston.", "home", 20)
     cats = said("the user is allergic to CATS", None, 20, "health")
-    assert new_facts([again, cats], stored) == []
+    ledger = FactLedger(stored)
+    assert ledger.news([again, cats]) == []
     moved, back = said("The user lives in Denver", "home", 10), said(again.text, "home", 5)
-    assert new_facts([back, moved], stored) == [moved, back]  # in the order said
-    assert new_facts([again], [dataclasses.replace(stored[0], superseded_by="x")]) == [again]
-    assert new_facts([again], [dataclasses.replace(stored[0], agent_id="a1")]) == [again]
+    assert ledger.news([back, moved]) == [moved, back]  # in the order said
+    assert ledger.news([back]) == []  # the ledger keeps what it was told
+    closed = FactLedger([dataclasses.replace(stored[0], superseded_by="x")])
+    assert closed.news([again]) == [again]
+    assert FactLedger([dataclasses.replace(stored[0], agent_id="a1")]).news([again]) == [again]
 
 
 # -- tiers -----------------------------------------------------------------------------------
@@ -758,6 +761,28 @@ def test_a_move_supersedes_the_old_home_and_keeps_it_in_history(vault: Vault) ->
     assert new_york.id not in {item.id for item in context.items}
     known = context.text.split("## ")[1]
     assert known.startswith("What you know") and "Boston" in known and "New York" not in known
+
+
+def test_a_return_to_an_old_home_is_a_third_spell_not_a_duplicate_of_the_first(
+    vault: Vault,
+) -> None:
+    """Boston, then Denver, then Boston again, all read in one run: each statement holds until
+    the next. Merged as duplicates first, the first Boston held until the run, beside Denver."""
+    said = [NOW - timedelta(days=days) for days in (60, 30, 1)]
+    for n, (city, at) in enumerate(zip(("Boston", "Denver", "Boston"), said, strict=True)):
+        vault.add_turn("u", f"s{n}", "user", f"I just moved to {city}", created_at=at)
+    report = vault.consolidate("u", now=NOW)
+    spells = sorted(
+        (vault.get_memory("u", i) for i in report.extracted), key=lambda m: m.valid_from or NOW
+    )
+    assert [(m.text.split()[-1], m.valid_from, m.valid_to) for m in spells] == [
+        ("Boston", said[0], said[1]),
+        ("Denver", said[1], said[2]),
+        ("Boston", said[2], None),
+    ]
+    assert [m.superseded_by for m in spells] == [spells[1].id, spells[2].id, None]
+    assert report.merged == ()
+    assert not vault.consolidate("u", now=NOW).changed
 
 
 def test_a_callers_fact_with_a_slot_gives_way_to_a_newer_extracted_one(vault: Vault) -> None:

@@ -25,10 +25,13 @@ The rules, in the order they are applied to one memory:
    again from the same last recall at every run, so the result would depend on how often
    consolidation ran.
 
-After the duplicates, contradictions: among the current facts of one owner that name the same
-`slot` in their metadata (what the fact is the one value of: "home", "employer", "age"), the
-newest by `valid_from` (else creation) stays and the others are superseded by it, their validity
-closed where it starts. Extracted facts carry a slot, and so may any a caller writes.
+Before the duplicates, contradictions: among the current facts of one owner that name the same
+`slot` in their metadata (what the fact is the one value of: "home", "employer", "age"), taken
+in the order they became true (`valid_from`, else creation), each is superseded by the next,
+its validity closed where the next starts, so the newest stays and the history reads as it
+happened. They come first so that a value said again after another ("Boston", "Denver", then
+"Boston") is a return, each statement holding until the next, not a duplicate of the first
+held until the run. Extracted facts carry a slot, and so may any a caller writes.
 
 Pinned memories and current facts (kind `fact`, not superseded) are spared by rules 4 and 5: a
 fact holds until a newer one supersedes it, however long nobody asks about it. A memory already
@@ -39,7 +42,7 @@ Sessions: one that has been idle for `session_idle`, with at least `summary_min_
 and whose summary is missing or was written before its last turn, gets an extractive summary.
 An idle session whose user turns have not all been read gets its facts extracted
 (`memvault.mind.extract`); the facts that say something the user's current facts do not
-(`new_facts`) are added as memories of kind `fact`, before the rules above run over them.
+(`FactLedger`) are added as memories of kind `fact`, before the rules above run over them.
 Who writes the summary and reads the facts is a `SessionReader`: these rules (`RULES`), or an
 LLM that falls back on them (`memvault.mind.llm_reader`), asked before anything is written.
 """
@@ -52,6 +55,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any, Protocol
 
 from memvault import validate as v
@@ -212,8 +216,22 @@ def normalised(text: str) -> str:
     "e-mail" does not meet "email": when unsure, two texts stay two.
     """
     folded = unicodedata.normalize("NFKC", text).casefold()
-    spaced = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in folded)
-    return " ".join(spaced.split())
+    return " ".join(folded.translate(_PUNCTUATION_AS_SPACE).split())
+
+
+class _PunctuationAsSpace(dict[int, str]):
+    """A `str.translate` table that maps each punctuation character to a space and any other to
+    itself, looking each character's Unicode category up once (a run normalises every
+    memory's text)."""
+
+    def __missing__(self, code: int) -> str:
+        character = chr(code)
+        mapped = " " if unicodedata.category(character).startswith("P") else character
+        self[code] = mapped
+        return mapped
+
+
+_PUNCTUATION_AS_SPACE = _PunctuationAsSpace()
 
 
 def duplicate_key(memory: Memory) -> tuple[str | None, str, str | None, str]:
@@ -330,9 +348,11 @@ def holds_from(memory: Memory) -> datetime:
 
 
 def find_contradictions(memories: Iterable[Memory], now: datetime) -> list[Supersession]:
-    """Current, unexpired facts of one owner with one slot: the newest (by `holds_from`, then
-    creation, then id) stays, the others are superseded by it. A fact that holds only from
-    later than `now` takes no part yet: the one it will replace still holds until then."""
+    """Current, unexpired facts of one owner with one slot, in the order they became true (by
+    `holds_from`, then creation, then id): each is superseded by the next, so the newest stays
+    and the history reads as it happened ("Boston", "Denver", then "Boston" again: the first
+    holds until Denver, Denver until the return). A fact that holds only from later than `now`
+    takes no part yet: the one it will replace still holds until then."""
     groups: dict[tuple[str | None, str], list[Memory]] = {}
     for memory in memories:
         slot = slot_of(memory)
@@ -345,47 +365,58 @@ def find_contradictions(memories: Iterable[Memory], now: datetime) -> list[Super
             groups.setdefault((memory.agent_id, slot), []).append(memory)
     found = []
     for group in groups.values():
-        if len(group) > 1:
-            group.sort(key=lambda m: (holds_from(m), m.created_at, m.id))
-            found.append(Supersession(group[-1].id, tuple(m.id for m in group[:-1])))
+        group.sort(key=lambda m: (holds_from(m), m.created_at, m.id))
+        found += [Supersession(newer.id, (older.id,)) for older, newer in pairwise(group)]
     found.sort(key=lambda s: s.newer)
     return found
 
 
-def new_facts(facts: Iterable[ExtractedFact], memories: Iterable[Memory]) -> list[ExtractedFact]:
-    """The extracted facts that say something the user's current facts do not, in the order
-    said. One said again ("I live in Boston", a week after the same words) adds nothing: the
-    fact stands from when it was first said. A slot's value counts as said only while it is
-    the slot's newest: "Boston", "Denver", then "Boston" again is three facts.
+class FactLedger:
+    """What the user's current facts say, kept through a run as its sessions' facts are added:
+    `news` tells which extracted facts say something new. Built once per run, so the user's
+    facts are read (and their texts normalised) once, not once for every session read.
 
-    Only the user's own facts count (not an agent's): extracted facts are the user's."""
-    latest: dict[tuple[str | None, ...], tuple[datetime, tuple[str | None, str]]] = {}
+    One said again ("I live in Boston", a week after the same words) adds nothing: the fact
+    stands from when it was first said. A slot's value counts as said only while it is the
+    slot's newest: "Boston", "Denver", then "Boston" again is three facts. Only the user's own
+    facts count (not an agent's): extracted facts are the user's."""
 
-    def note(place: tuple[str | None, ...], when: datetime, key: tuple[str | None, str]) -> bool:
+    def __init__(self, memories: Iterable[Memory]) -> None:
+        # by slot (or by text, for facts that accumulate): when its newest fact became true,
+        # and what that fact says
+        self._latest: dict[tuple[str | None, ...], tuple[datetime, tuple[str | None, str]]] = {}
+        standing = [
+            m for m in memories
+            if m.kind is MemoryKind.FACT and m.agent_id is None and m.superseded_by is None
+        ]  # fmt: skip
+        for memory in sorted(standing, key=lambda m: (holds_from(m), m.created_at, m.id)):
+            key = (memory.category, normalised(memory.text))
+            self._note(_place(slot_of(memory), key), holds_from(memory), key)
+
+    def news(self, facts: Iterable[ExtractedFact]) -> list[ExtractedFact]:
+        """The facts that say something the ledger does not, in the order said; they are in
+        the ledger from then on."""
+        fresh = []
+        for fact in sorted(facts, key=lambda f: f.said_at):
+            key = (fact.category, normalised(fact.text))
+            if self._note(_place(fact.slot, key), fact.said_at, key):
+                fresh.append(fact)
+        return fresh
+
+    def _note(
+        self, place: tuple[str | None, ...], when: datetime, key: tuple[str | None, str]
+    ) -> bool:
         """Record `key` at `place` if it is the newest there; whether it was news."""
-        held = latest.get(place)
+        held = self._latest.get(place)
         if held is not None and held[1] == key:
             return False
         if held is None or held[0] <= when:
-            latest[place] = (when, key)
+            self._latest[place] = (when, key)
         return True
 
-    def place_of(slot: str | None, key: tuple[str | None, str]) -> tuple[str | None, ...]:
-        return ("slot", slot_key(slot)) if slot is not None else ("text", *key)
 
-    standing = [
-        m for m in memories
-        if m.kind is MemoryKind.FACT and m.agent_id is None and m.superseded_by is None
-    ]  # fmt: skip
-    for memory in sorted(standing, key=lambda m: (holds_from(m), m.created_at, m.id)):
-        key = (memory.category, normalised(memory.text))
-        note(place_of(slot_of(memory), key), holds_from(memory), key)
-    fresh = []
-    for fact in sorted(facts, key=lambda f: f.said_at):
-        key = (fact.category, normalised(fact.text))
-        if note(place_of(fact.slot, key), fact.said_at, key):
-            fresh.append(fact)
-    return fresh
+def _place(slot: str | None, key: tuple[str | None, str]) -> tuple[str | None, ...]:
+    return ("slot", slot_key(slot)) if slot is not None else ("text", *key)
 
 
 # -- tiers -----------------------------------------------------------------------------------
@@ -474,8 +505,15 @@ def plan_memories(
     for memory in memories:
         if memory.superseded_by is not None:
             merged_into.setdefault(memory.superseded_by, []).append(memory.id)
-    merges = find_duplicates(memories, now)
+    # a slot's facts first, in the order they became true: a value said again after another
+    # ("Boston", "Denver", "Boston") is a return, not a duplicate of the first
+    supersessions = find_contradictions(memories, now)
     standing = dict(by_id)
+    for supersession in supersessions:
+        for old in supersession.older:
+            merged_into.setdefault(supersession.newer, []).append(old)
+            standing[old] = dataclasses.replace(standing[old], superseded_by=supersession.newer)
+    merges = find_duplicates(standing.values(), now)
     survivor_fields: dict[str, dict[str, Any]] = {}
     for merge in merges:
         for old in merge.merged:
@@ -489,11 +527,6 @@ def plan_memories(
             for name in ("importance", "pinned", "tier")
             if getattr(after, name) != getattr(before, name)
         }
-    supersessions = find_contradictions(standing.values(), now)
-    for supersession in supersessions:
-        for old in supersession.older:
-            merged_into.setdefault(supersession.newer, []).append(old)
-            standing[old] = dataclasses.replace(standing[old], superseded_by=supersession.newer)
     moves = []
     for memory in sorted(standing.values(), key=lambda m: m.id):
         move = next_tier(memory, uses(memory, standing, merged_into), now, policy)
