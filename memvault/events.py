@@ -27,6 +27,8 @@ class Event:
     # written by another process and relayed here (`memvault.relay`): the same event as the
     # writer's own, so it compares equal to it
     remote: bool = field(default=False, compare=False)
+    # made by consolidation, memvault's own upkeep, rather than by a caller
+    upkeep: bool = field(default=False, compare=False)
 
 
 Listener = Callable[[Event], None]

@@ -11,9 +11,8 @@ written to through both, finds nothing to do.
 
 A user who goes on writing is consolidated about every `delay`; one who stops is consolidated
 once more, `delay` to twice `delay` after their last write, and then left alone until they write
-again. Consolidation's own updates (memories and sessions updated) queue nothing: a run does not
-schedule the next. The facts it extracts are memories added, so a run that extracted some
-queues one more, which finds nothing to do.
+again. Consolidation's own writes (the facts it adds, the memories and sessions it updates) are
+marked as such (`Event.upkeep`) and queue nothing: a run does not schedule the next.
 
 The event listener only notes the user; the queue is written from this module's own thread, so
 a write's caller never waits for it.
@@ -33,7 +32,7 @@ from memvault.vault import Vault
 
 log = logging.getLogger(__name__)
 
-WRITES = frozenset({"turn.added", "memory.added"})  # by callers, and extracted facts
+WRITES = frozenset({"turn.added", "memory.added"})  # by callers (not `Event.upkeep`)
 
 
 class Upkeep:
@@ -53,7 +52,7 @@ class Upkeep:
         self._thread.start()
 
     def _on_event(self, event: Event) -> None:
-        if event.type in WRITES and not event.remote:
+        if event.type in WRITES and not (event.remote or event.upkeep):
             with self._lock:
                 self._written.add(event.user_id)
 

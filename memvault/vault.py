@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -144,6 +146,7 @@ class Vault:
         self.jobs = JobQueue(store.db)  # background work, shared by every process on the database
         self.sealer = Sealer(self.keyring)
         self.events = EventBus()
+        self._upkeep_writes = threading.local()  # see `_own_upkeep`
         self.relay = open_relay(store.db, self.events)  # events to and from other processes
         self.keys = ApiKeys(self.store, self.events)  # the server's API keys
         self.recall = Recall(
@@ -714,6 +717,12 @@ class Vault:
             policy = ConsolidationPolicy()
         elif not isinstance(policy, ConsolidationPolicy):
             raise Invalid("policy", "must be a ConsolidationPolicy")
+        with self._own_upkeep():
+            return self._consolidate(user_id, moment, policy)
+
+    def _consolidate(
+        self, user_id: str, moment: datetime, policy: ConsolidationPolicy
+    ) -> ConsolidationReport:
         user = self.store.get_user(user_id)
         if user is None:
             raise NotFound("no such user")
@@ -1039,10 +1048,22 @@ class Vault:
 
     def _publish(self, kind: str, user_id: str, **ids: Any) -> None:
         """Announce a committed write, and have the user's index take it up in the background
-        (`Recall.written`); another process's writes come through the relay (`_keep_index`)."""
+        (`Recall.written`); another process's writes come through the relay (`_keep_index`).
+        A write of consolidation's is marked as such (`Event.upkeep`)."""
         if kind != "user.deleted":
             self.recall.written(user_id)
-        self.events.publish(Event(kind, user_id, ids))
+        upkeep = getattr(self._upkeep_writes, "active", False)
+        self.events.publish(Event(kind, user_id, ids, upkeep=upkeep))
+
+    @contextmanager
+    def _own_upkeep(self) -> Iterator[None]:
+        """Mark the writes this thread makes meanwhile as memvault's own upkeep: a background
+        consolidation (`memvault.upkeep`) is not scheduled again by the facts a run added."""
+        self._upkeep_writes.active = True
+        try:
+            yield
+        finally:
+            self._upkeep_writes.active = False
 
     def _keep_index(self, event: Event) -> None:
         """A deleted user's index goes, whichever process deleted it; another process's write

@@ -955,6 +955,18 @@ def test_upkeep_queues_few_jobs_for_many_writes_and_none_for_its_own(vault: Vaul
         upkeep.close()
 
 
+def test_the_facts_a_run_adds_queue_no_run_after_it(vault: Vault) -> None:
+    vault.add_turn(
+        "alice", "s", "user", "I just moved to Boston", created_at=NOW - timedelta(hours=2)
+    )
+    upkeep = Upkeep(vault, delay=60, poll_seconds=0.05)  # sees only what comes after
+    try:
+        assert len(vault.consolidate("alice", now=NOW).extracted) == 1  # a memory added
+    finally:
+        upkeep.close()  # queues every write it still holds
+    assert vault.jobs.counts() == {}
+
+
 def test_upkeep_queues_the_writes_it_still_holds_when_it_closes(vault: Vault) -> None:
     upkeep = Upkeep(vault, delay=60, poll_seconds=0.05)
     try:
