@@ -11,12 +11,12 @@ import dataclasses
 import hashlib
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from memvault import validate as v
 from memvault.config import Settings
@@ -28,6 +28,7 @@ from memvault.inputs import (
     check_validity,
     memory_fields,
     new_session,
+    optional_stamp,
     session_fields,
     with_seq,
 )
@@ -58,6 +59,7 @@ from memvault.mind.context import (
 )
 from memvault.mind.extract import ExtractedFact, extracted_metadata
 from memvault.mind.llm_reader import session_reader
+from memvault.mind.unlearn import UnlearningPlan, extracted_sources, plan_unlearning
 from memvault.model import (
     Agent,
     Channel,
@@ -93,10 +95,12 @@ from memvault.rows import (
 from memvault.sealing import Sealer
 from memvault.stats import user_stats
 from memvault.store import Store, check_database_urls, open_keyring, open_store
-from memvault.store.database import Row, TurnGroup
+from memvault.store.database import PlanOutdated, Row, TurnGroup, Unlearning
 from memvault.transfer import export_document, read_export, seal_dump
 
 MAX_LIST = 1000
+UNLEARN_ATTEMPTS = 5  # plans a deletion of turns makes before it gives up to a busy writer
+T = TypeVar("T")
 
 
 def _people_key(user: Row | None, agents: Sequence[Row]) -> bytes:
@@ -482,14 +486,25 @@ class Vault:
         return [open_turn(self.sealer, r) for r in reversed(rows)]
 
     def delete_session(self, user_id: str, session_id: str) -> None:
+        """Delete the session and its turns, and the facts read from them alone (see
+        `_forget_turns`)."""
         v.check_id("user_id", user_id)
         v.check_id("session_id", session_id)
-        if not self.store.delete_session(user_id, session_id, format_ts(utcnow())):
+        found, unlearned = self._forget_turns(
+            user_id,
+            lambda turn: turn["session_id"] == session_id,
+            lambda unlearning: self.store.delete_session(
+                user_id, session_id, format_ts(utcnow()), unlearning=unlearning
+            ),
+        )
+        if not found:
             raise NotFound("no such session")
         self._publish("session.deleted", user_id, session_id=session_id)
+        self._announce_unlearned(user_id, *unlearned)
 
     def clear(self, user_id: str, *, channel: str | None = None) -> int:
-        """Forget the user's conversation history (one channel, or all); memories stay.
+        """Forget the user's conversation history (one channel, or all); the memories stay,
+        but for the facts read from the forgotten turns alone (see `_forget_turns`).
 
         Returns how many turns were deleted. Sessions left without turns go too; a session
         that keeps turns of another channel loses its summary (it may quote what was
@@ -499,10 +514,69 @@ class Vault:
         v.check_id("user_id", user_id)
         chan = None if channel is None else v.check_enum("channel", channel, Channel).value
         unnoted = [] if chan is None else self._without_summary_notes(user_id)
-        deleted = self.store.clear_turns(user_id, chan, format_ts(utcnow()), unnoted=unnoted)
+        deleted, unlearned = self._forget_turns(
+            user_id,
+            lambda turn: chan is None or turn["channel"] == chan,
+            lambda unlearning: self.store.clear_turns(
+                user_id, chan, format_ts(utcnow()), unnoted=unnoted, unlearning=unlearning
+            ),
+        )
         if deleted:
             self._publish("user.cleared", user_id, channel=chan)
+        self._announce_unlearned(user_id, *unlearned)
         return deleted
+
+    def _forget_turns(
+        self, user_id: str, removes: Callable[[Row], bool], delete: Callable[[Unlearning], T]
+    ) -> tuple[T, tuple[UnlearningPlan, dict[str, Memory]]]:
+        """Run `delete`, a store deletion of the turns `removes` picks (given a turn's `id`,
+        `session_id` and `channel`), with the facts read from those turns alone deleted in its
+        transaction and their predecessors put back (`memvault.mind.unlearn`); answer what
+        `delete` did, the plan and the facts it was made over.
+
+        The facts' sources and metadata are sealed, so the store cannot find them: this opens
+        every fact of the user's at each deletion. That is acceptable because a user's facts
+        are few (a handful of statements a conversation at most, none said twice while it
+        stands), and the turns, which are many, are only located by id, never opened.
+        The plan is made over reads outside the transaction; the store checks in it that
+        the facts and the located turns are as read, and the plan is made again when another
+        writer changed them meanwhile."""
+        for _ in range(UNLEARN_ATTEMPTS):
+            unlearning, plan, facts = self._plan_unlearning(user_id, removes)
+            try:
+                return delete(unlearning), (plan, facts)
+            except PlanOutdated:
+                continue
+        raise Conflict("the user's facts changed during the deletion; try again")
+
+    def _plan_unlearning(
+        self, user_id: str, removes: Callable[[Row], bool]
+    ) -> tuple[Unlearning, UnlearningPlan, dict[str, Memory]]:
+        """`_forget_turns`'s plan, for the store and as planned, and the facts it was made over."""
+        rows = self.store.list_memories(user_id, kinds=[MemoryKind.FACT.value])
+        facts = {r["id"]: open_memory(self.sealer, r) for r in rows}
+        located = self.store.locate_turns(user_id, sorted(extracted_sources(facts.values())))
+        removed = {str(t["id"]) for t in located if removes(t)}
+        plan = plan_unlearning(facts.values(), removed, {str(t["id"]) for t in located} - removed)
+        unlearning = Unlearning(
+            facts=(len(rows), max((int(r["rev"]) for r in rows), default=0)),
+            sources=tuple(str(t["id"]) for t in located),
+            deleted=plan.deleted,
+            relinked=tuple((r.memory_id, r.superseded_by, optional_stamp(r.valid_to))
+                           for r in plan.relinked),
+        )  # fmt: skip
+        return unlearning, plan, facts
+
+    def _announce_unlearned(
+        self, user_id: str, plan: UnlearningPlan, facts: Mapping[str, Memory]
+    ) -> None:
+        """Publish the deletions and relinks of `_forget_turns`, once committed."""
+        for memory_id in plan.deleted:
+            agent_id = facts[memory_id].agent_id
+            self._publish("memory.deleted", user_id, memory_id=memory_id, agent_id=agent_id)
+        for relink in plan.relinked:
+            agent_id = facts[relink.memory_id].agent_id
+            self._publish("memory.updated", user_id, memory_id=relink.memory_id, agent_id=agent_id)
 
     def _without_summary_notes(self, user_id: str) -> list[tuple[str, str, bytes | None]]:
         """For each session whose metadata notes the turns its summary covers: its id, its

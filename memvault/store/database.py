@@ -83,6 +83,23 @@ class ChangeSet(NamedTuple):
 TurnGroup = tuple[str, str, Row, Sequence[Row], str]
 
 
+class Unlearning(NamedTuple):
+    """What a deletion of turns takes of the facts read from them, as `Vault` planned it
+    (`memvault.mind.unlearn`), with what the plan was made over: the count and highest `rev` of
+    the user's memories of kind `fact`, and the source turns it found. The store checks both in
+    the deletion's transaction and raises `PlanOutdated` when they changed."""
+
+    facts: tuple[int, int]
+    sources: tuple[str, ...]
+    deleted: tuple[str, ...]  # memory ids
+    relinked: tuple[tuple[str, str | None, str | None], ...]  # id, superseded_by, valid_to
+
+
+class PlanOutdated(Exception):
+    """What a write was planned over changed before it committed; it wrote nothing, and the
+    caller plans again."""
+
+
 @dataclass(frozen=True)
 class Dialect:
     """What differs in the DDL between backends."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from memvault.store.database import ChangeSet, Row, TurnGroup
+from memvault.store.database import ChangeSet, Row, TurnGroup, Unlearning
 
 
 class Store(Protocol):
@@ -50,7 +50,10 @@ class Store(Protocol):
         *,
         if_updated_at: str | None = None,
     ) -> Row | None: ...
-    def delete_session(self, user_id: str, session_id: str, now: str) -> bool: ...
+    def delete_session(
+        self, user_id: str, session_id: str, now: str, *, unlearning: Unlearning | None = None
+    ) -> bool: ...
+    def locate_turns(self, user_id: str, turn_ids: Sequence[str]) -> list[Row]: ...
     def recent_turns(
         self, user_id: str, *, session_id: str | None, channel: str | None, limit: int
     ) -> list[Row]: ...
@@ -61,6 +64,7 @@ class Store(Protocol):
         now: str,
         *,
         unnoted: Sequence[tuple[str, str, bytes | None]] = (),
+        unlearning: Unlearning | None = None,
     ) -> int: ...
 
     def insert_memory(self, row: Row, now: str, *, supersedes: str | None = None) -> str | None: ...

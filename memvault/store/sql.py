@@ -17,10 +17,12 @@ from memvault.errors import Conflict, NotFound
 from memvault.store.database import (
     ChangeSet,
     Database,
+    PlanOutdated,
     Row,
     Statement,
     Transaction,
     TurnGroup,
+    Unlearning,
     retried,
 )
 from memvault.store.migrations import migrate
@@ -403,11 +405,15 @@ class SqlStore:
             return None
 
     @retried
-    def delete_session(self, user_id: str, session_id: str, now: str) -> bool:
+    def delete_session(
+        self, user_id: str, session_id: str, now: str, *, unlearning: Unlearning | None = None
+    ) -> bool:
+        """Delete the session and its turns, and apply `unlearning` in the same transaction."""
         with self.db.write() as tx:
             if not self._exists(tx, "sessions", user_id, session_id):
                 return False
             rev = self._bump(tx, user_id, now)
+            self._unlearn(tx, user_id, rev, now, unlearning)
             self._bury_turns(tx, user_id, rev, "session_id = ?", (session_id,))
             tx.send("DELETE FROM turns WHERE user_id = ? AND session_id = ?", (user_id, session_id))
             tx.send("DELETE FROM sessions WHERE user_id = ? AND id = ?", (user_id, session_id))
@@ -424,6 +430,56 @@ class SqlStore:
             "ON CONFLICT (user_id, item_type, item_id) DO UPDATE SET rev = excluded.rev",
             (rev, user_id, *params),
         )
+
+    @classmethod
+    def _unlearn(
+        cls, tx: Transaction, user_id: str, rev: int, now: str, unlearning: Unlearning | None
+    ) -> None:
+        """Delete the facts `unlearning` takes and relink those it puts back, before the turns
+        go: only if the user's facts, and the source turns it found, are as it was planned over
+        (`PlanOutdated` otherwise, rolling the whole transaction back)."""
+        if unlearning is None:
+            return
+        sources = unlearning.sources
+        located: Statement = (
+            (f"SELECT COUNT(*) AS n FROM turns WHERE user_id = ? AND id IN {_in(sources)}",
+             (user_id, *sources))
+            if sources
+            else ("SELECT 0 AS n", ())
+        )  # fmt: skip
+        facts, found = tx.ones(
+            [
+                (
+                    "SELECT COUNT(*) AS n, COALESCE(MAX(rev), 0) AS top FROM memories "
+                    "WHERE user_id = ? AND kind = ?",
+                    (user_id, "fact"),
+                ),
+                located,
+            ]
+        )
+        assert facts is not None and found is not None
+        if (facts["n"], facts["top"]) != unlearning.facts or found["n"] != len(sources):
+            raise PlanOutdated
+        for memory_id in unlearning.deleted:
+            cls._bury_memory(tx, user_id, memory_id, rev)
+        tx.send_many(
+            "UPDATE memories SET superseded_by = ?, valid_to = ?, updated_at = ?, rev = ? "
+            "WHERE user_id = ? AND id = ?",
+            [(after, ends, now, rev, user_id, memory_id)
+             for memory_id, after, ends in unlearning.relinked],
+        )  # fmt: skip
+
+    @retried
+    def locate_turns(self, user_id: str, turn_ids: Sequence[str]) -> list[Row]:
+        """The `id`, `session_id` and `channel` of those of `turn_ids` that exist."""
+        if not turn_ids:
+            return []
+        with self.db.read() as tx:
+            return tx.all(
+                "SELECT id, session_id, channel FROM turns "
+                f"WHERE user_id = ? AND id IN {_in(turn_ids)}",
+                (user_id, *turn_ids),
+            )
 
     @retried
     def recent_turns(
@@ -452,8 +508,10 @@ class SqlStore:
         now: str,
         *,
         unnoted: Sequence[tuple[str, str, bytes | None]] = (),
+        unlearning: Unlearning | None = None,
     ) -> int:
-        """Delete the user's turns (of one channel, or all) and the sessions left empty.
+        """Delete the user's turns (of one channel, or all) and the sessions left empty, and
+        apply `unlearning` in the same transaction.
 
         A session that keeps turns of another channel loses its summary, which may quote the
         deleted ones. `unnoted` gives, for sessions whose metadata notes what a summary covers,
@@ -466,6 +524,7 @@ class SqlStore:
             if tx.one("SELECT id FROM users WHERE id = ?", (user_id,)) is None:
                 return 0
             rev = self._bump(tx, user_id, now)
+            self._unlearn(tx, user_id, rev, now, unlearning)
             for session_id, read_at, metadata in unnoted:
                 tx.send(
                     f"UPDATE sessions SET metadata = ? WHERE user_id = ? AND id = ? "
@@ -584,14 +643,19 @@ class SqlStore:
             if deleted is None:
                 return None
             rev = self._bump(tx, user_id, now)
-            tx.send(
-                "INSERT INTO tombstones (user_id, item_type, item_id, rev) "
-                "VALUES (?, 'memory', ?, ?) "
-                "ON CONFLICT (user_id, item_type, item_id) DO UPDATE SET rev = excluded.rev",
-                (user_id, memory_id, rev),
-            )
-            tx.send("DELETE FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id))
+            self._bury_memory(tx, user_id, memory_id, rev)
         return deleted
+
+    @staticmethod
+    def _bury_memory(tx: Transaction, user_id: str, memory_id: str, rev: int) -> None:
+        """Delete a memory, recording a tombstone so caches drop it."""
+        tx.send(
+            "INSERT INTO tombstones (user_id, item_type, item_id, rev) "
+            "VALUES (?, 'memory', ?, ?) "
+            "ON CONFLICT (user_id, item_type, item_id) DO UPDATE SET rev = excluded.rev",
+            (user_id, memory_id, rev),
+        )
+        tx.send("DELETE FROM memories WHERE user_id = ? AND id = ?", (user_id, memory_id))
 
     @retried
     def list_memories(
