@@ -25,7 +25,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from memvault.errors import IntegrityError, Invalid, WrongMasterKey
+from memvault.errors import IntegrityError, Invalid, UserKeyMissing, WrongMasterKey
 
 SEAL_VERSION = 1
 NONCE_BYTES = 12
@@ -267,7 +267,7 @@ class Keyring:
         """The user's cipher: from the cache, or (when absent or `fresh`) as the store has it."""
         cipher = self._stored_cipher(user_id, create=create, fresh=fresh)
         if cipher is None:
-            raise IntegrityError("no data key for this user: it was deleted or never made")
+            raise UserKeyMissing("no data key for this user: it was deleted or never made")
         return cipher
 
     def _stored_cipher(self, user_id: str, *, create: bool, fresh: bool) -> AESGCM | None:

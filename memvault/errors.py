@@ -60,6 +60,11 @@ class IntegrityError(MemvaultError):
     code = "integrity"
 
 
+class UserKeyMissing(IntegrityError):
+    """The user has no data key: crypto-shredded (deleted), perhaps since their rows were read,
+    or never made. `Vault`'s reads tell the first apart (`user_reads`) and answer `NotFound`."""
+
+
 class WrongMasterKey(MemvaultError):
     """The master key given does not open this keyring."""
 

@@ -8,6 +8,7 @@ in one transaction, then publishes an event. Every method takes the user scope f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import threading
@@ -16,12 +17,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from memvault import validate as v
 from memvault.config import Settings
 from memvault.crypto import Keyring, decode_key, encode_key, generate_key
-from memvault.errors import Conflict, Invalid, MemvaultError, NotFound
+from memvault.errors import Conflict, Invalid, MemvaultError, NotFound, UserKeyMissing
 from memvault.events import Event, EventBus
 from memvault.inputs import (
     build_turn,
@@ -101,6 +102,8 @@ from memvault.transfer import export_document, read_export, seal_dump
 MAX_LIST = 1000
 UNLEARN_ATTEMPTS = 5  # plans a deletion of turns makes before it gives up to a busy writer
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 
 def _people_key(user: Row | None, agents: Sequence[Row]) -> bytes:
@@ -115,6 +118,26 @@ def _people_key(user: Row | None, agents: Sequence[Row]) -> bytes:
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)
     return digest.digest()
+
+
+def user_reads(
+    read: Callable[Concatenate[Vault, str, P], R],
+) -> Callable[Concatenate[Vault, str, P], R]:
+    """A read of one user's rows that answers `NotFound` ("no such user") when the user was
+    deleted while it ran: rows read just before a deletion no longer open, their key shredded
+    (`UserKeyMissing`), and the caller should hear what a read a moment later would say. A user
+    who is still there but has no key is an integrity fault, and is raised as one."""
+
+    @functools.wraps(read)
+    def reading(vault: Vault, user_id: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return read(vault, user_id, *args, **kwargs)
+        except UserKeyMissing:
+            if vault.store.get_user(user_id) is None:
+                raise NotFound("no such user") from None
+            raise
+
+    return reading
 
 
 class Vault:
@@ -211,6 +234,7 @@ class Vault:
         self._publish("user.updated", user_id)
         return open_user(self.sealer, row)
 
+    @user_reads
     def get_user(self, user_id: str) -> User:
         v.check_id("user_id", user_id)
         row = self.store.get_user(user_id)
@@ -263,6 +287,7 @@ class Vault:
         )
         return Agent(agent_id, user_id, name, description, now)
 
+    @user_reads
     def list_agents(self, user_id: str) -> list[Agent]:
         v.check_id("user_id", user_id)
         return [open_agent(self.sealer, row) for row in self.store.list_agents(user_id)]
@@ -367,6 +392,7 @@ class Vault:
             self._publish("turn.added", user_id, session_id=session_id, turn_id=turn.id)
         return stored
 
+    @user_reads
     def get_session(self, user_id: str, session_id: str) -> Session:
         """The session with all its turns, in order."""
         v.check_id("user_id", user_id)
@@ -377,6 +403,7 @@ class Vault:
         row, turns = found
         return open_session(self.sealer, row, (open_turn(self.sealer, t) for t in turns))
 
+    @user_reads
     def session_turns(
         self, user_id: str, session_id: str, *, after_seq: int = 0, limit: int = 100
     ) -> list[Turn]:
@@ -389,6 +416,7 @@ class Vault:
         rows = self.store.session_turns(user_id, session_id, after_seq=after_seq, limit=limit)
         return [open_turn(self.sealer, r) for r in rows]
 
+    @user_reads
     def list_sessions(
         self,
         user_id: str,
@@ -469,6 +497,7 @@ class Vault:
         sealer = self.sealer.for_existing_user(user_id)
         return None if sealer is None else sealer.seal(table, row_id, fields)
 
+    @user_reads
     def recent_turns(
         self,
         user_id: str,
@@ -642,6 +671,7 @@ class Vault:
         fields.setdefault("valid_from", utcnow())
         return self.add_memory(user_id, text, supersedes=memory_id, **fields)
 
+    @user_reads
     def get_memory(self, user_id: str, memory_id: str) -> Memory:
         v.check_id("user_id", user_id)
         v.check_id("memory_id", memory_id)
@@ -715,6 +745,7 @@ class Vault:
             raise NotFound("no such memory")
         self._publish("memory.deleted", user_id, memory_id=memory_id, agent_id=deleted["agent_id"])
 
+    @user_reads
     def list_memories(
         self,
         user_id: str,
@@ -982,6 +1013,7 @@ class Vault:
         min_score, explain, asked_by, seen_by_agent)."""
         return self.recall.search(user_id, query, **options)
 
+    @user_reads
     def context(
         self,
         user_id: str,
@@ -1070,6 +1102,7 @@ class Vault:
 
     # -- statistics ------------------------------------------------------------------------
 
+    @user_reads
     def stats(self, user_id: str, *, now: datetime | None = None) -> dict[str, Any]:
         """Counts, time span, per-channel totals, daily activity and streaks (UTC days)."""
         v.check_id("user_id", user_id)
@@ -1080,6 +1113,7 @@ class Vault:
 
     # -- export, import --------------------------------------------------------------------
 
+    @user_reads
     def export_user(self, user_id: str) -> dict[str, Any]:
         """Everything of one user as plain JSON-ready data, versioned for `import_user`."""
         v.check_id("user_id", user_id)

@@ -279,3 +279,26 @@ def test_vectors_saved_for_a_user_deleted_meanwhile_are_dropped_and_make_no_key(
     vectors.save("alice", "model", [(("turn", turn.id), 1, np.ones(4, dtype=np.float32))])
     assert deleter.keyring._keys.get_wrapped("alice") is None
     assert vectors.load("alice", "model", 0) == {}
+
+
+def test_a_read_of_rows_whose_user_is_deleted_meanwhile_is_not_found(
+    make_vault: MakeVault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows were read, then another vault deleted the user and this one's key cache let go
+    of the key (as any check against the store does): the rows no longer open. The caller hears
+    what a read a moment later would say, not an integrity fault."""
+    data = tmp_path / "data"
+    reader, deleter = make_vault(data), make_vault(data)
+    memory = reader.add_memory("alice", "likes tea")
+    read = reader.store.get_memory
+
+    def read_then_deleted(*args: Any, **kwargs: Any) -> Any:
+        found = read(*args, **kwargs)
+        deleter.delete_user("alice")
+        assert not reader.keyring.has_user_key("alice")  # the cached key let go
+        return found
+
+    monkeypatch.setattr(reader.store, "get_memory", read_then_deleted)
+    with pytest.raises(NotFound) as refused:
+        reader.get_memory("alice", memory.id)
+    assert str(refused.value) == "no such user"
