@@ -190,32 +190,33 @@ def _one(text: str, category: str, slot: str | None) -> list[Statement]:
     return [Statement(text, category, slot)]
 
 
-def _home(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
-    return _one(f"{who.name} lives in {m['place']}", "location", "home")
+def _said(
+    template: str, category: str, slot: str | None, *, lowered: tuple[str, ...] = ()
+) -> Build:
+    """A rule whose statement is `template` filled in with the subject (`{name}`,
+    `{possessive}`) and the clause's named groups, those in `lowered` in lower case; the
+    others keep the user's own spelling (a place's capital letters)."""
+
+    def build(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
+        groups = {k: v.lower() if k in lowered else v for k, v in m.items() if v is not None}
+        text = template.format(name=who.name, possessive=who.possessive, **groups)
+        return _one(text, category, slot)
+
+    return build
 
 
-def _hometown(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
-    return _one(f"{who.name} grew up in {m['place']}", "location", "hometown")
-
-
-def _origin(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
-    return _one(f"{who.name} is originally from {m['place']}", "location", "origin")
-
-
-def _birthplace(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
-    return _one(f"{who.name} was born in {m['place']}", "personal", "birthplace")
-
-
-def _birth_year(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
-    return _one(f"{who.name} was born in {m['year']}", "personal", "birth year")
-
-
-def _birthday(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
-    return _one(f"{who.possessive} birthday is {m['date']}", "personal", "birthday")
-
-
-def _born_on(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
-    return _one(f"{who.name} was born on {m['date']}", "personal", "birthday")
+_HOME = _said("{name} lives in {place}", "location", "home")
+_HOMETOWN = _said("{name} grew up in {place}", "location", "hometown")
+_ORIGIN = _said("{name} is originally from {place}", "location", "origin")
+_BIRTHPLACE = _said("{name} was born in {place}", "personal", "birthplace")
+_BIRTH_YEAR = _said("{name} was born in {year}", "personal", "birth year")
+_BIRTHDAY = _said("{possessive} birthday is {date}", "personal", "birthday")
+_BORN_ON = _said("{name} was born on {date}", "personal", "birthday")
+_ALLERGY = _said("{name} is allergic to {what}", "health", None)
+_ALLERGY_NAMED = _said("{name} has {art} {what} allergy", "health", None, lowered=("art",))
+_INTOLERANCE = _said("{name} is {what} intolerant", "health", None, lowered=("what",))
+_DIET = _said("{name} is {diet}", "diet", "diet", lowered=("diet",))
+_DIET_PLAN = _said("{name} is on a {diet} diet", "diet", "diet", lowered=("diet",))
 
 
 def _name(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
@@ -254,26 +255,6 @@ def _favourite(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
     slot = "favourite " + thing.lower()
     text = f"{who.possessive} {m['fav'].lower()} {thing} {m['verb'].lower()} {m['value']}"
     return _one(text, "preferences", slot)
-
-
-def _allergy(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
-    return _one(f"{who.name} is allergic to {m['what']}", "health", None)
-
-
-def _allergy_named(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
-    return _one(f"{who.name} has {m['art'].lower()} {m['what']} allergy", "health", None)
-
-
-def _intolerance(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
-    return _one(f"{who.name} is {m['what'].lower()} intolerant", "health", None)
-
-
-def _diet(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
-    return _one(f"{who.name} is {m['diet'].lower()}", "diet", "diet")
-
-
-def _diet_plan(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
-    return _one(f"{who.name} is on a {m['diet'].lower()} diet", "diet", "diet")
 
 
 def _feeling(m: Mapping[str, Any], who: _Subject) -> list[Statement]:
@@ -332,19 +313,19 @@ _RULES: tuple[tuple[re.Pattern[str], Build], ...] = tuple(
             rf"(?:{_WE}\s+(?:(?i:just|now|currently|still|also|actually)\s+)?(?i:live|reside)"
             rf"|(?:{_IM}|[Ww]e(?:'re|\s+are))\s+(?:(?i:now|currently|still)\s+)?"
             rf"(?i:living|based))\s+in\s+(?P<place>{_PLACE}){_NOW}",
-            _home,
+            _HOME,
         ),
         (
             rf"{_WE}(?:'ve|\s+have)?\s+(?:(?i:just|recently|finally|now)\s+)?"
             rf"(?i:moved|relocated)\s+to\s+(?P<place>{_PLACE}){_LATELY}",
-            _home,
+            _HOME,
         ),
-        (rf"{_I}\s+grew\s+up\s+in\s+(?P<place>{_PLACE})", _hometown),
-        (rf"{_IM}\s+originally\s+from\s+(?P<place>{_PLACE})", _origin),
-        (rf"{_I}\s+was\s+born\s+in\s+(?P<year>(?:19|20)\d\d)", _birth_year),
-        (rf"{_I}\s+was\s+born\s+in\s+(?P<place>{_PLACE})", _birthplace),
-        (rf"{_I}\s+was\s+born\s+on\s+(?P<date>{_DATE})", _born_on),
-        (rf"{_MY}\s+birthday(?:\s+is|'s)\s+(?:on\s+)?(?P<date>{_DATE})", _birthday),
+        (rf"{_I}\s+grew\s+up\s+in\s+(?P<place>{_PLACE})", _HOMETOWN),
+        (rf"{_IM}\s+originally\s+from\s+(?P<place>{_PLACE})", _ORIGIN),
+        (rf"{_I}\s+was\s+born\s+in\s+(?P<year>(?:19|20)\d\d)", _BIRTH_YEAR),
+        (rf"{_I}\s+was\s+born\s+in\s+(?P<place>{_PLACE})", _BIRTHPLACE),
+        (rf"{_I}\s+was\s+born\s+on\s+(?P<date>{_DATE})", _BORN_ON),
+        (rf"{_MY}\s+birthday(?:\s+is|'s)\s+(?:on\s+)?(?P<date>{_DATE})", _BIRTHDAY),
         (
             rf"(?:{_MY}\s+name(?:\s+is|'s)|{_IM}\s+called|[Cc]all\s+me|{_I}\s+go\s+by)"
             rf"\s+(?P<name>{_NAME})",
@@ -380,16 +361,16 @@ _RULES: tuple[tuple[re.Pattern[str], Build], ...] = tuple(
         (
             rf"{_IM}\s+(?:(?i:also|severely|very|really|seriously|deathly)\s+)?allergic\s+to\s+"
             rf"(?P<what>{_WORDS})",
-            _allergy,
+            _ALLERGY,
         ),
         (
             rf"{_I}\s+(?:also\s+)?have\s+(?P<art>an?)\s+(?P<what>[\w-]+(?:\s+[\w-]+)?)"
             rf"\s+allergy",
-            _allergy_named,
+            _ALLERGY_NAMED,
         ),
-        (rf"{_IM}\s+(?:also\s+)?(?P<what>[A-Za-z-]+)\s+intolerant", _intolerance),
-        (rf"{_IM}\s+(?:(?i:now|also)\s+)?(?:an?\s+)?(?P<diet>{_DIETS})", _diet),
-        (rf"{_IM}\s+(?:(?i:now|also)\s+)?on\s+an?\s+(?P<diet>{_DIET_PLANS})\s+diet", _diet_plan),
+        (rf"{_IM}\s+(?:also\s+)?(?P<what>[A-Za-z-]+)\s+intolerant", _INTOLERANCE),
+        (rf"{_IM}\s+(?:(?i:now|also)\s+)?(?:an?\s+)?(?P<diet>{_DIETS})", _DIET),
+        (rf"{_IM}\s+(?:(?i:now|also)\s+)?on\s+an?\s+(?P<diet>{_DIET_PLANS})\s+diet", _DIET_PLAN),
         (
             rf"{_I}\s+(?:(?i:really|also|just|absolutely|totally|truly)\s+)?"
             rf"(?P<verb>(?i:love|like|enjoy|adore|hate|dislike|detest|loathe))\s+"
