@@ -473,7 +473,9 @@ class Vault:
         """`update_session`'s work on checked fields (`session_fields`): the session's row as
         written, or None when there is no such session, or (`if_updated_at`, a stored
         `updated_at`) it was written since then."""
-        current = self.store.get_session(user_id, session_id)  # before sealing makes a user key
+        # read first: a session missing or written meanwhile is not sealed for (the store checks
+        # `if_updated_at` again in the write)
+        current = self.store.get_session(user_id, session_id)
         if current is None or if_updated_at not in (None, current["updated_at"]):
             return None
         if not fields:
@@ -701,7 +703,8 @@ class Vault:
         if "created_at" in fields:
             raise Invalid("created_at", "cannot be changed")
         values = memory_fields(self.settings, fields)
-        current = self.store.get_memory(user_id, memory_id)  # before sealing makes a user key
+        # read for the validity check and the event (the store checks `if_updated_at` again)
+        current = self.store.get_memory(user_id, memory_id)
         if current is None or if_updated_at not in (None, current["updated_at"]):
             return None
         if values.get("superseded_by") == memory_id:
