@@ -50,7 +50,7 @@ from typing import Any
 
 from benchmarks.bench_backends import POSTGRES_URL
 from benchmarks.bench_warm import sentence
-from benchmarks.common import summary_ms, write_results
+from benchmarks.common import ratio, summary_ms, write_results
 from memvault.config import Settings
 from memvault.crypto import encode_key, generate_key
 from memvault.model import format_ts
@@ -310,12 +310,10 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             for name in ("first", "idle", "incremental", "sessions_only", "memories_only")
         ),
         "writer_appends": appends,
-        "writer_append_p50_run_over_none": round(
-            appends["during_first_run"]["p50_ms"] / appends["no_run"]["p50_ms"], 3
-        ),
-        "writer_append_p95_run_over_none": round(
-            appends["during_first_run"]["p95_ms"] / appends["no_run"]["p95_ms"], 3
-        ),
+        "writer_append_p50_run_over_none":
+            ratio(appends["during_first_run"], appends["no_run"], "p50_ms"),
+        "writer_append_p95_run_over_none":
+            ratio(appends["during_first_run"], appends["no_run"], "p95_ms"),
         "writer_appends_during_first_run": len(during),
         "first_run_seconds_beside_writer": round(
             statistics.median(r["writer"]["run_seconds"] for r in rounds), 4

@@ -28,7 +28,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from benchmarks.bench_warm import chat_turns, open_vault, sentence
-from benchmarks.common import summary_ms, write_results
+from benchmarks.common import ratio, summary_ms, write_results
 from memvault.retrieval.embed import default_embedder
 from memvault.vault import Vault
 
@@ -100,11 +100,11 @@ def main() -> None:
         "history_turns": HISTORY,
         "calls_each": BLOCK * BLOCKS,
         "calls": summaries,
-        "search_mcp_over_library_p50": round(
-            summaries["search_mcp"]["p50_ms"] / summaries["search_library"]["p50_ms"], 2
+        "search_mcp_over_library_p50": ratio(
+            summaries["search_mcp"], summaries["search_library"], "p50_ms", 2
         ),
-        "append_mcp_over_library_p50": round(
-            summaries["append_mcp"]["p50_ms"] / summaries["append_library"]["p50_ms"], 2
+        "append_mcp_over_library_p50": ratio(
+            summaries["append_mcp"], summaries["append_library"], "p50_ms", 2
         ),
     }
     write_results("mcp", results)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_warm import QUERIES, chat_turns, sentence
-from benchmarks.common import summary_ms, write_results
+from benchmarks.common import ratio, summary_ms, write_results
 from memvault.config import Settings
 from memvault.crypto import encode_key, generate_key
 from memvault.retrieval.embed import MiniLMEmbedder, default_embedder
@@ -89,12 +89,8 @@ def main() -> None:
         "turns_a_burst": BURST,
         "search_after_seconds": PAUSE,
         "reader_search_warming": summaries,
-        "reader_search_p50_on_over_off": round(
-            summaries["on"]["p50_ms"] / summaries["off"]["p50_ms"], 3
-        ),
-        "reader_search_p95_on_over_off": round(
-            summaries["on"]["p95_ms"] / summaries["off"]["p95_ms"], 3
-        ),
+        "reader_search_p50_on_over_off": ratio(summaries["on"], summaries["off"], "p50_ms"),
+        "reader_search_p95_on_over_off": ratio(summaries["on"], summaries["off"], "p95_ms"),
     }
     write_results("relay", results)
     print(results)

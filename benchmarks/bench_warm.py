@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import summary_ms, write_results
+from benchmarks.common import ratio, summary_ms, write_results
 from memvault.config import Settings
 from memvault.retrieval.embed import MiniLMEmbedder, default_embedder
 from memvault.vault import Vault
@@ -159,15 +159,13 @@ def main() -> None:
             "think_seconds": THINK_SECONDS,
             "read_seconds": READ_SECONDS,
             "context": contexts,
-            "context_p50_on_over_off": round(
-                contexts["on"]["p50_ms"] / contexts["off"]["p50_ms"], 3
-            ),
+            "context_p50_on_over_off": ratio(contexts["on"], contexts["off"], "p50_ms"),
         },
         "appends": {
             "turns": APPENDS * ROUNDS,
             "add_turn": writes,
-            "p50_on_over_off": round(writes["on"]["p50_ms"] / writes["off"]["p50_ms"], 3),
-            "p99_on_over_off": round(writes["on"]["p99_ms"] / writes["off"]["p99_ms"], 3),
+            "p50_on_over_off": ratio(writes["on"], writes["off"], "p50_ms"),
+            "p99_on_over_off": ratio(writes["on"], writes["off"], "p99_ms"),
         },
     }
     write_results("warm", results)

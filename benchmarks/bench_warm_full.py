@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_warm import QUERIES, chat_turns, open_vault, sentence
-from benchmarks.common import summary_ms, write_results
+from benchmarks.common import ratio, summary_ms, write_results
 from memvault.retrieval.embed import MiniLMEmbedder, default_embedder
 
 ROUNDS = 3
@@ -103,12 +103,8 @@ def main() -> None:
         "search_after_seconds": PAUSE,
         "cache": "room for the reader's index and half another",
         "reader_search": searches,
-        "reader_search_p50_on_over_off": round(
-            searches["on"]["p50_ms"] / searches["off"]["p50_ms"], 3
-        ),
-        "reader_search_p95_on_over_off": round(
-            searches["on"]["p95_ms"] / searches["off"]["p95_ms"], 3
-        ),
+        "reader_search_p50_on_over_off": ratio(searches["on"], searches["off"], "p50_ms"),
+        "reader_search_p95_on_over_off": ratio(searches["on"], searches["off"], "p95_ms"),
         "warmer_after_a_burst": summary_ms(settles),
         "warmer_after_a_burst_median_ms": round(statistics.median(settles) * 1000, 2),
     }

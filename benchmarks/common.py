@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,14 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
         "p99_ms": round(percentile(ms, 99), 4),
         "mean_ms": round(statistics.fmean(ms), 4),
     }
+
+
+def ratio(
+    over: Mapping[str, float], under: Mapping[str, float], key: str, digits: int = 3
+) -> float:
+    """One `summary_ms` figure (`key`, "p50_ms" say) of `over` against the same of `under`:
+    the way every benchmark compares a run with its baseline of the same run."""
+    return round(over[key] / under[key], digits)
 
 
 def write_results(name: str, results: dict[str, Any]) -> Path:
